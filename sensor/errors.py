@@ -1,0 +1,49 @@
+"""The sensor's exception base and the sysexits codes every cgsentry CLI returns."""
+
+from __future__ import annotations
+
+import os
+
+EX_OK = os.EX_OK if hasattr(os, "EX_OK") else 0
+EX_USAGE = 64  # bad command line
+EX_DATAERR = 65  # bad input data (corrupt journal, malformed rule file)
+EX_NOINPUT = 66  # input file missing
+EX_UNAVAILABLE = 69  # a service we need is missing (BCC, Docker, collector)
+EX_SOFTWARE = 70  # internal error (a bug)
+EX_OSERR = 71  # OS error (cannot attach, cannot mount)
+EX_IOERR = 74  # I/O error
+EX_TEMPFAIL = 75  # try again later (collector away)
+EX_NOPERM = 77  # not root / missing capabilities
+EX_CONFIG = 78  # configuration error
+
+
+class CgsentryError(Exception):
+    """Root of every *expected* cgsentry failure; ``str(err)`` is the one line a user sees.
+
+    Each package has its own base under it (``SensorError``, ``ModelError``, ``RuleError``,
+    ``CollectorError``). ``exit_code`` is the sysexits code a CLI returns for it; CLI ``main``
+    functions catch ``CgsentryError`` only, so anything else is a bug and keeps its traceback.
+    """
+
+    exit_code: int = EX_SOFTWARE
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class SensorError(CgsentryError):
+    """Base of every expected sensor failure."""
+
+
+class NotPrivileged(SensorError):
+    exit_code = EX_NOPERM
+
+
+class Unavailable(SensorError):
+    exit_code = EX_UNAVAILABLE
+
+
+class DataError(SensorError):
+    exit_code = EX_DATAERR

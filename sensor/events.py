@@ -1,0 +1,191 @@
+"""The one event/finding schema shared by every stage (stdlib only).
+
+Every stage — decoders, enrichment, models, rules, recorder, exporter, collector — speaks these
+frozen dataclasses. They serialise to plain dicts (``to_dict``/``from_dict``) for msgpack journals,
+spools and model files; protobuf appears only at the gRPC boundary (collector/convert.py).
+
+Times are wall-clock nanoseconds since the epoch (``time_ns``); the decoder converts the kernel's
+monotonic ``ktime_ns`` once, so every later stage compares like with like.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Final, Mapping
+
+# Event kinds. DESIGN.md §4 names the first seven; ``open`` and ``sys`` carry the sensitive-file
+# and sensitive-syscall events the rules need.
+EXEC: Final = "exec"
+EXIT: Final = "exit"
+FORK: Final = "fork"
+CONNECT: Final = "connect"
+ACCEPT: Final = "accept"
+LISTEN: Final = "listen"
+SYSCALL: Final = "syscall"  # first time a (cgroup, syscall nr) pair is seen; count in ``count``
+OPEN: Final = "open"  # open of a sensitive path (prefix-filtered in the kernel)
+SYS: Final = "sys"  # a sensitive syscall (ptrace, mount, unshare, setns, ...), name in ``syscall``
+KINDS: Final = (EXEC, EXIT, FORK, CONNECT, ACCEPT, LISTEN, SYSCALL, OPEN, SYS)
+NETWORK_KINDS: Final = frozenset({CONNECT, ACCEPT, LISTEN})
+
+HOST: Final = "host"  # container_id/container_name/image of processes outside any container
+
+# Falco's priority names, most severe first.
+PRIORITIES: Final = (
+    "EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFORMATIONAL", "DEBUG",
+)
+
+# Finding kinds produced by the behavioural models; rule hits use kind "rule".
+NEW_PROCESS: Final = "new_process"
+NEW_PARENT: Final = "new_parent"
+NEW_LISTEN_PORT: Final = "new_listen_port"
+NEW_OUTBOUND: Final = "new_outbound"
+NEW_SYSCALL: Final = "new_syscall"
+RATE_ANOMALY: Final = "rate_anomaly"
+RULE: Final = "rule"
+BANNED_PROCESS: Final = "banned_process"
+FINDING_KINDS: Final = (
+    NEW_PROCESS, NEW_PARENT, NEW_LISTEN_PORT, NEW_OUTBOUND, NEW_SYSCALL, RATE_ANOMALY, RULE,
+    BANNED_PROCESS,
+)
+
+# Response actions, weakest first.
+ACTIONS: Final = ("none", "alert", "kill-process", "pause-container", "kill-container")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One kernel observation, attributed to a process and (maybe) a container.
+
+    Fields that do not apply to a kind keep their zero value ("" / 0 / ()). Network addresses are
+    text (``"127.0.0.1"``, ``"::1"``); ``proto`` is ``"tcp"``/``"udp"``/``""``; ``family`` is
+    ``"ipv4"``/``"ipv6"``/``"unix"``/``""``. ``ret`` is the syscall result (negative errno on
+    failure) where the kind has one; ``exit_code`` is the process exit status for ``exit``.
+    ``ancestry`` lists parent executables, nearest first (``ancestry[0]`` is the parent's exe).
+    """
+
+    kind: str
+    time_ns: int
+    pid: int = 0
+    tid: int = 0
+    ppid: int = 0
+    uid: int = 0
+    gid: int = 0
+    comm: str = ""
+    exe: str = ""
+    args: tuple[str, ...] = ()
+    cgroup_id: int = 0
+    container_id: str = ""
+    container_name: str = ""
+    image: str = ""  # repo:tag as the runtime reports it
+    image_id: str = ""  # image digest / id (sha256:...)
+    runtime: str = ""  # docker, containerd, crio, podman, kubepods, host, unknown
+    pexe: str = ""  # parent executable
+    ancestry: tuple[str, ...] = ()
+    # network
+    proto: str = ""
+    family: str = ""
+    saddr: str = ""
+    sport: int = 0
+    daddr: str = ""
+    dport: int = 0
+    ret: int = 0
+    # process lifecycle
+    exit_code: int = 0
+    child_pid: int = 0
+    # syscall profile / sensitive syscalls
+    syscall: str = ""
+    syscall_nr: int = -1
+    count: int = 0
+    sc_args: tuple[int, ...] = ()
+    # files
+    path: str = ""
+    flags: int = 0
+
+    @property
+    def image_key(self) -> str:
+        """The key a baseline is stored under: image digest, else repo:tag, else ``host``."""
+        return self.image_id or self.image or HOST
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict with only non-default fields (compact msgpack)."""
+        return {k: v for k, v in _fields_of(self) if v != _EVENT_DEFAULTS.get(k, _MISSING)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Event":
+        """Inverse of :meth:`to_dict`; unknown keys are ignored (forward compatible), lists
+        become tuples. Raises ``TypeError``/``ValueError`` on missing ``kind``/``time_ns``."""
+        if "kind" not in data or "time_ns" not in data:
+            raise ValueError("event record lacks 'kind' or 'time_ns'")
+        kwargs = {k: _freeze(v) for k, v in data.items() if k in _EVENT_FIELDS}
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> "Event":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A deviation or rule hit about one event, with the reasons an analyst needs.
+
+    ``explanation`` is free-form but conventionally holds ``expected`` (nearest known items),
+    ``seen``, ``learned_s`` (observed learning time), ``containers`` (how many contributed),
+    ``score`` and ``threshold`` for rate anomalies. ``action`` is what policy decided
+    (one of :data:`ACTIONS`); ``during_loss`` marks findings made while events were dropped.
+    """
+
+    kind: str
+    rule: str
+    priority: str
+    output: str
+    event: Event
+    time_ns: int = 0
+    source: str = "model"  # model | rule | policy
+    tags: tuple[str, ...] = ()
+    explanation: Mapping[str, Any] = field(default_factory=dict)
+    action: str = "alert"
+    mode: str = ""  # image mode when found: learn | alert | enforce
+    during_loss: bool = False
+
+    @property
+    def image_key(self) -> str:
+        return self.event.image_key
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["event"] = self.event.to_dict()
+        d["tags"] = list(self.tags)
+        d["explanation"] = dict(self.explanation)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Finding":
+        kwargs = {k: v for k, v in data.items() if k in _FINDING_FIELDS}
+        kwargs["event"] = Event.from_dict(data["event"])
+        kwargs["tags"] = tuple(data.get("tags", ()))
+        kwargs["explanation"] = dict(data.get("explanation", {}))
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> "Finding":
+        return dataclasses.replace(self, **changes)
+
+
+_MISSING: Final = object()
+_EVENT_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(Event))
+_FINDING_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(Finding))
+_EVENT_DEFAULTS: Final[dict[str, Any]] = {
+    f.name: f.default for f in dataclasses.fields(Event) if f.default is not dataclasses.MISSING
+}
+
+
+def _fields_of(ev: Event) -> list[tuple[str, Any]]:
+    return [(name, getattr(ev, name)) for name in _EVENT_ORDER]
+
+
+_EVENT_ORDER: Final = tuple(f.name for f in dataclasses.fields(Event))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(value)
+    return value
