@@ -99,8 +99,11 @@ class Event:
     count: int = 0
     sc_args: tuple[int, ...] = ()
     # files
-    path: str = ""
-    flags: int = 0
+    path: str = ""  # open: the path; connect with family "unix": the socket path
+    flags: int = 0  # open(2) flags
+    # exec outcome
+    killed: bool = False  # killed in the kernel at exec (banned process in enforce mode)
+    truncated: bool = False  # argv longer than the kernel captures (12 args x 63 bytes)
 
     @property
     def image_key(self) -> str:

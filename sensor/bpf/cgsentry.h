@@ -1,0 +1,142 @@
+/* cgsentry record layouts and opcodes — BCC dialect (compiled by BCC's clang, not by kbuild).
+ *
+ * The single source of truth for what crosses the ring buffer. sensor/layout.py mirrors these
+ * structs with struct.Struct formats; tests/kernel/test_bpf_layout.py compiles this header with
+ * BCC and pins every size and offset against the mirror.
+ *
+ * Layout rules: naturally aligned fields, explicit padding, no bitfields, so the C and Python
+ * sides agree without packing pragmas.
+ */
+#ifndef CGSENTRY_H
+#define CGSENTRY_H
+
+#ifndef ARGS_MAX
+#define ARGS_MAX 12           /* argv entries captured per exec */
+#endif
+#ifndef ARG_LEN
+#define ARG_LEN 64            /* bytes per argv entry, NUL included */
+#endif
+#define PATH_LEN 256          /* exec filename and sensitive open paths */
+#define UNIX_PATH_LEN 64      /* AF_UNIX connect destination (docker.sock etc.) */
+#define PREFIX_MAX 24         /* sensitive path prefixes the kernel matches */
+#define PREFIX_LEN 32
+
+/* struct prefix.mode */
+#define PM_ANY 0
+#define PM_WRITE 1
+#define PM_MEM 2
+
+enum op {
+    OP_EXEC = 1,
+    OP_FORK = 2,
+    OP_EXIT = 3,
+    OP_CONNECT = 4,
+    OP_ACCEPT = 5,
+    OP_LISTEN = 6,
+    OP_SYSCALL = 7,   /* first time a (cgroup, syscall nr) pair is seen */
+    OP_OPEN = 8,      /* open of a sensitive path */
+    OP_SYS = 9,       /* a sensitive syscall */
+    OP_MAX = 10,
+};
+
+/* flags in struct watch.flags (map `cgroups`, written by userspace) */
+#define CG_HOST 1         /* known host cgroup: no sensitive-event checks */
+#define CG_PROFILE 2      /* count syscalls of this cgroup (learning images) */
+
+/* flags in record headers */
+#define F_KILLED 1        /* exec was killed in the kernel (banned process) */
+#define F_ARGS_TRUNC 2    /* more argv than ARGS_MAX or an arg longer than ARG_LEN */
+#define F_EXIT_SIGNAL 4   /* exit without exit_group(): killed by a signal or thread exit */
+
+struct hdr {              /* 64 bytes */
+    u32 op;
+    u32 pid;              /* tgid */
+    u32 tid;
+    u32 uid;
+    u32 gid;
+    u32 flags;
+    u64 ktime_ns;         /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+    u64 cgroup_id;        /* cgroup v2 id == inode of the cgroup dir */
+    char comm[16];
+    u64 _reserved;
+};
+
+struct exec_rec {
+    struct hdr h;
+    u32 old_pid;
+    u32 argc;             /* entries captured in args */
+    char filename[PATH_LEN];
+    char args[ARGS_MAX][ARG_LEN];
+};
+
+struct fork_rec {
+    struct hdr h;
+    u32 parent_pid;
+    u32 child_pid;
+};
+
+struct exit_rec {
+    struct hdr h;
+    s32 exit_code;        /* exit_group() status; -1 when not known (signal) */
+    u32 _pad;
+};
+
+struct net_rec {          /* connect, accept, listen */
+    struct hdr h;
+    s64 ret;              /* syscall result (negative errno on failure) */
+    u32 fd;
+    u16 family;           /* AF_INET 2, AF_INET6 10, AF_UNIX 1 */
+    u16 proto;            /* IPPROTO_TCP 6, IPPROTO_UDP 17, 0 unknown */
+    u16 sport;            /* host byte order */
+    u16 dport;
+    u32 _pad;
+    u8 saddr[16];         /* v4 in the first 4 bytes */
+    u8 daddr[16];
+    char unix_path[UNIX_PATH_LEN];
+};
+
+struct syscall_rec {
+    struct hdr h;
+    u32 nr;
+    u32 _pad;
+};
+
+struct open_rec {
+    struct hdr h;
+    s64 ret;
+    u32 flags;            /* open(2) flags */
+    u32 mode;
+    char path[PATH_LEN];
+};
+
+struct sys_rec {
+    struct hdr h;
+    s64 ret;
+    u32 nr;
+    u32 _pad;
+    u64 args[4];
+};
+
+/* map value types */
+struct watch {
+    u32 flags;            /* CG_* */
+    u32 _pad;
+};
+
+struct ban_key {
+    u64 cgroup_id;        /* 0 = every non-host cgroup */
+    char comm[16];
+};
+
+struct sc_key {
+    u64 cgroup_id;
+    u64 nr;
+};
+
+struct prefix {
+    u32 len;              /* 0 = unused slot */
+    u32 mode;             /* PM_ANY, PM_WRITE (write/create opens only), PM_MEM (path ends in /mem) */
+    char s[PREFIX_LEN];
+};
+
+#endif

@@ -1,0 +1,629 @@
+/* cgsentry sensor programs — BCC dialect (BPF C compiled by BCC at start, not by kbuild).
+ *
+ * Portability rule: read only tracepoint arguments and BPF helpers, never kernel structs, so the
+ * programs compile against approximate headers on any kernel >= 5.8 (ring buffer) and need no BTF.
+ * Options come as -DNAME=value cflags (see sensor/bpf_loader.py, `cgsentry-sensor trace --dump-bpf`).
+ *
+ * What leaves the kernel: process execs/forks/exits and network connects/accepts/listens of every
+ * process (host too); first-seen (cgroup, syscall) pairs of profiled cgroups; opens of sensitive
+ * path prefixes and sensitive syscalls of non-host cgroups. Everything else stays in maps.
+ */
+#include <uapi/linux/ptrace.h>
+#include "cgsentry.h"
+
+#ifndef RING_PAGES
+#define RING_PAGES 256
+#endif
+#ifndef SYSCALL_PROFILE
+#define SYSCALL_PROFILE 1
+#endif
+#ifndef SENSITIVE
+#define SENSITIVE 1
+#endif
+#ifndef MAX_SOCKETS
+#define MAX_SOCKETS 65536
+#endif
+
+BPF_RINGBUF_OUTPUT(events, RING_PAGES);
+BPF_PERCPU_ARRAY(drops, u64, OP_MAX);          /* failed ringbuf_reserve per opcode */
+BPF_HASH(cgroups, u64, struct watch, 16384);   /* cgroup id -> flags, written by userspace */
+BPF_HASH(banned, struct ban_key, u32, 1024);   /* (cgroup id, comm) -> kill at exec */
+BPF_HASH(syscall_counts, struct sc_key, u64, 65536);  /* (cgroup, nr) -> count */
+BPF_ARRAY(prefixes, struct prefix, PREFIX_MAX);
+BPF_HASH(exec_args, u32, struct exec_rec, 4096);   /* tid -> argv captured at execve entry */
+BPF_PERCPU_ARRAY(scratch, struct exec_rec, 1);
+BPF_HASH(exit_codes, u32, s32, 16384);             /* tgid -> exit_group() status */
+BPF_HASH(pending_sock, u32, u64, 4096);            /* tid -> socket type at socket() entry */
+BPF_TABLE("lru_hash", u64, u16, sock_types, MAX_SOCKETS);   /* (tgid << 32 | fd) -> IPPROTO_* */
+BPF_TABLE("lru_hash", u64, struct net_rec, bound, MAX_SOCKETS); /* (tgid << 32 | fd) -> bind address */
+BPF_HASH(pending_net, u32, struct net_rec, 4096);  /* tid -> connect/accept/bind in flight */
+BPF_HASH(pending_ptr, u32, u64, 4096);             /* tid -> user sockaddr pointer (accept) */
+BPF_HASH(pending_open, u32, struct open_rec, 4096);
+BPF_HASH(pending_sys, u32, struct sys_rec, 4096);
+
+static __always_inline void count_drop(u32 op)
+{
+    u64 *n = drops.lookup(&op);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+}
+
+static __always_inline void fill_hdr(struct hdr *h, u32 op)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u64 ug = bpf_get_current_uid_gid();
+    h->op = op;
+    h->pid = id >> 32;
+    h->tid = (u32)id;
+    h->uid = (u32)ug;
+    h->gid = ug >> 32;
+    h->flags = 0;
+    h->ktime_ns = bpf_ktime_get_ns();
+    h->cgroup_id = bpf_get_current_cgroup_id();
+    h->_reserved = 0;
+    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+static __always_inline u32 cgroup_flags(u64 cg)
+{
+    struct watch *w = cgroups.lookup(&cg);
+    return w ? w->flags : 0;
+}
+
+/* ---------------------------------------------------------------- process lifecycle ---------- */
+
+/* syscalls:sys_enter_execve(at) (since 4.7): the only place argv is readable without walking the
+ * new mm. Captured per tid and joined at sched_process_exec; a failed exec leaves an entry that
+ * the next exec of that tid overwrites (bounded map, so a leak cannot grow). */
+static __always_inline int capture_argv(const char *const *argv)
+{
+    u32 zero = 0, tid = (u32)bpf_get_current_pid_tgid();
+    struct exec_rec *r = scratch.lookup(&zero);
+    if (!r)
+        return 0;
+    r->argc = 0;
+    r->h.flags = 0;
+#pragma unroll
+    for (int i = 0; i < ARGS_MAX; i++) {
+        const char *p = NULL;
+        bpf_probe_read_user(&p, sizeof(p), &argv[i]);
+        if (!p)
+            break;
+        r->args[i][0] = 0;
+        if (bpf_probe_read_user_str(r->args[i], ARG_LEN, p) == ARG_LEN)
+            r->h.flags |= F_ARGS_TRUNC;
+        r->argc = i + 1;
+        if (i == ARGS_MAX - 1) {
+            const char *next = NULL;
+            bpf_probe_read_user(&next, sizeof(next), &argv[i + 1]);
+            if (next)
+                r->h.flags |= F_ARGS_TRUNC;
+        }
+    }
+    exec_args.update(&tid, r);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execve) { return capture_argv(args->argv); }
+TRACEPOINT_PROBE(syscalls, sys_enter_execveat) { return capture_argv(args->argv); }
+
+/* sched:sched_process_exec (since 3.4): fires once the new image is committed, with the final
+ * filename and the new comm already set — so a banned comm can be killed here with
+ * bpf_send_signal (5.3+) before it runs a single user instruction. Misses nothing that execs;
+ * processes that fork() without exec() appear only as fork records. */
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    struct exec_rec *r = events.ringbuf_reserve(sizeof(struct exec_rec));
+    if (!r) {
+        count_drop(OP_EXEC);
+        return 0;
+    }
+    fill_hdr(&r->h, OP_EXEC);
+    r->old_pid = args->old_pid;
+    r->argc = 0;
+    TP_DATA_LOC_READ_STR(r->filename, filename, sizeof(r->filename));
+    u32 key = args->old_pid;
+    struct exec_rec *a = exec_args.lookup(&key);
+    if (a) {
+        r->argc = a->argc;
+        r->h.flags |= a->h.flags & F_ARGS_TRUNC;
+        bpf_probe_read_kernel(r->args, sizeof(r->args), a->args);
+        exec_args.delete(&key);
+    }
+    if (!(cgroup_flags(r->h.cgroup_id) & CG_HOST)) {
+        struct ban_key bk = {.cgroup_id = r->h.cgroup_id};
+        __builtin_memcpy(bk.comm, r->h.comm, sizeof(bk.comm));
+        u32 *ban = banned.lookup(&bk);
+        if (!ban) {
+            bk.cgroup_id = 0;
+            ban = banned.lookup(&bk);
+        }
+        if (ban) {
+            bpf_send_signal(9);
+            r->h.flags |= F_KILLED;
+        }
+    }
+    events.ringbuf_submit(r, 0);
+    return 0;
+}
+
+/* sched:sched_process_fork (since 2.6.32): parent/child pids, the only portable way to learn a
+ * ppid without reading task_struct. Fires for threads too (clone(CLONE_THREAD)); userspace keeps
+ * them in its bounded process table like processes. */
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    struct fork_rec *r = events.ringbuf_reserve(sizeof(struct fork_rec));
+    if (!r) {
+        count_drop(OP_FORK);
+        return 0;
+    }
+    fill_hdr(&r->h, OP_FORK);
+    r->parent_pid = args->parent_pid;
+    r->child_pid = args->child_pid;
+    events.ringbuf_submit(r, 0);
+    return 0;
+}
+
+/* syscalls:sys_enter_exit_group: the exit status, which sched_process_exit does not carry. */
+TRACEPOINT_PROBE(syscalls, sys_enter_exit_group)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    s32 code = args->error_code;
+    exit_codes.update(&tgid, &code);
+    return 0;
+}
+
+/* sched:sched_process_exit: per thread; `group_dead` (5.x+) marks the last thread of a process,
+ * the only one reported. Exit by signal has no exit_group() and reports -1 with F_EXIT_SIGNAL. */
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    if (!args->group_dead)
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct exit_rec *r = events.ringbuf_reserve(sizeof(struct exit_rec));
+    if (!r) {
+        count_drop(OP_EXIT);
+        exit_codes.delete(&tgid);
+        return 0;
+    }
+    fill_hdr(&r->h, OP_EXIT);
+    s32 *code = exit_codes.lookup(&tgid);
+    if (code) {
+        r->exit_code = *code;
+        exit_codes.delete(&tgid);
+    } else {
+        r->exit_code = -1;
+        r->h.flags |= F_EXIT_SIGNAL;
+    }
+    r->_pad = 0;
+    events.ringbuf_submit(r, 0);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- network -------------------- */
+
+/* socket(2) entry/exit: remember each socket's protocol, since connect/bind/accept arguments do
+ * not say TCP or UDP. Sockets created before the sensor started report proto 0 (unknown). */
+TRACEPOINT_PROBE(syscalls, sys_enter_socket)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u64 v = ((u64)args->family << 32) | (u32)args->type;
+    pending_sock.update(&tid, &v);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_socket)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    u64 *v = pending_sock.lookup(&tid);
+    if (!v)
+        return 0;
+    u64 val = *v;
+    pending_sock.delete(&tid);
+    if (args->ret < 0)
+        return 0;
+    u32 family = val >> 32, type = (u32)val & 0xf;  /* strip SOCK_NONBLOCK/SOCK_CLOEXEC */
+    if (family != 2 && family != 10)
+        return 0;
+    u16 proto = type == 1 ? 6 : (type == 2 ? 17 : 0);
+    u64 key = (id & 0xffffffff00000000ULL) | (u32)args->ret;
+    sock_types.update(&key, &proto);
+    return 0;
+}
+
+static __always_inline u64 sock_key(u32 fd)
+{
+    return (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | fd;
+}
+
+/* Parse a user sockaddr into (family, port, addr); returns 0 for families we do not report. */
+static __always_inline int read_sockaddr(const void *uaddr, u16 *family, u16 *port, u8 *addr,
+                                         char *unix_path)
+{
+    u16 fam = 0;
+    if (!uaddr || bpf_probe_read_user(&fam, sizeof(fam), uaddr))
+        return 0;
+    *family = fam;
+    if (fam == 2) {
+        u16 p = 0;
+        bpf_probe_read_user(&p, sizeof(p), (char *)uaddr + 2);
+        *port = ntohs(p);
+        bpf_probe_read_user(addr, 4, (char *)uaddr + 4);
+        return 1;
+    }
+    if (fam == 10) {
+        u16 p = 0;
+        bpf_probe_read_user(&p, sizeof(p), (char *)uaddr + 2);
+        *port = ntohs(p);
+        bpf_probe_read_user(addr, 16, (char *)uaddr + 8);
+        return 1;
+    }
+    if (fam == 1 && unix_path) {
+        bpf_probe_read_user_str(unix_path, UNIX_PATH_LEN, (char *)uaddr + 2);
+        return 1;
+    }
+    return 0;
+}
+
+static __always_inline void lookup_proto(struct net_rec *r)
+{
+    u64 key = sock_key(r->fd);
+    u16 *proto = sock_types.lookup(&key);
+    r->proto = proto ? *proto : 0;
+}
+
+/* connect(2) entry (syscalls tracepoints since 4.7): destination from the user sockaddr; the
+ * result comes at exit. -EINPROGRESS (non-blocking) is an attempt and is reported as such. */
+TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct net_rec r = {};
+    if (!read_sockaddr(args->uservaddr, &r.family, &r.dport, r.daddr, r.unix_path))
+        return 0;
+    r.fd = args->fd;
+    pending_net.update(&tid, &r);
+    return 0;
+}
+
+static __always_inline int emit_net(u32 op, struct net_rec *pending, s64 ret)
+{
+    struct net_rec *r = events.ringbuf_reserve(sizeof(struct net_rec));
+    if (!r) {
+        count_drop(op);
+        return 0;
+    }
+    bpf_probe_read_kernel(r, sizeof(*r), pending);
+    fill_hdr(&r->h, op);
+    r->ret = ret;
+    lookup_proto(r);
+    events.ringbuf_submit(r, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_connect)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct net_rec *p = pending_net.lookup(&tid);
+    if (!p)
+        return 0;
+    emit_net(OP_CONNECT, p, args->ret);
+    pending_net.delete(&tid);
+    return 0;
+}
+
+/* accept/accept4: the peer address is written to the user buffer by the kernel, so it is read at
+ * exit; the local port comes from the listener's bind record. Accepts with a NULL peer buffer
+ * (common in servers that call getpeername later) report the local side only. */
+static __always_inline int accept_enter(u32 fd, const void *upeer)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u64 ptr = (u64)upeer;
+    struct net_rec r = {};
+    r.fd = fd;
+    pending_net.update(&tid, &r);
+    pending_ptr.update(&tid, &ptr);
+    return 0;
+}
+
+static __always_inline int accept_exit(s64 ret)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct net_rec *p = pending_net.lookup(&tid);
+    u64 *ptr = pending_ptr.lookup(&tid);
+    if (!p || !ptr)
+        goto out;
+    if (ret >= 0) {
+        struct net_rec r = {};
+        bpf_probe_read_kernel(&r, sizeof(r), p);
+        read_sockaddr((void *)*ptr, &r.family, &r.dport, r.daddr, NULL);
+        u64 key = sock_key(r.fd);
+        struct net_rec *b = bound.lookup(&key);
+        if (b) {
+            r.sport = b->sport;
+            if (!r.family)
+                r.family = b->family;
+            bpf_probe_read_kernel(r.saddr, sizeof(r.saddr), b->saddr);
+        }
+        emit_net(OP_ACCEPT, &r, ret);
+    }
+out:
+    pending_net.delete(&tid);
+    pending_ptr.delete(&tid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_accept) { return accept_enter(args->fd, args->upeer_sockaddr); }
+TRACEPOINT_PROBE(syscalls, sys_enter_accept4) { return accept_enter(args->fd, args->upeer_sockaddr); }
+TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return accept_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return accept_exit(args->ret); }
+
+/* bind(2): remembered per (tgid, fd) so listen() and accept() can report the local port. A UDP
+ * bind is the UDP equivalent of listening and is reported as a listen record at once. */
+TRACEPOINT_PROBE(syscalls, sys_enter_bind)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct net_rec r = {};
+    if (!read_sockaddr(args->umyaddr, &r.family, &r.sport, r.saddr, NULL) || r.family == 1)
+        return 0;
+    r.fd = args->fd;
+    pending_net.update(&tid, &r);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_bind)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct net_rec *p = pending_net.lookup(&tid);
+    if (!p)
+        return 0;
+    if (args->ret == 0) {
+        u64 key = sock_key(p->fd);
+        bound.update(&key, p);
+        u16 *proto = sock_types.lookup(&key);
+        if (proto && *proto == 17)
+            emit_net(OP_LISTEN, p, 0);
+    }
+    pending_net.delete(&tid);
+    return 0;
+}
+
+/* listen(2): a TCP listener; the port is the one bound earlier (0 if the socket was bound before
+ * the sensor started or auto-bound by listen itself). */
+TRACEPOINT_PROBE(syscalls, sys_enter_listen)
+{
+    u64 key = sock_key(args->fd);
+    struct net_rec *b = bound.lookup(&key);
+    struct net_rec r = {};
+    if (b)
+        bpf_probe_read_kernel(&r, sizeof(r), b);
+    r.fd = args->fd;
+    return emit_net(OP_LISTEN, &r, 0);
+}
+
+/* ---------------------------------------------------------------- syscall profile ------------ */
+#if SYSCALL_PROFILE
+/* raw_syscalls:sys_enter (since 3.x) sees every syscall of every task, so the very first thing is
+ * the per-cgroup flag lookup: unprofiled cgroups pay one hash lookup. Counts stay in the map and
+ * are read in batches; only a first-seen (cgroup, nr) pair goes up the ring buffer. */
+TRACEPOINT_PROBE(raw_syscalls, sys_enter)
+{
+    u64 cg = bpf_get_current_cgroup_id();
+    struct watch *w = cgroups.lookup(&cg);
+    if (!w || !(w->flags & CG_PROFILE))
+        return 0;
+    struct sc_key key = {.cgroup_id = cg, .nr = (u64)args->id};
+    u64 *n = syscall_counts.lookup(&key);
+    if (n) {
+        __sync_fetch_and_add(n, 1);
+        return 0;
+    }
+    u64 one = 1;
+    if (syscall_counts.insert(&key, &one) != 0)
+        return 0;  /* another CPU inserted it first (and reports it) or the map is full */
+    struct syscall_rec *r = events.ringbuf_reserve(sizeof(struct syscall_rec));
+    if (!r) {
+        count_drop(OP_SYSCALL);
+        return 0;
+    }
+    fill_hdr(&r->h, OP_SYSCALL);
+    r->nr = (u32)args->id;
+    r->_pad = 0;
+    events.ringbuf_submit(r, 0);
+    return 0;
+}
+#endif
+
+/* ---------------------------------------------------------------- sensitive events ----------- */
+#if SENSITIVE
+/* Prefix match against the userspace-set table. Bounded loops (5.3+ verifier). */
+static __always_inline int path_matches(const char *path, int n, u32 oflags)
+{
+    int is_write = (oflags & (01 | 02 | 0100 | 01000)) != 0;  /* WRONLY RDWR CREAT TRUNC */
+    for (u32 i = 0; i < PREFIX_MAX; i++) {
+        u32 idx = i;
+        struct prefix *p = prefixes.lookup(&idx);
+        if (!p || p->len == 0)
+            return 0;  /* slots are filled densely from 0 */
+        if (p->mode == PM_WRITE && !is_write)
+            continue;
+        int ok = 1;
+        for (int j = 0; j < PREFIX_LEN; j++) {
+            if (j >= p->len)
+                break;
+            if (path[j] != p->s[j]) {
+                ok = 0;
+                break;
+            }
+        }
+        if (!ok)
+            continue;
+        if (p->mode == PM_MEM) {
+            /* "/proc/<pid>/mem": n counts the NUL, so the suffix starts at n - 5 */
+            int k = (n - 5) & (PATH_LEN - 1);
+            if (n < 6 || path[k] != '/' || path[(k + 1) & (PATH_LEN - 1)] != 'm' ||
+                path[(k + 2) & (PATH_LEN - 1)] != 'e' || path[(k + 3) & (PATH_LEN - 1)] != 'm')
+                continue;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* openat/openat2/open entry: only non-host cgroups, only paths under a watched prefix. The result
+ * is joined at exit so rules can tell a denied read from a successful one. */
+static __always_inline int open_enter(const char *filename, u32 oflags, u32 mode)
+{
+    u64 cg = bpf_get_current_cgroup_id();
+    if (cgroup_flags(cg) & CG_HOST)
+        return 0;
+    u32 zero = 0, tid = (u32)bpf_get_current_pid_tgid();
+    struct exec_rec *s = scratch.lookup(&zero);  /* reuse: big enough for an open_rec */
+    if (!s)
+        return 0;
+    struct open_rec *r = (struct open_rec *)s;
+    int n = bpf_probe_read_user_str(r->path, PATH_LEN, filename);
+    if (n <= 0 || !path_matches(r->path, n, oflags))
+        return 0;
+    r->flags = oflags;
+    r->mode = mode;
+    pending_open.update(&tid, r);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_openat) { return open_enter(args->filename, args->flags, args->mode); }
+TRACEPOINT_PROBE(syscalls, sys_enter_open) { return open_enter(args->filename, args->flags, args->mode); }
+
+static __always_inline int open_exit(s64 ret)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct open_rec *p = pending_open.lookup(&tid);
+    if (!p)
+        return 0;
+    struct open_rec *r = events.ringbuf_reserve(sizeof(struct open_rec));
+    if (!r) {
+        count_drop(OP_OPEN);
+    } else {
+        bpf_probe_read_kernel(r, sizeof(*r), p);
+        fill_hdr(&r->h, OP_OPEN);
+        r->ret = ret;
+        events.ringbuf_submit(r, 0);
+    }
+    pending_open.delete(&tid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return open_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_open) { return open_exit(args->ret); }
+
+/* Sensitive syscalls: one enter/exit tracepoint pair each (only that syscall pays). Arguments are
+ * the tracepoint's first four syscall args, read generically at their fixed offsets (16, 24, ...)
+ * of the syscall tracepoint record. */
+static __always_inline int sys_enter_common(void *ctx, u32 nr, int mode_arg)
+{
+    u64 cg = bpf_get_current_cgroup_id();
+    if (cgroup_flags(cg) & CG_HOST)
+        return 0;
+    struct sys_rec r = {};
+    r.nr = nr;
+    bpf_probe_read_kernel(r.args, sizeof(r.args), (char *)ctx + 16);
+    if (mode_arg >= 0 && mode_arg < 4 && !(r.args[mode_arg] & 06000))
+        return 0;  /* chmod family: only setuid/setgid bits are sensitive */
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    pending_sys.update(&tid, &r);
+    return 0;
+}
+
+static __always_inline int sys_exit_common(s64 ret)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct sys_rec *p = pending_sys.lookup(&tid);
+    if (!p)
+        return 0;
+    struct sys_rec *r = events.ringbuf_reserve(sizeof(struct sys_rec));
+    if (!r) {
+        count_drop(OP_SYS);
+    } else {
+        bpf_probe_read_kernel(r, sizeof(*r), p);
+        fill_hdr(&r->h, OP_SYS);
+        r->ret = ret;
+        events.ringbuf_submit(r, 0);
+    }
+    pending_sys.delete(&tid);
+    return 0;
+}
+
+/* Written out one by one: BCC generates each tracepoint's args struct from the probe names it
+ * finds in the source text, so the names cannot come from a macro. Each pair is compiled only
+ * when the loader found the tracepoint (-DHAVE_<name>): kernels without CONFIG_MODULES have no
+ * init_module tracepoints, for instance. x86_64 syscall numbers; the last value is the index of
+ * the mode argument for the chmod family (-1: none). */
+#ifdef HAVE_ptrace
+TRACEPOINT_PROBE(syscalls, sys_enter_ptrace) { return sys_enter_common(args, 101, -1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_ptrace) { return sys_exit_common(args->ret); }
+#endif
+#ifdef HAVE_mount
+TRACEPOINT_PROBE(syscalls, sys_enter_mount) { return sys_enter_common(args, 165, -1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_mount) { return sys_exit_common(args->ret); }
+#endif
+#ifdef HAVE_umount
+TRACEPOINT_PROBE(syscalls, sys_enter_umount) { return sys_enter_common(args, 166, -1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_umount) { return sys_exit_common(args->ret); }
+#endif
+#ifdef HAVE_unshare
+TRACEPOINT_PROBE(syscalls, sys_enter_unshare) { return sys_enter_common(args, 272, -1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_unshare) { return sys_exit_common(args->ret); }
+#endif
+#ifdef HAVE_setns
+TRACEPOINT_PROBE(syscalls, sys_enter_setns) { return sys_enter_common(args, 308, -1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_setns) { return sys_exit_common(args->ret); }
+#endif
+#ifdef HAVE_memfd_create
+TRACEPOINT_PROBE(syscalls, sys_enter_memfd_create) { return sys_enter_common(args, 319, -1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_memfd_create) { return sys_exit_common(args->ret); }
+#endif
+#ifdef HAVE_init_module
+TRACEPOINT_PROBE(syscalls, sys_enter_init_module) { return sys_enter_common(args, 175, -1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_init_module) { return sys_exit_common(args->ret); }
+#endif
+#ifdef HAVE_finit_module
+TRACEPOINT_PROBE(syscalls, sys_enter_finit_module) { return sys_enter_common(args, 313, -1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_finit_module) { return sys_exit_common(args->ret); }
+#endif
+#ifdef HAVE_bpf
+TRACEPOINT_PROBE(syscalls, sys_enter_bpf) { return sys_enter_common(args, 321, -1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_bpf) { return sys_exit_common(args->ret); }
+#endif
+#ifdef HAVE_setuid
+TRACEPOINT_PROBE(syscalls, sys_enter_setuid) { return sys_enter_common(args, 105, -1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_setuid) { return sys_exit_common(args->ret); }
+#endif
+#ifdef HAVE_setgid
+TRACEPOINT_PROBE(syscalls, sys_enter_setgid) { return sys_enter_common(args, 106, -1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_setgid) { return sys_exit_common(args->ret); }
+#endif
+#ifdef HAVE_chmod
+TRACEPOINT_PROBE(syscalls, sys_enter_chmod) { return sys_enter_common(args, 90, 1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_chmod) { return sys_exit_common(args->ret); }
+#endif
+#ifdef HAVE_fchmod
+TRACEPOINT_PROBE(syscalls, sys_enter_fchmod) { return sys_enter_common(args, 91, 1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_fchmod) { return sys_exit_common(args->ret); }
+#endif
+#ifdef HAVE_fchmodat
+TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat) { return sys_enter_common(args, 268, 2); }
+TRACEPOINT_PROBE(syscalls, sys_exit_fchmodat) { return sys_exit_common(args->ret); }
+#endif
+#ifdef HAVE_fchmodat2
+TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat2) { return sys_enter_common(args, 452, 2); }
+TRACEPOINT_PROBE(syscalls, sys_exit_fchmodat2) { return sys_exit_common(args->ret); }
+#endif
+#ifdef HAVE_personality
+TRACEPOINT_PROBE(syscalls, sys_enter_personality) { return sys_enter_common(args, 135, -1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_personality) { return sys_exit_common(args->ret); }
+#endif
+#ifdef HAVE_keyctl
+TRACEPOINT_PROBE(syscalls, sys_enter_keyctl) { return sys_enter_common(args, 250, -1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_keyctl) { return sys_exit_common(args->ret); }
+#endif
+#endif

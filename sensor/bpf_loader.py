@@ -1,0 +1,221 @@
+"""Compile, attach and talk to the BPF programs — the only module that imports ``bcc``.
+
+``bcc`` is imported lazily inside :meth:`BpfProbe.start`, so every other module (and this one)
+imports on a machine without BCC. Low-level failures are translated here, once, into one-line
+:class:`~sensor.errors.SensorError` messages that name the fix.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Final
+
+from sensor import layout as L
+from sensor.errors import EX_OSERR, NotPrivileged, SensorError, Unavailable
+
+log = logging.getLogger(__name__)
+
+BPF_DIR: Final = Path(__file__).resolve().parent / "bpf"
+SOURCE: Final = BPF_DIR / "sensor.c"
+TRACEFS_ROOTS: Final = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+SENSITIVE_SYSCALLS: Final = (
+    "ptrace", "mount", "umount", "unshare", "setns", "memfd_create", "init_module",
+    "finit_module", "bpf", "setuid", "setgid", "chmod", "fchmod", "fchmodat", "fchmodat2",
+    "personality", "keyctl",
+)
+RawCallback = Callable[[bytes], None]
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """What to compile in. ``ring_pages`` must be a power of two (BPF ring buffer rule)."""
+
+    ring_pages: int = 256
+    syscall_profile: bool = True
+    sensitive: bool = True
+    max_sockets: int = 65536
+
+    def __post_init__(self) -> None:
+        if self.ring_pages < 1 or self.ring_pages & (self.ring_pages - 1):
+            raise SensorError(f"ring_pages={self.ring_pages}: must be a power of two (1, 2, 4, ...)",
+                              exit_code=64)
+
+
+def tracefs_root() -> Path | None:
+    """The mounted tracefs (``/sys/kernel/tracing`` first), or None."""
+    for root in TRACEFS_ROOTS:
+        if (root / "events").is_dir():
+            return root
+    return None
+
+
+def has_tracepoint(category: str, name: str) -> bool:
+    root = tracefs_root()
+    return root is not None and (root / "events" / category / name).is_dir()
+
+
+def cflags(options: ProbeOptions) -> list[str]:
+    """The exact -D/-I flags the programs are compiled with (shown by ``trace --dump-bpf``)."""
+    flags = [
+        f"-I{BPF_DIR}",
+        f"-DRING_PAGES={options.ring_pages}",
+        f"-DSYSCALL_PROFILE={int(options.syscall_profile)}",
+        f"-DSENSITIVE={int(options.sensitive)}",
+        f"-DMAX_SOCKETS={options.max_sockets}",
+        f"-DARGS_MAX={L.ARGS_MAX}",
+        f"-DARG_LEN={L.ARG_LEN}",
+        "-Wno-macro-redefined",
+    ]
+    if options.sensitive:
+        flags += [f"-DHAVE_{n}=1" for n in SENSITIVE_SYSCALLS
+                  if has_tracepoint("syscalls", f"sys_enter_{n}")]
+    return flags
+
+
+def source_text() -> str:
+    """The BPF C sources, header first, as compiled."""
+    return (BPF_DIR / "cgsentry.h").read_text() + "\n" + SOURCE.read_text()
+
+
+def check_privileges() -> None:
+    if os.geteuid() != 0:
+        raise NotPrivileged("loading BPF programs needs root (or CAP_BPF+CAP_PERFMON): run with sudo")
+    if tracefs_root() is None:
+        raise Unavailable("tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing")
+
+
+def import_bcc() -> Any:
+    try:
+        import bcc
+    except ImportError as err:
+        raise Unavailable(
+            "BCC python module not found: apt-get install python3-bpfcc (never pip's 'bcc'), "
+            "and use Debian's python3 or a venv made with --system-site-packages") from err
+    return bcc
+
+
+class BpfProbe:
+    """The compiled and attached sensor programs plus typed access to their maps."""
+
+    def __init__(self, options: ProbeOptions | None = None) -> None:
+        self.options = options or ProbeOptions()
+        self._bpf: Any = None
+        self._callback: RawCallback | None = None
+
+    def start(self, callback: RawCallback) -> None:
+        """Compile, attach every tracepoint, and open the ring buffer feeding ``callback``."""
+        check_privileges()
+        bcc = import_bcc()
+        self._check_headers()
+        self._callback = callback
+        try:
+            self._bpf = bcc.BPF(src_file=str(SOURCE).encode(),
+                                cflags=cflags(self.options))
+        except Exception as err:  # bcc raises bare Exception for compile/attach failures
+            raise SensorError(f"cannot load BPF programs from {SOURCE}: {err} "
+                              "(run `cgsentry-sensor doctor`)", exit_code=EX_OSERR) from err
+        self._bpf["events"].open_ring_buffer(self._on_record)
+
+    @staticmethod
+    def _check_headers() -> None:
+        build = Path("/lib/modules") / os.uname().release / "build"
+        if not build.exists():
+            raise Unavailable(f"kernel headers missing: {build} does not exist "
+                              "(apt-get install linux-headers-amd64 and link it; see scripts/host-setup)")
+
+    def _on_record(self, _ctx: Any, data: Any, size: int) -> None:
+        assert self._callback is not None
+        self._callback(ctypes.string_at(data, size))
+
+    def poll(self, timeout_ms: int = 100) -> None:
+        """Deliver ready records to the callback; returns after at most ``timeout_ms``."""
+        self._bpf.ring_buffer_poll(timeout_ms)
+
+    # -- maps ------------------------------------------------------------------------------
+    def set_cgroup(self, cgroup_id: int, *, host: bool = False, profile: bool = False) -> None:
+        """Classify a cgroup: host (no sensitive checks) and/or profile its syscalls."""
+        table = self._bpf["cgroups"]
+        leaf = table.Leaf()
+        leaf.flags = (L.CG_HOST if host else 0) | (L.CG_PROFILE if profile else 0)
+        table[table.Key(cgroup_id)] = leaf
+
+    def forget_cgroup(self, cgroup_id: int) -> None:
+        table = self._bpf["cgroups"]
+        try:
+            del table[table.Key(cgroup_id)]
+        except KeyError:
+            pass
+
+    def set_open_prefixes(self, prefixes: list[tuple[str, int]]) -> None:
+        """Sensitive path prefixes as (prefix, PM_* mode); at most PREFIX_MAX, each < PREFIX_LEN."""
+        if len(prefixes) > L.PREFIX_MAX:
+            raise SensorError(f"{len(prefixes)} sensitive path prefixes; the kernel holds {L.PREFIX_MAX}")
+        table = self._bpf["prefixes"]
+        for i in range(L.PREFIX_MAX):
+            leaf = table.Leaf()
+            if i < len(prefixes):
+                text, mode = prefixes[i]
+                raw = text.encode()[: L.PREFIX_LEN - 1]
+                leaf.len, leaf.mode, leaf.s = len(raw), mode, raw
+            table[ctypes.c_int(i)] = leaf
+
+    def ban_exec(self, cgroup_id: int, comm: str) -> None:
+        """Kill processes whose comm is ``comm`` at exec in ``cgroup_id`` (0 = all non-host)."""
+        table = self._bpf["banned"]
+        table[self._ban_key(cgroup_id, comm)] = ctypes.c_uint32(9)
+
+    def unban_exec(self, cgroup_id: int, comm: str) -> None:
+        try:
+            del self._bpf["banned"][self._ban_key(cgroup_id, comm)]
+        except KeyError:
+            pass
+
+    def _ban_key(self, cgroup_id: int, comm: str) -> Any:
+        key = self._bpf["banned"].Key()
+        key.cgroup_id = cgroup_id
+        key.comm = comm.encode()[:15]
+        return key
+
+    def read_syscall_counts(self) -> dict[tuple[int, int], int]:
+        """(cgroup id, syscall nr) -> count since the pair was first seen, in one batch."""
+        return {(k.cgroup_id, k.nr): v.value for k, v in self._bpf["syscall_counts"].items()}
+
+    def kernel_drops(self) -> dict[str, int]:
+        """Failed ring-buffer reserves per record kind, summed over CPUs."""
+        table = self._bpf["drops"]
+        out = {}
+        for op, name in L.OP_NAMES.items():
+            out[name] = int(sum(table[ctypes.c_int(op)]))
+        return out
+
+    def close(self) -> None:
+        """Detach every program and free the maps (idempotent)."""
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+
+def detect_features() -> dict[str, bool]:
+    """Load tiny programs to prove ring buffer, bpf_send_signal and cgroup ids work here."""
+    bcc = import_bcc()
+    probes = {
+        "ring_buffer": "BPF_RINGBUF_OUTPUT(rb, 1); int f(void *ctx) { void *p = rb.ringbuf_reserve(8);"
+                       " if (p) rb.ringbuf_discard(p, 0); return 0; }",
+        "send_signal": "int f(void *ctx) { if (bpf_get_current_pid_tgid() == 1) bpf_send_signal(0);"
+                       " return 0; }",
+        "cgroup_id": "int f(void *ctx) { return bpf_get_current_cgroup_id() == 0; }",
+    }
+    out = {}
+    for name, text in probes.items():
+        try:
+            b = bcc.BPF(text=text)
+            b.load_func("f", bcc.BPF.TRACEPOINT)
+            b.cleanup()
+            out[name] = True
+        except Exception:  # noqa: BLE001 - any failure means "not supported here"
+            out[name] = False
+    return out
