@@ -1,0 +1,194 @@
+"""``cgsentry-sensor``: doctor, trace, replay — and the commands other packages register.
+
+Expected failures print one line (``cgsentry-sensor: <what and the fix>``) and return a sysexits
+code; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Iterable
+
+from sensor import bpf_loader
+from sensor.errors import EX_UNAVAILABLE, CgsentryError, SensorError
+from sensor.events import NETWORK_KINDS, Event
+
+PROG = "cgsentry-sensor"
+EXTENSIONS = ("models.cli", "rules.cli", "sensor.daemon")
+TRACE_KEYS = ("kind", "time", "pid", "ppid", "comm", "exe", "args", "uid", "cgroup_id",
+              "container_id", "container_name", "image")
+NET_KEYS = ("proto", "family", "saddr", "sport", "daddr", "dport")
+
+
+def rfc3339(time_ns: int) -> str:
+    dt = datetime.fromtimestamp(time_ns // 1_000_000_000, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{time_ns % 1_000_000_000:09d}Z"
+
+
+def event_json(ev: Event) -> dict[str, Any]:
+    """The trace JSON form (DESIGN.md §4) plus kind-specific extras."""
+    out: dict[str, Any] = {k: getattr(ev, k) for k in TRACE_KEYS if k != "time"}
+    out["time"] = rfc3339(ev.time_ns)
+    out["args"] = list(ev.args)
+    if ev.kind in NETWORK_KINDS:
+        out.update({k: getattr(ev, k) for k in NET_KEYS})
+        out["ret"] = ev.ret
+    extras = {"exit": ("exit_code",), "fork": ("child_pid",), "open": ("path", "flags", "ret"),
+              "sys": ("syscall", "ret"), "syscall": ("syscall", "syscall_nr")}
+    for k in extras.get(ev.kind, ()):
+        out[k] = getattr(ev, k)
+    if ev.kind == "sys":
+        out["sc_args"] = list(ev.sc_args)
+    if ev.kind == "exec":
+        out.update(pexe=ev.pexe, ancestry=list(ev.ancestry), killed=ev.killed)
+    if ev.family == "unix":
+        out["path"] = ev.path
+    return out
+
+
+def event_line(ev: Event) -> str:
+    """One human line: time, container, image, pid, comm, then what happened."""
+    ts = datetime.fromtimestamp(ev.time_ns / 1e9).strftime("%H:%M:%S.%f")[:-3]
+    cname = (ev.container_name or ev.container_id[:12] or "?")[:20]
+    image = (ev.image or "-")[:28]
+    what = _what(ev)
+    return f"{ts} {cname:<20} {image:<28} {ev.pid:>7} {ev.comm[:15]:<15} {ev.kind:<7} {what}"
+
+
+def _what(ev: Event) -> str:
+    if ev.kind == "exec":
+        return f"{ev.exe} {' '.join(ev.args[1:])}" + (" [KILLED]" if ev.killed else "")
+    if ev.kind in ("connect", "accept"):
+        peer = ev.path if ev.family == "unix" else f"{ev.daddr}:{ev.dport}"
+        return f"{ev.proto or ev.family} -> {peer} ret={ev.ret}"
+    if ev.kind == "listen":
+        return f"{ev.proto} {ev.saddr}:{ev.sport}"
+    if ev.kind == "exit":
+        return f"code={ev.exit_code}"
+    if ev.kind == "fork":
+        return f"child={ev.child_pid}"
+    if ev.kind == "open":
+        return f"{ev.path} flags={ev.flags:#o} ret={ev.ret}"
+    return f"{ev.syscall} ret={ev.ret}" if ev.kind == "sys" else ev.syscall
+
+
+def _emit(events: Iterable[Event], as_json: bool, out: IO[str]) -> int:
+    n = 0
+    if not as_json:
+        print(f"{'TIME':<12} {'CONTAINER':<20} {'IMAGE':<28} {'PID':>7} {'COMM':<15} {'KIND':<7} "
+              "DETAIL", file=out)
+    for ev in events:
+        print(json.dumps(event_json(ev)) if as_json else event_line(ev), file=out, flush=True)
+        n += 1
+    return n
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from sensor.doctor import can_run, run_checks
+
+    checks = run_checks()
+    if args.json:
+        print(json.dumps([c.__dict__ for c in checks], indent=2))
+    else:
+        for c in checks:
+            mark = "OK  " if c.ok else ("FAIL" if c.required else "WARN")
+            print(f"[{mark}] {c.name:<15} {c.detail}" + ("" if c.ok else f"\n       fix: {c.fix}"))
+    ok = can_run(checks)
+    if not args.json:
+        print("sensor can run" if ok else "sensor cannot run: fix the FAIL lines above")
+    return 0 if ok else EX_UNAVAILABLE
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    options = bpf_loader.ProbeOptions(ring_pages=args.ring_pages, syscall_profile=args.syscalls)
+    if args.dump_bpf:
+        print("// cflags: " + " ".join(bpf_loader.cflags(options)))
+        print(bpf_loader.source_text())
+        return 0
+    from sensor.tracer import Tracer
+
+    tracer = Tracer(options, container=args.container, docker=not args.no_docker,
+                    record=args.record)
+    try:
+        _emit(tracer.events(args.duration), args.json, sys.stdout)
+    finally:
+        stats = tracer.close()
+    if not args.json:
+        print(f"# {stats}", file=sys.stderr)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from sensor.journal import ReplaySource
+
+    _emit(ReplaySource(args.file, speed=args.speed).events(), args.json, sys.stdout)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="cgsentry eBPF container sensor")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    d = sub.add_parser("doctor", help="check that the sensor can run here, with fixes")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_doctor)
+    t = sub.add_parser("trace", help="print live events, one per line")
+    t.add_argument("--json", action="store_true", help="one JSON object per line")
+    t.add_argument("--container", metavar="ID|NAME", help="only this container (syscalls profiled)")
+    t.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    t.add_argument("--record", type=Path, metavar="FILE", help="also write a msgpack journal")
+    t.add_argument("--dump-bpf", action="store_true", help="print the BPF source and cflags, exit")
+    t.add_argument("--syscalls", action=argparse.BooleanOptionalAction, default=True,
+                   help="compile the syscall profiler (default on)")
+    t.add_argument("--ring-pages", type=int, default=256, metavar="N", help="ring buffer pages")
+    t.add_argument("--no-docker", action="store_true", help="cgroup-only attribution")
+    t.set_defaults(func=cmd_trace)
+    r = sub.add_parser("replay", help="replay a recorded journal through the pipeline")
+    r.add_argument("file", type=Path)
+    r.add_argument("--json", action="store_true")
+    r.add_argument("--speed", type=float, default=0.0, help="1.0 = real time; 0 = max (default)")
+    r.set_defaults(func=cmd_replay)
+    _register_extensions(sub)
+    return p
+
+
+def _register_extensions(sub: Any) -> None:
+    for name in EXTENSIONS:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:
+                raise
+            continue
+        register = getattr(mod, "register", None)
+        if register is not None:
+            register(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except CgsentryError as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+__all__ = ["main", "event_json", "event_line", "rfc3339", "SensorError", "time"]

@@ -1,0 +1,91 @@
+"""``cgsentry-sensor doctor``: can the sensor run here, and if not, what to do about it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from sensor import bpf_loader
+from sensor.errors import CgsentryError
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
+def _privileges() -> Check:
+    ok = os.geteuid() == 0
+    return Check("privileges", ok, "root" if ok else f"euid {os.geteuid()}",
+                 "run as root (or grant CAP_BPF+CAP_PERFMON+CAP_SYS_RESOURCE)")
+
+
+def _tracefs() -> Check:
+    root = bpf_loader.tracefs_root()
+    return Check("tracefs", root is not None, str(root) if root else "not mounted",
+                 "mount -t tracefs nodev /sys/kernel/tracing")
+
+
+def _headers() -> Check:
+    build = Path("/lib/modules") / os.uname().release / "build"
+    ok = (build / "include").exists()
+    return Check("kernel headers", ok, str(build) if ok else f"{build} missing",
+                 "apt-get install linux-headers-amd64 and link /lib/modules/$(uname -r)/{build,source}"
+                 " (scripts/host-setup does it)")
+
+
+def _bcc() -> Check:
+    try:
+        bcc = bpf_loader.import_bcc()
+    except CgsentryError as err:
+        return Check("bcc", False, "python module missing", str(err))
+    return Check("bcc", True, f"bcc {getattr(bcc, '__version__', '?')}")
+
+
+def _features() -> list[Check]:
+    if os.geteuid() != 0:
+        return [Check("bpf features", False, "not checked (needs root)", "run doctor as root")]
+    try:
+        feats = bpf_loader.detect_features()
+    except CgsentryError as err:
+        return [Check("bpf features", False, str(err), "install BCC")]
+    fixes = {"ring_buffer": "kernel >= 5.8 needed", "send_signal": "kernel >= 5.3 needed "
+             "(in-kernel kill at exec is disabled; container pause/kill still works)",
+             "cgroup_id": "kernel >= 4.18 with cgroup v2 needed"}
+    return [Check(name, ok, "supported" if ok else "unsupported", fixes[name],
+                  required=name != "send_signal") for name, ok in feats.items()]
+
+
+def _docker() -> Check:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        version = client.version().get("Version", "?")
+        return Check("docker", True, f"engine {version}", required=False)
+    except Exception as err:  # noqa: BLE001 - any failure: report it
+        return Check("docker", False, f"unreachable ({type(err).__name__})",
+                     "start dockerd, or set DOCKER_HOST; without it containers are named by cgroup"
+                     " only and pause/kill use the cgroup freezer", required=False)
+
+
+CHECKS: tuple[Callable[[], Check | list[Check]], ...] = (
+    _privileges, _tracefs, _headers, _bcc, _features, _docker)
+
+
+def run_checks() -> list[Check]:
+    out: list[Check] = []
+    for fn in CHECKS:
+        res = fn()
+        out.extend(res if isinstance(res, list) else [res])
+    return out
+
+
+def can_run(checks: list[Check]) -> bool:
+    return all(c.ok for c in checks if c.required)

@@ -1,0 +1,63 @@
+"""The live source as one object: probe + reader + enricher + cgroup watcher (+ recorder).
+
+Used by ``trace`` and by the daemon, so both see exactly the same events.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator
+
+from sensor.bpf_loader import ProbeOptions
+from sensor.enrich import Enricher
+from sensor.events import Event
+from sensor.journal import JournalWriter
+from sensor.reader import RingReader
+from sensor.watch import CgroupWatcher
+
+DEFAULT_SENSITIVE_PREFIXES = [
+    ("/etc/shadow", 0), ("/etc/gshadow", 0), ("/etc/sudoers", 0), ("/root/.ssh/", 0),
+    ("/etc/ssh/ssh_host_", 0), ("/proc/", 2), ("/etc/", 1), ("/bin/", 1), ("/sbin/", 1),
+    ("/usr/bin/", 1), ("/usr/sbin/", 1), ("/usr/lib/", 1), ("/lib/", 1),
+]
+
+
+class Tracer:
+    """Live events, enriched; ``container`` limits output to one container (id prefix or name)."""
+
+    def __init__(self, options: ProbeOptions | None = None, *, container: str | None = None,
+                 docker: bool = True, record: Path | None = None,
+                 prefixes: list[tuple[str, int]] | None = None) -> None:
+        self.enricher = Enricher.create(docker=docker)
+        self.reader = RingReader(options, enrich=self.enricher.enrich)
+        self.only_cgroup = self.enricher.container_cgroup_id(container) if container else None
+        self.reader.start()
+        self.probe = self.reader.probe
+        self.probe.set_open_prefixes(prefixes if prefixes is not None else DEFAULT_SENSITIVE_PREFIXES)
+        self.watcher = CgroupWatcher(self.probe, only=self.only_cgroup)
+        self.watcher.mark_self_host(self.enricher.index)
+        self.recorder = JournalWriter(record) if record else None
+
+    def events(self, duration_s: float | None = None) -> Iterator[Event]:
+        deadline = time.monotonic() + duration_s if duration_s else None
+        while deadline is None or time.monotonic() < deadline:
+            batch = self.reader.poll_events()
+            if not batch:
+                time.sleep(0.02)
+                continue
+            for ev in batch:
+                self.watcher.observe(ev)
+                if self.recorder is not None:
+                    self.recorder.write(ev)
+                if self.only_cgroup is None or ev.cgroup_id == self.only_cgroup:
+                    yield ev
+
+    def close(self) -> dict[str, object]:
+        """Detach everything; returns the final counters."""
+        self.reader.stop()
+        if self.recorder is not None:
+            self.recorder.close()
+        stats: dict[str, object] = dict(self.reader.stats())
+        stats.update(self.enricher.stats())
+        return stats

@@ -1,0 +1,59 @@
+"""Keeps the kernel's per-cgroup map in step with what userspace learned about each cgroup.
+
+The first event of a new cgroup id tells us (through enrichment) whether it is the host or a
+container; the kernel is then told: host cgroups skip the sensitive-event checks, containers of
+images that are learning get their syscalls profiled. Idempotent per (cgroup, flags).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from sensor.events import HOST, Event
+
+if TYPE_CHECKING:
+    from sensor.containers import CgroupIndex
+
+
+class CgroupMap(Protocol):
+    def set_cgroup(self, cgroup_id: int, *, host: bool = False, profile: bool = False) -> None: ...
+
+
+class CgroupWatcher:
+    """``profile(image_key) -> bool`` decides which containers get syscall profiling."""
+
+    def __init__(self, kernel: CgroupMap, profile: Callable[[str], bool] = lambda _k: False,
+                 only: int | None = None) -> None:
+        self.kernel = kernel
+        self.profile = profile
+        self.only = only  # trace --container: profile just this cgroup
+        self._state: dict[int, tuple[bool, bool]] = {}
+
+    def observe(self, ev: Event) -> None:
+        if not ev.cgroup_id or ev.runtime in ("", "unknown"):
+            return
+        host = ev.runtime == HOST
+        profile = not host and (ev.cgroup_id == self.only if self.only is not None
+                                else self.profile(ev.image_key))
+        if self._state.get(ev.cgroup_id) != (host, profile):
+            self._state[ev.cgroup_id] = (host, profile)
+            self.kernel.set_cgroup(ev.cgroup_id, host=host, profile=profile)
+
+    def mark_self_host(self, index: "CgroupIndex") -> None:
+        """The sensor's own cgroup is host from the start (its bpf() calls are not alerts)."""
+        try:
+            with open("/proc/self/cgroup", encoding="utf-8") as f:
+                rel = next(line.split(":", 2)[2].strip() for line in f if line.startswith("0::"))
+            cg = index.id_of(rel)
+        except (OSError, StopIteration):
+            return
+        self._state[cg] = (True, False)
+        self.kernel.set_cgroup(cg, host=True)
+
+    def refresh(self, image_key: str, profile: bool) -> None:
+        """Re-apply profiling for cgroups whose image changed mode (e.g. learn -> alert)."""
+        del image_key, profile
+        self._state.clear()  # next event of each cgroup re-applies its flags
+
+    def __len__(self) -> int:
+        return len(self._state)
