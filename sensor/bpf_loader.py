@@ -118,7 +118,7 @@ class BpfProbe:
         except Exception as err:  # bcc raises bare Exception for compile/attach failures
             raise SensorError(f"cannot load BPF programs from {SOURCE}: {err} "
                               "(run `cgsentry-sensor doctor`)", exit_code=EX_OSERR) from err
-        self._bpf["events"].open_ring_buffer(self._on_record)
+        self._bpf[b"events"].open_ring_buffer(self._on_record)
 
     @staticmethod
     def _check_headers() -> None:
@@ -138,13 +138,13 @@ class BpfProbe:
     # -- maps ------------------------------------------------------------------------------
     def set_cgroup(self, cgroup_id: int, *, host: bool = False, profile: bool = False) -> None:
         """Classify a cgroup: host (no sensitive checks) and/or profile its syscalls."""
-        table = self._bpf["cgroups"]
+        table = self._bpf[b"cgroups"]
         leaf = table.Leaf()
         leaf.flags = (L.CG_HOST if host else 0) | (L.CG_PROFILE if profile else 0)
         table[table.Key(cgroup_id)] = leaf
 
     def forget_cgroup(self, cgroup_id: int) -> None:
-        table = self._bpf["cgroups"]
+        table = self._bpf[b"cgroups"]
         try:
             del table[table.Key(cgroup_id)]
         except KeyError:
@@ -154,7 +154,7 @@ class BpfProbe:
         """Sensitive path prefixes as (prefix, PM_* mode); at most PREFIX_MAX, each < PREFIX_LEN."""
         if len(prefixes) > L.PREFIX_MAX:
             raise SensorError(f"{len(prefixes)} sensitive path prefixes; the kernel holds {L.PREFIX_MAX}")
-        table = self._bpf["prefixes"]
+        table = self._bpf[b"prefixes"]
         for i in range(L.PREFIX_MAX):
             leaf = table.Leaf()
             if i < len(prefixes):
@@ -165,28 +165,28 @@ class BpfProbe:
 
     def ban_exec(self, cgroup_id: int, comm: str) -> None:
         """Kill processes whose comm is ``comm`` at exec in ``cgroup_id`` (0 = all non-host)."""
-        table = self._bpf["banned"]
+        table = self._bpf[b"banned"]
         table[self._ban_key(cgroup_id, comm)] = ctypes.c_uint32(9)
 
     def unban_exec(self, cgroup_id: int, comm: str) -> None:
         try:
-            del self._bpf["banned"][self._ban_key(cgroup_id, comm)]
+            del self._bpf[b"banned"][self._ban_key(cgroup_id, comm)]
         except KeyError:
             pass
 
     def _ban_key(self, cgroup_id: int, comm: str) -> Any:
-        key = self._bpf["banned"].Key()
+        key = self._bpf[b"banned"].Key()
         key.cgroup_id = cgroup_id
         key.comm = comm.encode()[:15]
         return key
 
     def read_syscall_counts(self) -> dict[tuple[int, int], int]:
         """(cgroup id, syscall nr) -> count since the pair was first seen, in one batch."""
-        return {(k.cgroup_id, k.nr): v.value for k, v in self._bpf["syscall_counts"].items()}
+        return {(k.cgroup_id, k.nr): v.value for k, v in self._bpf[b"syscall_counts"].items()}
 
     def kernel_drops(self) -> dict[str, int]:
         """Failed ring-buffer reserves per record kind, summed over CPUs."""
-        table = self._bpf["drops"]
+        table = self._bpf[b"drops"]
         out = {}
         for op, name in L.OP_NAMES.items():
             out[name] = int(sum(table[ctypes.c_int(op)]))

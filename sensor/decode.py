@@ -83,10 +83,15 @@ def _exit(d: Decoder, data: bytes) -> Event:
 
 
 def _addr(family: int, raw: bytes) -> str:
+    """Text address; "" when the kernel side could not know it (all zero, e.g. accept(fd, NULL,
+    NULL) leaves the peer unread); IPv4-mapped IPv6 (dual-stack sockets) prints as IPv4."""
     if family == socket.AF_INET:
         return str(ipaddress.IPv4Address(raw[:4]))
     if family == socket.AF_INET6:
-        return str(ipaddress.IPv6Address(raw))
+        if not any(raw):
+            return ""
+        v6 = ipaddress.IPv6Address(raw)
+        return str(v6.ipv4_mapped or v6)
     return ""
 
 

@@ -28,16 +28,28 @@ class CgroupWatcher:
         self.profile = profile
         self.only = only  # trace --container: profile just this cgroup
         self._state: dict[int, tuple[bool, bool]] = {}
+        self._forced: dict[int, bool] = {}
 
     def observe(self, ev: Event) -> None:
         if not ev.cgroup_id or ev.runtime in ("", "unknown"):
             return
         host = ev.runtime == HOST
-        profile = not host and (ev.cgroup_id == self.only if self.only is not None
-                                else self.profile(ev.image_key))
+        forced = self._forced.get(ev.cgroup_id)
+        if forced is not None:
+            profile = forced
+        elif self.only is not None:
+            profile = ev.cgroup_id == self.only
+        else:
+            profile = not host and self.profile(ev.image_key)
         if self._state.get(ev.cgroup_id) != (host, profile):
             self._state[ev.cgroup_id] = (host, profile)
             self.kernel.set_cgroup(ev.cgroup_id, host=host, profile=profile)
+
+    def set_profile(self, cgroup_id: int, on: bool) -> None:
+        """Operator override: profile (or not) this cgroup whatever its image's mode."""
+        self._forced[cgroup_id] = on
+        self._state[cgroup_id] = (False, on)
+        self.kernel.set_cgroup(cgroup_id, profile=on)
 
     def mark_self_host(self, index: "CgroupIndex") -> None:
         """The sensor's own cgroup is host from the start (its bpf() calls are not alerts)."""

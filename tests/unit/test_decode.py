@@ -1,0 +1,98 @@
+"""Decoders on hand-built bytes (no kernel): every opcode, addresses, truncation, bad input."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from sensor import layout as L
+from sensor.decode import DecodeError, Decoder
+
+
+def hdr(op: int, pid: int = 42, flags: int = 0, comm: bytes = b"sh", cg: int = 7) -> bytes:
+    return L.HDR.pack(op, pid, pid + 1, 1000, 1001, flags, 5_000, cg, comm, 0)
+
+
+def argv_blob(*args: bytes) -> bytes:
+    return b"".join(a.ljust(L.ARG_LEN, b"\0") for a in args).ljust(L.ARGS_MAX * L.ARG_LEN, b"\0")
+
+
+DEC = Decoder(offset_ns=1_000_000)
+
+
+def test_exec_with_args_and_killed_flag() -> None:
+    data = hdr(L.OP_EXEC, flags=L.F_KILLED | L.F_ARGS_TRUNC) + L.EXEC.pack(
+        42, 3, b"/usr/bin/nc", argv_blob(b"nc", b"-l", b"-p", b"ignored-beyond-argc"))
+    ev = DEC(data)
+    assert (ev.kind, ev.exe, ev.args) == ("exec", "/usr/bin/nc", ("nc", "-l", "-p"))
+    assert (ev.pid, ev.tid, ev.uid, ev.gid, ev.cgroup_id, ev.comm) == (42, 43, 1000, 1001, 7, "sh")
+    assert ev.time_ns == 5_000 + 1_000_000
+    assert ev.killed and ev.truncated
+
+
+def test_fork_exit() -> None:
+    fork = DEC(hdr(L.OP_FORK) + L.FORK.pack(42, 99))
+    assert (fork.kind, fork.ppid, fork.child_pid) == ("fork", 42, 99)
+    ex = DEC(hdr(L.OP_EXIT) + L.EXIT.pack(-1, 0))
+    assert (ex.kind, ex.exit_code) == ("exit", -1)
+
+
+def net(op: int, fam: int, proto: int, sport: int, dport: int, s: bytes, d: bytes, ret: int = 0,
+        upath: bytes = b"") -> bytes:
+    return hdr(op) + L.NET.pack(ret, 3, fam, proto, sport, dport, 0, s.ljust(16, b"\0"),
+                                d.ljust(16, b"\0"), upath)
+
+
+def test_connect_ipv4_tcp_refused() -> None:
+    ev = DEC(net(L.OP_CONNECT, socket.AF_INET, 6, 0, 8080, b"", socket.inet_aton("127.0.0.1"), -111))
+    assert (ev.kind, ev.family, ev.proto, ev.daddr, ev.dport, ev.ret) == (
+        "connect", "ipv4", "tcp", "127.0.0.1", 8080, -111)
+    assert ev.saddr == ""
+
+
+def test_connect_ipv6_udp_and_mapped_v4() -> None:
+    v6 = socket.inet_pton(socket.AF_INET6, "::1")
+    ev = DEC(net(L.OP_CONNECT, socket.AF_INET6, 17, 0, 53, b"", v6))
+    assert (ev.family, ev.proto, ev.daddr) == ("ipv6", "udp", "::1")
+    mapped = socket.inet_pton(socket.AF_INET6, "::ffff:127.0.0.1")
+    acc = DEC(net(L.OP_ACCEPT, socket.AF_INET6, 6, 80, 40000, b"", mapped))
+    assert (acc.daddr, acc.dport, acc.sport) == ("127.0.0.1", 40000, 80)
+
+
+def test_accept_with_unknown_peer_is_empty_not_zero_address() -> None:
+    ev = DEC(net(L.OP_ACCEPT, socket.AF_INET6, 6, 8017, 0, b"", b""))
+    assert ev.daddr == "" and ev.sport == 8017
+
+
+def test_unix_connect_carries_path() -> None:
+    ev = DEC(net(L.OP_CONNECT, socket.AF_UNIX, 0, 0, 0, b"", b"", upath=b"/var/run/docker.sock"))
+    assert (ev.family, ev.path) == ("unix", "/var/run/docker.sock")
+
+
+def test_listen_uses_local_side() -> None:
+    ev = DEC(net(L.OP_LISTEN, socket.AF_INET, 6, 8080, 0, socket.inet_aton("0.0.0.0"), b""))
+    assert (ev.kind, ev.saddr, ev.sport, ev.daddr) == ("listen", "0.0.0.0", 8080, "")
+
+
+def test_syscall_open_sys() -> None:
+    sc = DEC(hdr(L.OP_SYSCALL) + L.SYSCALL.pack(59, 0))
+    assert (sc.kind, sc.syscall_nr, sc.syscall) == ("syscall", 59, "execve")
+    op = DEC(hdr(L.OP_OPEN) + L.OPEN.pack(3, 0o101, 0o644, b"/etc/shadow"))
+    assert (op.kind, op.path, op.flags, op.ret) == ("open", "/etc/shadow", 0o101, 3)
+    sy = DEC(hdr(L.OP_SYS) + L.SYS.pack(-1, 101, 0, 16, 1234, 0, 0))
+    assert (sy.kind, sy.syscall, sy.sc_args[:2], sy.ret) == ("sys", "ptrace", (16, 1234), -1)
+
+
+def test_unknown_syscall_number_named_generically() -> None:
+    assert DEC(hdr(L.OP_SYSCALL) + L.SYSCALL.pack(999, 0)).syscall == "syscall_999"
+
+
+@pytest.mark.parametrize("data, msg", [
+    (b"\x01\x00", "shorter than its header"),
+    (hdr(77) + b"\0" * 64, "unknown opcode 77"),
+    (hdr(L.OP_EXEC) + b"\0" * 10, "exec record of"),
+])
+def test_bad_records_raise_decode_error(data: bytes, msg: str) -> None:
+    with pytest.raises(DecodeError, match=msg):
+        DEC(data)

@@ -1,0 +1,74 @@
+"""Journal record/replay: lossless round trip, and clear errors for bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from sensor.errors import DataError, SensorError
+from sensor.events import Event
+from sensor.journal import JournalWriter, ReplaySource, read_journal
+
+EVENTS = [
+    Event("exec", 1, pid=5, ppid=1, comm="nc", exe="/usr/bin/nc", args=("nc", "-l"), uid=0,
+          cgroup_id=9, container_id="c" * 64, container_name="web", image="busybox:latest",
+          image_id="sha256:ab", runtime="docker", pexe="/bin/sh", ancestry=("/bin/sh", "/init"),
+          killed=True, truncated=True),
+    Event("connect", 2, pid=5, proto="tcp", family="ipv6", daddr="::1", dport=443, ret=-111),
+    Event("listen", 3, pid=5, proto="udp", family="ipv4", saddr="0.0.0.0", sport=53),
+    Event("exit", 4, pid=5, exit_code=-1),
+    Event("fork", 5, pid=5, child_pid=6),
+    Event("syscall", 6, syscall="openat", syscall_nr=257, count=1),
+    Event("open", 7, path="/etc/shadow", flags=0o2, ret=3),
+    Event("sys", 8, syscall="ptrace", syscall_nr=101, sc_args=(16, 99, 0, 0), ret=0),
+    Event("accept", 9, family="unix", path="/run/x.sock"),
+]
+
+
+def write(path: Path, events: list[Event]) -> None:
+    with JournalWriter(path) as w:
+        for ev in events:
+            w.write(ev)
+
+
+def test_round_trip_is_lossless(tmp_path: Path) -> None:
+    path = tmp_path / "j.msgpack"
+    write(path, EVENTS)
+    assert list(read_journal(path)) == EVENTS
+    src = ReplaySource(path)
+    assert list(src.events()) == EVENTS and src.stats()["delivered"] == len(EVENTS)
+
+
+def test_truncated_file_yields_good_records_then_names_the_record(tmp_path: Path) -> None:
+    path = tmp_path / "j.msgpack"
+    write(path, EVENTS)
+    path.write_bytes(path.read_bytes()[:-5])
+    got: list[Event] = []
+    with pytest.raises(DataError, match=r"record 9: truncated"):
+        for ev in read_journal(path):
+            got.append(ev)
+    assert got == EVENTS[:-1]
+
+
+def test_garbage_and_missing_and_newer(tmp_path: Path) -> None:
+    garbage = tmp_path / "g"
+    garbage.write_bytes(b"\xc1\xc1 not msgpack")
+    with pytest.raises(DataError, match="not a cgsentry journal"):
+        list(read_journal(garbage))
+    with pytest.raises(SensorError, match="no such file") as info:
+        list(read_journal(tmp_path / "missing"))
+    assert info.value.exit_code == 66
+    newer = tmp_path / "n"
+    newer.write_bytes(msgpack.packb({"format": "cgsentry-journal", "version": 99}))
+    with pytest.raises(DataError, match="version 99 is newer"):
+        list(read_journal(newer))
+
+
+def test_record_that_is_not_an_event(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    path.write_bytes(msgpack.packb({"format": "cgsentry-journal", "version": 1})
+                     + msgpack.packb({"kind": "exec", "time_ns": 1}) + msgpack.packb([1, 2]))
+    with pytest.raises(DataError, match="record 2: corrupt"):
+        list(read_journal(path))

@@ -1,0 +1,37 @@
+"""The Python mirror of cgsentry.h: sizes and offsets pinned (the kernel tier checks BCC agrees)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from sensor import layout as L
+
+HEADER = Path(__file__).resolve().parents[2] / "sensor" / "bpf" / "cgsentry.h"
+
+
+def test_record_sizes_match_c_layout_table() -> None:
+    names = {L.OP_EXEC: "exec_rec", L.OP_FORK: "fork_rec", L.OP_EXIT: "exit_rec",
+             L.OP_CONNECT: "net_rec", L.OP_SYSCALL: "syscall_rec", L.OP_OPEN: "open_rec",
+             L.OP_SYS: "sys_rec"}
+    for op, name in names.items():
+        assert L.RECORD_SIZES[op] == L.C_LAYOUT[name][0], name
+    assert L.HDR.size == 64
+
+
+def test_constants_agree_with_header_text() -> None:
+    text = HEADER.read_text()
+    defines = dict(re.findall(r"#define (\w+) (\d+)", text))
+    for name in ("ARGS_MAX", "ARG_LEN", "PATH_LEN", "UNIX_PATH_LEN", "PREFIX_MAX", "PREFIX_LEN",
+                 "CG_HOST", "CG_PROFILE", "F_KILLED", "F_ARGS_TRUNC", "PM_WRITE", "PM_MEM"):
+        assert int(defines[name]) == getattr(L, name), name
+    ops = dict(re.findall(r"(OP_\w+) = (\d+)", text))
+    for name, value in ops.items():
+        assert getattr(L, name) == int(value), name
+
+
+def test_net_offsets() -> None:
+    # ret(8) fd(4) family(2) proto(2) sport(2) dport(2) pad(4) saddr(16) daddr(16) unix(64)
+    offs = L.C_LAYOUT["net_rec"][1]
+    assert offs["saddr"] == 64 + 24 and offs["unix_path"] == 64 + 56
+    assert L.NET.size == 8 + 4 + 2 * 4 + 4 + 16 + 16 + L.UNIX_PATH_LEN
