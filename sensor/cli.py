@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Iterable
 
@@ -28,7 +28,7 @@ NET_KEYS = ("proto", "family", "saddr", "sport", "daddr", "dport")
 
 
 def rfc3339(time_ns: int) -> str:
-    dt = datetime.fromtimestamp(time_ns // 1_000_000_000, tz=timezone.utc)
+    dt = datetime.fromtimestamp(time_ns // 1_000_000_000, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{time_ns % 1_000_000_000:09d}Z"
 
 

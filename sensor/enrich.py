@@ -55,7 +55,7 @@ class Enricher:
 
     @classmethod
     def create(cls, docker: bool = True, procfs_root: Path = Path("/proc"),
-               cgroupfs_root: Path | None = None) -> "Enricher":
+               cgroupfs_root: Path | None = None) -> Enricher:
         runtime: Runtime = DockerRuntime() if docker else NullRuntime()
         return cls(CgroupIndex(cgroupfs_root), runtime, ProcessTable(procfs_root))
 

@@ -115,7 +115,7 @@ class Event:
         return {k: v for k, v in _fields_of(self) if v != _EVENT_DEFAULTS.get(k, _MISSING)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Event":
+    def from_dict(cls, data: Mapping[str, Any]) -> Event:
         """Inverse of :meth:`to_dict`; unknown keys are ignored (forward compatible), lists
         become tuples. Raises ``TypeError``/``ValueError`` on missing ``kind``/``time_ns``."""
         if "kind" not in data or "time_ns" not in data:
@@ -123,7 +123,7 @@ class Event:
         kwargs = {k: _freeze(v) for k, v in data.items() if k in _EVENT_FIELDS}
         return cls(**kwargs)
 
-    def replace(self, **changes: Any) -> "Event":
+    def replace(self, **changes: Any) -> Event:
         return dataclasses.replace(self, **changes)
 
 
@@ -162,14 +162,14 @@ class Finding:
         return d
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Finding":
+    def from_dict(cls, data: Mapping[str, Any]) -> Finding:
         kwargs = {k: v for k, v in data.items() if k in _FINDING_FIELDS}
         kwargs["event"] = Event.from_dict(data["event"])
         kwargs["tags"] = tuple(data.get("tags", ()))
         kwargs["explanation"] = dict(data.get("explanation", {}))
         return cls(**kwargs)
 
-    def replace(self, **changes: Any) -> "Finding":
+    def replace(self, **changes: Any) -> Finding:
         return dataclasses.replace(self, **changes)
 
 

@@ -44,7 +44,7 @@ class JournalWriter:
         if not self._f.closed:
             self._f.close()
 
-    def __enter__(self) -> "JournalWriter":
+    def __enter__(self) -> JournalWriter:
         return self
 
     def __exit__(self, *_exc: Any) -> None:

@@ -39,7 +39,7 @@ class RingReader:
         self.delivered = 0
         self._final_drops: dict[str, int] = {}
 
-    def start(self) -> "RingReader":
+    def start(self) -> RingReader:
         """Compile/attach (raises SensorError with the fix) and start the polling thread."""
         self.probe.start(self._on_bytes)
         self._thread = threading.Thread(target=self._poll_loop, name="cgsentry-ring", daemon=True)

@@ -1,7 +1,8 @@
 """x86_64 syscall numbers -> names.
 
 Generated once from /usr/include/x86_64-linux-gnu/asm/unistd_64.h (Debian linux-libc-dev) and
-committed (plus the few numbers added in 6.5-6.10), so decoding and the seccomp export need no headers at run time. Numbers newer than the
+committed (plus the few numbers added in 6.5-6.10), so decoding and the seccomp export
+need no headers at run time. Numbers newer than the
 table decode as ``syscall_<nr>``.
 """
 

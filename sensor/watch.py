@@ -51,7 +51,7 @@ class CgroupWatcher:
         self._state[cgroup_id] = (False, on)
         self.kernel.set_cgroup(cgroup_id, profile=on)
 
-    def mark_self_host(self, index: "CgroupIndex") -> None:
+    def mark_self_host(self, index: CgroupIndex) -> None:
         """The sensor's own cgroup is host from the start (its bpf() calls are not alerts)."""
         try:
             with open("/proc/self/cgroup", encoding="utf-8") as f:

@@ -1,0 +1,299 @@
+"""Falco condition language: tokenizer, recursive-descent parser, compiler to closures.
+
+Grammar::
+
+    expr    := and ('or' and)*
+    and     := unary ('and' unary)*
+    unary   := 'not' unary | '(' expr ')' | MACRO | FIELD 'exists' | FIELD OP VALUE | FIELD 'in' LIST
+    LIST    := '(' VALUE (',' VALUE)* ')'     -- a VALUE naming a list expands to its items
+
+A condition compiles once to a ``Callable[[Event], bool]``; macros are expanded (with cycle
+detection) and lists inlined at compile time, so evaluation never looks anything up by name.
+Errors are :class:`CondError` with a message naming the offending token.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from rules.fields import BOOL, EVT_TYPE_KINDS, FIELDS, INT, STRS, Field
+from sensor.events import Event
+
+Pred = Callable[[Event], bool]
+CMP_OPS = ("=", "!=", "<", "<=", ">", ">=", "contains", "icontains", "startswith", "endswith",
+           "glob", "pmatch", "in", "intersects")
+_TOKEN = re.compile(r"""\s*(?:(?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|(?P<punct>[(),])|"""
+                    r"""(?P<op><=|>=|!=|=|<|>)|(?P<word>[^\s(),=<>!"']+))""")
+
+
+class CondError(ValueError):
+    """A condition that cannot compile; the message names the token and the fix."""
+
+
+@dataclass(frozen=True)
+class Tok:
+    kind: str  # str | punct | op | word
+    text: str
+
+
+def tokenize(text: str) -> list[Tok]:
+    out: list[Tok] = []
+    pos = 0
+    text = text.rstrip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise CondError(f"unexpected character {text[pos]!r} at offset {pos}")
+        kind = m.lastgroup or "word"
+        value = m.group(kind)
+        if kind == "str":
+            value = value[1:-1].encode().decode("unicode_escape")
+        out.append(Tok(kind, value))
+        pos = m.end()
+    return out
+
+
+@dataclass
+class Node:
+    """AST node: op in and/or/not/cmp/exists/true; kinds = event kinds it can match (None: any)."""
+
+    op: str
+    children: tuple[Node, ...] = ()
+    field: Field | None = None
+    index: int | None = None
+    cmp: str = ""
+    values: tuple[Any, ...] = ()
+
+
+class Parser:
+    def __init__(self, text: str, macros: Mapping[str, str], lists: Mapping[str, Sequence[Any]],
+                 stack: tuple[str, ...] = ()) -> None:
+        self.toks = tokenize(text)
+        self.i = 0
+        self.macros, self.lists, self.stack = macros, lists, stack
+
+    def parse(self) -> Node:
+        if not self.toks:
+            raise CondError("empty condition")
+        node = self._or()
+        if self.i < len(self.toks):
+            raise CondError(f"unexpected {self.toks[self.i].text!r} after a complete condition")
+        return node
+
+    def _peek(self) -> Tok | None:
+        return self.toks[self.i] if self.i < len(self.toks) else None
+
+    def _next(self, what: str) -> Tok:
+        tok = self._peek()
+        if tok is None:
+            raise CondError(f"condition ends where {what} was expected")
+        self.i += 1
+        return tok
+
+    def _word(self, word: str) -> bool:
+        tok = self._peek()
+        if tok is not None and tok.kind == "word" and tok.text == word:
+            self.i += 1
+            return True
+        return False
+
+    def _or(self) -> Node:
+        items = [self._and()]
+        while self._word("or"):
+            items.append(self._and())
+        return items[0] if len(items) == 1 else Node("or", tuple(items))
+
+    def _and(self) -> Node:
+        items = [self._unary()]
+        while self._word("and"):
+            items.append(self._unary())
+        return items[0] if len(items) == 1 else Node("and", tuple(items))
+
+    def _unary(self) -> Node:
+        if self._word("not"):
+            return Node("not", (self._unary(),))
+        tok = self._next("a field, macro or '('")
+        if tok.kind == "punct" and tok.text == "(":
+            node = self._or()
+            close = self._next("')'")
+            if close.text != ")":
+                raise CondError(f"expected ')' but found {close.text!r}")
+            return node
+        if tok.kind != "word":
+            raise CondError(f"expected a field or macro, found {tok.text!r}")
+        if tok.text in self.macros:
+            return self._macro(tok.text)
+        return self._comparison(tok.text)
+
+    def _macro(self, name: str) -> Node:
+        if name in self.stack:
+            raise CondError(f"macro cycle: {' -> '.join((*self.stack, name))}")
+        try:
+            return Parser(self.macros[name], self.macros, self.lists, (*self.stack, name)).parse()
+        except CondError as err:
+            if str(err).startswith(("macro cycle", "in macro")):
+                raise
+            raise CondError(f"in macro {name!r}: {err}") from None
+
+    def _comparison(self, name: str) -> Node:
+        field, index = resolve_field(name, self.macros)
+        tok = self._next(f"an operator after {name}")
+        op = tok.text
+        if op == "exists":
+            return Node("exists", field=field, index=index)
+        if op not in CMP_OPS:
+            raise CondError(f"unknown operator {op!r} after {name} "
+                            f"(operators: {', '.join(CMP_OPS)}, exists)")
+        if op in ("in", "intersects", "pmatch"):
+            values = self._list()
+        else:
+            value = self._next(f"a value after {name} {op}")
+            if value.kind == "punct":
+                raise CondError(f"expected a value after {name} {op}, found {value.text!r}")
+            values = (value.text,)
+        return Node("cmp", field=field, index=index, cmp=op, values=check_values(field, op, values))
+
+    def _list(self) -> tuple[str, ...]:
+        tok = self._next("'('")
+        if tok.text != "(":
+            if tok.kind == "word" and tok.text in self.lists:
+                return tuple(self._expand(tok.text, ()))
+            raise CondError(f"expected '(' to start a list, found {tok.text!r}")
+        items: list[str] = []
+        while True:
+            tok = self._next("a list item or ')'")
+            if tok.text == ")" and tok.kind == "punct":
+                break
+            if tok.text == ",":
+                continue
+            if tok.kind == "word" and tok.text in self.lists:
+                items.extend(self._expand(tok.text, ()))
+            else:
+                items.append(tok.text)
+        return tuple(items)
+
+    def _expand(self, name: str, seen: tuple[str, ...]) -> list[str]:
+        """Items of a list, with items that name other lists expanded (cycles refused)."""
+        if name in seen:
+            raise CondError(f"list cycle: {' -> '.join((*seen, name))}")
+        out: list[str] = []
+        for item in self.lists[name]:
+            text = str(item)
+            out.extend(self._expand(text, (*seen, name)) if text in self.lists else [text])
+        return out
+
+
+def resolve_field(name: str, macros: Mapping[str, str] = {}) -> tuple[Field, int | None]:
+    base, index = name, None
+    m = re.fullmatch(r"([\w.]+)\[(\d+)\]", name)
+    if m:
+        base, index = m.group(1), int(m.group(2))
+    field = FIELDS.get(base)
+    if field is None:
+        known = [*FIELDS, *macros]
+        prefixed = [k for k in known if base.startswith(k) or k.startswith(base)]
+        hint = sorted(prefixed, key=len, reverse=True)[:1] or difflib.get_close_matches(base, known, n=1)
+        suffix = f" (did you mean {hint[0]}?)" if hint else ""
+        raise CondError(f"unknown field or macro '{base}'{suffix}")
+    if index is not None and not field.indexed:
+        raise CondError(f"field {base} takes no [index]")
+    return field, index
+
+
+def check_values(field: Field, op: str, values: tuple[str, ...]) -> tuple[Any, ...]:
+    ftype = INT if field.name == "evt.arg" else field.type
+    if ftype == INT:
+        if op in ("contains", "icontains", "startswith", "endswith", "glob", "pmatch"):
+            raise CondError(f"operator {op} needs a string field, {field.name} is a number")
+        try:
+            return tuple(int(v, 0) for v in values)
+        except ValueError:
+            raise CondError(f"{field.name} is a number, {values[0]!r} is not") from None
+    if ftype == BOOL:
+        if op not in ("=", "!="):
+            raise CondError(f"{field.name} is a boolean: only = and != apply")
+        bad = [v for v in values if v.lower() not in ("true", "false")]
+        if bad:
+            raise CondError(f"{field.name} is a boolean, {bad[0]!r} is not true/false")
+        return tuple(v.lower() == "true" for v in values)
+    if op in ("<", "<=", ">", ">="):
+        raise CondError(f"operator {op} needs a number field, {field.name} is a string")
+    return values
+
+
+def kinds_of(node: Node) -> frozenset[str] | None:
+    """Event kinds a condition can match (from its evt.type tests), None if any kind."""
+    if node.op == "cmp" and node.field is not None and node.field.name == "evt.type":
+        if node.cmp in ("=", "in"):
+            return frozenset(EVT_TYPE_KINDS.get(v, "sys") for v in node.values)
+        return None
+    if node.op == "and":
+        sets = [k for k in map(kinds_of, node.children) if k is not None]
+        return frozenset.intersection(*sets) if sets else None
+    if node.op == "or":
+        sets = list(map(kinds_of, node.children))
+        return None if any(s is None for s in sets) else frozenset().union(*sets)  # type: ignore[arg-type]
+    return None
+
+
+def compile_node(node: Node) -> Pred:
+    if node.op == "and":
+        parts = [compile_node(c) for c in node.children]
+        return lambda ev: all(p(ev) for p in parts)
+    if node.op == "or":
+        parts = [compile_node(c) for c in node.children]
+        return lambda ev: any(p(ev) for p in parts)
+    if node.op == "not":
+        inner = compile_node(node.children[0])
+        return lambda ev: not inner(ev)
+    getter = _getter(node)
+    if node.op == "exists":
+        return lambda ev: getter(ev) not in ("", 0, (), None)
+    test = _comparator(node.cmp, node.values)
+    assert node.field is not None
+    if node.field.type == STRS and node.index is None:
+        return lambda ev: any(test(v) for v in getter(ev))
+    return lambda ev: test(getter(ev))
+
+
+def _getter(node: Node) -> Callable[[Event], Any]:
+    assert node.field is not None
+    get, index = node.field.get, node.index
+    if index is None:
+        return get
+    # proc.aname[1] is the parent (ancestry[0]); evt.arg[0] is the first argument
+    pos = index - 1 if node.field.name.startswith("proc.a") else index
+    default = 0 if node.field.name == "evt.arg" else ""
+    return lambda ev: (lambda seq: seq[pos] if 0 <= pos < len(seq) else default)(get(ev))
+
+
+def _comparator(op: str, values: tuple[Any, ...]) -> Callable[[Any], bool]:
+    v = values[0] if values else None
+    table: dict[str, Callable[[Any], bool]] = {
+        "=": lambda x: x == v, "!=": lambda x: x != v,
+        "<": lambda x: x < v, "<=": lambda x: x <= v, ">": lambda x: x > v, ">=": lambda x: x >= v,
+        "contains": lambda x: v in x, "icontains": lambda x: str(v).lower() in x.lower(),
+        "startswith": lambda x: x.startswith(v), "endswith": lambda x: x.endswith(v),
+        "glob": lambda x: fnmatch.fnmatchcase(x, v),
+    }
+    if op in table:
+        return table[op]
+    members = frozenset(values)
+    if op == "pmatch":
+        prefixes = tuple(str(p).rstrip("/") + "/" for p in values)
+        return lambda x: x in members or x.startswith(prefixes)
+    if op == "intersects":
+        return lambda x: bool(members.intersection(str(x).split()))
+    return lambda x: x in members
+
+
+def compile_condition(text: str, macros: Mapping[str, str], lists: Mapping[str, Sequence[Any]],
+                      stack: tuple[str, ...] = ()) -> tuple[Pred, frozenset[str] | None, Node]:
+    """Compile ``text``: (predicate, event kinds it can match or None, AST). ``stack`` names the
+    macros being expanded (for cycle detection when compiling a macro on its own)."""
+    node = Parser(text, macros, lists, stack).parse()
+    return compile_node(node), kinds_of(node), node

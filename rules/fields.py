@@ -1,0 +1,159 @@
+"""Rule fields: Falco's names mapped onto :class:`sensor.events.Event`, each with a type.
+
+Where Falco has a field with the same meaning we use its name, so analysts' habits and community
+rules carry over. Network fields follow Falco's client/server convention: for ``connect`` the
+server is the remote side, for ``accept``/``listen`` it is the local side; ``fd.dip``/``fd.dport``
+(destination) are aliases of the server side.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Final
+
+from sensor.events import Event
+
+STR: Final = "str"
+INT: Final = "int"
+BOOL: Final = "bool"
+STRS: Final = "strs"  # several values; an operator matches if it matches any of them
+
+_EVT_TYPE: Final = {"exec": "execve", "fork": "clone", "exit": "procexit", "connect": "connect",
+                    "accept": "accept", "listen": "listen", "open": "openat"}
+# evt.type values -> event kinds (everything else is a sensitive syscall, kind "sys")
+EVT_TYPE_KINDS: Final = {"execve": "exec", "execveat": "exec", "clone": "fork", "fork": "fork",
+                         "vfork": "fork", "clone3": "fork", "procexit": "exit", "connect": "connect",
+                         "accept": "accept", "accept4": "accept", "listen": "listen",
+                         "bind": "listen", "open": "open", "openat": "open", "openat2": "open"}
+_WRITE_FLAGS: Final = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: str
+    get: Callable[[Event], Any]
+    doc: str = ""
+    indexed: bool = False  # takes [N]: get(ev) returns a sequence, indexed at compile time
+
+
+def evt_type(ev: Event) -> str:
+    return _EVT_TYPE.get(ev.kind) or ev.syscall
+
+
+def _res(ev: Event) -> str:
+    if ev.ret >= 0:
+        return "SUCCESS"
+    return errno.errorcode.get(-ev.ret, str(ev.ret))
+
+
+def _base(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def _server(ev: Event) -> tuple[str, int]:
+    return (ev.daddr, ev.dport) if ev.kind == "connect" else (ev.saddr, ev.sport)
+
+
+def _client(ev: Event) -> tuple[str, int]:
+    return (ev.saddr, ev.sport) if ev.kind == "connect" else (ev.daddr, ev.dport)
+
+
+def _fd_name(ev: Event) -> str:
+    if ev.kind == "open" or ev.family == "unix":
+        return ev.path
+    if ev.kind in ("connect", "accept", "listen"):
+        (cip, cport), (sip, sport) = _client(ev), _server(ev)
+        return f"{cip}:{cport}->{sip}:{sport}" if ev.kind != "listen" else f"{sip}:{sport}"
+    return ""
+
+
+def _fd_type(ev: Event) -> str:
+    if ev.kind == "open":
+        return "file"
+    return ev.family
+
+
+def _typechar(ev: Event) -> str:
+    return {"file": "f", "ipv4": "4", "ipv6": "6", "unix": "u"}.get(_fd_type(ev), "")
+
+
+def _cmdline(ev: Event) -> str:
+    return " ".join((ev.comm, *ev.args[1:])) if ev.args else ev.comm
+
+
+def _image_repo(ev: Event) -> str:
+    image = ev.image.split("@", 1)[0]
+    head, _, tail = image.rpartition(":")
+    return head if head and "/" not in tail else image
+
+
+def _image_tag(ev: Event) -> str:
+    image = ev.image.split("@", 1)[0]
+    head, _, tail = image.rpartition(":")
+    return tail if head and "/" not in tail else ""
+
+
+def _anames(ev: Event) -> tuple[str, ...]:
+    return tuple(_base(a) for a in ev.ancestry)
+
+
+def _fields() -> list[Field]:
+    return [
+        Field("evt.type", STR, evt_type, "execve, connect, accept, listen, openat, clone, procexit, "
+              "or the sensitive syscall's name"),
+        Field("evt.time", INT, lambda e: e.time_ns, "epoch nanoseconds"),
+        Field("evt.res", STR, _res, "SUCCESS or the errno name (ECONNREFUSED ...)"),
+        Field("evt.rawres", INT, lambda e: e.ret, "raw syscall result"),
+        Field("evt.failed", BOOL, lambda e: e.ret < 0),
+        Field("evt.is_open_write", BOOL, lambda e: e.kind == "open" and bool(e.flags & _WRITE_FLAGS)),
+        Field("evt.is_open_read", BOOL, lambda e: e.kind == "open" and (e.flags & 3) != os.O_WRONLY),
+        Field("evt.arg.flags", INT, lambda e: e.flags, "open(2) flags"),
+        Field("evt.arg", INT, lambda e: e.sc_args, "syscall argument N", indexed=True),
+        Field("proc.name", STR, lambda e: e.comm),
+        Field("proc.exe", STR, lambda e: e.exe),
+        Field("proc.exepath", STR, lambda e: e.exe),
+        Field("proc.args", STR, lambda e: " ".join(e.args[1:])),
+        Field("proc.cmdline", STR, _cmdline),
+        Field("proc.pid", INT, lambda e: e.pid),
+        Field("proc.ppid", INT, lambda e: e.ppid),
+        Field("proc.pname", STR, lambda e: _base(e.pexe)),
+        Field("proc.pexe", STR, lambda e: e.pexe),
+        Field("proc.pexepath", STR, lambda e: e.pexe),
+        Field("proc.aname", STRS, _anames, "ancestor names; [1] parent, [2] grandparent, ...",
+              indexed=True),
+        Field("proc.aexe", STRS, lambda e: e.ancestry, "ancestor executables", indexed=True),
+        Field("proc.is_exe_killed", BOOL, lambda e: e.killed),
+        Field("user.uid", INT, lambda e: e.uid),
+        Field("user.name", STR, lambda e: "root" if e.uid == 0 else str(e.uid)),
+        Field("group.gid", INT, lambda e: e.gid),
+        Field("container.id", STR, lambda e: e.container_id[:12]),
+        Field("container.full_id", STR, lambda e: e.container_id),
+        Field("container.name", STR, lambda e: e.container_name),
+        Field("container.image", STR, lambda e: e.image),
+        Field("container.image.repository", STR, _image_repo),
+        Field("container.image.tag", STR, _image_tag),
+        Field("container.image.id", STR, lambda e: e.image_id),
+        Field("container.image.digest", STR, lambda e: e.image_id),
+        Field("fd.name", STR, _fd_name),
+        Field("fd.directory", STR, lambda e: e.path.rsplit("/", 1)[0] if e.kind == "open" else ""),
+        Field("fd.filename", STR, lambda e: _base(e.path) if e.kind == "open" else ""),
+        Field("fd.type", STR, _fd_type, "file, ipv4, ipv6, unix"),
+        Field("fd.typechar", STR, _typechar),
+        Field("fd.l4proto", STR, lambda e: e.proto),
+        Field("fd.sip", STR, lambda e: _server(e)[0], "server IP"),
+        Field("fd.sport", INT, lambda e: _server(e)[1], "server port"),
+        Field("fd.cip", STR, lambda e: _client(e)[0], "client IP"),
+        Field("fd.cport", INT, lambda e: _client(e)[1], "client port"),
+        Field("fd.dip", STR, lambda e: _server(e)[0], "destination (server) IP"),
+        Field("fd.dport", INT, lambda e: _server(e)[1], "destination (server) port"),
+        Field("fd.lip", STR, lambda e: e.saddr if e.kind != "connect" else ""),
+        Field("fd.lport", INT, lambda e: e.sport),
+        Field("fd.rip", STR, lambda e: e.daddr),
+        Field("fd.rport", INT, lambda e: e.dport),
+    ]
+
+
+FIELDS: Final[dict[str, Field]] = {f.name: f for f in _fields()}

@@ -1,0 +1,227 @@
+"""Per-image policy: mode, banned processes, port lists, and which findings trigger which action.
+
+YAML shape (also what the collector pushes, via :meth:`PolicySet.from_dict`)::
+
+    default: {mode: alert, default_action: alert}
+    images:
+      - match: "cgsentry/busybox:*"        # repo:tag glob, or an image digest
+        mode: enforce                       # learn | alert | enforce (omit: models decide)
+        banned_processes: [nc, wget]        # killed in the kernel at exec in enforce mode
+        allowed_listen_ports: [8080]        # any other listen is a finding
+        denied_outbound_ports: [4444]
+        default_action: alert
+        actions:                            # first match wins, in enforce mode only
+          - {when: "priority>=CRITICAL", action: kill-container}
+          - {when: "rule:Network Tool Launched in Container", action: pause-container}
+          - {when: "tag:T1059", action: pause-container}
+          - {when: "kind:new_process", action: pause-container}
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from rules.errors import RuleError
+from sensor.events import (
+    ACTIONS,
+    BANNED_PROCESS,
+    NEW_LISTEN_PORT,
+    NEW_OUTBOUND,
+    PRIORITIES,
+    RULE,
+    Event,
+    Finding,
+)
+
+MODES = ("learn", "alert", "enforce")
+
+
+@dataclass(frozen=True)
+class ActionRule:
+    when: str
+    action: str
+
+    def matches(self, f: Finding) -> bool:
+        key, _, value = self.when.partition(":")
+        if self.when.startswith("priority>="):
+            want = self.when.split(">=", 1)[1].strip().upper()
+            return PRIORITIES.index(f.priority) <= PRIORITIES.index(want)
+        if key == "rule":
+            return f.rule == value
+        if key == "tag":
+            return value in f.tags
+        if key == "kind":
+            return f.kind == value
+        return self.when == "*"
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    match: str = "*"
+    mode: str = ""  # "" = the model lifecycle decides
+    banned_processes: tuple[str, ...] = ()
+    allowed_listen_ports: tuple[int, ...] | None = None
+    denied_outbound_ports: tuple[int, ...] = ()
+    default_action: str = "alert"
+    actions: tuple[ActionRule, ...] = ()
+
+    def decide(self, finding: Finding, mode: str | None = None) -> str:
+        """The action for a finding under ``mode`` (default: the policy's own mode)."""
+        mode = mode or self.mode or "alert"
+        if mode == "learn":
+            return "alert" if finding.source in ("rule", "policy") else "none"
+        if mode == "alert":
+            return "alert"
+        for rule in self.actions:
+            if rule.matches(finding):
+                return rule.action
+        return self.default_action
+
+    def would_enforce(self, finding: Finding) -> str:
+        """What enforce mode would do (alert mode counts these for ops)."""
+        return self.decide(finding, "enforce")
+
+    def banned_comms(self) -> list[str]:
+        """Kernel comm keys (15 chars max) of banned processes."""
+        return sorted({p.rsplit("/", 1)[-1][:15] for p in self.banned_processes})
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"match": self.match, "mode": self.mode,
+                             "banned_processes": list(self.banned_processes),
+                             "denied_outbound_ports": list(self.denied_outbound_ports),
+                             "default_action": self.default_action,
+                             "actions": [{"when": a.when, "action": a.action} for a in self.actions]}
+        if self.allowed_listen_ports is not None:
+            d["allowed_listen_ports"] = list(self.allowed_listen_ports)
+        return d
+
+
+@dataclass
+class PolicySet:
+    default: ImagePolicy = field(default_factory=ImagePolicy)
+    images: list[ImagePolicy] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> PolicySet:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as err:
+            raise RuleError(f"{path}: cannot read policy: {err.strerror}", exit_code=66) from err
+        except yaml.YAMLError as err:
+            raise RuleError(f"{path}: invalid YAML: {err}") from None
+        return cls.from_dict(data or {}, str(path))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], name: str = "<policy>") -> PolicySet:
+        if not isinstance(data, Mapping):
+            raise RuleError(f"{name}: a policy is a mapping with 'default' and 'images'")
+        default = _image(data.get("default") or {}, f"{name}: default")
+        images = data.get("images") or []
+        if not isinstance(images, list):
+            raise RuleError(f"{name}: images: must be a list")
+        return cls(default, [_image(d, f"{name}: images[{i}]") for i, d in enumerate(images)])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"default": self.default.to_dict(), "images": [p.to_dict() for p in self.images]}
+
+    def for_image(self, image: str, image_id: str = "") -> ImagePolicy:
+        for pol in self.images:
+            if pol.match in (image_id, image) or fnmatch.fnmatchcase(image, pol.match):
+                return pol
+        return self.default
+
+    def upsert(self, policy: ImagePolicy) -> None:
+        """Replace the policy with the same ``match`` (or add it first, to take precedence)."""
+        self.images = [policy] + [p for p in self.images if p.match != policy.match]
+
+
+def _image(d: Any, where: str) -> ImagePolicy:
+    if not isinstance(d, Mapping):
+        raise RuleError(f"{where}: must be a mapping")
+    unknown = set(d) - {"match", "mode", "banned_processes", "allowed_listen_ports",
+                        "denied_outbound_ports", "default_action", "actions"}
+    if unknown:
+        raise RuleError(f"{where}.{sorted(unknown)[0]}: unknown key")
+    mode = str(d.get("mode") or "")
+    if mode and mode not in MODES:
+        raise RuleError(f"{where}.mode: {mode!r} is not one of {', '.join(MODES)}")
+    actions = tuple(_action(a, f"{where}.actions[{i}]") for i, a in enumerate(d.get("actions") or []))
+    allowed = d.get("allowed_listen_ports")
+    return ImagePolicy(
+        match=str(d.get("match", "*")), mode=mode,
+        banned_processes=tuple(str(p) for p in d.get("banned_processes") or ()),
+        allowed_listen_ports=None if allowed is None else _ports(allowed, f"{where}.allowed_listen_ports"),
+        denied_outbound_ports=_ports(d.get("denied_outbound_ports") or [], f"{where}.denied_outbound_ports"),
+        default_action=_check_action(str(d.get("default_action", "alert")), f"{where}.default_action"),
+        actions=actions)
+
+
+def _ports(values: Any, where: str) -> tuple[int, ...]:
+    try:
+        ports = tuple(int(p) for p in values)
+    except (TypeError, ValueError):
+        raise RuleError(f"{where}: ports must be a list of integers") from None
+    bad = [p for p in ports if not 0 <= p <= 65535]
+    if bad:
+        raise RuleError(f"{where}: {bad[0]} is not a port (0-65535)")
+    return ports
+
+
+def _check_action(action: str, where: str) -> str:
+    if action not in ACTIONS:
+        raise RuleError(f"{where}: {action!r} is not one of {', '.join(ACTIONS)}")
+    return action
+
+
+def _action(a: Any, where: str) -> ActionRule:
+    if not isinstance(a, Mapping) or "when" not in a or "action" not in a:
+        raise RuleError(f"{where}: needs 'when' and 'action'")
+    when = str(a["when"])
+    key = when.split(":", 1)[0]
+    if not (when == "*" or when.startswith("priority>=") or key in ("rule", "tag", "kind")):
+        raise RuleError(f"{where}.when: {when!r} (use rule:NAME, tag:TAG, kind:KIND, "
+                        "priority>=LEVEL or *)")
+    if when.startswith("priority>=") and when.split(">=", 1)[1].strip().upper() not in PRIORITIES:
+        raise RuleError(f"{where}.when: unknown priority in {when!r}")
+    return ActionRule(when, _check_action(str(a["action"]), f"{where}.action"))
+
+
+class PolicyChecker:
+    """Sink: findings from the policy itself (banned processes, denied ports)."""
+
+    def __init__(self, policies: PolicySet) -> None:
+        self.policies = policies
+
+    def handle(self, ev: Event) -> list[Finding]:
+        if ev.runtime == "host" or not ev.container_id:
+            return []
+        pol = self.policies.for_image(ev.image, ev.image_id)
+        if ev.kind == "exec" and pol.banned_processes:
+            name = ev.exe.rsplit("/", 1)[-1]
+            banned = pol.banned_processes
+            if name in banned or ev.exe in banned or ev.comm in pol.banned_comms():
+                return [_finding(ev, BANNED_PROCESS, "CRITICAL", f"banned process {ev.exe} "
+                                 f"({' '.join(ev.args)}) in container {ev.container_name} image {ev.image}"
+                                 + (" — killed at exec by the kernel" if ev.killed else ""))]
+        allowed = pol.allowed_listen_ports
+        if ev.kind == "listen" and allowed is not None and ev.sport not in allowed:
+            return [_finding(ev, NEW_LISTEN_PORT, "WARNING", f"listen on {ev.proto}/{ev.sport} not in "
+                             f"allowed ports {list(pol.allowed_listen_ports)} (image {ev.image})")]
+        if ev.kind == "connect" and ev.dport in pol.denied_outbound_ports:
+            return [_finding(ev, NEW_OUTBOUND, "WARNING", f"connect to denied port {ev.daddr}:{ev.dport} "
+                             f"(image {ev.image})")]
+        return []
+
+
+def _finding(ev: Event, kind: str, priority: str, output: str) -> Finding:
+    return Finding(kind=kind, rule=f"Policy: {kind.replace('_', ' ')}", priority=priority,
+                   output=output, event=ev, time_ns=ev.time_ns, source="policy",
+                   tags=("policy",), explanation={"policy": "image policy"})
+
+
+__all__ = ["PolicySet", "ImagePolicy", "PolicyChecker", "ActionRule", "MODES", "RULE"]

@@ -1,0 +1,77 @@
+"""Per-image policy: matching, decisions per mode, banned processes, ports, validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from rules.errors import RuleError
+from rules.policy import PolicyChecker, PolicySet
+from sensor.events import Event, Finding
+
+POLICY = {
+    "default": {"default_action": "alert"},
+    "images": [{
+        "match": "cgsentry/busybox:*", "mode": "enforce", "banned_processes": ["nc", "/usr/bin/wget"],
+        "allowed_listen_ports": [8080], "denied_outbound_ports": [4444],
+        "default_action": "alert",
+        "actions": [{"when": "priority>=CRITICAL", "action": "kill-container"},
+                    {"when": "tag:T1059", "action": "pause-container"},
+                    {"when": "kind:new_process", "action": "pause-container"}],
+    }],
+}
+EV = Event("exec", 1, pid=5, comm="nc", exe="/usr/bin/nc", args=("nc",), container_id="c" * 64,
+           container_name="web", image="cgsentry/busybox:latest", runtime="docker")
+
+
+def finding(kind: str = "rule", priority: str = "WARNING", tags: tuple[str, ...] = (),
+            source: str = "rule") -> Finding:
+    return Finding(kind, "R", priority, "o", EV, tags=tags, source=source)
+
+
+def test_decisions_by_mode_and_action_order() -> None:
+    pol = PolicySet.from_dict(POLICY).for_image("cgsentry/busybox:latest")
+    assert pol.decide(finding(priority="CRITICAL")) == "kill-container"
+    assert pol.decide(finding(tags=("T1059",))) == "pause-container"
+    assert pol.decide(finding("new_process", source="model")) == "pause-container"
+    assert pol.decide(finding()) == "alert"
+    assert pol.decide(finding(priority="CRITICAL"), "alert") == "alert"
+    assert pol.would_enforce(finding(priority="CRITICAL")) == "kill-container"
+    assert pol.decide(finding("new_process", source="model"), "learn") == "none"
+    assert pol.decide(finding(), "learn") == "alert"  # rule hits still alert while learning
+
+
+def test_other_images_get_the_default() -> None:
+    ps = PolicySet.from_dict(POLICY)
+    assert ps.for_image("nginx:1").match == "*"
+    assert ps.for_image("x", "cgsentry/busybox:*").mode == "enforce"
+
+
+def test_checker_banned_and_ports() -> None:
+    chk = PolicyChecker(PolicySet.from_dict(POLICY))
+    assert [f.kind for f in chk.handle(EV)] == ["banned_process"]
+    assert chk.handle(EV.replace(comm="ls", exe="/bin/ls")) == []
+    listen = EV.replace(kind="listen", sport=9000, comm="httpd", exe="/usr/sbin/httpd")
+    assert [f.kind for f in chk.handle(listen)] == ["new_listen_port"]
+    assert chk.handle(listen.replace(sport=8080)) == []
+    conn = EV.replace(kind="connect", dport=4444, daddr="127.0.0.1", comm="sh", exe="/bin/sh")
+    assert [f.kind for f in chk.handle(conn)] == ["new_outbound"]
+    assert chk.handle(EV.replace(runtime="host", container_id="host")) == []
+    pol = PolicySet.from_dict(POLICY).for_image("cgsentry/busybox:latest")
+    assert pol.banned_comms() == ["nc", "wget"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"images": [{"mode": "panic"}]}, r"images\[0\].mode: 'panic' is not one of"),
+    ({"images": [{"actions": [{"when": "rule:X", "action": "nuke"}]}]}, r"actions\[0\].action: 'nuke'"),
+    ({"images": [{"actions": [{"when": "colour:red", "action": "alert"}]}]}, r"actions\[0\].when"),
+    ({"images": [{"allowed_listen_ports": [70000]}]}, r"70000 is not a port"),
+    ({"images": [{"bogus": 1}]}, r"images\[0\].bogus: unknown key"),
+])
+def test_policy_errors(bad: dict, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(RuleError, match=message):
+        PolicySet.from_dict(bad)
+
+
+def test_round_trip() -> None:
+    ps = PolicySet.from_dict(POLICY)
+    assert PolicySet.from_dict(ps.to_dict()).to_dict() == ps.to_dict()
