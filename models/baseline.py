@@ -1,0 +1,142 @@
+"""One image's baseline: profile + rate model + lifecycle (learn -> alert -> enforce).
+
+Learning counts *observed* time (time during which any container of the image produced events,
+gaps longer than ``window_s`` not counted), not wall time, and auto-promotes to ``alert`` once
+the profile has been stable (no new items) for ``stable_s`` of observed time. While the sensor is
+losing events the baseline is frozen: nothing is learned, and findings carry ``during_loss``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.profile import ImageProfile
+from models.ratemodel import RateModel
+from sensor.events import Event
+
+MODES = ("learn", "alert", "enforce")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    window_s: float = 10.0
+    min_learn_s: float = 60.0
+    stable_s: float = 30.0
+    seed: int = 7
+    auto_promote: bool = True
+    learn_host: bool = False
+    loss_freeze_s: float = 10.0
+
+
+@dataclass
+class Lifecycle:
+    mode: str = "learn"
+    observed_ns: int = 0
+    last_active_ns: int = 0
+    last_new_observed_ns: int = 0
+    frozen_until_ns: int = 0
+    seeded_from: str = ""
+    promoted_ns: int = 0
+    audit: list[dict[str, Any]] = field(default_factory=list)
+    would_enforce: dict[str, int] = field(default_factory=dict)
+
+    def tick(self, time_ns: int, gap_ns: int) -> None:
+        if self.last_active_ns and 0 < time_ns - self.last_active_ns <= gap_ns:
+            self.observed_ns += time_ns - self.last_active_ns
+        self.last_active_ns = max(self.last_active_ns, time_ns)
+
+    def frozen(self, time_ns: int) -> bool:
+        return time_ns < self.frozen_until_ns
+
+
+class ImageBaseline:
+    def __init__(self, key: str, image: str, config: ModelConfig) -> None:
+        self.key, self.image, self.config = key, image, config
+        self.profile = ImageProfile()
+        self.rate = RateModel(seed=config.seed)
+        self.life = Lifecycle()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        return self.life.mode
+
+    def set_mode(self, mode: str, actor: str, time_ns: int, reason: str = "") -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+        if mode != "learn" and not self.rate.fitted:
+            self.rate.fit()
+        self.life.audit.append({"time_ns": time_ns, "actor": actor, "action": f"mode {self.mode} -> {mode}",
+                                "reason": reason})
+        if mode != "learn" and self.life.mode == "learn":
+            self.life.promoted_ns = time_ns
+        self.life.mode = mode
+
+    def learned_s(self) -> float:
+        return self.life.observed_ns / 1e9
+
+    def stable_s(self) -> float:
+        return (self.life.observed_ns - self.life.last_new_observed_ns) / 1e9
+
+    def maybe_promote(self, time_ns: int) -> bool:
+        cfg = self.config
+        if (self.mode == "learn" and cfg.auto_promote and self.learned_s() >= cfg.min_learn_s
+                and self.stable_s() >= cfg.stable_s and not self.life.frozen(time_ns)):
+            self.set_mode("alert", "auto-promotion", time_ns,
+                          f"profile stable for {self.stable_s():.0f}s of {self.learned_s():.0f}s observed")
+            return True
+        return False
+
+    def note_new_item(self) -> None:
+        self.life.last_new_observed_ns = self.life.observed_ns
+
+    def relearn(self, actor: str, time_ns: int) -> None:
+        audit = self.life.audit
+        self.profile, self.rate, self.life = ImageProfile(), RateModel(seed=self.config.seed), Lifecycle()
+        self.life.audit = audit + [{"time_ns": time_ns, "actor": actor, "action": "relearn", "reason": ""}]
+
+    def extend(self, actor: str, time_ns: int, extra_s: float) -> None:
+        """Back to learning for at least ``extra_s`` more observed seconds."""
+        self.life.mode = "learn"
+        self.life.last_new_observed_ns = self.life.observed_ns + int(extra_s * 1e9) - int(
+            self.config.stable_s * 1e9)
+        self.life.audit.append({"time_ns": time_ns, "actor": actor, "action": f"extend {extra_s:.0f}s",
+                                "reason": ""})
+
+    # -- explanations ----------------------------------------------------------------------
+    def nearest(self, dim: str, key: tuple[Any, ...]) -> list[str]:
+        """Known items most like ``key``: same parent first for processes, else by text."""
+        items = self.profile.items[dim]
+        if dim == "parent":
+            parents = sorted({f"parent {k[1]}" for k in items if k[0] == key[0]})
+            if parents:
+                return parents[:5]  # the exe is known: under which parents it ran
+        if dim in ("process", "parent"):
+            known = sorted({k[0] for k in self.profile.items["process"]})
+            return difflib.get_close_matches(str(key[0]), known, n=3, cutoff=0.0)[:3] or known[:5]
+        return [_fmt(dim, k) for k in sorted(items, key=repr)[:8]]
+
+    def context(self) -> dict[str, Any]:
+        return {"learned_s": round(self.learned_s(), 1), "containers": len(self.profile.containers),
+                "nodes": max(1, len(self.profile.nodes)), "items": self.profile.size(),
+                "seeded_from": self.life.seeded_from}
+
+
+def _fmt(dim: str, key: tuple[Any, ...]) -> str:
+    if dim in ("listen", "inbound"):
+        return f"{key[0]}/{key[1]}"
+    if dim == "outbound":
+        return f"{key[0]} {key[2]}:{key[1]}"
+    if dim == "syscall":
+        from sensor.syscalls import name_of
+
+        return name_of(int(key[0]))
+    return " ".join(str(k) for k in key)
+
+
+def describe(dim: str, key: tuple[Any, ...], ev: Event) -> str:
+    if dim in ("process", "parent"):
+        return f"{ev.exe} (parent {ev.pexe or '?'}, uid {ev.uid})"
+    return _fmt(dim, key)

@@ -1,0 +1,294 @@
+"""The model engine: a :class:`~sensor.pipeline.Sink` that learns per-image baselines and turns
+deviations into explained findings.
+
+Hot path per event: one dict lookup for the image, one per touched item; findings only for items
+never seen, once per (container, item).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from models import store
+from models.baseline import ImageBaseline, ModelConfig, describe
+from models.errors import ModelError
+from models.features import Window, add_event, add_syscalls, vector
+from models.profile import endpoint_key, item_keys
+from models.ratemodel import Z_LIMIT, RateScore
+from sensor.events import (HOST, NEW_LISTEN_PORT, NEW_OUTBOUND, NEW_PARENT, NEW_PROCESS,
+                           NEW_SYSCALL, RATE_ANOMALY, Event, Finding)
+
+log = logging.getLogger(__name__)
+_KIND = {"process": NEW_PROCESS, "parent": NEW_PARENT, "args": NEW_PROCESS,
+         "listen": NEW_LISTEN_PORT, "inbound": NEW_LISTEN_PORT, "outbound": NEW_OUTBOUND,
+         "syscall": NEW_SYSCALL}
+_TITLE = {"process": "New Process", "parent": "New Parent Process", "args": "New Process Arguments",
+          "listen": "New Listening Port", "inbound": "New Inbound Port",
+          "outbound": "New Outbound Endpoint", "syscall": "New Syscall"}
+_PRIORITY = {"process": "WARNING", "parent": "WARNING", "args": "NOTICE", "listen": "WARNING",
+             "inbound": "NOTICE", "outbound": "WARNING", "syscall": "NOTICE"}
+_SHELLS = frozenset({"sh", "ash", "bash", "dash", "zsh", "ksh", "busybox"})
+
+
+class ModelEngine:
+    def __init__(self, config: ModelConfig | None = None, store_dir: Path | None = None,
+                 node: str = "") -> None:
+        self.config = config or ModelConfig()
+        self.store_dir = store_dir
+        self.node = node
+        self.images: dict[str, ImageBaseline] = {}
+        self._reported: set[tuple[str, str, tuple[Any, ...]]] = set()
+        self._windows: dict[str, tuple[str, Window]] = {}  # container -> (image key, window)
+        self._cgroups: dict[int, tuple[str, str]] = {}  # cgroup id -> (image key, container)
+        self._last_counts: dict[tuple[int, int], int] = {}
+        self.load_errors: list[str] = []
+        self.events = 0
+
+    @classmethod
+    def open(cls, store_dir: Path, config: ModelConfig | None = None, node: str = "") -> "ModelEngine":
+        """Load every model in ``store_dir``; corrupt files are quarantined and listed in
+        ``load_errors`` (the image relearns) — never silently dropped."""
+        eng = cls(config, store_dir, node)
+        for path in sorted(store_dir.glob("*.model")) if store_dir.is_dir() else []:
+            try:
+                b = store.load(path, eng.config)
+            except ModelError as err:
+                log.error("%s", err)
+                eng.load_errors.append(str(err))
+                continue
+            eng.images[b.key] = b
+        return eng
+
+    # -- learning and scoring ----------------------------------------------------------------
+    def baseline(self, ev: Event) -> ImageBaseline | None:
+        key = ev.image_key
+        if key == HOST and not self.config.learn_host:
+            return None
+        b = self.images.get(key)
+        if b is None:
+            b = self.images[key] = self._new_baseline(key, ev.image)
+        return b
+
+    def _new_baseline(self, key: str, image: str) -> ImageBaseline:
+        b = ImageBaseline(key, image, self.config)
+        repo = image.rsplit(":", 1)[0] if image else ""
+        for other in self.images.values():  # a new digest of a known repository: seed from it
+            if repo and other.image.rsplit(":", 1)[0] == repo and other.mode != "learn":
+                b.profile = b.profile.merge(other.profile)
+                b.life.seeded_from = other.key
+                break
+        if self.node:
+            b.profile.nodes.add(self.node)
+        return b
+
+    def handle(self, event: Event) -> list[Finding]:
+        if event.kind in ("syscall",) and event.runtime == HOST:
+            return []
+        b = self.baseline(event)
+        if b is None or not event.container_id:
+            return []
+        self.events += 1
+        b.life.tick(event.time_ns, int(self.config.window_s * 1e9))
+        b.profile.containers.add(event.container_id)
+        self._cgroups[event.cgroup_id] = (b.key, event.container_id)
+        out = self._items(b, event)
+        out.extend(self._rate(b, event))
+        if b.maybe_promote(event.time_ns):
+            log.info("image %s promoted to alert after %.0fs observed", b.key, b.learned_s())
+        return out
+
+    def _items(self, b: ImageBaseline, ev: Event) -> list[Finding]:
+        out: list[Finding] = []
+        learning = b.mode == "learn"
+        frozen = b.life.frozen(ev.time_ns)
+        new_process = False
+        for dim, key in item_keys(ev):
+            if b.profile.known(dim, key):
+                b.profile.learn(dim, key, ev)
+                continue
+            if learning:
+                if not frozen and b.profile.learn(dim, key, ev):
+                    b.note_new_item()
+                continue
+            if dim == "parent" and new_process or dim == "args" and not self._args_stable(b, ev):
+                continue
+            new_process = new_process or dim == "process"
+            seen = (ev.container_id, dim, key)
+            if seen not in self._reported:
+                self._reported.add(seen)
+                out.append(self._finding(b, dim, key, ev, frozen))
+        return out
+
+    @staticmethod
+    def _args_stable(b: ImageBaseline, ev: Event) -> bool:
+        """Argument shapes only count for executables that always ran with few first args."""
+        firsts = [s for k, s in b.profile.items["args"].items() if k[0] == ev.exe]
+        return 0 < len(firsts) <= 3 and all(s.count >= 5 for s in firsts)
+
+    def _finding(self, b: ImageBaseline, dim: str, key: tuple[Any, ...], ev: Event,
+                 during_loss: bool) -> Finding:
+        seen = describe(dim, key, ev)
+        expected = b.nearest(dim, key)
+        ctx = b.context()
+        priority = _PRIORITY[dim]
+        if dim in ("process", "parent") and ev.comm in _SHELLS and ev.pexe.rsplit("/", 1)[-1] not in _SHELLS \
+                and not ev.pexe.startswith("/dev/fd/"):
+            priority = "CRITICAL"  # a shell under a non-shell service: the classic RCE shape
+        output = (f"{_TITLE[dim].lower()} {seen} in image {b.image or b.key} container "
+                  f"{ev.container_name or ev.container_id[:12]}; baseline learned {ctx['learned_s']:.0f}s "
+                  f"on {ctx['containers']} container(s) knows {len(b.profile.items[dim])} "
+                  f"{dim} item(s)" + (f", nearest: {', '.join(expected[:4])}" if expected else ""))
+        return Finding(kind=_KIND[dim], rule=_TITLE[dim], priority=priority, output=output, event=ev,
+                       time_ns=ev.time_ns, source="model", tags=("baseline", dim),
+                       explanation={"dimension": dim, "seen": seen, "expected": expected, **ctx},
+                       mode=b.mode, during_loss=during_loss)
+
+    def _rate(self, b: ImageBaseline, ev: Event) -> list[Finding]:
+        cur = self._windows.get(ev.container_id)
+        out: list[Finding] = []
+        if cur is None or ev.time_ns - cur[1].start_ns >= self.config.window_s * 1e9:
+            if cur is not None:
+                out.extend(self._close(cur[0], ev.container_id, cur[1], ev))
+            cur = (b.key, Window(ev.time_ns))
+            self._windows[ev.container_id] = cur
+        add_event(cur[1], ev.kind, ev.ret, endpoint_key(ev) if ev.kind == "connect" else None)
+        cur[1].last_event = ev
+        return out
+
+    def _close(self, key: str, container: str, w: Window, ev: Event | None) -> list[Finding]:
+        b = self.images.get(key)
+        if b is None:
+            return []
+        vec = vector(w, self.config.window_s)
+        if b.mode == "learn":
+            if not b.life.frozen(w.start_ns):
+                b.rate.add_window(vec)
+            return []
+        score = b.rate.score(vec)
+        evidence = w.last_event if isinstance(w.last_event, Event) else ev
+        if score is None or not score.anomalous or evidence is None:
+            return []
+        return [self._rate_finding(b, container, score, evidence)]
+
+    def _rate_finding(self, b: ImageBaseline, container: str, s: RateScore, ev: Event) -> Finding:
+        top = ", ".join(f"{name} {val:.1f}/s (learned {mean:.1f}/s)" for name, val, mean, _ in s.top)
+        priority = "CRITICAL" if s.score > s.threshold * 1.5 else "WARNING"
+        return Finding(kind=RATE_ANOMALY, rule="Rate Anomaly", priority=priority,
+                       output=f"rate anomaly in image {b.image or b.key} container "
+                              f"{ev.container_name or container[:12]}: {top}; forest score "
+                              f"{s.score:.3f} (threshold {s.threshold:.3f}), largest deviation "
+                              f"z={s.top[0][3]:.1f} on {s.top[0][0]} (limit {Z_LIMIT:.0f})",
+                       event=ev, time_ns=ev.time_ns, source="model", tags=("baseline", "rate"),
+                       explanation={"score": s.score, "threshold": s.threshold,
+                                    "top_features": [list(t) for t in s.top],
+                                    "expected": [f"{n} ~{m:.1f}/s" for n, _, m, _ in s.top],
+                                    "seen": top, **b.context()},
+                       mode=b.mode, during_loss=b.life.frozen(ev.time_ns))
+
+    def tick(self, now_ns: int) -> list[Finding]:
+        """Close windows of containers idle for a whole window (they count as quiet windows)."""
+        out: list[Finding] = []
+        for container, (key, w) in list(self._windows.items()):
+            if now_ns - w.start_ns >= 2 * self.config.window_s * 1e9:
+                del self._windows[container]
+                out.extend(self._close(key, container, w, None))
+        return out
+
+    def observe_syscall_counts(self, counts: dict[tuple[int, int], int]) -> None:
+        """Kernel per-(cgroup, nr) counters, read in batches: deltas go into the open windows."""
+        deltas: dict[int, dict[int, int]] = {}
+        for (cg, nr), total in counts.items():
+            prev = self._last_counts.get((cg, nr), 0)
+            self._last_counts[(cg, nr)] = total
+            if total > prev:
+                deltas.setdefault(cg, {})[nr] = total - prev
+        for cg, d in deltas.items():
+            owner = self._cgroups.get(cg)
+            cur = self._windows.get(owner[1]) if owner else None
+            if cur is not None:
+                add_syscalls(cur[1], d)
+
+    def on_loss(self, dropped: int, now_ns: int, image_key: str | None = None) -> None:
+        """Events were lost: freeze learning (all images, or one) for ``loss_freeze_s``."""
+        if dropped <= 0:
+            return
+        until = now_ns + int(self.config.loss_freeze_s * 1e9)
+        for key, b in self.images.items():
+            if image_key is None or key == image_key:
+                b.life.frozen_until_ns = max(b.life.frozen_until_ns, until)
+
+    # -- operations --------------------------------------------------------------------------
+    def get(self, image_key: str) -> ImageBaseline:
+        b = self.images.get(image_key) or next(
+            (x for x in self.images.values() if image_key in (x.image, x.key)), None)
+        if b is None:
+            raise ModelError(f"no model for image {image_key!r} (see `cgsentry-sensor model list`)",
+                             exit_code=66)
+        return b
+
+    def mode(self, image_key: str) -> str:
+        b = self.images.get(image_key)
+        return b.mode if b else "learn"
+
+    def set_mode(self, image_key: str, mode: str, actor: str, now_ns: int) -> None:
+        try:
+            self.get(image_key).set_mode(mode, actor, now_ns)
+        except ValueError as err:
+            raise ModelError(str(err), exit_code=64) from err
+
+    def record_would_enforce(self, image_key: str, kind: str) -> None:
+        b = self.images.get(image_key)
+        if b is not None:
+            b.life.would_enforce[kind] = b.life.would_enforce.get(kind, 0) + 1
+
+    def snapshot(self, image_key: str) -> dict[str, Any]:
+        return store.to_dict(self.get(image_key))
+
+    def merge_snapshot(self, data: dict[str, Any]) -> ImageBaseline:
+        """Merge a fleet baseline into ours: items and rate windows union; a fleet that has
+        finished learning lets a still-learning node skip relearning."""
+        remote = store.from_dict(data, self.config)
+        local = self.images.get(remote.key)
+        if local is None:
+            self.images[remote.key] = remote
+            return remote
+        local.profile = local.profile.merge(remote.profile)
+        local.rate = local.rate.merged(remote.rate)
+        if local.mode == "learn" and remote.mode != "learn":
+            local.set_mode(remote.mode, "fleet-baseline", remote.life.promoted_ns)
+        elif local.mode != "learn":
+            local.rate.fit()
+        return local
+
+    def save_all(self) -> list[Path]:
+        if self.store_dir is None:
+            return []
+        return [store.save(b, self.store_dir) for b in self.images.values()]
+
+    def stats(self) -> dict[str, int]:
+        out = {"model_images": len(self.images), "model_events": self.events}
+        for mode in ("learn", "alert", "enforce"):
+            out[f"model_images_{mode}"] = sum(1 for b in self.images.values() if b.mode == mode)
+        return out
+
+
+def merge_snapshots(a: dict[str, Any], b: dict[str, Any], config: ModelConfig | None = None) -> dict[str, Any]:
+    """Associative, commutative merge of two snapshots of the same image (collector fleet view)."""
+    cfg = config or ModelConfig()
+    x, y = store.from_dict(a, cfg), store.from_dict(b, cfg)
+    x.profile = x.profile.merge(y.profile)
+    x.rate = x.rate.merged(y.rate)
+    order = ("learn", "alert", "enforce")
+    lx, ly = x.life, y.life
+    lx.mode = max(lx.mode, ly.mode, key=order.index)
+    for name in ("observed_ns", "last_active_ns", "last_new_observed_ns", "frozen_until_ns",
+                 "promoted_ns"):
+        setattr(lx, name, max(getattr(lx, name), getattr(ly, name)))
+    lx.seeded_from = max(lx.seeded_from, ly.seeded_from)
+    lx.would_enforce = {k: lx.would_enforce.get(k, 0) + ly.would_enforce.get(k, 0)
+                        for k in sorted(lx.would_enforce.keys() | ly.would_enforce.keys())}
+    lx.audit = sorted(lx.audit + [e for e in ly.audit if e not in lx.audit],
+                      key=lambda e: (e.get("time_ns", 0), str(e)))
+    return store.to_dict(x)

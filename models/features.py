@@ -1,0 +1,77 @@
+"""Rate features over fixed windows per container — ONE module for training and scoring.
+
+A window accumulates event counts and syscall-counter deltas; :func:`vector` turns it into
+per-second rates in the fixed order of :data:`FEATURES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+
+from sensor import syscalls
+
+FEATURES: Final = ("execs", "forks", "exits", "connects", "connect_failures", "accepts", "listens",
+                   "opens", "sensitive", "distinct_endpoints", "sc_file", "sc_network", "sc_process",
+                   "sc_memory", "sc_ipc", "sc_other")
+
+_CLASSES: Final = {
+    "file": ("open", "read", "write", "close", "stat", "fstat", "lstat", "lseek", "pread", "pwrite",
+             "readv", "writev", "access", "getdents", "rename", "unlink", "mkdir", "rmdir", "chmod",
+             "chown", "fcntl", "fsync", "truncate", "ftruncate", "newfstatat", "statx", "readlink",
+             "faccessat", "openat", "dup", "ioctl", "sendfile", "splice", "getcwd", "chdir"),
+    "network": ("socket", "connect", "accept", "bind", "listen", "send", "recv", "shutdown",
+                "getsockname", "getpeername", "setsockopt", "getsockopt", "socketpair", "poll",
+                "select", "epoll", "pselect", "ppoll"),
+    "process": ("clone", "fork", "vfork", "execve", "exit", "wait", "kill", "tgkill", "getpid",
+                "getppid", "gettid", "setuid", "setgid", "prctl", "arch_prctl", "rt_sig", "sched_",
+                "set_tid_address", "getuid", "geteuid", "getgid", "getegid", "setpgid", "setsid"),
+    "memory": ("mmap", "munmap", "mprotect", "brk", "mremap", "madvise", "mlock", "munlock",
+               "membarrier", "memfd"),
+    "ipc": ("pipe", "futex", "eventfd", "msg", "sem", "shm", "mq_", "signalfd", "timerfd"),
+}
+SYSCALL_CLASS: Final[dict[int, str]] = {}
+for _nr, _name in syscalls.NAMES.items():
+    SYSCALL_CLASS[_nr] = next((c for c, prefixes in _CLASSES.items()
+                               if _name.startswith(prefixes)), "other")
+
+
+@dataclass
+class Window:
+    start_ns: int
+    counts: dict[str, float] = field(default_factory=dict)
+    endpoints: set[tuple[object, ...]] = field(default_factory=set)
+    last_event: object = None  # the window's latest event: a finding's evidence
+
+    def add(self, name: str, n: float = 1.0) -> None:
+        self.counts[name] = self.counts.get(name, 0.0) + n
+
+
+_KIND_FEATURE: Final = {"exec": "execs", "fork": "forks", "exit": "exits", "accept": "accepts",
+                        "listen": "listens", "open": "opens", "sys": "sensitive"}
+
+
+def add_event(w: Window, kind: str, ret: int, endpoint: tuple[object, ...] | None) -> None:
+    if kind == "connect":
+        w.add("connects")
+        if ret < 0 and ret != -115:
+            w.add("connect_failures")
+        if endpoint is not None:
+            w.endpoints.add(endpoint)
+        return
+    name = _KIND_FEATURE.get(kind)
+    if name is not None:
+        w.add(name)
+
+
+def add_syscalls(w: Window, deltas: dict[int, int]) -> None:
+    for nr, n in deltas.items():
+        w.add("sc_" + SYSCALL_CLASS.get(nr, "other"), float(n))
+
+
+def vector(w: Window, window_s: float) -> np.ndarray:
+    """Per-second rates in FEATURES order (float64)."""
+    w.counts["distinct_endpoints"] = float(len(w.endpoints))
+    return np.array([w.counts.get(f, 0.0) / window_s for f in FEATURES], dtype=np.float64)

@@ -1,0 +1,202 @@
+"""Models: profile dimensions, lifecycle, loss-awareness, merge, persistence, determinism, exports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+
+from bench.workloads import DEVIATIONS, IMAGE_ID, SEC, deviation, fleet
+from models import store
+from models.baseline import ModelConfig
+from models.cli import register
+from models.engine import ModelEngine, merge_snapshots
+from models.errors import ModelError
+from models.export import network_policy, seccomp_profile
+from sensor.events import Event
+
+CFG = ModelConfig(min_learn_s=60, stable_s=30)
+
+
+def learned(seconds: int = 240, containers: int = 3, cfg: ModelConfig = CFG) -> ModelEngine:
+    eng = ModelEngine(cfg)
+    for ev in fleet(containers, seconds):
+        assert eng.handle(ev) == []  # learning never alerts
+    return eng
+
+
+def test_profile_dimensions_are_learned() -> None:
+    b = learned().images[IMAGE_ID]
+    items = b.profile.items
+    assert ("/usr/sbin/httpd", 0) in items["process"] and ("/usr/bin/wget", "/bin/sh") in items["parent"]
+    assert set(items["listen"]) == {("tcp", 8080)} and set(items["inbound"]) == {("tcp", 8080)}
+    assert set(items["outbound"]) == {("tcp", 8080, "127.0.0.1")}
+    stat = items["process"][("/usr/sbin/httpd", 0)]
+    assert len(stat.containers) == 3 and stat.provenance["container"] == "web-0"
+    assert len(b.profile.containers) == 3
+
+
+def test_observed_time_and_auto_promotion() -> None:
+    eng = ModelEngine(CFG)
+    evs = fleet(1, 240)
+    promoted_at = None
+    for ev in evs:
+        eng.handle(ev)
+        if promoted_at is None and eng.mode(IMAGE_ID) == "alert":
+            promoted_at = ev.time_ns
+    b = eng.images[IMAGE_ID]
+    assert promoted_at is not None and 60 <= (promoted_at - evs[0].time_ns) / SEC <= 70
+    assert b.life.audit[-1]["actor"] == "auto-promotion"
+    # observed time ignores idle gaps: the same activity shifted by an hour adds no idle hour
+    eng2 = ModelEngine(ModelConfig(min_learn_s=10**6))
+    for ev in fleet(1, 60) + fleet(1, 60, start_ns=evs[0].time_ns + 3600 * SEC):
+        eng2.handle(ev)
+    assert 110 < eng2.images[IMAGE_ID].learned_s() < 125
+
+
+@pytest.mark.parametrize("kind", DEVIATIONS)
+def test_each_injected_deviation_is_found_with_reasons(kind: str) -> None:
+    eng = learned()
+    t = fleet(3, 240)[-1].time_ns + SEC
+    out = [f for ev in deviation(kind, t) for f in eng.handle(ev)] + eng.tick(t + 60 * SEC)
+    assert out, kind
+    f = out[0]
+    assert f.mode == "alert" and f.explanation["learned_s"] > 200 and f.explanation["containers"] == 3
+    assert f.explanation["expected"], "a finding says what was expected"
+    assert f.event.container_id
+
+
+def test_benign_replay_has_no_findings_and_scores_are_deterministic() -> None:
+    a, b = learned(), learned()
+    later = fleet(3, 300, start_ns=1_800_000_000 * SEC, seed=2)
+    assert [f for ev in later for f in a.handle(ev)] == []
+    vec = np.arange(16, dtype=np.float64)
+    assert a.images[IMAGE_ID].rate.score(vec) == b.images[IMAGE_ID].rate.score(vec)
+
+
+def test_finding_once_per_container_and_item() -> None:
+    eng = learned()
+    t = fleet(3, 240)[-1].time_ns + SEC
+    first = eng.handle(deviation("new_binary", t)[0])
+    again = eng.handle(deviation("new_binary", t + SEC)[0])
+    other = eng.handle(deviation("new_binary", t, i=1)[0])
+    assert len(first) == 1 and again == [] and len(other) == 1
+
+
+def test_loss_freezes_learning_and_tags_findings() -> None:
+    eng = ModelEngine(ModelConfig(min_learn_s=10**6, loss_freeze_s=10))
+    evs = fleet(1, 30)
+    for ev in evs:
+        eng.handle(ev)
+    t = evs[-1].time_ns
+    eng.on_loss(5, t)
+    eng.handle(deviation("new_binary", t + SEC)[0])
+    assert ("/tmp/xmrig", 0) not in eng.images[IMAGE_ID].profile.items["process"]
+    eng.set_mode(IMAGE_ID, "alert", "test", t)
+    eng.on_loss(1, t + 2 * SEC)
+    f = eng.handle(deviation("new_listen_port", t + 3 * SEC)[0])
+    assert f and f[0].during_loss
+
+
+def test_relearn_extend_and_mode_validation() -> None:
+    eng = learned()
+    b = eng.images[IMAGE_ID]
+    b.extend("ops", 1, 120)
+    assert b.mode == "learn" and b.stable_s() < 0
+    b.relearn("ops", 2)
+    assert b.profile.size() == 0 and b.life.audit[-1]["action"] == "relearn"
+    with pytest.raises(ModelError, match="not one of"):
+        eng.set_mode(IMAGE_ID, "panic", "ops", 3)
+
+
+def test_new_digest_of_same_repo_is_seeded_and_flagged() -> None:
+    eng = learned()
+    ev = fleet(1, 5)[0].replace(image_id="sha256:" + "c" * 64)
+    eng.handle(ev)
+    nb = eng.images["sha256:" + "c" * 64]
+    assert nb.life.seeded_from == IMAGE_ID and nb.profile.known("listen", ("tcp", 8080))
+
+
+def test_merge_is_associative_and_commutative() -> None:
+    snaps = []
+    for i in range(3):
+        eng = ModelEngine(CFG, node=f"node-{i}")
+        for ev in fleet(1, 60 + 30 * i, seed=i + 3):
+            eng.handle(ev.replace(container_id=f"{i}" * 64))
+        snaps.append(eng.snapshot(IMAGE_ID))
+    a, b, c = snaps
+    left = merge_snapshots(merge_snapshots(a, b), c)
+    right = merge_snapshots(a, merge_snapshots(b, c))
+    swapped = merge_snapshots(c, merge_snapshots(b, a))
+    assert msgpack.packb(left) == msgpack.packb(right) == msgpack.packb(swapped)
+    merged = store.from_dict(left, CFG)
+    assert len(merged.profile.containers) == 3 and merged.profile.nodes == {"node-0", "node-1", "node-2"}
+
+
+def test_persistence_round_trip(tmp_path: Path) -> None:
+    eng = learned()
+    eng.store_dir = tmp_path
+    eng.save_all()
+    again = ModelEngine.open(tmp_path, CFG)
+    a, b = eng.images[IMAGE_ID], again.images[IMAGE_ID]
+    assert b.mode == "alert" and b.profile.to_dict() == a.profile.to_dict()
+    vec = np.full(16, 3.0)
+    assert a.rate.score(vec) == b.rate.score(vec)  # refit from stored windows: identical
+
+
+def test_corrupt_and_newer_files_are_quarantined(tmp_path: Path) -> None:
+    eng = learned()
+    eng.store_dir = tmp_path
+    [path] = eng.save_all()
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(ModelError, match="corrupt"):
+        store.load(path, CFG)
+    assert not path.exists() and list(tmp_path.glob("*.corrupt-*"))
+    newer = tmp_path / "n.model"
+    newer.write_bytes(msgpack.packb({"format": "cgsentry-model", "version": 99}))
+    opened = ModelEngine.open(tmp_path, CFG)
+    assert opened.images == {} and "newer" in opened.load_errors[0]
+
+
+def test_exports() -> None:
+    eng = ModelEngine(CFG)
+    start = fleet(1, 1)[0].time_ns
+    for nr in (0, 1, 3, 257):  # first-seen syscall records while learning
+        eng.handle(Event("syscall", start, syscall_nr=nr, container_id="0" * 64,
+                         image_id=IMAGE_ID, runtime="docker"))
+    for ev in fleet(3, 240):
+        eng.handle(ev)
+    b = eng.images[IMAGE_ID]
+    seccomp = seccomp_profile(b)
+    assert seccomp["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert {"read", "write", "close", "openat", "execve"} <= set(seccomp["syscalls"][0]["names"])
+    pol = network_policy(b)
+    assert pol["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8080}]
+    assert pol["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"] == "127.0.0.1/32"
+
+
+def test_cli_show_export_accept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    eng = learned()
+    eng.store_dir = tmp_path
+    eng.save_all()
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="c"))
+
+    def run(*argv: str) -> int:
+        args = parser.parse_args(["model", "--store", str(tmp_path), *argv])
+        return int(args.func(args))
+
+    assert run("show", IMAGE_ID, "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["mode"] == "alert" and shown["containers"] == 3
+    assert run("export", "cgsentry/busybox:latest", "--seccomp") == 0
+    assert json.loads(capsys.readouterr().out)["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert run("accept", IMAGE_ID, "listen", "tcp", "9090", "--reason", "new metrics port") == 0
+    assert ModelEngine.open(tmp_path, CFG).images[IMAGE_ID].profile.known("listen", ("tcp", 9090))
+    with pytest.raises(ModelError, match="no model for image"):
+        run("show", "nope:1")
