@@ -17,8 +17,17 @@ from models.errors import ModelError
 from models.features import Window, add_event, add_syscalls, vector
 from models.profile import endpoint_key, item_keys
 from models.ratemodel import Z_LIMIT, RateScore
-from sensor.events import (HOST, NEW_LISTEN_PORT, NEW_OUTBOUND, NEW_PARENT, NEW_PROCESS,
-                           NEW_SYSCALL, RATE_ANOMALY, Event, Finding)
+from sensor.events import (
+    HOST,
+    NEW_LISTEN_PORT,
+    NEW_OUTBOUND,
+    NEW_PARENT,
+    NEW_PROCESS,
+    NEW_SYSCALL,
+    RATE_ANOMALY,
+    Event,
+    Finding,
+)
 
 log = logging.getLogger(__name__)
 _KIND = {"process": NEW_PROCESS, "parent": NEW_PARENT, "args": NEW_PROCESS,
@@ -47,7 +56,7 @@ class ModelEngine:
         self.events = 0
 
     @classmethod
-    def open(cls, store_dir: Path, config: ModelConfig | None = None, node: str = "") -> "ModelEngine":
+    def open(cls, store_dir: Path, config: ModelConfig | None = None, node: str = "") -> ModelEngine:
         """Load every model in ``store_dir``; corrupt files are quarantined and listed in
         ``load_errors`` (the image relearns) — never silently dropped."""
         eng = cls(config, store_dir, node)

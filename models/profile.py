@@ -32,7 +32,7 @@ class ItemStat:
         if len(self.containers) < MAX_CONTAINERS_TRACKED:
             self.containers.add(container)
 
-    def merged(self, other: "ItemStat") -> "ItemStat":
+    def merged(self, other: ItemStat) -> ItemStat:
         first = self if (self.first_ns, sorted(self.containers)) <= (
             other.first_ns, sorted(other.containers)) else other
         return ItemStat(min(self.first_ns, other.first_ns), max(self.last_ns, other.last_ns),
@@ -44,7 +44,7 @@ class ItemStat:
         return [self.first_ns, self.last_ns, self.count, sorted(self.containers), self.provenance]
 
     @classmethod
-    def from_list(cls, data: list[Any]) -> "ItemStat":
+    def from_list(cls, data: list[Any]) -> ItemStat:
         return cls(int(data[0]), int(data[1]), int(data[2]), set(data[3]), dict(data[4]))
 
 
@@ -107,7 +107,7 @@ class ImageProfile:
     def size(self) -> int:
         return sum(len(t) for t in self.items.values())
 
-    def merge(self, other: "ImageProfile") -> "ImageProfile":
+    def merge(self, other: ImageProfile) -> ImageProfile:
         out = ImageProfile()
         for dim in DIMENSIONS:
             mine, theirs = self.items[dim], other.items[dim]
@@ -125,7 +125,7 @@ class ImageProfile:
                 "containers": sorted(self.containers), "nodes": sorted(self.nodes)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ImageProfile":
+    def from_dict(cls, data: dict[str, Any]) -> ImageProfile:
         prof = cls()
         for dim, rows in data.get("items", {}).items():
             if dim in prof.items:

@@ -92,7 +92,7 @@ class RateModel:
                 "windows": x.astype(np.float64).tobytes()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RateModel":
+    def from_dict(cls, data: dict[str, Any]) -> RateModel:
         model = cls(int(data["seed"]), float(data["quantile"]), float(data["margin"]))
         if list(data.get("features", [])) != list(FEATURES):
             raise ValueError("rate model features differ from this version's feature set")
@@ -100,7 +100,7 @@ class RateModel:
         model.windows = np.frombuffer(data["windows"], dtype=np.float64).reshape(rows, cols).copy()
         return model
 
-    def merged(self, other: "RateModel") -> "RateModel":
+    def merged(self, other: RateModel) -> RateModel:
         out = RateModel(self.seed, self.quantile, self.margin)
         out.windows = self._canonical(np.vstack([self.windows, other.windows]))
         return out
