@@ -1,0 +1,389 @@
+"""``cgsentry``: run the collector, and the analyst/operator commands against it.
+
+Human tables by default, ``--json`` everywhere; exit codes scripts can use: 0 ok, 64 usage,
+65 bad input, 66 not found, 69 collector unreachable, 77 not authorised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from collector.errors import CollectorError, InvalidArgument, from_rpc_error
+from sensor.errors import CgsentryError
+
+PROG = "cgsentry"
+DEFAULT_SERVER = "127.0.0.1:7443"
+
+
+# -- client side -------------------------------------------------------------------------------
+class Client:
+    def __init__(self, args: argparse.Namespace) -> None:
+        import grpc
+
+        from collector.convert import rpc
+
+        self.target = args.server
+        self._grpc = grpc
+        if args.ca:
+            creds = grpc.ssl_channel_credentials(Path(args.ca).read_bytes())
+            channel = grpc.secure_channel(self.target, creds)
+        else:
+            channel = grpc.insecure_channel(self.target)
+        self.stub = rpc.AnalystStub(channel)
+        self.metadata = [("authorization", f"Bearer {args.token}")] if args.token else []
+        self.timeout = args.timeout
+
+    def call(self, name: str, request: Any, timeout: float | None = None) -> Any:
+        try:
+            return getattr(self.stub, name)(request, metadata=self.metadata, timeout=timeout or self.timeout)
+        except self._grpc.RpcError as err:
+            raise from_rpc_error(err, self.target) from None
+
+
+def parse_since(text: str) -> int:
+    """'10m', '2h', '1d', '30s', epoch seconds, or RFC3339 -> epoch ns."""
+    if not text:
+        return 0
+    m = re.fullmatch(r"(\d+)([smhd])", text)
+    if m:
+        secs = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return time.time_ns() - secs * 1_000_000_000
+    if text.isdigit():
+        return int(text) * 1_000_000_000
+    try:
+        from datetime import datetime
+
+        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1e9)
+    except ValueError:
+        raise InvalidArgument(f"--since {text!r}: use 10m, 2h, 1d, epoch seconds or RFC3339") from None
+
+
+def _alerts(client: Client, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from collector.convert import STATUS_NAMES, finding_from_pb, pb, status_value
+    from collector.export import alert_json
+    from collector.store import AlertRow
+
+    q = pb.AlertQuery(image=args.image or "", since_ns=parse_since(args.since), min_priority=args.priority or "",
+                      status=status_value(args.status) if args.status else 0, limit=args.limit)
+    reply = client.call("ListAlerts", q)
+    return [alert_json(AlertRow(a.id, finding_from_pb(a.finding), a.count, a.first_seen_ns, a.last_seen_ns,
+                                STATUS_NAMES.get(a.status, "open"), a.sensor_id, a.node, a.comment))
+            for a in reply.alerts]
+
+
+def cmd_alerts_list(args: argparse.Namespace) -> int:
+    rows = _alerts(Client(args), args)
+    if args.falco:
+        for r in rows:
+            print(json.dumps(r["falco"]))
+    elif args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{'ID':>5} {'LAST SEEN':<20} {'PRIORITY':<9} {'RULE':<38} {'CONTAINER':<16} {'ACTION':<16} "
+              f"{'N':>4} STATUS")
+        for r in rows:
+            print(f"{r['id']:>5} {r['last_seen'][:19]:<20} {r['priority']:<9} {r['rule'][:38]:<38} "
+                  f"{(r['container_name'] or r['container_id'][:12])[:16]:<16} {r['action']:<16} {r['count']:>4} "
+                  f"{r['status']}")
+    return 0
+
+
+def cmd_alerts_show(args: argparse.Namespace) -> int:
+    from collector.convert import STATUS_NAMES, finding_from_pb, pb
+    from collector.export import alert_json
+    from collector.store import AlertRow
+
+    a = Client(args).call("GetAlert", pb.AlertId(id=args.id))
+    row = alert_json(AlertRow(a.id, finding_from_pb(a.finding), a.count, a.first_seen_ns, a.last_seen_ns,
+                              STATUS_NAMES.get(a.status, "open"), a.sensor_id, a.node, a.comment))
+    if args.json:
+        print(json.dumps(row, indent=2))
+        return 0
+    print(f"alert {row['id']}  {row['priority']}  {row['rule']}  [{row['status']}]  x{row['count']}")
+    print(f"  {row['output']}")
+    print(f"  container {row['container_name']} ({row['container_id'][:12]})  image {row['image']}")
+    print(f"  process   pid {row['pid']} {row['exe']} {' '.join(row['args'][1:])}")
+    print(f"  ancestry  {' <- '.join(row['ancestry']) or '-'}")
+    print(f"  action    {row['action']}   mode {row['mode']}   first {row['first_seen']}  last {row['last_seen']}")
+    for key, value in row["explanation"].items():
+        print(f"  why.{key:<10} {value}")
+    return 0
+
+
+def cmd_alerts_update(args: argparse.Namespace) -> int:
+    from collector.convert import pb, status_value
+
+    a = Client(args).call("UpdateAlert", pb.AlertUpdate(id=args.id, status=status_value(args.alerts_command),
+                                                         comment=args.comment or ""))
+    print(json.dumps({"id": a.id, "status": args.alerts_command}) if args.json else f"alert {a.id}: "
+          f"{args.alerts_command}")
+    return 0
+
+
+def cmd_images_list(args: argparse.Namespace) -> int:
+    from collector.convert import pb
+
+    rows = [{"image": i.image, "mode": i.mode or "(sensor lifecycle)", "alerts": i.alerts,
+             "policy": json.loads(i.policy_yaml or "{}")} for i in Client(args).call("ListImages", pb.Empty()).images]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{'IMAGE':<44} {'MODE':<20} {'ALERTS':>6}")
+        for r in rows:
+            print(f"{r['image'][:44]:<44} {r['mode']:<20} {r['alerts']:>6}")
+    return 0
+
+
+def cmd_images_mode(args: argparse.Namespace) -> int:
+    from collector.convert import pb
+
+    action = {"pause": "pause-container", "kill": "kill-container", "kill-process": "kill-process",
+              "alert": "alert"}[args.action]
+    info = Client(args).call("SetImageMode", pb.ImageModeRequest(image=args.image, mode=args.mode,
+                                                                  default_action=action, banned_processes=args.ban))
+    print(json.dumps({"image": info.image, "mode": info.mode, "action": action}) if args.json
+          else f"{info.image}: mode {info.mode}, action {action}")
+    return 0
+
+
+def cmd_containers(args: argparse.Namespace) -> int:
+    from collector.convert import ACTION_NAMES, action_kind, pb
+
+    reply = Client(args).call("ContainerAction", pb.ContainerActionRequest(
+        container_id=args.id, action=action_kind(args.containers_command), reason=args.reason or "",
+        timeout_s=args.timeout), timeout=args.timeout + 5)
+    r = reply.result
+    out = {"container_id": r.container_id, "action": ACTION_NAMES.get(r.action), "ok": r.ok, "error": r.error,
+           "latency_ms": round(r.latency_ms, 1), "method": r.method}
+    print(json.dumps(out) if args.json else f"{out['action']} {r.container_id[:12]}: "
+          f"{'ok' if r.ok else 'FAILED ' + r.error} ({out['latency_ms']} ms via {r.method})")
+    return 0 if r.ok else 1
+
+
+def cmd_sensors(args: argparse.Namespace) -> int:
+    from collector.convert import pb
+
+    rows = [{"sensor_id": s.sensor_id, "node": s.node, "version": s.version, "connected": s.connected,
+             "last_seen_ns": s.last_seen_ns, "counters": dict(s.counters)}
+            for s in Client(args).call("ListSensors", pb.Empty()).sensors]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            c = r["counters"]
+            print(f"{r['sensor_id']:<24} {'up' if r['connected'] else 'down':<5} events/s={c.get('events_per_s', 0)} "
+                  f"drops={c.get('kernel_drops', 0) + c.get('queue_drops', 0)} spool={c.get('spool_bytes', 0)}B")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from collector.convert import pb
+
+    rows = [{"id": e.id, "time_ns": e.time_ns, "actor": e.actor, "action": e.action, "target": e.target,
+             "reason": e.reason, "result": e.result, "latency_ms": e.latency_ms}
+            for e in Client(args).call("ListAudit", pb.AuditQuery(limit=args.limit)).entries]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['id']:>5} {r['actor']:<28} {r['action']:<22} {r['target'][:16]:<16} {r['result']:<10} "
+                  f"{r['latency_ms']:.1f}ms {r['reason']}")
+    return 0
+
+
+# -- server side -------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from collector.auth import AuthConfig, TokenStore
+    from collector.export import Exporters
+    from collector.server import TlsConfig, create_server
+    from collector.store import SqlStore
+
+    host = args.listen.rsplit(":", 1)[0].strip("[]")
+    if args.insecure and host not in ("127.0.0.1", "localhost", "::1"):
+        raise InvalidArgument("--insecure is allowed only on a loopback address")
+    tokens = TokenStore(Path(args.tokens) if args.tokens else None)
+    if not args.insecure and not args.tls_dir and not len(tokens):
+        raise InvalidArgument("no authentication configured: give --tokens FILE and/or --tls-dir DIR "
+                              "(or --insecure on loopback)")
+    tls = None
+    if args.tls_dir:
+        d = Path(args.tls_dir)
+        try:
+            cert, key, ca = ((d / n).read_bytes() for n in ("server.crt", "server.key", "ca.crt"))
+            tls = TlsConfig(cert, key, ca)
+        except OSError as err:
+            raise CollectorError(f"{d}: missing TLS files ({err.strerror}); run `cgsentry collector pki init`",
+                                 exit_code=66) from err
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr="127.0.0.1")
+    store = SqlStore.open(args.db)
+    server, port = create_server(args.listen, store, AuthConfig(tokens, insecure=args.insecure, mtls=tls is not None),
+                                 tls, Exporters(args.webhook or "", metrics=bool(args.metrics_port)))
+    print(f"collector listening on {args.listen.rsplit(':', 1)[0]}:{port} (db {args.db}, "
+          f"{'TLS' if tls else 'plaintext'}, {'no auth' if args.insecure else 'auth on'})", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.stop(grace=5).wait()
+    store.close()
+    return 0
+
+
+def cmd_pki(args: argparse.Namespace) -> int:
+    from collector import pki
+
+    d = Path(args.dir)
+    if args.pki_command == "init":
+        pki.init_ca(d, args.san)
+        print(f"CA and server certificate written to {d}")
+    else:
+        print(f"sensor certificate written to {pki.issue_sensor(d, args.name)}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from collector.auth import TokenStore
+
+    print(TokenStore(Path(args.tokens)).add(args.name, args.role))
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="cgsentry collector and analyst CLI")
+    p.add_argument("--server", default=os.environ.get("CGSENTRY_SERVER", DEFAULT_SERVER))
+    p.add_argument("--token", default=os.environ.get("CGSENTRY_TOKEN", ""))
+    p.add_argument("--ca", default=os.environ.get("CGSENTRY_CA", ""), help="CA certificate (TLS)")
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _collector(sub)
+    _alerts_parser(sub)
+    _images(sub)
+    c = sub.add_parser("containers", help="pause, unpause or kill a container (routed to its sensor)")
+    cs = c.add_subparsers(dest="containers_command", required=True)
+    for name in ("pause", "unpause", "kill", "stop"):
+        x = cs.add_parser(name)
+        x.add_argument("id")
+        x.add_argument("--reason")
+        _common(x)
+        x.set_defaults(func=cmd_containers)
+    s = sub.add_parser("sensors", help="connected sensors and their health")
+    s.add_argument("action", choices=["list"])
+    _common(s)
+    s.set_defaults(func=cmd_sensors)
+    a = sub.add_parser("audit", help="every action taken, by whom, with what result")
+    a.add_argument("action", choices=["list"])
+    a.add_argument("--limit", type=int, default=50)
+    _common(a)
+    a.set_defaults(func=cmd_audit)
+    return p
+
+
+def _collector(sub: Any) -> None:
+    c = sub.add_parser("collector", help="run the collector, manage its PKI and tokens")
+    cs = c.add_subparsers(dest="collector_command", required=True)
+    s = cs.add_parser("serve")
+    s.add_argument("--listen", default="127.0.0.1:7443")
+    s.add_argument("--db", default="cgsentry.db", help="SQLite path or postgresql:// URL")
+    s.add_argument("--tls-dir", help="directory with ca.crt, server.crt, server.key (mTLS for sensors)")
+    s.add_argument("--tokens", help="tokens file (see `collector token add`)")
+    s.add_argument("--insecure", action="store_true", help="no TLS, no auth (loopback only)")
+    s.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics on 127.0.0.1:PORT")
+    s.add_argument("--webhook", help="POST each finding in Falco JSON to this URL")
+    s.set_defaults(func=cmd_serve)
+    k = cs.add_parser("pki")
+    ks = k.add_subparsers(dest="pki_command", required=True)
+    i = ks.add_parser("init")
+    i.add_argument("--dir", required=True)
+    i.add_argument("--san", action="append", default=[])
+    i.set_defaults(func=cmd_pki)
+    n = ks.add_parser("sensor")
+    n.add_argument("name")
+    n.add_argument("--dir", required=True)
+    n.set_defaults(func=cmd_pki)
+    t = cs.add_parser("token")
+    ts = t.add_subparsers(dest="token_command", required=True)
+    ta = ts.add_parser("add")
+    ta.add_argument("name")
+    ta.add_argument("--role", required=True, choices=["viewer", "responder", "admin", "sensor"])
+    ta.add_argument("--tokens", required=True)
+    ta.set_defaults(func=cmd_token)
+
+
+def _alerts_parser(sub: Any) -> None:
+    a = sub.add_parser("alerts", help="list, show, acknowledge, resolve, suppress alerts")
+    as_ = a.add_subparsers(dest="alerts_command", required=True)
+    ls = as_.add_parser("list")
+    ls.add_argument("--image")
+    ls.add_argument("--since", default="", help="10m, 2h, 1d, epoch seconds or RFC3339")
+    ls.add_argument("--status", choices=["open", "acknowledged", "resolved", "suppressed"])
+    ls.add_argument("--priority", help="minimum priority (e.g. WARNING)")
+    ls.add_argument("--limit", type=int, default=100)
+    ls.add_argument("--falco", action="store_true", help="one Falco-compatible JSON object per line")
+    _common(ls)
+    ls.set_defaults(func=cmd_alerts_list)
+    sh = as_.add_parser("show")
+    sh.add_argument("id", type=int)
+    _common(sh)
+    sh.set_defaults(func=cmd_alerts_show)
+    for name in ("ack", "resolve", "suppress"):
+        x = as_.add_parser(name)
+        x.add_argument("id", type=int)
+        x.add_argument("--comment")
+        _common(x)
+        x.set_defaults(func=cmd_alerts_update)
+
+
+def _images(sub: Any) -> None:
+    i = sub.add_parser("images", help="images, their mode (learn/alert/enforce) and response")
+    is_ = i.add_subparsers(dest="images_command", required=True)
+    ls = is_.add_parser("list")
+    _common(ls)
+    ls.set_defaults(func=cmd_images_list)
+    m = is_.add_parser("mode")
+    m.add_argument("image")
+    m.add_argument("mode", choices=["learn", "alert", "enforce"])
+    m.add_argument("--action", choices=["alert", "pause", "kill", "kill-process"], default="alert",
+                   help="what enforce mode does on a finding")
+    m.add_argument("--ban", action="append", default=[], metavar="PROCESS", help="banned process (repeat)")
+    _common(m)
+    m.set_defaults(func=cmd_images_mode)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if args.command == "collector"
+                        else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return int(handler(args))
+    except CgsentryError as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

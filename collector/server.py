@@ -1,0 +1,319 @@
+"""The collector's gRPC server: sensor link (bidi stream per sensor) and the analyst API.
+
+Errors become status codes in one place (:func:`_rpc`); every call is authenticated and
+authorised there too. Batches are acknowledged only after the store committed them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import grpc
+import msgpack
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from collector.auth import SENSOR, AuthConfig, Identity, authenticate, require
+from collector.convert import ACTION_NAMES, STATUS_NAMES, action_kind, finding_from_pb, finding_to_pb, pb, rpc
+from collector.errors import CollectorError, InvalidArgument, NotFound, Unavailable, status_code
+from collector.export import Exporters
+from collector.store import AlertRow, SqlStore
+
+log = logging.getLogger(__name__)
+MAX_MESSAGE_BYTES = 4 << 20
+
+
+def _rpc(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Authenticate + authorise, then map CollectorError to its status code (the one place)."""
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def handler(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                ident = authenticate(self.auth, context.invocation_metadata(), context.auth_context())
+                require(ident, role)
+                return fn(self, request, context, ident)
+            except CollectorError as err:
+                log.warning("%s refused or failed: %s", fn.__name__, err)
+                context.abort(status_code(err), str(err))
+        return handler
+    return wrap
+
+
+@dataclass
+class Session:
+    sensor_id: str
+    node: str
+    out: queue.Queue[Any] = field(default_factory=lambda: queue.Queue(maxsize=10000))
+    containers: set[str] = field(default_factory=set)
+    images: set[str] = field(default_factory=set)
+
+
+class Hub:
+    """Connected sensors, pending analyst actions, and the policies to push."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.sessions: dict[str, Session] = {}
+        self.pending: dict[str, tuple[threading.Event, list[Any]]] = {}
+        self.lock = threading.Lock()
+
+    def route(self, container_id: str) -> Session:
+        with self.lock:
+            for s in self.sessions.values():
+                if any(c.startswith(container_id) for c in s.containers):
+                    return s
+        raise NotFound(f"no connected sensor sees container {container_id}")
+
+    def broadcast(self, msg: Any, except_id: str = "") -> None:
+        with self.lock:
+            sessions = [s for s in self.sessions.values() if s.sensor_id != except_id]
+        for s in sessions:
+            try:
+                s.out.put_nowait(msg)
+            except queue.Full:
+                log.warning("sensor %s outbound queue full; dropping a push", s.sensor_id)
+
+    def policy_messages(self) -> list[Any]:
+        return [pb.CollectorMessage(policy=pb.ImagePolicy(image=i["image"], policy_yaml=json.dumps(
+            {**i["policy"], "mode": i["mode"]}).encode())) for i in self.store.images() if i["mode"]]
+
+
+class SensorLinkServicer(rpc.SensorLinkServicer):  # type: ignore[misc]
+    def __init__(self, hub: Hub, auth: AuthConfig, exporters: Exporters) -> None:
+        self.hub, self.auth, self.exporters = hub, auth, exporters
+
+    def Connect(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:  # noqa: N802
+        try:
+            ident = authenticate(self.auth, context.invocation_metadata(), context.auth_context())
+            require(ident, SENSOR)
+            first = next(request_iterator, None)
+            session = self._hello(first, ident)
+        except CollectorError as err:
+            log.warning("sensor link refused: %s", err)
+            context.abort(status_code(err), str(err))
+            return
+        done = threading.Event()
+        threading.Thread(target=self._read, args=(session, request_iterator, done), daemon=True).start()
+        yield from self.hub.policy_messages()
+        try:
+            while not done.is_set() or not session.out.empty():
+                try:
+                    yield session.out.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+        finally:
+            with self.hub.lock:
+                if self.hub.sessions.get(session.sensor_id) is session:
+                    del self.hub.sessions[session.sensor_id]
+            self.hub.store.upsert_sensor(session.sensor_id, session.node, "", {}, connected=False)
+
+    def _hello(self, first: Any, ident: Identity) -> Session:
+        if first is None or first.WhichOneof("body") != "hello":
+            raise InvalidArgument("the first message on a sensor link must be hello")
+        hello = first.hello
+        if ident.role == SENSOR and hello.sensor_id != ident.name:
+            raise CollectorError(f"sensor {ident.name} may not report as {hello.sensor_id!r}")
+        session = Session(hello.sensor_id, hello.node)
+        with self.hub.lock:
+            self.hub.sessions[session.sensor_id] = session
+        self.hub.store.upsert_sensor(session.sensor_id, hello.node, hello.version, {}, connected=True)
+        log.info("sensor %s (%s) connected", session.sensor_id, hello.node)
+        return session
+
+    def _read(self, s: Session, requests: Iterator[Any], done: threading.Event) -> None:
+        try:
+            for msg in requests:
+                self._dispatch(s, msg)
+        except grpc.RpcError:
+            pass  # the sensor went away; it will resend what was not acked
+        except Exception:  # noqa: BLE001 - a bug in one message must not kill the link silently
+            log.exception("sensor link %s: error handling a message", s.sensor_id)
+        finally:
+            done.set()
+
+    def _dispatch(self, s: Session, msg: Any) -> None:
+        kind = msg.WhichOneof("body")
+        if kind == "batch":
+            findings = [finding_from_pb(f) for f in msg.batch.findings]
+            for f in findings:
+                s.containers.add(f.event.container_id)
+                s.images.add(f.event.image_key)
+            if self.hub.store.ingest(s.sensor_id, s.node, msg.batch.seq, findings):
+                self.exporters.publish(s.sensor_id, s.node, findings)
+            s.out.put(pb.CollectorMessage(ack=pb.Ack(seq=msg.batch.seq)))
+        elif kind == "heartbeat":
+            s.containers.update(msg.heartbeat.containers)
+            self.hub.store.upsert_sensor(s.sensor_id, s.node, "", dict(msg.heartbeat.counters), True)
+        elif kind == "action_result":
+            self._action_result(s, msg.action_result)
+        elif kind == "snapshot":
+            self._snapshot(s, msg.snapshot)
+
+    def _action_result(self, s: Session, r: Any) -> None:
+        self.hub.store.audit(r.actor or f"sensor:{s.sensor_id}", ACTION_NAMES.get(r.action, "?"),
+                             r.container_id, r.reason, "ok" if r.ok else f"failed: {r.error}", r.latency_ms)
+        waiter = self.hub.pending.pop(r.request_id, None)
+        if waiter is not None:
+            waiter[1].append(r)
+            waiter[0].set()
+
+    def _snapshot(self, s: Session, snap: Any) -> None:
+        """Store this sensor's baseline; merge all sensors' for the image; send it to the others."""
+        self.hub.store.put_snapshot(snap.image_key, s.sensor_id, snap.payload)
+        try:
+            from models.engine import merge_snapshots
+
+            parts = [msgpack.unpackb(p, raw=False, strict_map_key=False)
+                     for _, p in self.hub.store.snapshots(snap.image_key)]
+            merged = functools.reduce(merge_snapshots, parts)
+        except Exception as err:  # noqa: BLE001 - a bad snapshot must not break the link
+            log.warning("cannot merge snapshots of %s: %s", snap.image_key, err)
+            return
+        out = pb.CollectorMessage(baseline=pb.FleetBaseline(image_key=snap.image_key,
+                                                            payload=msgpack.packb(merged, use_bin_type=True)))
+        self.hub.broadcast(out, except_id=s.sensor_id)
+
+
+class AnalystServicer(rpc.AnalystServicer):  # type: ignore[misc]
+    def __init__(self, hub: Hub, auth: AuthConfig) -> None:
+        self.hub, self.auth, self.store = hub, auth, hub.store
+
+    @_rpc("viewer")
+    def ListAlerts(self, req: Any, ctx: Any, ident: Identity) -> Any:  # noqa: N802
+        return pb.AlertList(alerts=[alert_to_pb(a) for a in self._query(req)])
+
+    def _query(self, req: Any, after_id: int = 0) -> list[AlertRow]:
+        try:
+            return self.store.list_alerts(req.image, req.since_ns, req.min_priority,
+                                          STATUS_NAMES.get(req.status, ""), req.limit or 100, after_id)
+        except ValueError as err:
+            raise InvalidArgument(f"bad query: {err}") from err
+
+    @_rpc("viewer")
+    def GetAlert(self, req: Any, ctx: Any, ident: Identity) -> Any:  # noqa: N802
+        return alert_to_pb(self.store.get_alert(req.id))
+
+    def WatchAlerts(self, req: Any, ctx: grpc.ServicerContext) -> Iterator[Any]:  # noqa: N802
+        try:
+            require(authenticate(self.auth, ctx.invocation_metadata(), ctx.auth_context()), "viewer")
+        except CollectorError as err:
+            ctx.abort(status_code(err), str(err))
+        rows = self.store.list_alerts(limit=1)
+        last = rows[0].id if rows else 0
+        while ctx.is_active():
+            for row in self._query(req, after_id=last):
+                last = max(last, row.id)
+                yield alert_to_pb(row)
+            time.sleep(0.25)
+
+    @_rpc("responder")
+    def UpdateAlert(self, req: Any, ctx: Any, ident: Identity) -> Any:  # noqa: N802
+        status = STATUS_NAMES.get(req.status)
+        if status is None:
+            raise InvalidArgument("status must be acknowledged, resolved or suppressed")
+        row = self.store.update_alert(req.id, status, req.comment)
+        self.store.audit(ident.name, f"alert {status}", str(req.id), req.comment, "ok")
+        return alert_to_pb(row)
+
+    @_rpc("viewer")
+    def ListImages(self, req: Any, ctx: Any, ident: Identity) -> Any:  # noqa: N802
+        return pb.ImageList(images=[pb.ImageInfo(image=i["image"], mode=i["mode"], policy_yaml=json.dumps(
+            i["policy"]), alerts=self.store.count_alerts(i["image"])) for i in self.store.images()])
+
+    @_rpc("admin")
+    def SetImageMode(self, req: Any, ctx: Any, ident: Identity) -> Any:  # noqa: N802
+        if req.mode not in ("learn", "alert", "enforce") or not req.image:
+            raise InvalidArgument("image and a mode of learn, alert or enforce are required")
+        action = req.default_action or "alert"
+        policy = {"match": req.image, "default_action": action, "banned_processes": list(req.banned_processes)}
+        from rules.errors import RuleError
+        from rules.policy import PolicySet
+
+        try:
+            PolicySet.from_dict({"images": [{**policy, "mode": req.mode}]})
+        except RuleError as err:
+            raise InvalidArgument(str(err)) from err
+        self.store.set_image(req.image, req.mode, policy)
+        self.store.audit(ident.name, f"image mode {req.mode}", req.image, f"default action {action}", "ok")
+        self.hub.broadcast(pb.CollectorMessage(policy=pb.ImagePolicy(
+            image=req.image, policy_yaml=json.dumps({**policy, "mode": req.mode}).encode())))
+        return pb.ImageInfo(image=req.image, mode=req.mode, policy_yaml=json.dumps(policy))
+
+    @_rpc("responder")
+    def ContainerAction(self, req: Any, ctx: Any, ident: Identity) -> Any:  # noqa: N802
+        if req.action == pb.ACTION_KIND_UNSPECIFIED or not req.container_id:
+            raise InvalidArgument("container_id and an action (pause, unpause, kill, stop) are required")
+        session = self.hub.route(req.container_id)
+        request_id = uuid.uuid4().hex
+        waiter: tuple[threading.Event, list[Any]] = (threading.Event(), [])
+        self.hub.pending[request_id] = waiter
+        session.out.put(pb.CollectorMessage(action=pb.ContainerAction(
+            request_id=request_id, container_id=req.container_id, action=req.action, actor=ident.name,
+            reason=req.reason)))
+        if not waiter[0].wait(req.timeout_s or 10.0):
+            self.hub.pending.pop(request_id, None)
+            raise Unavailable(f"sensor {session.sensor_id} did not confirm the action in time")
+        return pb.ActionReply(result=waiter[1][0])
+
+    @_rpc("viewer")
+    def ListSensors(self, req: Any, ctx: Any, ident: Identity) -> Any:  # noqa: N802
+        connected = set(self.hub.sessions)
+        return pb.SensorList(sensors=[pb.SensorInfo(
+            sensor_id=s["sensor_id"], node=s["node"] or "", version=s["version"] or "",
+            connected=s["sensor_id"] in connected, last_seen_ns=s["last_seen_ns"] or 0,
+            counters=s["counters"]) for s in self.store.sensors()])
+
+    @_rpc("viewer")
+    def ListAudit(self, req: Any, ctx: Any, ident: Identity) -> Any:  # noqa: N802
+        return pb.AuditList(entries=[pb.AuditEntry(**e) for e in self.store.audit_entries(req.limit or 100)])
+
+
+def alert_to_pb(a: AlertRow) -> Any:
+    status = next((k for k, v in STATUS_NAMES.items() if v == a.status), pb.ALERT_STATUS_UNSPECIFIED)
+    return pb.Alert(id=a.id, finding=finding_to_pb(a.finding), count=a.count, first_seen_ns=a.first_seen_ns,
+                    last_seen_ns=a.last_seen_ns, status=status, sensor_id=a.sensor_id, node=a.node or "",
+                    comment=a.comment)
+
+
+@dataclass
+class TlsConfig:
+    cert: bytes
+    key: bytes
+    ca: bytes | None = None  # set: require client certificates (mTLS for sensors)
+
+
+def create_server(addr: str, store: SqlStore, auth: AuthConfig, tls: TlsConfig | None = None,
+                  exporters: Exporters | None = None, workers: int = 32) -> tuple[grpc.Server, int]:
+    """Build and start the server; returns (server, bound port) — port 0 picks a free one."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=[
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+    hub = Hub(store)
+    rpc.add_SensorLinkServicer_to_server(SensorLinkServicer(hub, auth, exporters or Exporters()), server)
+    rpc.add_AnalystServicer_to_server(AnalystServicer(hub, auth), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if tls is None:
+        port = server.add_insecure_port(addr)
+    else:
+        creds = grpc.ssl_server_credentials([(tls.key, tls.cert)], root_certificates=tls.ca,
+                                            require_client_auth=False)
+        port = server.add_secure_port(addr, creds)
+    if port == 0:
+        raise Unavailable(f"cannot listen on {addr} (address in use or not local?)")
+    server.start()
+    for name in ("", "cgsentry.v1.SensorLink", "cgsentry.v1.Analyst"):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    server.hub = hub  # type: ignore[attr-defined]  # for in-process tests and the web console
+    return server, port
+
+
+__all__ = ["create_server", "TlsConfig", "action_kind"]

@@ -1,0 +1,284 @@
+"""Alert store: SQLite (WAL) by default, PostgreSQL (psycopg 3) for fleets — one schema, one SQL.
+
+Ingest is idempotent per (sensor id, batch seq): a batch re-sent after a reconnect or a crash is
+acknowledged but stores nothing twice. Identical findings (same sensor, container, rule, kind,
+exe and args) aggregate into one alert with a count and first/last seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Protocol
+
+from collector.errors import CollectorError, NotFound
+from sensor.events import PRIORITIES, Finding
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # 1: initial schema
+        "CREATE TABLE sensors (sensor_id TEXT PRIMARY KEY, node TEXT, version TEXT, "
+        "last_seen_ns BIGINT, counters TEXT, connected INTEGER)",
+        "CREATE TABLE batches (sensor_id TEXT NOT NULL, seq BIGINT NOT NULL, received_ns BIGINT, "
+        "PRIMARY KEY (sensor_id, seq))",
+        "CREATE TABLE alerts (id {autoid}, fingerprint TEXT UNIQUE NOT NULL, sensor_id TEXT, node TEXT, "
+        "time_ns BIGINT, first_seen_ns BIGINT, last_seen_ns BIGINT, count BIGINT, status TEXT, "
+        "comment TEXT, rule TEXT, priority TEXT, priority_rank INTEGER, kind TEXT, image TEXT, "
+        "container_id TEXT, container_name TEXT, pid BIGINT, exe TEXT, action TEXT, output TEXT, "
+        "finding TEXT)",
+        "CREATE INDEX alerts_time ON alerts (last_seen_ns)",
+        "CREATE INDEX alerts_image ON alerts (image)",
+        "CREATE TABLE images (image TEXT PRIMARY KEY, mode TEXT, policy TEXT, updated_ns BIGINT)",
+        "CREATE TABLE audit (id {autoid}, time_ns BIGINT, actor TEXT, action TEXT, target TEXT, "
+        "reason TEXT, result TEXT, latency_ms DOUBLE PRECISION)",
+        "CREATE TABLE snapshots (image_key TEXT NOT NULL, sensor_id TEXT NOT NULL, payload {blob}, "
+        "time_ns BIGINT, PRIMARY KEY (image_key, sensor_id))",
+    ),
+)
+
+
+@dataclass
+class AlertRow:
+    id: int
+    finding: Finding
+    count: int
+    first_seen_ns: int
+    last_seen_ns: int
+    status: str
+    sensor_id: str
+    node: str
+    comment: str
+
+
+class Store(Protocol):
+    def ingest(self, sensor_id: str, node: str, seq: int, findings: list[Finding]) -> bool: ...
+    def list_alerts(self, image: str = "", since_ns: int = 0, min_priority: str = "",
+                    status: str = "", limit: int = 100, after_id: int = 0) -> list[AlertRow]: ...
+    def get_alert(self, alert_id: int) -> AlertRow: ...
+
+
+def fingerprint(sensor_id: str, f: Finding) -> str:
+    ev = f.event
+    key = json.dumps([sensor_id, ev.container_id, f.rule, f.kind, ev.exe, list(ev.args),
+                      ev.daddr, ev.dport, ev.sport, ev.path, ev.syscall], separators=(",", ":"))
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class SqlStore:
+    """Both backends; ``dialect`` is "sqlite" or "postgres"."""
+
+    def __init__(self, conn: Any, dialect: str) -> None:
+        self.conn, self.dialect = conn, dialect
+        self.lock = threading.RLock()
+        self._migrate()
+
+    @classmethod
+    def open(cls, url: str) -> SqlStore:
+        if url.startswith(("postgresql://", "postgres://")):
+            try:
+                import psycopg
+
+                conn = psycopg.connect(url, autocommit=False)
+            except ImportError as err:
+                raise CollectorError("PostgreSQL store needs psycopg: pip install 'cgsentry[postgres]'",
+                                     exit_code=69) from err
+            except Exception as err:  # noqa: BLE001 - psycopg.OperationalError and friends
+                raise CollectorError(f"cannot connect to PostgreSQL: {str(err).splitlines()[0]}",
+                                     exit_code=69) from err
+            return cls(conn, "postgres")
+        path = url.removeprefix("sqlite://")
+        try:
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as err:
+            raise CollectorError(f"cannot open database {path}: {err}", exit_code=73) from err
+        return cls(conn, "sqlite")
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _q(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.dialect == "postgres" else sql
+
+    def _exec(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        cur = self.conn.cursor()
+        cur.execute(self._q(sql), tuple(params))
+        return cur
+
+    def _tx(self) -> _Tx:
+        return _Tx(self)
+
+    def _migrate(self) -> None:
+        with self._tx():
+            self._exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = self._exec("SELECT MAX(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            autoid = "INTEGER PRIMARY KEY AUTOINCREMENT" if self.dialect == "sqlite" else "BIGSERIAL PRIMARY KEY"
+            blob = "BLOB" if self.dialect == "sqlite" else "BYTEA"
+            for version, statements in enumerate(MIGRATIONS, start=1):
+                if version <= current:
+                    continue
+                for stmt in statements:
+                    self._exec(stmt.format(autoid=autoid, blob=blob))
+                self._exec("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        if current > len(MIGRATIONS):
+            raise CollectorError(f"database schema version {current} is newer than this collector "
+                                 f"({len(MIGRATIONS)}); upgrade cgsentry", exit_code=78)
+
+    def schema_version(self) -> int:
+        return int(self._exec("SELECT MAX(version) FROM schema_version").fetchone()[0])
+
+    # -- ingest ----------------------------------------------------------------------------------
+    def ingest(self, sensor_id: str, node: str, seq: int, findings: list[Finding]) -> bool:
+        """Store a batch once. False if (sensor, seq) was already stored (a replay)."""
+        now = time.time_ns()
+        with self._tx():
+            exists = self._exec("SELECT 1 FROM batches WHERE sensor_id = ? AND seq = ?",
+                                (sensor_id, seq)).fetchone()
+            if exists:
+                return False
+            self._exec("INSERT INTO batches (sensor_id, seq, received_ns) VALUES (?, ?, ?)",
+                       (sensor_id, seq, now))
+            for f in findings:
+                self._upsert_alert(sensor_id, node, f)
+        return True
+
+    def _upsert_alert(self, sensor_id: str, node: str, f: Finding) -> None:
+        ev = f.event
+        greatest = "GREATEST" if self.dialect == "postgres" else "MAX"
+        least = "LEAST" if self.dialect == "postgres" else "MIN"
+        self._exec(
+            "INSERT INTO alerts (fingerprint, sensor_id, node, time_ns, first_seen_ns, last_seen_ns, count, "
+            "status, comment, rule, priority, priority_rank, kind, image, container_id, container_name, pid, "
+            "exe, action, output, finding) VALUES (?, ?, ?, ?, ?, ?, 1, 'open', '', ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET count = alerts.count + 1, "
+            f"last_seen_ns = {greatest}(alerts.last_seen_ns, excluded.last_seen_ns), "
+            f"first_seen_ns = {least}(alerts.first_seen_ns, excluded.first_seen_ns), "
+            "action = CASE WHEN excluded.action IN ('none', 'alert') THEN alerts.action ELSE excluded.action END",
+            (fingerprint(sensor_id, f), sensor_id, node, f.time_ns, f.time_ns, f.time_ns, f.rule, f.priority,
+             PRIORITIES.index(f.priority) if f.priority in PRIORITIES else 7, f.kind, ev.image,
+             ev.container_id, ev.container_name, ev.pid, ev.exe, f.action, f.output,
+             json.dumps(f.to_dict(), default=str)))
+
+    # -- queries ---------------------------------------------------------------------------------
+    def list_alerts(self, image: str = "", since_ns: int = 0, min_priority: str = "", status: str = "",
+                    limit: int = 100, after_id: int = 0) -> list[AlertRow]:
+        where, params = ["last_seen_ns >= ?", "id > ?"], [since_ns, after_id]
+        if image:
+            where.append("image = ?")
+            params.append(image)
+        if min_priority:
+            where.append("priority_rank <= ?")
+            params.append(PRIORITIES.index(min_priority.upper()))
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        order = "id ASC" if after_id else "last_seen_ns DESC, id DESC"
+        rows = self._exec(f"SELECT {_COLS} FROM alerts WHERE {' AND '.join(where)} ORDER BY {order} "
+                          "LIMIT ?", (*params, max(1, min(limit, 10000)))).fetchall()
+        return [_row(r) for r in rows]
+
+    def get_alert(self, alert_id: int) -> AlertRow:
+        row = self._exec(f"SELECT {_COLS} FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"alert {alert_id} not found")
+        return _row(row)
+
+    def update_alert(self, alert_id: int, status: str, comment: str) -> AlertRow:
+        with self._tx():
+            self.get_alert(alert_id)
+            self._exec("UPDATE alerts SET status = ?, comment = ? WHERE id = ?", (status, comment, alert_id))
+        return self.get_alert(alert_id)
+
+    def count_alerts(self, image: str = "") -> int:
+        sql, params = "SELECT COUNT(*) FROM alerts", ()
+        if image:
+            sql, params = sql + " WHERE image = ?", (image,)
+        return int(self._exec(sql, params).fetchone()[0])
+
+    # -- sensors, images, audit, snapshots ------------------------------------------------------
+    def upsert_sensor(self, sensor_id: str, node: str, version: str, counters: dict[str, int],
+                      connected: bool) -> None:
+        with self._tx():
+            self._exec("INSERT INTO sensors (sensor_id, node, version, last_seen_ns, counters, connected) "
+                       "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sensor_id) DO UPDATE SET node = excluded.node, "
+                       "version = excluded.version, last_seen_ns = excluded.last_seen_ns, "
+                       "counters = excluded.counters, connected = excluded.connected",
+                       (sensor_id, node, version, time.time_ns(), json.dumps(counters), int(connected)))
+
+    def sensors(self) -> list[dict[str, Any]]:
+        rows = self._exec("SELECT sensor_id, node, version, last_seen_ns, counters, connected FROM sensors "
+                          "ORDER BY sensor_id").fetchall()
+        return [{"sensor_id": r[0], "node": r[1], "version": r[2], "last_seen_ns": r[3],
+                 "counters": json.loads(r[4] or "{}"), "connected": bool(r[5])} for r in rows]
+
+    def set_image(self, image: str, mode: str, policy: dict[str, Any]) -> None:
+        with self._tx():
+            self._exec("INSERT INTO images (image, mode, policy, updated_ns) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT (image) DO UPDATE SET mode = excluded.mode, policy = excluded.policy, "
+                       "updated_ns = excluded.updated_ns", (image, mode, json.dumps(policy), time.time_ns()))
+
+    def images(self) -> list[dict[str, Any]]:
+        known = {r[0]: {"image": r[0], "mode": r[1], "policy": json.loads(r[2] or "{}")}
+                 for r in self._exec("SELECT image, mode, policy FROM images").fetchall()}
+        for (image,) in self._exec("SELECT DISTINCT image FROM alerts").fetchall():
+            known.setdefault(image, {"image": image, "mode": "", "policy": {}})
+        return sorted(known.values(), key=lambda d: d["image"])
+
+    def audit(self, actor: str, action: str, target: str, reason: str, result: str,
+              latency_ms: float = 0.0) -> None:
+        with self._tx():
+            self._exec("INSERT INTO audit (time_ns, actor, action, target, reason, result, latency_ms) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)", (time.time_ns(), actor, action, target, reason, result,
+                                                        latency_ms))
+
+    def audit_entries(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._exec("SELECT id, time_ns, actor, action, target, reason, result, latency_ms FROM audit "
+                          "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        keys = ("id", "time_ns", "actor", "action", "target", "reason", "result", "latency_ms")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def put_snapshot(self, image_key: str, sensor_id: str, payload: bytes) -> None:
+        with self._tx():
+            self._exec("INSERT INTO snapshots (image_key, sensor_id, payload, time_ns) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT (image_key, sensor_id) DO UPDATE SET payload = excluded.payload, "
+                       "time_ns = excluded.time_ns", (image_key, sensor_id, payload, time.time_ns()))
+
+    def snapshots(self, image_key: str) -> list[tuple[str, bytes]]:
+        rows = self._exec("SELECT sensor_id, payload FROM snapshots WHERE image_key = ? ORDER BY sensor_id",
+                          (image_key,)).fetchall()
+        return [(r[0], bytes(r[1])) for r in rows]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _Tx:
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> None:
+        self.store.lock.acquire()
+        if self.store.dialect == "sqlite":
+            self.store.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        try:
+            if exc_type is None:
+                self.store.conn.commit() if self.store.dialect == "postgres" else self.store.conn.execute("COMMIT")
+            else:
+                self.store.conn.rollback() if self.store.dialect == "postgres" else self.store.conn.execute(
+                    "ROLLBACK")
+        finally:
+            self.store.lock.release()
+
+
+_COLS = ("id, finding, count, first_seen_ns, last_seen_ns, status, sensor_id, node, comment, action")
+
+
+def _row(r: Any) -> AlertRow:
+    finding = Finding.from_dict(json.loads(r[1]))
+    finding = finding.replace(action=r[9] or finding.action)
+    return AlertRow(int(r[0]), finding, int(r[2]), int(r[3]), int(r[4]), r[5], r[6], r[7], r[8] or "")
