@@ -102,6 +102,7 @@ class SensorLinkServicer(rpc.SensorLinkServicer):  # type: ignore[misc]
             return
         done = threading.Event()
         threading.Thread(target=self._read, args=(session, request_iterator, done), daemon=True).start()
+        yield pb.CollectorMessage(ack=pb.Ack(seq=0))  # welcome: the link is up
         yield from self.hub.policy_messages()
         try:
             while not done.is_set() or not session.out.empty():

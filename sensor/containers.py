@@ -4,7 +4,7 @@
 hierarchy, so :class:`CgroupIndex` maps ids to paths by walking that hierarchy (lazily, cached,
 rescanning at most every ``rescan_ms`` on a miss). :func:`parse_cgroup_path` recognises the path
 shapes of Docker, containerd/CRI, CRI-O, podman/libpod and Kubernetes pods (systemd and cgroupfs
-drivers); anything else is the host.
+drivers); anything else — the root, ``init.scope``, systemd services and user sessions — is the host.
 """
 
 from __future__ import annotations
@@ -16,159 +16,186 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-_ID: Final = r"([0-9a-f]{64})"
-# Ordered: the first pattern that matches the LAST container-looking path component wins.
-_PATTERNS: Final = (
-    ("docker", re.compile(rf"docker-{_ID}\.scope$")),
-    ("containerd", re.compile(rf"cri-containerd-{_ID}\.scope$")),
-    ("crio", re.compile(rf"crio-{_ID}\.scope$")),
-    ("podman", re.compile(rf"libpod-{_ID}\.scope$")),
-    ("docker", re.compile(rf"^{_ID}$")),
-)
-_POD: Final = re.compile(r"pod([0-9a-f_-]{36})(?:\.slice)?$")
-_QOS: Final = re.compile(r"kubepods-(besteffort|burstable)(?:\.slice)?$|^(besteffort|burstable)$")
+_HEX64: Final = r"[0-9a-f]{64}"
+# One path component that names a container, systemd-driver form. ``conmon`` scopes (the monitor
+# process of CRI-O/podman) are excluded by construction: "conmon" is not 64 hex digits.
+_SCOPE: Final = re.compile(
+    rf"^(?P<prefix>docker|cri-containerd|crio|libpod|nerdctl)-(?P<id>{_HEX64})(?:\.scope)?$")
+# containerd/CRI-O running with a systemd-style cgroup spec but not through systemd (kind,
+# containerd-in-docker) leave the literal "slice:prefix:id" as a directory name.
+_COLON: Final = re.compile(rf"^[^:]*:(?P<prefix>cri-containerd|crio|docker):(?P<id>{_HEX64})$")
+_BARE: Final = re.compile(rf"^{_HEX64}$")
+_POD: Final = re.compile(r"pod(?P<uid>[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})"
+                         r"(?:\.slice)?$")
+_QOS: Final = re.compile(r"^(?:kubepods-)?(?P<qos>besteffort|burstable)(?:\.slice|-pod.*)?$")
+_RUNTIMES: Final = {"docker": "docker", "cri-containerd": "containerd", "crio": "crio",
+                    "libpod": "podman", "nerdctl": "containerd"}
 
 
 @dataclass(frozen=True, slots=True)
 class ContainerRef:
-    """What the cgroup path alone says about a container."""
+    """What the cgroup path alone says about a container.
 
-    runtime: str  # docker | containerd | crio | podman | kubepods
+    ``runtime`` is docker | containerd | crio | podman | kubepods (a Kubernetes container under the
+    cgroupfs driver, whose path does not name the runtime). ``pod_uid`` uses dashes; ``qos`` is
+    besteffort | burstable | guaranteed for pod containers, "" otherwise.
+    """
+
+    runtime: str
     container_id: str
     pod_uid: str = ""
     qos: str = ""
 
 
 def parse_cgroup_path(path: str) -> ContainerRef | None:
-    """Parse a cgroup path (relative to the hierarchy root); None for host cgroups.
+    """Parse a cgroup path (relative to the v2 root); None for host cgroups and garbage.
 
-    Conmon/runtime helper scopes (``crio-conmon-…``, ``libpod-conmon-…``) are host. With nested
-    runtimes (docker-in-docker) the innermost container wins.
+    The innermost container-looking component wins, so docker-in-docker
+    (``/docker/<outer>/docker/<inner>``) names the inner container, and sub-cgroups a runtime
+    makes inside a container (``crio-<id>.scope/container``) still name the container.
     """
-    parts = [p for p in path.strip("/").split("/") if p]
+    parts = [p for p in path.strip().strip("/").split("/") if p]
     for i in range(len(parts) - 1, -1, -1):
-        ref = _match_part(parts, i)
-        if ref is not None:
-            return ref
+        found = _component(parts[i], parts[:i])
+        if found is not None:
+            runtime, cid = found
+            # "slice:prefix:id" carries its pod slice inside the component itself
+            pod_uid, qos = _pod_of([*parts[:i], parts[i].split(":", 1)[0]])
+            return ContainerRef(runtime, cid, pod_uid, qos)
     return None
 
 
-def _match_part(parts: list[str], i: int) -> ContainerRef | None:
-    part = parts[i]
-    for runtime, pattern in _PATTERNS:
-        m = pattern.search(part)
-        if not m:
-            continue
-        parents = parts[:i]
-        pod_uid, qos = _pod_of(parents)
-        if runtime == "docker" and pattern.pattern.startswith("^"):
-            runtime = _bare_id_runtime(parents)
-            if runtime == "":
-                continue
-        if pod_uid and runtime == "docker" and not any("docker" in p for p in parents):
-            runtime = "kubepods"
-        return ContainerRef(runtime, m.group(1), pod_uid, qos)
+def _component(part: str, parents: list[str]) -> tuple[str, str] | None:
+    """(runtime, container id) if this path component names a container."""
+    m = _SCOPE.match(part) or _COLON.match(part)
+    if m is not None:
+        return _RUNTIMES[m["prefix"]], m["id"]
+    if _BARE.match(part):
+        runtime = _bare_id_runtime(parents)
+        if runtime:
+            return runtime, part
     return None
 
 
 def _bare_id_runtime(parents: list[str]) -> str:
-    """A bare 64-hex component: docker (``/docker/<id>``), kube cgroupfs driver, or containerd."""
+    """A bare 64-hex component (cgroupfs driver): its parent directory says whose it is."""
     if not parents:
         return ""
-    if parents[-1] == "docker":
+    parent = parents[-1]
+    if parent == "docker":
         return "docker"
-    if any(p.startswith("kubepods") for p in parents):
+    if parent.startswith("libpod_parent"):
+        return "podman"
+    if any(p == "kubepods" or p.startswith("kubepods") for p in parents):
         return "kubepods"
-    if any("containerd" in p for p in parents) or parents[-1] in ("k8s.io", "moby"):
+    if "containerd" in parent or parent in ("k8s.io", "moby", "default", "buildkit"):
         return "containerd"
     return ""
 
 
 def _pod_of(parents: list[str]) -> tuple[str, str]:
+    """(pod uid with dashes, QoS class) from the parents of a container component."""
     pod_uid = qos = ""
     for p in parents:
         m = _POD.search(p)
-        if m:
-            pod_uid = m.group(1).replace("_", "-")
-        q = _QOS.search(p)
-        if q:
-            qos = q.group(1) or q.group(2)
-    if pod_uid and not qos and any(p.startswith("kubepods") for p in parents):
-        qos = "guaranteed"
+        if m is not None:
+            pod_uid = m["uid"].replace("_", "-")
+        q = _QOS.match(p)
+        if q is not None:
+            qos = q["qos"]
+    if pod_uid and not qos:
+        qos = "guaranteed"  # guaranteed pods sit directly under kubepods, without a QoS level
     return pod_uid, qos
 
 
-def find_cgroup2_root() -> Path:
-    """The cgroup v2 mount: /sys/fs/cgroup on unified hosts, /sys/fs/cgroup/unified on hybrid."""
+def find_cgroup2_root(mounts_file: Path = Path("/proc/self/mounts")) -> Path:
+    """The cgroup v2 mount: /sys/fs/cgroup on unified hosts, /sys/fs/cgroup/unified on hybrid ones."""
     try:
-        with open("/proc/self/mounts", encoding="utf-8") as f:
-            mounts = [line.split() for line in f]
+        lines = mounts_file.read_text(encoding="utf-8").splitlines()
     except OSError:
-        mounts = []
-    for fields in mounts:
-        if len(fields) > 2 and fields[2] == "cgroup2":
-            return Path(fields[1])
-    return Path("/sys/fs/cgroup/unified")
+        lines = []
+    v2 = [f[1] for f in (line.split() for line in lines) if len(f) > 2 and f[2] == "cgroup2"]
+    for preferred in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        if preferred in v2:
+            return Path(preferred)
+    return Path(v2[0]) if v2 else Path("/sys/fs/cgroup/unified")
 
 
 class CgroupIndex:
-    """cgroup id (inode) -> path relative to the v2 root, cached, with rate-limited rescans."""
+    """cgroup id (inode on the v2 hierarchy) -> path relative to the root, e.g. ``/docker/<id>``.
 
-    def __init__(self, root: Path | None = None, rescan_ms: int = 200) -> None:
-        self.root = root or find_cgroup2_root()
+    Lazy: the tree is walked on the first miss, and again on later misses at most once per
+    ``rescan_ms`` (a flood of events from a cgroup that is already gone must not turn into a flood
+    of tree walks). Entries of removed cgroups survive one rescan so late events still resolve;
+    kernfs never reuses an id while the system is up, so a stale entry cannot misattribute.
+    """
+
+    def __init__(self, cgroupfs_root: Path | None = None, rescan_ms: int = 200) -> None:
+        self.root = cgroupfs_root if cgroupfs_root is not None else find_cgroup2_root()
         self.rescan_ns = rescan_ms * 1_000_000
         self._paths: dict[int, str] = {}
-        self._last_scan_ns = -self.rescan_ns
+        self._gone: dict[int, str] = {}  # removed at the last scan, kept one generation
+        self._last_scan_ns: int | None = None
         self.misses = 0
         self.scans = 0
 
     def path_of(self, cgroup_id: int) -> str | None:
-        """Path of the cgroup with that id, rescanning the tree at most once per interval."""
-        path = self._paths.get(cgroup_id)
+        """Path of the cgroup with that id ("/" for the root); None (and a counted miss) if unknown."""
+        path = self._paths.get(cgroup_id) or self._gone.get(cgroup_id)
         if path is not None:
             return path
         now = time.monotonic_ns()
-        if now - self._last_scan_ns >= self.rescan_ns:
-            self._last_scan_ns = now
+        if self._last_scan_ns is None or now - self._last_scan_ns >= self.rescan_ns:
             self.scan()
             path = self._paths.get(cgroup_id)
         if path is None:
             self.misses += 1
         return path
 
-    def scan(self) -> None:
-        """Walk the hierarchy, adding every directory's inode (entries of gone cgroups stay)."""
+    def scan(self) -> int:
+        """Walk the hierarchy now; returns how many cgroups it holds."""
         self.scans += 1
+        self._last_scan_ns = time.monotonic_ns()
+        fresh: dict[int, str] = {}
         try:
-            self._paths[os.stat(self.root).st_ino] = "/"
+            fresh[os.stat(self.root).st_ino] = "/"
         except OSError:
-            return
+            return 0  # no v2 hierarchy: every id stays unknown, counted by the caller
         stack = [(str(self.root), "")]
         while stack:
             abs_dir, rel = stack.pop()
             try:
-                entries = list(os.scandir(abs_dir))
+                with os.scandir(abs_dir) as it:
+                    entries = [e for e in it if e.is_dir(follow_symlinks=False)]
             except OSError:
                 continue  # removed while walking
             for entry in entries:
-                if not entry.is_dir(follow_symlinks=False):
-                    continue
                 child = f"{rel}/{entry.name}"
-                try:
-                    self._paths[entry.inode()] = child
-                except OSError:
-                    continue
+                fresh[entry.inode()] = child
                 stack.append((entry.path, child))
+        self._gone = {k: v for k, v in self._paths.items() if k not in fresh}
+        self._paths = fresh
+        return len(fresh)
+
+    def __len__(self) -> int:
+        return len(self._paths)
 
     def id_of(self, rel_path: str) -> int:
         """Inode (cgroup id) of a path relative to the root; OSError if it does not exist."""
         return os.stat(self.root / rel_path.lstrip("/")).st_ino
 
     def find_container(self, container_id: str) -> tuple[int, str] | None:
-        """(cgroup id, path) of the cgroup whose parsed container id starts with ``container_id``."""
+        """(cgroup id, path) of a live container cgroup whose id starts with ``container_id``.
+
+        The container's own cgroup is preferred over sub-cgroups a runtime makes inside it.
+        """
+        if not container_id:
+            return None
         self.scan()
+        best: tuple[int, str] | None = None
         for cg, path in self._paths.items():
             ref = parse_cgroup_path(path)
             if ref is not None and ref.container_id.startswith(container_id):
-                return cg, path
-        return None
+                if best is None or len(path) < len(best[1]):
+                    best = (cg, path)
+        return best

@@ -1,40 +1,70 @@
 """Enrichment: a decoded event gets its container (id, name, image, digest) and process ancestry.
 
-Per cgroup id the attribution is computed once and cached, so the hot path is two dict lookups
-and one dataclass copy. Host processes are ``host``; a cgroup whose path cannot be found (it
-vanished before we looked) is ``unknown`` and counted — never dropped.
+Per cgroup id the attribution is computed once and cached, so the hot path is a few dict lookups
+and one Event construction. Host processes are ``host``; a cgroup whose path cannot be found (it
+vanished before we looked) is ``unknown`` and counted — never dropped. Attribution that lacks
+runtime metadata (the daemon did not know the container yet) is retried every ``RETRY_NS``.
+
+Host cgroups: anything whose v2 path does not parse as a container — the root ``/`` (kernel
+threads, processes of hosts without systemd), ``/init.scope``, ``/system.slice/*.service``,
+``/user.slice/...`` — is attributed to ``host``.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import operator
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from sensor.containers import CgroupIndex, parse_cgroup_path
-from sensor.errors import SensorError
-from sensor.events import HOST, Event
-from sensor.proctable import ProcessTable
+from sensor.errors import EX_NOINPUT, SensorError
+from sensor.events import (
+    ACCEPT,
+    CONNECT,
+    EXEC,
+    EXIT,
+    FORK,
+    HOST,
+    LISTEN,
+    OPEN,
+    SYS,
+    Event,
+)
+from sensor.proctable import REAL_PROC, ProcessTable
 from sensor.runtime import DockerRuntime, NullRuntime, Runtime
 
 UNKNOWN: Final = "unknown"
-_RETRY_NS: Final = 250_000_000  # re-ask the runtime about containers it did not know yet
+RETRY_NS: Final = 250_000_000  # re-ask the runtime about containers it did not know yet
+MAX_CACHED: Final = 100_000  # cgroup ids are never reused, so churn alone grows the cache
+_LIFECYCLE: Final = frozenset({FORK, EXEC, EXIT})
+_WITH_ANCESTRY: Final = frozenset({EXEC, CONNECT, ACCEPT, LISTEN, OPEN, SYS})
 # Re-exec of the running binary (busybox's "prefer applets" shells exec /proc/self/exe with the
 # applet name in argv[0]); the path the user meant is the applet's, next to the caller's binary.
-_SELF_EXE: Final = ("/proc/self/exe",)
+_SELF_EXE: Final = frozenset({"/proc/self/exe"})
+
+# Building the enriched copy positionally is ~2x faster than dataclasses.replace, which matters at
+# 200k events/s: one attrgetter call reads every field, nine slots are overwritten.
+_NAMES: Final = tuple(f.name for f in fields(Event))
+_ALL_FIELDS: Final = operator.attrgetter(*_NAMES)
+_CHANGED_NAMES: Final = ("ppid", "exe", "pexe", "ancestry", "container_id", "container_name", "image",
+                         "image_id", "runtime")
+_CHANGED: Final = tuple(_NAMES.index(name) for name in _CHANGED_NAMES)
+_set: Final = object.__setattr__  # bypasses frozen=True, for enrich_owned only
 
 
 @dataclass(frozen=True, slots=True)
 class Attribution:
+    """The container fields every event of one cgroup gets."""
+
     container_id: str
     container_name: str
     image: str
     image_id: str
     runtime: str
-    resolved_ns: int = 0
-    complete: bool = True  # False: runtime metadata missing, retry later
+    resolved_ns: int = 0  # monotonic time of the lookup (for retries of incomplete entries)
+    complete: bool = True  # False: runtime metadata (or the path) missing, retry later
 
     @property
     def is_host(self) -> bool:
@@ -45,62 +75,108 @@ HOST_ATTR: Final = Attribution(HOST, HOST, HOST, "", HOST)
 
 
 class Enricher:
+    """Fills container and process-ancestry fields; keeps the process table current."""
+
     def __init__(self, index: CgroupIndex, runtime: Runtime, procs: ProcessTable) -> None:
         self.index = index
         self.runtime = runtime
         self.procs = procs
         self._cache: dict[int, Attribution] = {}
-        self.unknown_cgroups = 0
+        self._unknown_ids: set[int] = set()
+        self.unknown_cgroups = 0  # distinct ids that were unknown when first seen
+        self.unknown_events = 0
         self.cache_hits = 0
+        self.resolutions = 0
 
     @classmethod
-    def create(cls, docker: bool = True, procfs_root: Path = Path("/proc"),
+    def create(cls, docker: bool = True, procfs_root: Path = REAL_PROC,
                cgroupfs_root: Path | None = None) -> Enricher:
+        """The live wiring: v2 cgroup index, Docker (or no) runtime, process table seeded from procfs."""
         runtime: Runtime = DockerRuntime() if docker else NullRuntime()
         return cls(CgroupIndex(cgroupfs_root), runtime, ProcessTable(procfs_root))
 
     def attribution(self, cgroup_id: int) -> Attribution:
         """Container attribution for a cgroup id (cached; incomplete entries retried)."""
         attr = self._cache.get(cgroup_id)
-        if attr is not None and (attr.complete or (attr.runtime != UNKNOWN and
-                                 time.monotonic_ns() - attr.resolved_ns < _RETRY_NS)):
+        # Unknown ids go back to the index every time (it rate-limits its own rescans); missing
+        # runtime metadata is re-asked every RETRY_NS.
+        if attr is not None and (attr.complete or (
+                attr.runtime != UNKNOWN and time.monotonic_ns() - attr.resolved_ns < RETRY_NS)):
             self.cache_hits += 1
             return attr
         attr = self._resolve(cgroup_id)
+        if len(self._cache) >= MAX_CACHED:
+            self._cache.clear()
+            self._unknown_ids.clear()
         self._cache[cgroup_id] = attr
         return attr
 
     def _resolve(self, cgroup_id: int) -> Attribution:
+        self.resolutions += 1
         path = self.index.path_of(cgroup_id)
         if path is None:
-            self.unknown_cgroups += 1
+            if cgroup_id not in self._unknown_ids:
+                self.unknown_cgroups += 1
+                self._unknown_ids.add(cgroup_id)
             return Attribution("", "", "", "", UNKNOWN, time.monotonic_ns(), complete=False)
+        self._unknown_ids.discard(cgroup_id)
         ref = parse_cgroup_path(path)
         if ref is None:
             return HOST_ATTR
         meta = self.runtime.inspect(ref.container_id)
         if meta is None:
+            # Gone mid-lookup or no runtime API: what the cgroup path says is still the truth.
             return Attribution(ref.container_id, ref.container_id[:12], "", "", ref.runtime,
                                time.monotonic_ns(), complete=isinstance(self.runtime, NullRuntime))
         return Attribution(ref.container_id, meta.name, meta.image, meta.image_id, ref.runtime)
 
     def enrich(self, ev: Event) -> Event:
-        """The event with container fields, ppid, parent exe and ancestry filled in."""
-        attr = self.attribution(ev.cgroup_id)
-        if ev.kind == "exec" and ev.exe in _SELF_EXE:
-            ev = self._applet(ev)
-        self.procs.update(ev)
-        ppid = ev.ppid if ev.kind == "fork" else (ev.ppid or self.procs.ppid(ev.pid))
-        ancestry = self.procs.ancestry(ev.pid) if ev.kind in ("exec", "connect", "accept", "listen",
-                                                               "open", "sys") else ()
-        exe = ev.exe
-        if not exe:
-            proc = self.procs.get(ev.pid)
-            exe = proc.exe if proc else ""
-        return dataclasses.replace(
-            ev, container_id=attr.container_id, container_name=attr.container_name,
-            image=attr.image, image_id=attr.image_id, runtime=attr.runtime, ppid=ppid, exe=exe,
-            pexe=ancestry[0] if ancestry else "", ancestry=ancestry)
+        """A copy of the event with container fields, ppid, exe, parent exe and ancestry filled in.
+
+        fork/exec/exit events also update the process table (before the lookup, so an exec's
+        ancestry already includes the fork that preceded it).
+        """
+        ev, changes = self._changes(ev)
+        vals = list(_ALL_FIELDS(ev))
+        for i, value in zip(_CHANGED, changes, strict=True):
+            vals[i] = value
+        return Event(*vals)
+
+    def enrich_owned(self, ev: Event) -> Event:
+        """:meth:`enrich` without the copy, for a freshly decoded event nothing else references yet.
+
+        Writes the same fields into the (frozen) instance and returns it. Building a 38-field
+        frozen Event costs ~5 µs in CPython, more than everything else here together, so the live
+        reader — which owns each event between decode and enrich — should call this one.
+        """
+        ev, changes = self._changes(ev)
+        for name, value in zip(_CHANGED_NAMES, changes, strict=True):
+            _set(ev, name, value)
+        return ev
+
+    def _changes(self, ev: Event) -> tuple[Event, tuple[object, ...]]:
+        """The (possibly applet-renamed) event and its new values for the fields in _CHANGED."""
+        attr = self._cache.get(ev.cgroup_id)
+        if attr is not None and attr.complete:
+            self.cache_hits += 1
+        else:
+            attr = self.attribution(ev.cgroup_id)
+        if attr.runtime == UNKNOWN:
+            self.unknown_events += 1
+        kind, procs, pid = ev.kind, self.procs, ev.pid
+        if kind in _LIFECYCLE:
+            if kind == EXEC and ev.exe in _SELF_EXE:
+                ev = self._applet(ev)
+            procs.update(ev)
+        ppid = ev.ppid or procs.ppid(pid)
+        exe = ev.exe or procs.exe(pid)
+        if kind in _WITH_ANCESTRY:
+            ancestry = procs.ancestry(pid)
+            pexe = ancestry[0] if ancestry else ""
+        else:
+            ancestry, pexe = ev.ancestry, procs.exe(ppid)
+        return ev, (ppid, exe, pexe, ancestry, attr.container_id, attr.container_name, attr.image,
+                    attr.image_id, attr.runtime)
 
     __call__ = enrich
 
@@ -110,19 +186,30 @@ class Enricher:
         if caller is None or not caller.exe or not base:
             return ev
         exe = caller.exe.rsplit("/", 1)[0] + "/" + base
-        return dataclasses.replace(ev, exe=exe, comm=base[:15] if ev.comm == "exe" else ev.comm)
+        return ev.replace(exe=exe, comm=base[:15] if ev.comm == "exe" else ev.comm)
 
     def container_cgroup_id(self, id_or_name: str) -> int:
-        """cgroup id of a running container given an id prefix or a name."""
-        meta = self.runtime.find(id_or_name) if isinstance(self.runtime, DockerRuntime) else None
-        found = self.index.find_container(meta.id if meta else id_or_name)
+        """v2 cgroup id of a running container given an id prefix or a name; SensorError if unknown."""
+        meta = self.runtime.find(id_or_name)
+        found = self.index.find_container(meta.id if meta is not None else id_or_name)
         if found is None:
-            raise SensorError(f"container {id_or_name!r} not found (is it running? `docker ps`)",
-                              exit_code=66)
+            hint = "" if isinstance(self.runtime, DockerRuntime) and self.runtime.available else (
+                "; without the Docker API only container id prefixes resolve")
+            raise SensorError(f"container {id_or_name!r} not found under {self.index.root} "
+                              f"(is it running? see `docker ps`{hint})", exit_code=EX_NOINPUT)
         return found[0]
 
-    def stats(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"unknown_cgroups": self.unknown_cgroups, "cache_hits": self.cache_hits,
-                               "cgroup_misses": self.index.misses, "processes": len(self.procs)}
+    def close(self) -> None:
+        """Stop the runtime's background event follower, if any."""
+        close = getattr(self.runtime, "close", None)
+        if close is not None:
+            close()
+
+    def stats(self) -> dict[str, int]:
+        """Counters: unknown cgroups/events, cache hits, runtime errors and availability, table size."""
+        out = {"unknown_cgroups": self.unknown_cgroups, "unknown_events": self.unknown_events,
+               "cache_hits": self.cache_hits, "cgroup_resolutions": self.resolutions,
+               "cgroup_misses": self.index.misses, "cgroup_scans": self.index.scans,
+               "processes": len(self.procs), "runtime_errors": 0}
         out.update(self.runtime.stats())
         return out

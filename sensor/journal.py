@@ -63,17 +63,20 @@ def read_journal(path: Path | str) -> Iterator[Event]:
     with f:
         unpacker = msgpack.Unpacker(f, raw=False, strict_map_key=False, max_buffer_size=64 << 20)
         _check_header(path, unpacker)
-        n = 0
+        n, good_end = 0, unpacker.tell()
         while True:
             n += 1
             try:
                 rec = unpacker.unpack()
             except msgpack.OutOfData:
-                if unpacker.tell() < path.stat().st_size:
+                # After OutOfData tell() reports what was buffered, so compare the end of the last
+                # complete record with the file size: anything left over is a partial record.
+                if good_end < path.stat().st_size:
                     raise DataError(f"journal {path}: record {n}: truncated (file cut short?)") from None
                 return
             except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as err:
                 raise DataError(f"journal {path}: record {n}: corrupt ({err})") from err
+            good_end = unpacker.tell()
             yield _event(path, n, rec)
 
 

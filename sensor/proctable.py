@@ -1,8 +1,11 @@
 """The sensor's own process table: pid -> (ppid, exe, args), for ancestry without kernel structs.
 
-Seeded once from procfs at start (``procfs_root`` is injectable, psutil-style, so tests use a
-``tmp_path`` tree), then kept current from fork/exec/exit events. Exited processes linger for
-``linger`` more exits so late events (an exit racing its children's execs) still resolve.
+Seeded once at start — through psutil when the root is the real ``/proc``, else by reading
+``<root>/<pid>/{stat,exe,cmdline}`` directly (``procfs_root`` is injectable, psutil-style, so tests
+use a ``tmp_path`` tree) — then kept current from fork/exec/exit events. An exited process lingers
+until ``linger`` further processes have exited, so events that race its exit (a child's exec read
+from the ring buffer after the parent's exit) still resolve its ancestry. The table is bounded:
+beyond ``max_size`` the oldest exited processes go first, then the oldest entries.
 """
 
 from __future__ import annotations
@@ -11,8 +14,11 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
-from sensor.events import Event
+from sensor.events import EXEC, EXIT, FORK, Event
+
+REAL_PROC: Final = Path("/proc")
 
 
 @dataclass(slots=True)
@@ -23,90 +29,151 @@ class Proc:
 
 
 class ProcessTable:
-    def __init__(self, procfs_root: Path = Path("/proc"), max_size: int = 65536,
-                 linger: int = 1024, seed: bool = True) -> None:
+    def __init__(self, procfs_root: Path = REAL_PROC, max_size: int = 65536, linger: int = 1024,
+                 seed: bool = True) -> None:
         self.root = procfs_root
         self.max_size = max_size
         self._procs: OrderedDict[int, Proc] = OrderedDict()
         self._exited: OrderedDict[int, None] = OrderedDict()
         self._linger = linger
+        self.evicted = 0
         if seed:
             self.seed()
 
     def seed(self) -> int:
-        """Read every ``<root>/<pid>`` (stat for ppid, exe link, cmdline); returns how many."""
-        try:
-            pids = [int(n) for n in os.listdir(self.root) if n.isdigit()]
-        except OSError:
-            return 0
-        for pid in pids:
-            proc = self._read(pid)
-            if proc is not None:
-                self._procs[pid] = proc
+        """Load every process visible under the root now; returns how many the table holds."""
+        procs = _seed_psutil() if self.root == REAL_PROC else _seed_files(self.root)
+        for pid, proc in sorted(procs.items()):
+            self._put(pid, proc)
         return len(self._procs)
-
-    def _read(self, pid: int) -> Proc | None:
-        base = self.root / str(pid)
-        try:
-            stat = (base / "stat").read_text()
-            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        except (OSError, ValueError, IndexError):
-            return None  # exited while we looked
-        try:
-            exe = os.readlink(base / "exe")
-        except OSError:
-            exe = ""  # kernel threads, or no permission
-        try:
-            raw = (base / "cmdline").read_bytes()
-            args = tuple(a.decode("utf-8", "replace") for a in raw.split(b"\0") if a)
-        except OSError:
-            args = ()
-        return Proc(ppid, exe, args)
 
     def __len__(self) -> int:
         return len(self._procs)
+
+    def __contains__(self, pid: int) -> bool:
+        return pid in self._procs
 
     def get(self, pid: int) -> Proc | None:
         return self._procs.get(pid)
 
     def ppid(self, pid: int) -> int:
+        """Parent pid, 0 if the process is unknown."""
         proc = self._procs.get(pid)
-        return proc.ppid if proc else 0
+        return proc.ppid if proc is not None else 0
+
+    def exe(self, pid: int) -> str:
+        proc = self._procs.get(pid)
+        return proc.exe if proc is not None else ""
 
     def ancestry(self, pid: int, depth: int = 8) -> tuple[str, ...]:
-        """Executables of the parent, grandparent, ... nearest first (stops at unknown/pid 0)."""
+        """Executables of the parent, grandparent, ... nearest first.
+
+        Stops at pid 0, at an unknown parent, after ``depth`` entries, or at a cycle (pids are
+        reused, so a stale entry can point back into its own descendants).
+        """
         out: list[str] = []
+        procs = self._procs
+        proc = procs.get(pid)
         seen = {pid}
-        proc = self._procs.get(pid)
-        while proc is not None and len(out) < depth and proc.ppid and proc.ppid not in seen:
-            seen.add(proc.ppid)
-            proc = self._procs.get(proc.ppid)
-            if proc is None:
+        while proc is not None and len(out) < depth:
+            parent = proc.ppid
+            if not parent or parent in seen:
                 break
-            out.append(proc.exe)
+            seen.add(parent)
+            proc = procs.get(parent)
+            if proc is not None:
+                out.append(proc.exe)
         return tuple(out)
 
     def update(self, ev: Event) -> None:
-        """Apply a fork/exec/exit event."""
-        if ev.kind == "fork":
-            parent = self._procs.get(ev.pid)
-            exe = parent.exe if parent else ""
-            args = parent.args if parent else ()
-            self._put(ev.child_pid, Proc(ev.pid, exe, args))
-        elif ev.kind == "exec":
+        """Apply a fork, exec or exit event; other kinds are ignored."""
+        kind = ev.kind
+        if kind == FORK:
+            self._fork(ev)
+        elif kind == EXEC:
             proc = self._procs.get(ev.pid)
             if proc is None:
                 self._put(ev.pid, Proc(ev.ppid, ev.exe, ev.args))
             else:
                 proc.exe, proc.args = ev.exe, ev.args
-        elif ev.kind == "exit":
-            self._exited[ev.pid] = None
-            while len(self._exited) > self._linger:
-                gone, _ = self._exited.popitem(last=False)
-                self._procs.pop(gone, None)
+                if ev.ppid and not proc.ppid:
+                    proc.ppid = ev.ppid
+        elif kind == EXIT:
+            self._exit(ev.pid)
+
+    def _fork(self, ev: Event) -> None:
+        # ev.pid is the forking process (tgid); ev.ppid is the forking *thread*, which differs
+        # when a non-main thread forks — getppid() in the child returns the tgid.
+        parent_pid = ev.pid or ev.ppid
+        parent = self._procs.get(parent_pid)
+        if parent is None:
+            self._put(ev.child_pid, Proc(parent_pid, ev.exe))
+        else:
+            self._put(ev.child_pid, Proc(parent_pid, parent.exe, parent.args))
+
+    def _exit(self, pid: int) -> None:
+        if pid not in self._procs:
+            return
+        self._exited[pid] = None
+        while len(self._exited) > self._linger:
+            gone, _ = self._exited.popitem(last=False)
+            self._procs.pop(gone, None)
 
     def _put(self, pid: int, proc: Proc) -> None:
+        if pid in self._exited:  # pid reused after its linger began: the new process owns it
+            del self._exited[pid]
         self._procs[pid] = proc
-        self._exited.pop(pid, None)
+        self._procs.move_to_end(pid)
         while len(self._procs) > self.max_size:
-            self._procs.popitem(last=False)
+            if self._exited:
+                gone, _ = self._exited.popitem(last=False)
+                self._procs.pop(gone, None)
+            else:
+                self._procs.popitem(last=False)
+            self.evicted += 1
+
+
+def _seed_psutil() -> dict[int, Proc]:
+    import psutil
+
+    out: dict[int, Proc] = {}
+    for p in psutil.process_iter(["ppid", "exe", "cmdline"], ad_value=None):
+        info = p.info
+        if info.get("ppid") is None:
+            continue  # exited while we looked
+        out[p.pid] = Proc(int(info["ppid"]), info.get("exe") or "", tuple(info.get("cmdline") or ()))
+    return out
+
+
+def _seed_files(root: Path) -> dict[int, Proc]:
+    try:
+        pids = [int(n) for n in os.listdir(root) if n.isdigit()]
+    except OSError:
+        return {}
+    out: dict[int, Proc] = {}
+    for pid in pids:
+        proc = read_proc(root, pid)
+        if proc is not None:
+            out[pid] = proc
+    return out
+
+
+def read_proc(root: Path, pid: int) -> Proc | None:
+    """One process from ``<root>/<pid>``; None if it is gone. exe "" for kernel threads/no access."""
+    base = root / str(pid)
+    try:
+        stat = (base / "stat").read_text(encoding="utf-8", errors="replace")
+        # comm may contain spaces and parentheses: the fields after the LAST ')' are fixed.
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        exe = os.readlink(base / "exe")
+    except OSError:
+        exe = ""
+    try:
+        raw = (base / "cmdline").read_bytes()
+        args = tuple(a.decode("utf-8", "replace") for a in raw.split(b"\0") if a)
+    except OSError:
+        args = ()
+    return Proc(ppid, exe, args)

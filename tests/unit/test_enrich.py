@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from sensor.containers import CgroupIndex
 from sensor.enrich import Enricher
+from sensor.errors import EX_NOINPUT, SensorError
 from sensor.events import Event
 from sensor.proctable import ProcessTable
-from sensor.runtime import ContainerMeta, NullRuntime, normalize_image
+from sensor.runtime import ContainerMeta, DockerRuntime, NullRuntime, meta_from_attrs, normalize_image
 
 CID = "a" * 64
 
@@ -21,6 +25,9 @@ class FakeRuntime:
     def inspect(self, container_id: str) -> ContainerMeta | None:
         self.calls += 1
         return ContainerMeta(container_id, "web-1", "busybox:latest", "sha256:feed")
+
+    def find(self, id_or_name: str) -> ContainerMeta | None:
+        return self.inspect(CID) if id_or_name in ("web-1", CID[:6]) else None
 
     def stats(self) -> dict[str, int]:
         return {}
@@ -86,19 +93,155 @@ def test_busybox_applet_reexec_is_named_after_the_applet(tmp_path: Path) -> None
     assert (ev.exe, ev.comm) == ("/bin/nc", "nc")
 
 
-def test_proctable_exit_lingers_then_evicts(tmp_path: Path) -> None:
-    table = ProcessTable(tmp_path, linger=2, seed=False)
-    for pid in (1, 2, 3):
-        table.update(Event("exec", 0, pid=pid, ppid=pid - 1, exe=f"/p{pid}"))
-    table.update(Event("exit", 0, pid=3))
-    assert table.ancestry(3) == ("/p2", "/p1")  # still resolvable right after its exit
-    table.update(Event("exit", 0, pid=2))
-    table.update(Event("exit", 0, pid=1))
-    assert table.get(3) is None and table.get(1) is not None
-
-
 def test_normalize_image() -> None:
     assert normalize_image("busybox") == "busybox:latest"
     assert normalize_image("reg:5000/team/app") == "reg:5000/team/app:latest"
     assert normalize_image("app:1.2") == "app:1.2"
     assert normalize_image("app@sha256:00") == "app@sha256:00"
+
+
+def test_enrich_owned_fills_the_same_fields_in_place(tmp_path: Path) -> None:
+    enr, cg, _ = make(tmp_path)
+    copied = enr.enrich(Event("connect", 5, pid=20, cgroup_id=cg, dport=80))
+    raw = Event("connect", 5, pid=20, cgroup_id=cg, dport=80)
+    owned = enr.enrich_owned(raw)
+    assert owned is raw and owned == copied
+    assert (owned.exe, owned.ppid, owned.pexe, owned.image) == ("/bin/sh", 10, "/usr/bin/containerd-shim",
+                                                                  "busybox:latest")
+
+
+def test_fork_and_exit_keep_their_fields_and_get_the_parent_exe(tmp_path: Path) -> None:
+    enr, cg, _ = make(tmp_path)
+    fork = enr.enrich(Event("fork", 1, pid=20, ppid=20, child_pid=21, cgroup_id=cg))
+    assert (fork.ppid, fork.child_pid, fork.exe, fork.pexe, fork.ancestry) == (20, 21, "/bin/sh", "/bin/sh", ())
+    ex = enr.enrich(Event("exit", 2, pid=21, exit_code=3, cgroup_id=cg))
+    assert (ex.exit_code, ex.ppid, ex.exe) == (3, 20, "/bin/sh")  # the exited entry still resolves
+
+
+def test_a_cgroup_created_after_the_scan_resolves_on_a_later_event(tmp_path: Path) -> None:
+    enr, _, _ = make(tmp_path)
+    new_dir = tmp_path / "cg" / "system.slice" / f"docker-{'b' * 64}.scope"
+    enr.index.scan()
+    new_dir.mkdir(parents=True)
+    cg = os.stat(new_dir).st_ino
+    enr.index.rescan_ns = 10**15  # inside the rate limit the new cgroup is not seen yet
+    assert enr.enrich(Event("exec", 1, pid=20, cgroup_id=cg)).runtime == "unknown"
+    enr.index.rescan_ns = 0
+    ev = enr.enrich(Event("exec", 2, pid=20, cgroup_id=cg))
+    assert (ev.container_id, ev.runtime) == ("b" * 64, "docker")
+    assert enr.stats()["unknown_cgroups"] == 1 and enr.stats()["unknown_events"] == 1
+
+
+def test_missing_runtime_metadata_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class LateRuntime(FakeRuntime):
+        def inspect(self, container_id: str) -> ContainerMeta | None:
+            self.calls += 1
+            return None if self.calls == 1 else super().inspect(container_id)
+
+    rt = LateRuntime()
+    enr, cg, _ = make(tmp_path, rt)
+    first = enr.enrich(Event("exec", 1, pid=20, cgroup_id=cg))
+    assert (first.container_id, first.container_name, first.image) == (CID, CID[:12], "")
+    enr.enrich(Event("exec", 1, pid=20, cgroup_id=cg))
+    assert rt.calls == 1  # inside the retry interval: no new lookup
+    monkeypatch.setattr("sensor.enrich.RETRY_NS", 0)
+    assert enr.enrich(Event("exec", 2, pid=20, cgroup_id=cg)).image == "busybox:latest"
+
+
+def test_container_cgroup_id_by_name_or_prefix(tmp_path: Path) -> None:
+    enr, cg, _ = make(tmp_path)
+    assert enr.container_cgroup_id("web-1") == cg
+    assert enr.container_cgroup_id(CID[:6]) == cg
+    with pytest.raises(SensorError, match="container 'nope' not found") as info:
+        enr.container_cgroup_id("nope")
+    assert info.value.exit_code == EX_NOINPUT
+
+
+def test_create_wires_the_injected_roots(tmp_path: Path) -> None:
+    (tmp_path / "cg" / "init.scope").mkdir(parents=True)
+    fake_proc(tmp_path / "proc", 1, 0, "/sbin/init", ["init"])
+    enr = Enricher.create(docker=False, procfs_root=tmp_path / "proc", cgroupfs_root=tmp_path / "cg")
+    ev = enr.enrich(Event("exec", 1, pid=1, cgroup_id=os.stat(tmp_path / "cg").st_ino))
+    assert ev.runtime == "host" and ev.exe == "" and len(enr.procs) == 1
+
+
+class NotFound(Exception):
+    """Named like docker.errors.NotFound, which the runtime recognises by name."""
+
+
+class FakeDockerAPI:
+    def __init__(self, attrs: dict[str, dict[str, Any]], down: bool = False) -> None:
+        self.attrs, self.down, self.calls = attrs, down, 0
+
+    def inspect_container(self, cid: str) -> dict[str, Any]:
+        self.calls += 1
+        if self.down:
+            raise ConnectionError("socket gone")
+        if cid not in self.attrs:
+            raise NotFound(cid)
+        return self.attrs[cid]
+
+    def inspect_image(self, ref: str) -> dict[str, Any]:
+        return {"Id": "sha256:" + "9" * 64}
+
+
+class FakeDockerClient:
+    def __init__(self, api: FakeDockerAPI) -> None:
+        self.api = api
+
+
+ATTRS = {"Id": CID, "Name": "/web-1", "Image": "sha256:feed",
+         "Config": {"Image": "cgsentry/busybox", "Labels": {"io.kubernetes.pod.name": "p",
+                                                            "io.kubernetes.pod.namespace": "ns"}},
+         "State": {"Pid": 42, "StartedAt": "2024-05-01T10:11:12.000000007Z"}}
+
+
+def test_meta_from_inspect_document() -> None:
+    meta = meta_from_attrs(ATTRS)
+    assert (meta.id, meta.name, meta.image, meta.image_id, meta.pid) == (
+        CID, "web-1", "cgsentry/busybox:latest", "sha256:feed", 42)
+    assert (meta.pod, meta.namespace, meta.started_ns) == ("p", "ns", 1714558272_000000007)
+
+
+def test_docker_runtime_caches_and_negative_caches() -> None:
+    api = FakeDockerAPI({CID: ATTRS})
+    rt = DockerRuntime(FakeDockerClient(api), follow_events=False)
+    assert rt.inspect(CID) == rt.inspect(CID) and api.calls == 1
+    assert rt.inspect("f" * 64) is None and rt.inspect("f" * 64) is None and api.calls == 2
+    assert rt.find("web-1") is not None and api.calls == 2  # by name from the cache
+    assert rt.stats()["runtime_errors"] == 0 and rt.stats()["runtime_available"] == 1
+
+
+def test_dead_daemon_opens_the_circuit() -> None:
+    api = FakeDockerAPI({CID: ATTRS}, down=True)
+    rt = DockerRuntime(FakeDockerClient(api), follow_events=False)
+    for _ in range(10):
+        assert rt.inspect(CID) is None
+    assert api.calls == 1 and rt.stats()["runtime_errors"] == 1 and rt.stats()["runtime_available"] == 0
+
+
+def test_start_event_of_a_container_already_removed_keeps_its_image() -> None:
+    rt = DockerRuntime(FakeDockerClient(FakeDockerAPI({})), follow_events=False)
+    rt._on_event({"Action": "start", "id": CID, "Actor": {"Attributes": {
+        "image": "cgsentry/busybox:latest", "name": "brief", "team": "x"}}})
+    meta = rt.inspect(CID)
+    assert meta is not None and (meta.name, meta.image, meta.image_id) == (
+        "brief", "cgsentry/busybox:latest", "sha256:" + "9" * 64)
+    assert meta.labels == {"team": "x"}
+
+
+def test_destroyed_containers_expire_after_the_grace_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    rt = DockerRuntime(FakeDockerClient(FakeDockerAPI({CID: ATTRS})), follow_events=False)
+    rt._on_event({"Action": "start", "id": CID})
+    rt._on_event({"Action": "destroy", "id": CID})
+    assert rt.stats()["runtime_cached"] == 1  # still there for late events
+    monkeypatch.setattr(DockerRuntime, "GRACE_S", -1.0)
+    rt._on_event({"Action": "die", "id": "other"})
+    assert rt.stats()["runtime_cached"] == 0 and rt.stats()["runtime_events"] == 3
+
+
+def test_no_docker_socket_degrades(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/absent.sock")
+    rt = DockerRuntime(timeout_s=1.0)
+    assert rt.inspect(CID) is None and rt.find("web-1") is None
+    assert rt.stats()["runtime_available"] == 0 and rt.stats()["runtime_errors"] == 1

@@ -72,3 +72,73 @@ def test_record_that_is_not_an_event(tmp_path: Path) -> None:
                      + msgpack.packb({"kind": "exec", "time_ns": 1}) + msgpack.packb([1, 2]))
     with pytest.raises(DataError, match="record 2: corrupt"):
         list(read_journal(path))
+
+
+def full_event(kind: str, i: int) -> Event:
+    """Every field set to a non-default value (unicode, negatives, 64-bit ids included)."""
+    return Event(
+        kind, 1_700_000_000_000_000_000 + i, pid=100 + i, tid=200 + i, ppid=1, uid=1000, gid=1001,
+        comm="ünïcode", exe="/usr/bin/x", args=("x", "--flag", "ä b"), cgroup_id=2**63 + i,
+        container_id="c" * 64, container_name="web-1", image="reg:5000/app:1.2", image_id="sha256:" + "d" * 64,
+        runtime="docker", pexe="/bin/sh", ancestry=("/bin/sh", "/sbin/init"), proto="tcp", family="ipv6",
+        saddr="::1", sport=8080, daddr="fe80::1", dport=443, ret=-111, exit_code=-9, child_pid=300 + i,
+        syscall="ptrace", syscall_nr=101, count=7, sc_args=(16, 2**64 - 1, 0, 3), path="/etc/shadow",
+        flags=0o101, killed=True, truncated=True)
+
+
+def test_every_kind_with_every_field_round_trips(tmp_path: Path) -> None:
+    from sensor.events import KINDS
+
+    events = [full_event(kind, i) for i, kind in enumerate(KINDS)]
+    defaults = Event("x", 0)
+    for name in Event.__dataclass_fields__:
+        if name not in ("kind", "time_ns"):
+            assert getattr(events[0], name) != getattr(defaults, name), name
+    path = tmp_path / "all.msgpack"
+    write(path, events)
+    assert list(read_journal(path)) == events
+
+
+def test_header_and_record_numbers_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "x.msgpack"
+    events = [Event("exec", i, pid=i) for i in range(1, 813)]
+    write(path, events)
+    header = next(msgpack.Unpacker(open(path, "rb"), raw=False))  # noqa: SIM115 - read once
+    assert header["format"] == "cgsentry-journal" and header["version"] == 1
+    assert isinstance(header["created_ns"], int) and header["host"]
+    path.write_bytes(path.read_bytes()[:-2])
+    got = []
+    with pytest.raises(DataError) as info:
+        for ev in read_journal(path):
+            got.append(ev)
+    assert str(info.value) == f"journal {path}: record 812: truncated (file cut short?)"
+    assert got == events[:811] and info.value.exit_code == 65
+
+
+def test_wrong_format_header(tmp_path: Path) -> None:
+    path = tmp_path / "other.msgpack"
+    path.write_bytes(msgpack.packb({"format": "falco", "version": 1}) + msgpack.packb({"kind": "exec"}))
+    with pytest.raises(DataError, match=r"other.msgpack: not a cgsentry journal"):
+        list(read_journal(path))
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match="empty file"):
+        list(read_journal(empty))
+
+
+def test_replay_stop_ends_the_stream(tmp_path: Path) -> None:
+    path = tmp_path / "j.msgpack"
+    write(path, EVENTS)
+    src = ReplaySource(path, speed=0)
+    got = []
+    for ev in src.events():
+        got.append(ev)
+        if len(got) == 3:
+            src.stop()
+    assert got == EVENTS[:3] and src.stats()["delivered"] == 3
+
+
+def test_paced_replay_keeps_order(tmp_path: Path) -> None:
+    path = tmp_path / "j.msgpack"
+    write(path, EVENTS)  # 1..9 ns apart: pacing at speed 1 is effectively immediate
+    assert list(ReplaySource(path, speed=1.0).events()) == EVENTS

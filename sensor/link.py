@@ -1,0 +1,203 @@
+"""The sensor's link to the collector: one long-lived bidirectional gRPC stream, in its own thread.
+
+``submit`` only appends to the on-disk spool and wakes the sender, so a dead collector never
+blocks the event loop. On (re)connect every unacknowledged batch is resent (the collector dedups
+on sensor id + seq). Reconnects back off exponentially with jitter. Commands coming down —
+container actions, image policies, rule sets, fleet baselines — go to callbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import grpc
+
+from collector.convert import ACTION_NAMES, action_kind, finding_to_pb, pb, rpc
+from sensor import __version__
+from sensor.events import Finding
+from sensor.response import ActionResult, Responder
+from sensor.spool import Spool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LinkConfig:
+    target: str
+    sensor_id: str = field(default_factory=socket.gethostname)
+    node: str = field(default_factory=socket.gethostname)
+    token: str = ""
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    heartbeat_s: float = 5.0
+    snapshot_s: float = 30.0
+    backoff_max_s: float = 5.0
+
+
+@dataclass
+class LinkCallbacks:
+    counters: Callable[[], dict[str, int]] = dict
+    containers: Callable[[], list[str]] = list
+    snapshots: Callable[[], list[tuple[str, bytes]]] = list
+    on_policy: Callable[[str, bytes], None] = lambda image, policy: None
+    on_rules: Callable[[str, str], None] = lambda name, text: None
+    on_baseline: Callable[[str, bytes], None] = lambda image, payload: None
+    cgroup_path: Callable[[str], str] = lambda container_id: ""
+
+
+class CollectorLink:
+    def __init__(self, config: LinkConfig, spool: Spool, responder: Responder | None = None,
+                 callbacks: LinkCallbacks | None = None) -> None:
+        self.cfg, self.spool = config, spool
+        self.responder = responder or Responder(None)
+        self.cb = callbacks or LinkCallbacks()
+        self._out: queue.Queue[Any] = queue.Queue(maxsize=10000)
+        self._stop = threading.Event()
+        self.connected = threading.Event()
+        self.sent = self.acked_batches = self.reconnects = 0
+        self._thread = threading.Thread(target=self._run, name="cgsentry-link", daemon=True)
+
+    def start(self) -> CollectorLink:
+        self._thread.start()
+        threading.Thread(target=self._ticker, name="cgsentry-heartbeat", daemon=True).start()
+        return self
+
+    # -- producer side (never blocks) ------------------------------------------------------------
+    def submit(self, findings: list[Finding]) -> int:
+        seq = self.spool.append(findings)
+        if self.connected.is_set():
+            self._enqueue(self._batch(seq, findings))
+        return seq
+
+    def report_action(self, r: ActionResult, actor: str, reason: str, request_id: str = "") -> None:
+        msg = pb.SensorMessage(action_result=pb.ActionResult(
+            request_id=request_id, container_id=r.container_id, action=action_kind(r.action), ok=r.ok,
+            error=r.error, latency_ms=r.latency_ms, method=r.method, actor=actor, reason=reason))
+        self._enqueue(msg)
+
+    def _enqueue(self, msg: Any) -> None:
+        try:
+            self._out.put_nowait(msg)
+        except queue.Full:
+            pass  # batches stay in the spool and are resent on reconnect
+
+    @staticmethod
+    def _batch(seq: int, findings: list[Finding]) -> Any:
+        return pb.SensorMessage(batch=pb.FindingBatch(seq=seq, findings=[finding_to_pb(f) for f in findings]))
+
+    # -- connection loop -----------------------------------------------------------------------
+    def _channel(self) -> grpc.Channel:
+        opts = [("grpc.max_send_message_length", 4 << 20), ("grpc.max_receive_message_length", 4 << 20),
+                ("grpc.keepalive_time_ms", 10000)]
+        if self.cfg.ca is None:
+            return grpc.insecure_channel(self.cfg.target, options=opts)
+        creds = grpc.ssl_channel_credentials(
+            self.cfg.ca.read_bytes(), self.cfg.key.read_bytes() if self.cfg.key else None,
+            self.cfg.cert.read_bytes() if self.cfg.cert else None)
+        return grpc.secure_channel(self.cfg.target, creds, options=opts)
+
+    def _run(self) -> None:
+        backoff = 0.2
+        while not self._stop.is_set():
+            try:
+                self._session()
+                backoff = 0.2
+            except grpc.RpcError as err:
+                log.warning("collector link %s: %s", self.cfg.target, err.code().name)
+            except Exception:  # noqa: BLE001 - keep the link alive whatever happens
+                log.exception("collector link error")
+            self.connected.clear()
+            if self._stop.is_set():
+                break
+            self.reconnects += 1
+            self._stop.wait(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, self.cfg.backoff_max_s)
+
+    def _session(self) -> None:
+        with self._channel() as channel:
+            stub = rpc.SensorLinkStub(channel)
+            metadata = [("authorization", f"Bearer {self.cfg.token}")] if self.cfg.token else []
+            self._out = queue.Queue(maxsize=10000)
+            closed = threading.Event()
+            responses = stub.Connect(self._requests(closed), metadata=metadata)
+            try:
+                for msg in responses:
+                    if not self.connected.is_set():
+                        self._on_connected()
+                    self._handle(msg)
+            finally:
+                closed.set()
+
+    def _on_connected(self) -> None:
+        self.connected.set()
+        for seq, findings in self.spool.pending():
+            self._enqueue(self._batch(seq, findings))
+        self._enqueue(self._heartbeat())
+
+    def _requests(self, closed: threading.Event) -> Any:
+        yield pb.SensorMessage(hello=pb.Hello(sensor_id=self.cfg.sensor_id, node=self.cfg.node,
+                                              version=__version__, capabilities=["pause", "kill", "baseline"]))
+        # The collector answers the hello with pushed policies or an ack; make sure the first
+        # response exists so the connection is confirmed even with nothing to push.
+        yield self._heartbeat()
+        while not closed.is_set() and not self._stop.is_set():
+            try:
+                msg = self._out.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self.sent += 1
+            yield msg
+
+    def _heartbeat(self) -> Any:
+        return pb.SensorMessage(heartbeat=pb.Heartbeat(
+            time_ns=time.time_ns(), counters={k: int(v) for k, v in self.cb.counters().items()},
+            containers=self.cb.containers()))
+
+    def _ticker(self) -> None:
+        last_snap = time.monotonic()
+        while not self._stop.wait(self.cfg.heartbeat_s):
+            if not self.connected.is_set():
+                continue
+            self._enqueue(self._heartbeat())
+            if time.monotonic() - last_snap >= self.cfg.snapshot_s:
+                last_snap = time.monotonic()
+                for image, payload in self.cb.snapshots():
+                    self._enqueue(pb.SensorMessage(snapshot=pb.ModelSnapshot(image_key=image, payload=payload)))
+
+    def _handle(self, msg: Any) -> None:
+        kind = msg.WhichOneof("body")
+        if kind == "ack":
+            self.spool.ack(msg.ack.seq)
+            self.acked_batches += 1
+        elif kind == "action":
+            a = msg.action
+            name = ACTION_NAMES.get(a.action, "")
+            r = self.responder.act(name, a.container_id, self.cb.cgroup_path(a.container_id))
+            self.report_action(r, a.actor, a.reason, a.request_id)
+        elif kind == "policy":
+            self.cb.on_policy(msg.policy.image, msg.policy.policy_yaml)
+        elif kind == "rules":
+            self.cb.on_rules(msg.rules.name, msg.rules.yaml)
+        elif kind == "baseline":
+            self.cb.on_baseline(msg.baseline.image_key, msg.baseline.payload)
+
+    def stats(self) -> dict[str, int]:
+        return {"link_connected": int(self.connected.is_set()), "link_sent": self.sent,
+                "link_acked": self.acked_batches, "link_reconnects": self.reconnects, **self.spool.stats()}
+
+    def close(self, timeout_s: float = 3.0) -> None:
+        """Give queued messages a moment to go out, then stop."""
+        deadline = time.monotonic() + timeout_s
+        while self.connected.is_set() and not self._out.empty() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._stop.set()
+        self._thread.join(timeout=timeout_s)

@@ -1,0 +1,131 @@
+"""Local response: pause, unpause, stop or kill a container, or kill one process — at once.
+
+The Docker Engine API is the first choice (``docker inspect`` then tells the truth); for any
+other runtime, or when Docker is unreachable, the cgroup itself is used: v2 ``cgroup.freeze`` /
+``cgroup.kill`` (5.2+ / 5.14+), else the v1 freezer. Results are values (ok + one-line error),
+never exceptions, so every attempt can be audited. The host is never a target.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from sensor.containers import find_cgroup2_root
+from sensor.events import HOST
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action: str  # pause | unpause | kill | stop | kill-process
+    container_id: str
+    ok: bool
+    error: str = ""
+    latency_ms: float = 0.0
+    method: str = ""  # docker | cgroup.freeze | cgroup.kill | freezer-v1 | signal
+
+
+class Responder:
+    def __init__(self, docker_client: Any = None, cgroupfs_root: Path | None = None,
+                 v1_freezer_root: Path = Path("/sys/fs/cgroup/freezer")) -> None:
+        self.docker = docker_client
+        self.v2_root = cgroupfs_root or find_cgroup2_root()
+        self.v1_root = v1_freezer_root
+
+    @classmethod
+    def create(cls, use_docker: bool = True) -> Responder:
+        client = None
+        if use_docker:
+            try:
+                import docker
+
+                client = docker.from_env(timeout=5)
+                client.ping()
+            except Exception:  # noqa: BLE001 - no Docker: cgroup fallback only
+                client = None
+        return cls(client)
+
+    def pause(self, container_id: str, cgroup_path: str = "") -> ActionResult:
+        return self._do("pause", container_id, cgroup_path, lambda c: c.pause(),
+                        lambda p: self._freeze(p, True))
+
+    def unpause(self, container_id: str, cgroup_path: str = "") -> ActionResult:
+        return self._do("unpause", container_id, cgroup_path, lambda c: c.unpause(),
+                        lambda p: self._freeze(p, False))
+
+    def kill(self, container_id: str, cgroup_path: str = "") -> ActionResult:
+        return self._do("kill", container_id, cgroup_path, lambda c: c.kill(), self._cgroup_kill)
+
+    def stop(self, container_id: str, cgroup_path: str = "") -> ActionResult:
+        return self._do("stop", container_id, cgroup_path, lambda c: c.stop(timeout=5), self._cgroup_kill)
+
+    def kill_process(self, pid: int, container_id: str = "") -> ActionResult:
+        start = time.monotonic()
+        try:
+            os.kill(pid, signal.SIGKILL)
+            return ActionResult("kill-process", container_id, True, "", _ms(start), "signal")
+        except OSError as err:
+            return ActionResult("kill-process", container_id, False, f"kill {pid}: {err.strerror}", _ms(start),
+                                "signal")
+
+    def act(self, action: str, container_id: str, cgroup_path: str = "", pid: int = 0) -> ActionResult:
+        """Dispatch by name: pause | unpause | kill | stop (``-container`` suffix allowed) | kill-process."""
+        if action == "kill-process":
+            return self.kill_process(pid, container_id)
+        fn = {"pause": self.pause, "unpause": self.unpause, "kill": self.kill,
+              "stop": self.stop}.get(action.replace("-container", ""))
+        if fn is None:
+            return ActionResult(action, container_id, False, f"unknown action {action!r}")
+        return fn(container_id, cgroup_path)
+
+    def _do(self, action: str, container_id: str, cgroup_path: str, via_docker: Callable[[Any], None],
+            via_cgroup: Callable[[str], str]) -> ActionResult:
+        start = time.monotonic()
+        if not container_id or container_id == HOST or cgroup_path == "/":
+            return ActionResult(action, container_id, False, "refusing to act on the host")
+        errors = []
+        if self.docker is not None:
+            try:
+                via_docker(self.docker.containers.get(container_id))
+                return ActionResult(action, container_id, True, "", _ms(start), "docker")
+            except Exception as err:  # noqa: BLE001 - fall back to the cgroup
+                errors.append(f"docker: {str(err).splitlines()[0][:160]}")
+        if cgroup_path and cgroup_path != "/":
+            try:
+                method = via_cgroup(cgroup_path)
+                return ActionResult(action, container_id, True, "", _ms(start), method)
+            except OSError as err:
+                errors.append(f"cgroup {cgroup_path}: {err.strerror or err}")
+        elif not errors:
+            errors.append("no Docker and no cgroup path known for this container")
+        return ActionResult(action, container_id, False, "; ".join(errors), _ms(start), "")
+
+    def _freeze(self, cgroup_path: str, frozen: bool) -> str:
+        v2 = self.v2_root / cgroup_path.lstrip("/") / "cgroup.freeze"
+        if v2.exists():
+            v2.write_text("1" if frozen else "0")
+            return "cgroup.freeze"
+        v1 = self.v1_root / cgroup_path.lstrip("/") / "freezer.state"
+        v1.write_text("FROZEN" if frozen else "THAWED")
+        return "freezer-v1"
+
+    def _cgroup_kill(self, cgroup_path: str) -> str:
+        target = self.v2_root / cgroup_path.lstrip("/")
+        kill_file = target / "cgroup.kill"
+        if kill_file.exists():
+            kill_file.write_text("1")
+            return "cgroup.kill"
+        for line in (target / "cgroup.procs").read_text().split():  # pre-5.14: signal each member
+            try:
+                os.kill(int(line), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return "signal"
+
+
+def _ms(start: float) -> float:
+    return (time.monotonic() - start) * 1000.0

@@ -1,0 +1,142 @@
+"""Bounded on-disk spool of finding batches not yet acknowledged by the collector.
+
+Segment files of msgpack records ``{"seq": n, "findings": [...]}``, each append fsync'd; a small
+state file holds the next sequence number and the highest acknowledged one, so sequence numbers
+survive restarts (the collector stores each (sensor, seq) once). When the spool is over
+``max_bytes`` the oldest unacknowledged segments are dropped — counted, never silently — and the
+caller is never blocked. A torn tail (crash mid-append) is cut off, earlier records kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import msgpack
+
+from sensor.events import Finding
+
+log = logging.getLogger(__name__)
+SEGMENT_BYTES = 1 << 20
+
+
+class Spool:
+    def __init__(self, directory: Path, max_bytes: int = 64 << 20) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        state = self._read_state()
+        self.next_seq: int = state.get("next_seq", 1)
+        self.acked: int = state.get("acked", 0)
+        self.dropped_batches = 0
+        self.torn_tails = 0
+        self._repair()
+
+    # -- state -------------------------------------------------------------------------------
+    def _read_state(self) -> dict[str, int]:
+        try:
+            return dict(json.loads((self.dir / "state.json").read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def _write_state(self) -> None:
+        tmp = self.dir / "state.json.tmp"
+        tmp.write_text(json.dumps({"next_seq": self.next_seq, "acked": self.acked}))
+        os.replace(tmp, self.dir / "state.json")
+
+    def _segments(self) -> list[Path]:
+        return sorted(self.dir.glob("seg-*.msgpack"))
+
+    def _repair(self) -> None:
+        """Cut torn tails and make next_seq exceed every seq on disk."""
+        for seg in self._segments():
+            good, last = self._scan(seg)
+            if good < seg.stat().st_size:
+                self.torn_tails += 1
+                log.warning("spool segment %s: torn tail cut at byte %d", seg.name, good)
+                with open(seg, "r+b") as f:
+                    f.truncate(good)
+            self.next_seq = max(self.next_seq, last + 1)
+
+    @staticmethod
+    def _scan(seg: Path) -> tuple[int, int]:
+        good, last = 0, 0
+        with open(seg, "rb") as f:
+            unpacker = msgpack.Unpacker(f, raw=False)
+            try:
+                for rec in unpacker:
+                    last = max(last, int(rec["seq"]))
+                    good = unpacker.tell()
+            except Exception:  # noqa: BLE001 - the torn record itself
+                pass
+        return good, last
+
+    # -- api ---------------------------------------------------------------------------------
+    def append(self, findings: list[Finding]) -> int:
+        """Persist a batch (fsync'd) and return its sequence number."""
+        with self._lock:
+            seq = self.next_seq
+            self.next_seq += 1
+            data = msgpack.packb({"seq": seq, "findings": [f.to_dict() for f in findings]},
+                                 use_bin_type=True, default=str)
+            segs = self._segments()
+            seg = segs[-1] if segs and segs[-1].stat().st_size < SEGMENT_BYTES else \
+                self.dir / f"seg-{seq:012d}.msgpack"
+            with open(seg, "ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            self._write_state()
+            self._enforce_bound()
+            return seq
+
+    def _enforce_bound(self) -> None:
+        segs = self._segments()
+        while len(segs) > 1 and sum(s.stat().st_size for s in segs) > self.max_bytes:
+            oldest = segs.pop(0)
+            self.dropped_batches += sum(1 for _ in self._records(oldest))
+            oldest.unlink()
+            log.warning("spool over %d bytes: dropped segment %s", self.max_bytes, oldest.name)
+
+    def _records(self, seg: Path) -> Iterator[dict[str, Any]]:
+        with open(seg, "rb") as f:
+            try:
+                yield from msgpack.Unpacker(f, raw=False, strict_map_key=False)
+            except Exception:  # noqa: BLE001 - torn tail: stop at it
+                return
+
+    def pending(self, after_seq: int | None = None) -> Iterator[tuple[int, list[Finding]]]:
+        """Unacknowledged batches in order (seq > acked, and > after_seq if given)."""
+        floor = max(self.acked, after_seq or 0)
+        for seg in self._segments():
+            for rec in self._records(seg):
+                if rec["seq"] > floor:
+                    yield rec["seq"], [Finding.from_dict(d) for d in rec["findings"]]
+
+    def ack(self, seq: int) -> None:
+        """Everything up to ``seq`` is stored by the collector; delete fully-acked segments."""
+        with self._lock:
+            if seq <= self.acked:
+                return
+            self.acked = seq
+            self._write_state()
+            segs = self._segments()
+            for i, seg in enumerate(segs[:-1]):
+                nxt = int(segs[i + 1].name[4:16])
+                if nxt - 1 <= seq:
+                    seg.unlink()
+
+    def bytes(self) -> int:
+        return sum(s.stat().st_size for s in self._segments())
+
+    def count(self) -> int:
+        return sum(1 for _ in self.pending())
+
+    def stats(self) -> dict[str, int]:
+        return {"spool_bytes": self.bytes(), "spool_next_seq": self.next_seq, "spool_acked": self.acked,
+                "spool_dropped_batches": self.dropped_batches, "spool_torn_tails": self.torn_tails}

@@ -1,0 +1,107 @@
+"""The process table: seeded from an injected procfs tree (psutil-style), kept current from events."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from sensor.events import Event
+from sensor.proctable import ProcessTable, read_proc
+
+
+def fake_proc(root: Path, pid: int, ppid: int, exe: str | None, args: list[str], comm: str = "x y") -> None:
+    d = root / str(pid)
+    d.mkdir(parents=True)
+    (d / "stat").write_text(f"{pid} ({comm}) S {ppid} {pid} 0 0 -1")
+    (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in args) + (b"\0" if args else b""))
+    if exe is not None:
+        os.symlink(exe, d / "exe")
+
+
+def seeded(tmp_path: Path) -> ProcessTable:
+    fake_proc(tmp_path, 1, 0, "/sbin/init", ["/sbin/init", "splash"])
+    fake_proc(tmp_path, 2, 0, None, [], comm="kthreadd")  # kernel thread: no exe, no cmdline
+    fake_proc(tmp_path, 10, 1, "/usr/bin/containerd-shim", ["shim"], comm="evil) R 99 (x")
+    fake_proc(tmp_path, 20, 10, "/bin/sh", ["sh", "-c", "while :; do :; done"])
+    (tmp_path / "self").mkdir()  # non-numeric entries are ignored
+    (tmp_path / "30").mkdir()  # raced: the directory exists but the process is gone
+    return ProcessTable(tmp_path)
+
+
+def test_seed_parses_stat_exe_and_cmdline(tmp_path: Path) -> None:
+    table = seeded(tmp_path)
+    assert len(table) == 4 and 30 not in table
+    assert table.ppid(10) == 1  # comm with ") R 99 (" does not fool the stat parser
+    proc = table.get(20)
+    assert proc is not None and (proc.exe, proc.args) == ("/bin/sh", ("sh", "-c", "while :; do :; done"))
+    kthread = read_proc(tmp_path, 2)
+    assert kthread is not None and (kthread.exe, kthread.args, kthread.ppid) == ("", (), 0)
+
+
+def test_ancestry_nearest_first_with_depth(tmp_path: Path) -> None:
+    table = seeded(tmp_path)
+    assert table.ancestry(20) == ("/usr/bin/containerd-shim", "/sbin/init")
+    assert table.ancestry(20, depth=1) == ("/usr/bin/containerd-shim",)
+    assert table.ancestry(1) == () and table.ancestry(999) == () and table.ppid(999) == 0
+
+
+def test_fork_exec_exit_keep_the_table_current(tmp_path: Path) -> None:
+    table = seeded(tmp_path)
+    table.update(Event("fork", 1, pid=20, ppid=20, child_pid=21))
+    assert table.ppid(21) == 20 and table.exe(21) == "/bin/sh"  # a fork inherits the parent's image
+    table.update(Event("exec", 2, pid=21, exe="/usr/bin/nc", args=("nc", "-l")))
+    assert table.exe(21) == "/usr/bin/nc" and table.ppid(21) == 20
+    table.update(Event("fork", 3, pid=21, ppid=22, child_pid=23))  # forked by a non-main thread 22
+    assert table.ancestry(23) == ("/usr/bin/nc", "/bin/sh", "/usr/bin/containerd-shim", "/sbin/init")
+    table.update(Event("exec", 4, pid=50, ppid=23, exe="/bin/cat"))  # exec of an unseen pid
+    assert table.ancestry(50)[:2] == ("/usr/bin/nc", "/usr/bin/nc")
+
+
+def test_exit_lingers_then_evicts(tmp_path: Path) -> None:
+    table = ProcessTable(tmp_path, linger=2, seed=False)
+    for pid in (1, 2, 3):
+        table.update(Event("exec", 0, pid=pid, ppid=pid - 1, exe=f"/p{pid}"))
+    table.update(Event("exit", 0, pid=3))
+    assert table.ancestry(3) == ("/p2", "/p1")  # still resolvable right after its exit
+    table.update(Event("exit", 0, pid=2))
+    table.update(Event("exit", 0, pid=1))
+    assert table.get(3) is None and table.get(1) is not None
+
+
+def test_pid_reuse_during_linger_belongs_to_the_new_process(tmp_path: Path) -> None:
+    table = ProcessTable(tmp_path, linger=1, seed=False)
+    table.update(Event("exec", 0, pid=5, ppid=1, exe="/old"))
+    table.update(Event("exit", 0, pid=5))
+    table.update(Event("fork", 0, pid=1, child_pid=5))
+    table.update(Event("exec", 0, pid=5, exe="/new"))
+    table.update(Event("exec", 0, pid=6, ppid=1, exe="/x"))
+    table.update(Event("exit", 0, pid=6))
+    table.update(Event("exit", 0, pid=7))  # unknown pid: ignored, does not push 6 out
+    assert table.exe(5) == "/new" and table.exe(6) == "/x"
+
+
+def test_bounded_size_evicts_exited_before_live(tmp_path: Path) -> None:
+    table = ProcessTable(tmp_path, max_size=3, linger=100, seed=False)
+    table.update(Event("exec", 0, pid=1, ppid=0, exe="/init"))
+    table.update(Event("exec", 0, pid=2, ppid=1, exe="/a"))
+    table.update(Event("exit", 0, pid=2))
+    table.update(Event("exec", 0, pid=3, ppid=1, exe="/b"))
+    table.update(Event("exec", 0, pid=4, ppid=1, exe="/c"))
+    assert len(table) == 3 and 2 not in table and 1 in table and table.evicted == 1
+    table.update(Event("exec", 0, pid=5, ppid=1, exe="/d"))  # no exited left: the oldest goes
+    assert 1 not in table and 5 in table
+
+
+def test_ancestry_survives_a_cycle_from_pid_reuse(tmp_path: Path) -> None:
+    table = ProcessTable(tmp_path, seed=False)
+    table.update(Event("exec", 0, pid=7, ppid=8, exe="/seven"))
+    table.update(Event("exec", 0, pid=8, ppid=7, exe="/eight"))
+    assert table.ancestry(7) == ("/eight",)
+
+
+def test_seed_from_the_real_proc_uses_psutil() -> None:
+    table = ProcessTable()
+    me = table.get(os.getpid())
+    assert me is not None and me.ppid == os.getppid()
+    assert os.path.realpath(me.exe) == os.path.realpath(sys.executable)
