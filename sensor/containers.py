@@ -195,7 +195,7 @@ class CgroupIndex:
         best: tuple[int, str] | None = None
         for cg, path in self._paths.items():
             ref = parse_cgroup_path(path)
-            if ref is not None and ref.container_id.startswith(container_id):
-                if best is None or len(path) < len(best[1]):
-                    best = (cg, path)
+            matches = ref is not None and ref.container_id.startswith(container_id)
+            if matches and (best is None or len(path) < len(best[1])):
+                best = (cg, path)
         return best

@@ -90,7 +90,9 @@ def _check_header(path: Path, unpacker: msgpack.Unpacker) -> None:
     if not isinstance(head, dict) or head.get("format") != FORMAT:
         raise DataError(f"journal {path}: not a cgsentry journal (bad header)")
     version = head.get("version")
-    if not isinstance(version, int) or version > VERSION:
+    if not isinstance(version, int) or version < 1:
+        raise DataError(f"journal {path}: not a cgsentry journal (bad version {version!r})")
+    if version > VERSION:
         raise DataError(f"journal {path}: format version {version} is newer than this sensor "
                         f"reads ({VERSION}); upgrade cgsentry")
 

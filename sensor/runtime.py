@@ -194,7 +194,9 @@ class DockerRuntime:
 
     def _follow(self) -> None:
         """Inspect containers as they are created/started; resubscribe (without a gap) on errors."""
-        since: int | None = None
+        # Start from "now" as Docker sees it: a container started between our subscribe call and
+        # the daemon accepting it is replayed instead of missed.
+        since: int | None = int(time.time()) - 1
         while not self._stop.is_set():
             try:
                 self._stream = self._client.events(decode=True, filters={"type": "container"},

@@ -1,0 +1,251 @@
+"""``cgsentry-sensor run``: trace -> models + rules + policy -> local response -> collector.
+
+The read loop never waits on the collector: findings go to the spool and the link thread sends
+them. Learning, detection and enforcement go on while the collector is away. Policies pushed by
+the collector (image mode, action, banned processes) apply at once, including the in-kernel
+kill-at-exec map.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from models import store as model_store
+from models.baseline import ModelConfig
+from models.engine import ModelEngine
+from rules.engine import RuleEngine
+from rules.errors import RuleError
+from rules.policy import PolicyChecker, PolicySet
+from rules.policy import _image as parse_image_policy
+from sensor.bpf_loader import ProbeOptions
+from sensor.events import Event, Finding
+from sensor.link import CollectorLink, LinkCallbacks, LinkConfig
+from sensor.response import Responder
+from sensor.spool import Spool
+from sensor.tracer import Tracer
+
+log = logging.getLogger(__name__)
+CONTAINER_ACTIONS = ("pause-container", "kill-container")
+
+
+class Daemon:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        state = Path(args.state_dir)
+        self.models = ModelEngine.open(state / "models", ModelConfig(
+            window_s=args.window_s, min_learn_s=args.learn_s, stable_s=args.stable_s), node=args.node)
+        self.rules = RuleEngine.load(args.rules or None)
+        self.policies = PolicySet.load(Path(args.policy)) if args.policy else PolicySet()
+        self.checker = PolicyChecker(self.policies)
+        self.tracer = Tracer(ProbeOptions(ring_pages=args.ring_pages), docker=not args.no_docker,
+                             record=args.record, prefixes=self.rules.open_prefixes())
+        self.tracer.watcher.profile = lambda key: self.models.mode(key) == "learn"
+        self.responder = Responder.create(use_docker=not args.no_docker)
+        self.acted: set[tuple[str, str]] = set()  # (container, action) already done
+        self.banned: dict[int, set[str]] = {}
+        self.pending: list[Finding] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.last_drops = 0
+        self.rate = (time.monotonic(), 0)
+        self.events_per_s = 0
+        self.link = self._link(state) if args.collector else None
+
+    def _link(self, state: Path) -> CollectorLink:
+        a = self.args
+        cfg = LinkConfig(a.collector, sensor_id=a.sensor_id, node=a.node, token=a.token,
+                         ca=Path(a.ca) if a.ca else None, cert=Path(a.cert) if a.cert else None,
+                         key=Path(a.key) if a.key else None, heartbeat_s=2.0, snapshot_s=a.snapshot_s)
+        cb = LinkCallbacks(counters=self.counters, containers=self.containers, snapshots=self.snapshots,
+                           on_policy=self.on_policy, on_baseline=self.on_baseline,
+                           on_rules=self.on_rules, cgroup_path=self.cgroup_path)
+        return CollectorLink(cfg, Spool(state / "spool", a.spool_mb << 20), self.responder, cb).start()
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> int:
+        print(f"cgsentry sensor running: {len(self.rules.rules())} rules, {len(self.models.images)} "
+              f"baselines, collector {self.args.collector or '(none)'}", flush=True)
+        last_tick = time.monotonic()
+        while not self.stop.is_set():
+            batch = self.tracer.reader.poll_events()
+            for ev in batch:
+                self.handle(ev)
+            now = time.monotonic()
+            if now - last_tick >= 1.0:
+                self.tick()
+                last_tick = now
+            self.flush()
+            if not batch:
+                time.sleep(0.01)
+        return self.shutdown()
+
+    def handle(self, ev: Event) -> None:
+        self.tracer.watcher.observe(ev)
+        if self.tracer.recorder is not None:
+            self.tracer.recorder.write(ev)
+        if ev.runtime not in ("host", "unknown", "") and ev.cgroup_id not in self.banned:
+            self.apply_bans(ev)
+        found = self.models.handle(ev) + self.rules.handle(ev) + self.checker.handle(ev)
+        for f in found:
+            self.respond(f)
+
+    def respond(self, f: Finding) -> None:
+        ev = f.event
+        pol = self.policies.for_image(ev.image, ev.image_id)
+        mode = pol.mode or self.models.mode(ev.image_key)
+        action = pol.decide(f, mode)
+        if mode == "alert":
+            would = pol.would_enforce(f)
+            if would not in ("alert", "none"):
+                self.models.record_would_enforce(ev.image_key, f"{f.kind}:{would}")
+        if action == "none":
+            return
+        f = f.replace(action=action, mode=mode)
+        if action in CONTAINER_ACTIONS or action == "kill-process":
+            self.execute(f, action)
+        with self.lock:
+            self.pending.append(f)
+        if self.args.print_findings:
+            print(json.dumps({"priority": f.priority, "rule": f.rule, "action": action, "output": f.output}),
+                  flush=True)
+
+    def execute(self, f: Finding, action: str) -> None:
+        ev = f.event
+        key = (ev.container_id, action)
+        if key in self.acted:
+            return
+        self.acted.add(key)
+        result = self.responder.act(action, ev.container_id, self.cgroup_path(ev.container_id), ev.pid)
+        log.warning("%s %s (%s): %s", action, ev.container_name, f.rule, "ok" if result.ok else result.error)
+        if self.link is not None:
+            self.link.report_action(result, f"policy:{ev.image}", f"{f.rule}: {f.output}"[:500])
+
+    def apply_bans(self, ev: Event) -> None:
+        """Enforce-mode banned processes go into the kernel map for this container's cgroup."""
+        pol = self.policies.for_image(ev.image, ev.image_id)
+        wanted = set(pol.banned_comms()) if (pol.mode or self.models.mode(ev.image_key)) == "enforce" else set()
+        current = self.banned.get(ev.cgroup_id, set())
+        for comm in wanted - current:
+            self.tracer.probe.ban_exec(ev.cgroup_id, comm)
+        for comm in current - wanted:
+            self.tracer.probe.unban_exec(ev.cgroup_id, comm)
+        self.banned[ev.cgroup_id] = wanted
+
+    def tick(self) -> None:
+        now_ns = time.time_ns()
+        for f in self.models.tick(now_ns):
+            self.respond(f)
+        self.models.observe_syscall_counts(self.tracer.probe.read_syscall_counts())
+        stats = self.tracer.reader.stats()
+        drops = stats["kernel_drops"] + stats["queue_drops"]
+        self.models.on_loss(drops - self.last_drops, now_ns)
+        self.last_drops = drops
+        t0, n0 = self.rate
+        self.events_per_s = int((stats["delivered"] - n0) / max(1e-3, time.monotonic() - t0))
+        self.rate = (time.monotonic(), stats["delivered"])
+        if int(time.monotonic()) % 30 == 0:
+            self.models.save_all()
+
+    def flush(self) -> None:
+        with self.lock:
+            batch, self.pending = self.pending, []
+        if batch and self.link is not None:
+            self.link.submit(batch)
+
+    def shutdown(self) -> int:
+        self.flush()
+        self.models.save_all()
+        stats = self.tracer.close()
+        if self.link is not None:
+            self.link.close()
+        log.info("sensor stopped: %s", stats)
+        return 0
+
+    # -- link callbacks -------------------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        s = self.tracer.reader.stats()
+        out = {"events_per_s": self.events_per_s, "kernel_drops": s["kernel_drops"],
+               "queue_drops": s["queue_drops"], "queue_depth": s["queue_depth"], "events": s["delivered"]}
+        if self.link is not None:
+            out["spool_bytes"] = self.link.spool.bytes()
+        out.update(self.models.stats())
+        return out
+
+    def containers(self) -> list[str]:
+        return sorted({a.container_id for a in self.tracer.enricher._cache.values()  # noqa: SLF001
+                       if a.container_id and a.runtime not in ("host", "unknown")})
+
+    def cgroup_path(self, container_id: str) -> str:
+        found = self.tracer.enricher.index.find_container(container_id)
+        return found[1] if found else ""
+
+    def snapshots(self) -> list[tuple[str, bytes]]:
+        return [(k, msgpack.packb(model_store.to_dict(b), use_bin_type=True)) for k, b in self.models.images.items()]
+
+    def on_policy(self, image: str, payload: bytes) -> None:
+        try:
+            data = json.loads(payload)
+            pol = parse_image_policy({**data, "match": image}, f"policy for {image}")
+        except (ValueError, RuleError) as err:
+            log.error("ignoring pushed policy for %s: %s", image, err)
+            return
+        self.policies.upsert(pol)
+        for b in self.models.images.values():
+            if pol.mode and image in (b.image, b.key) and b.mode != pol.mode:
+                b.set_mode(pol.mode, "collector", time.time_ns())
+        self.banned.clear()  # re-evaluate kernel bans on the next event of each cgroup
+        log.info("policy for %s: mode %s, default action %s", image, pol.mode, pol.default_action)
+
+    def on_baseline(self, image_key: str, payload: bytes) -> None:
+        try:
+            self.models.merge_snapshot(msgpack.unpackb(payload, raw=False, strict_map_key=False))
+        except Exception as err:  # noqa: BLE001 - a bad fleet baseline must not stop the sensor
+            log.error("ignoring fleet baseline for %s: %s", image_key, err)
+
+    def on_rules(self, name: str, text: str) -> None:
+        log.info("rule set %s pushed (%d bytes); hot reload of pushed rules is not supported yet", name, len(text))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    daemon = Daemon(args)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: daemon.stop.set())
+    if args.duration:
+        threading.Timer(args.duration, daemon.stop.set).start()
+    return daemon.run()
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="the sensor daemon: detect, respond, report to the collector")
+    p.add_argument("--collector", metavar="HOST:PORT", help="collector address (omit: local only)")
+    p.add_argument("--sensor-id", default=socket.gethostname())
+    p.add_argument("--node", default=socket.gethostname())
+    p.add_argument("--token", default=os.environ.get("CGSENTRY_SENSOR_TOKEN", ""))
+    p.add_argument("--ca", help="collector CA certificate (TLS)")
+    p.add_argument("--cert", help="sensor certificate (mTLS)")
+    p.add_argument("--key", help="sensor key (mTLS)")
+    p.add_argument("--state-dir", default="/var/lib/cgsentry", help="models and spool")
+    p.add_argument("--rules", type=Path, action="append", help="rule file (default: built-in library)")
+    p.add_argument("--policy", help="per-image policy YAML")
+    p.add_argument("--learn-s", type=float, default=300.0, help="minimum observed learning time")
+    p.add_argument("--stable-s", type=float, default=120.0, help="stable time before auto-promotion")
+    p.add_argument("--window-s", type=float, default=10.0, help="rate model window")
+    p.add_argument("--snapshot-s", type=float, default=30.0, help="baseline snapshot interval")
+    p.add_argument("--spool-mb", type=int, default=64)
+    p.add_argument("--ring-pages", type=int, default=256)
+    p.add_argument("--record", type=Path, help="also write a msgpack journal")
+    p.add_argument("--no-docker", action="store_true")
+    p.add_argument("--duration", type=float, help="stop after S seconds")
+    p.add_argument("--print-findings", action="store_true", help="also print findings as JSON lines")
+    p.set_defaults(func=cmd_run)
