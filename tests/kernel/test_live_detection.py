@@ -1,0 +1,124 @@
+"""Kernel tier: rules and models on real behaviour in real busybox containers.
+
+Each test runs a behaviour, then a sentinel exec, and asserts the findings carry the right
+container and image.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from typing import Iterator
+
+import pytest
+
+from models.baseline import ModelConfig
+from models.engine import ModelEngine
+from rules.engine import RuleEngine
+from sensor.bpf_loader import ProbeOptions
+from sensor.events import Event, Finding
+from sensor.tracer import Tracer
+from tests.kernel.test_bpf_sensor import collect_until, sentinel
+
+pytestmark = [pytest.mark.kernel, pytest.mark.docker]
+RULES = RuleEngine.load()
+
+
+@pytest.fixture(scope="module")
+def tracer() -> Iterator[Tracer]:
+    t = Tracer(ProbeOptions(), prefixes=RULES.open_prefixes())
+    yield t
+    t.close()
+
+
+def fired(tracer: Tracer, busybox, script: str, **kw) -> tuple[list[Finding], str]:  # type: ignore[no-untyped-def]
+    tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
+    c = busybox(f"sleep 0.5; {script}; /bin/echo {tag}; sleep 30", **kw)
+    events = collect_until(tracer, sentinel(tag))
+    return [f for ev in events if ev.container_id == c.id for f in RULES.handle(ev)], c.id
+
+
+@pytest.mark.parametrize("script, rule", [
+    ("nc 127.0.0.1 9 </dev/null", "Network Tool Launched in Container"),
+    ("cat /etc/shadow >/dev/null", "Read Sensitive File in Container"),
+    ("echo x >> /etc/profile", "Write Below Etc"),
+    ("cp /bin/busybox /tmp/evil && /tmp/evil true", "Drift Executable Run From Temporary Directory"),
+    ("httpd -p 80 -h /var/www; sleep 0.3", "Listener on Privileged Port in Container"),
+    ("chmod 4755 /bin/busybox", "Setuid Bit Set on File"),
+    ("rpm -q x 2>/dev/null; true", "Package Management Process in Container"),
+])
+def test_rule_fires_on_real_behaviour(tracer: Tracer, busybox, script: str, rule: str) -> None:  # type: ignore[no-untyped-def]
+    findings, cid = fired(tracer, busybox, script)
+    hits = [f for f in findings if f.rule == rule]
+    assert hits, f"{rule} did not fire; fired: {sorted({f.rule for f in findings})}"
+    ev = hits[0].event
+    assert (ev.container_id, ev.image) == (cid, "cgsentry/busybox:latest")
+
+
+@pytest.mark.parametrize("script, rule", [
+    ("unshare -m true", "Namespace Change in Container"),
+    ("mount -t tmpfs none /mnt", "Mount in Container"),
+])
+def test_escape_syscalls_in_unconfined_container(tracer: Tracer, busybox, script: str, rule: str) -> None:  # type: ignore[no-untyped-def]
+    """Docker's default seccomp profile fails unshare/mount before the syscall tracepoint runs, so
+    only seccomp-unconfined (or privileged) containers can make these calls — and those are the ones
+    that matter for escapes."""
+    findings, cid = fired(tracer, busybox, f"{script} 2>/dev/null; true", security_opt=["seccomp=unconfined"])
+    hits = [f for f in findings if f.rule == rule]
+    assert hits and hits[0].event.container_id == cid, sorted({f.rule for f in findings})
+
+
+def test_benign_container_start_fires_nothing(tracer: Tracer, busybox) -> None:  # type: ignore[no-untyped-def]
+    findings, _ = fired(tracer, busybox, "ls / >/dev/null; date >/dev/null; cat /etc/hostname >/dev/null")
+    assert findings == [], [f.rule for f in findings]
+
+
+def test_bind_shell_served_by_nc(tracer: Tracer, busybox) -> None:  # type: ignore[no-untyped-def]
+    """`nc -ll -e /bin/sh` forks a shell for whoever connects: the shell's parent is a network
+    service, not a shell or the runtime, and the listener's command line is a reverse/bind shell."""
+    script = "(nc -ll -p 8082 -e /bin/sh &) ; sleep 0.3; echo 'echo pwned' | nc 127.0.0.1 8082"
+    findings, _ = fired(tracer, busybox, script)
+    rules = {f.rule for f in findings}
+    assert "Shell Spawned by Non-Shell Program in Container" in rules, rules
+    assert "Reverse Shell in Container" in rules, rules
+
+
+def test_model_learns_live_container_and_flags_new_binary_within_1s(tracer: Tracer, busybox) -> None:  # type: ignore[no-untyped-def]
+    eng = ModelEngine(ModelConfig(window_s=2, min_learn_s=6, stable_s=3))
+    c = busybox("while true; do date >/dev/null; sleep 0.2; done")
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        for ev in tracer.reader.poll_events():
+            tracer.watcher.observe(ev)
+            if ev.container_id == c.id:
+                eng.handle(ev)
+        key = c.image.id
+        if eng.mode(key) == "alert":
+            break
+        time.sleep(0.05)
+    assert eng.mode(c.image.id) == "alert", "the image should auto-promote after stable learning"
+    t_exec = time.time_ns()
+    subprocess.run(["docker", "exec", c.id, "/usr/bin/nc", "127.0.0.1", "9"], capture_output=True, timeout=20)
+    found: list[tuple[Finding, int]] = []
+    end = time.monotonic() + 10
+    while not found and time.monotonic() < end:
+        for ev in tracer.reader.poll_events():
+            if ev.container_id == c.id:
+                found += [(f, time.time_ns()) for f in eng.handle(ev) if f.kind == "new_process"]
+        time.sleep(0.01)
+    assert found, "no new_process finding"
+    f, seen_ns = found[0]
+    assert f.event.exe == "/usr/bin/nc" and f.explanation["learned_s"] >= 6
+    assert (seen_ns - f.event.time_ns) / 1e9 < 1.0  # kernel exec -> finding in userspace
+    assert f.event.time_ns >= t_exec
+
+
+
+
+def test_demo_end_to_end() -> None:
+    """The README's main command: learn -> enforce -> deviation -> alert -> paused (real everything)."""
+    res = subprocess.run([sys.executable, "-m", "scripts.demo"], capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert "Paused=true" in res.stdout and "pause-container" in res.stdout
