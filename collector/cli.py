@@ -35,7 +35,12 @@ class Client:
         self.target = args.server
         self._grpc = grpc
         if args.ca:
-            creds = grpc.ssl_channel_credentials(Path(args.ca).read_bytes())
+            try:
+                key = Path(args.key).read_bytes() if args.key else None
+                cert = Path(args.cert).read_bytes() if args.cert else None
+                creds = grpc.ssl_channel_credentials(Path(args.ca).read_bytes(), key, cert)
+            except OSError as err:
+                raise CollectorError(f"cannot read TLS file: {err}", exit_code=66) from err
             channel = grpc.secure_channel(self.target, creds)
         else:
             channel = grpc.insecure_channel(self.target)
@@ -271,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", default=os.environ.get("CGSENTRY_SERVER", DEFAULT_SERVER))
     p.add_argument("--token", default=os.environ.get("CGSENTRY_TOKEN", ""))
     p.add_argument("--ca", default=os.environ.get("CGSENTRY_CA", ""), help="CA certificate (TLS)")
+    p.add_argument("--cert", default=os.environ.get("CGSENTRY_CERT", ""), help="client certificate (mTLS)")
+    p.add_argument("--key", default=os.environ.get("CGSENTRY_KEY", ""), help="client key (mTLS)")
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from collector.auth import SENSOR, AuthConfig, Identity, authenticate, require
 from collector.convert import ACTION_NAMES, STATUS_NAMES, action_kind, finding_from_pb, finding_to_pb, pb, rpc
-from collector.errors import CollectorError, InvalidArgument, NotFound, Unavailable, status_code
+from collector.errors import CollectorError, InvalidArgument, NotFound, PermissionDenied, Unavailable, status_code
 from collector.export import Exporters
 from collector.store import AlertRow, SqlStore
 
@@ -121,7 +121,7 @@ class SensorLinkServicer(rpc.SensorLinkServicer):  # type: ignore[misc]
             raise InvalidArgument("the first message on a sensor link must be hello")
         hello = first.hello
         if ident.role == SENSOR and hello.sensor_id != ident.name:
-            raise CollectorError(f"sensor {ident.name} may not report as {hello.sensor_id!r}")
+            raise PermissionDenied(f"sensor {ident.name} may not report as {hello.sensor_id!r}")
         session = Session(hello.sensor_id, hello.node)
         with self.hub.lock:
             self.hub.sessions[session.sensor_id] = session
@@ -305,8 +305,11 @@ def create_server(addr: str, store: SqlStore, auth: AuthConfig, tls: TlsConfig |
     if tls is None:
         port = server.add_insecure_port(addr)
     else:
+        # gRPC Python either requires client certificates or never asks for them: with a CA
+        # configured every client (sensor or analyst CLI) must present one; roles still come
+        # from tokens, sensor identities from the certificate CN.
         creds = grpc.ssl_server_credentials([(tls.key, tls.cert)], root_certificates=tls.ca,
-                                            require_client_auth=False)
+                                            require_client_auth=tls.ca is not None)
         port = server.add_secure_port(addr, creds)
     if port == 0:
         raise Unavailable(f"cannot listen on {addr} (address in use or not local?)")

@@ -18,7 +18,7 @@ from models.baseline import ModelConfig
 from models.engine import ModelEngine
 from rules.engine import RuleEngine
 from sensor.bpf_loader import ProbeOptions
-from sensor.events import Event, Finding
+from sensor.events import Finding
 from sensor.tracer import Tracer
 from tests.kernel.test_bpf_sensor import collect_until, sentinel
 

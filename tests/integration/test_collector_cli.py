@@ -1,0 +1,133 @@
+"""The `cgsentry` CLI against a live in-process collector; mTLS for sensors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import grpc
+import pytest
+
+from collector import pki
+from collector.auth import AuthConfig, TokenStore
+from collector.cli import main
+from collector.server import TlsConfig, create_server
+from collector.store import SqlStore
+from sensor.link import CollectorLink, LinkConfig
+from sensor.spool import Spool
+from tests.integration.test_collector_link import finding, wait_for
+
+ALERT_KEYS = {"id", "time", "rule", "priority", "output", "image", "container_id", "container_name", "pid", "exe",
+              "args", "action", "tags"}
+FALCO_KEYS = {"time", "rule", "priority", "output", "output_fields", "source", "tags", "hostname"}
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], SqlStore]]:
+    tokens = TokenStore(tmp_path / "tokens")
+    toks = {r: tokens.add(r, r) for r in ("viewer", "responder", "admin", "sensor")}
+    store = SqlStore.open(str(tmp_path / "c.db"))
+    server, port = create_server("127.0.0.1:0", store, AuthConfig(tokens))
+    yield f"127.0.0.1:{port}", toks, store
+    server.stop(0)
+
+
+def run(capsys: Any, *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_alerts_json_falco_show_ack(live: Any, capsys: Any, tmp_path: Path) -> None:
+    server, toks, store = live
+    link = CollectorLink(LinkConfig(server, sensor_id="sensor", token=toks["sensor"]), Spool(tmp_path / "sp")).start()
+    link.submit([finding(1), finding(2, container=1)])
+    wait_for(lambda: store.count_alerts() == 2)
+    link.close()
+    rc, out, _ = run(capsys, "--server", server, "--token", toks["viewer"], "alerts", "list", "--json")
+    rows = json.loads(out)
+    assert rc == 0 and len(rows) == 2 and all(set(r) >= ALERT_KEYS for r in rows)
+    rc, out, _ = run(capsys, "--server", server, "--token", toks["viewer"], "alerts", "list", "--falco")
+    falco = [json.loads(line) for line in out.splitlines()]
+    assert all(set(f) >= FALCO_KEYS for f in falco) and falco[0]["priority"] == "Warning"
+    assert falco[0]["output_fields"]["container.image.repository"] == "cgsentry/busybox"
+    rc, out, _ = run(capsys, "--server", server, "--token", toks["viewer"], "alerts", "show", str(rows[0]["id"]))
+    assert rc == 0 and "container" in out and "why." not in out or "ancestry" in out
+    rc, _, err = run(capsys, "--server", server, "--token", toks["viewer"], "alerts", "ack", str(rows[0]["id"]))
+    assert rc == 77 and err.startswith("cgsentry: not allowed") and err.count("\n") == 1
+    rc, out, _ = run(capsys, "--server", server, "--token", toks["responder"], "alerts", "ack", str(rows[0]["id"]))
+    assert rc == 0
+    rc, out, _ = run(capsys, "--server", server, "--token", toks["viewer"], "alerts", "list", "--json",
+                     "--status", "acknowledged")
+    assert [r["id"] for r in json.loads(out)] == [rows[0]["id"]]
+    rc, out, _ = run(capsys, "--server", server, "--token", toks["admin"], "images", "mode",
+                     "cgsentry/busybox:latest", "enforce", "--action", "pause", "--json")
+    assert rc == 0 and json.loads(out)["action"] == "pause-container"
+    rc, out, _ = run(capsys, "--server", server, "--token", toks["viewer"], "audit", "list", "--json")
+    assert {e["action"] for e in json.loads(out)} >= {"alert acknowledged", "image mode enforce"}
+
+
+def test_exit_codes(live: Any, capsys: Any) -> None:
+    server, toks, _ = live
+    assert run(capsys, "--server", server, "alerts", "list")[0] == 77  # no token
+    rc, _, err = run(capsys, "--server", "127.0.0.1:1", "--timeout", "2", "alerts", "list")
+    assert rc == 69 and "cannot reach collector at 127.0.0.1:1" in err and err.count("\n") == 1
+    rc, _, err = run(capsys, "--server", server, "--token", toks["viewer"], "alerts", "list", "--since", "yesterday")
+    assert rc == 65 and "--since 'yesterday'" in err
+    rc, _, err = run(capsys, "--server", server, "--token", toks["viewer"], "alerts", "show", "424242")
+    assert rc == 66
+    with pytest.raises(SystemExit) as info:
+        main(["alerts", "frobnicate"])
+    assert info.value.code == 2
+
+
+def test_mtls_sensor_identity(tmp_path: Path) -> None:
+    pki.init_ca(tmp_path / "ca")
+    pki.issue_sensor(tmp_path / "ca", "node-1")
+    pki.init_ca(tmp_path / "rogue")  # a CA the collector does not trust
+    pki.issue_sensor(tmp_path / "rogue", "node-1")
+    d = tmp_path / "ca"
+    tls = TlsConfig((d / "server.crt").read_bytes(), (d / "server.key").read_bytes(), (d / "ca.crt").read_bytes())
+    store = SqlStore.open(str(tmp_path / "c.db"))
+    server, port = create_server("127.0.0.1:0", store, AuthConfig(TokenStore(None), mtls=True), tls)
+
+    def link(cert_dir: Path, sensor_id: str) -> CollectorLink:
+        return CollectorLink(LinkConfig(f"127.0.0.1:{port}", sensor_id=sensor_id, ca=d / "ca.crt",
+                                        cert=cert_dir / "sensor-node-1.crt", key=cert_dir / "sensor-node-1.key"),
+                             Spool(tmp_path / f"sp-{cert_dir.name}-{sensor_id}")).start()
+
+    good = link(d, "node-1")
+    good.submit([finding(1)])
+    wait_for(lambda: store.count_alerts() == 1)
+    good.close()
+    rogue = link(tmp_path / "rogue", "node-1")  # certificate from an untrusted CA: handshake fails
+    liar = link(d, "node-2")  # valid certificate, but claims another sensor's identity
+    rogue.submit([finding(2)])
+    liar.submit([finding(3)])
+    import time
+
+    time.sleep(2)
+    assert store.count_alerts() == 1 and not rogue.connected.is_set() and not liar.connected.is_set()
+    rogue.close()
+    liar.close()
+    # an analyst needs a client certificate AND a token for a role; the certificate alone is not enough
+    tokens_path = tmp_path / "tok"
+    server.stop(0)
+    viewer = TokenStore(tokens_path).add("alice", "viewer")
+    server, port = create_server("127.0.0.1:0", store, AuthConfig(TokenStore(tokens_path), mtls=True), tls)
+    ch = grpc.secure_channel(f"127.0.0.1:{port}", grpc.ssl_channel_credentials(
+        (d / "ca.crt").read_bytes(), (d / "sensor-node-1.key").read_bytes(), (d / "sensor-node-1.crt").read_bytes()))
+    from collector.convert import pb, rpc
+
+    stub = rpc.AnalystStub(ch)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ListAlerts(pb.AlertQuery(), timeout=5)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED  # cert = sensor identity, not an analyst
+    assert len(stub.ListAlerts(pb.AlertQuery(), metadata=[("authorization", f"Bearer {viewer}")], timeout=5).alerts) == 1
+    no_cert = rpc.AnalystStub(grpc.secure_channel(f"127.0.0.1:{port}",
+                                                  grpc.ssl_channel_credentials((d / "ca.crt").read_bytes())))
+    with pytest.raises(grpc.RpcError) as info:
+        no_cert.ListAlerts(pb.AlertQuery(), metadata=[("authorization", f"Bearer {viewer}")], timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # TLS handshake refused without a certificate
+    server.stop(0)

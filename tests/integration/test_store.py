@@ -1,0 +1,77 @@
+"""The alert store suite, run against SQLite and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from bench.workloads import deviation
+from collector.errors import NotFound
+from collector.store import SqlStore
+from sensor.events import Finding
+
+
+def finding(i: int = 0, container: int = 0, rule: str = "New Process", priority: str = "WARNING") -> Finding:
+    ev = deviation("new_binary", 1_700_000_000_000_000_000 + i * 1000, i=container).pop()
+    return Finding("new_process", rule, priority, f"out {i}", ev, time_ns=ev.time_ns)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: Any, tmp_path: Path) -> Iterator[SqlStore]:
+    if request.param == "sqlite":
+        s = SqlStore.open(str(tmp_path / "a.db"))
+    else:
+        url = request.getfixturevalue("postgres_url")
+        s = SqlStore.open(url)
+        for table in ("alerts", "batches", "sensors", "images", "audit", "snapshots"):
+            s._exec(f"DELETE FROM {table}")  # noqa: SLF001 - clean slate per test
+        s.conn.commit()
+    yield s
+    s.close()
+
+
+def test_idempotent_ingest_and_aggregation(store: SqlStore) -> None:
+    f = finding(1)
+    assert store.ingest("s1", "n1", 1, [f, f]) is True
+    assert store.ingest("s1", "n1", 1, [f]) is False  # replayed batch: nothing stored
+    assert store.ingest("s1", "n1", 2, [finding(5)]) is True  # same rule/exe/args, later: aggregated
+    [row] = store.list_alerts()
+    assert row.count == 3 and row.first_seen_ns == f.time_ns and row.last_seen_ns == finding(5).time_ns
+    assert store.ingest("s2", "n2", 1, [f]) is True  # another sensor: its own alert
+    assert len(store.list_alerts()) == 2
+
+
+def test_filters_status_and_get(store: SqlStore) -> None:
+    store.ingest("s1", "n", 1, [finding(1, 0, "A", "NOTICE"), finding(2, 1, "B", "CRITICAL")])
+    crit = store.list_alerts(min_priority="WARNING")
+    assert [r.finding.rule for r in crit] == ["B"]
+    row = store.update_alert(crit[0].id, "acknowledged", "on it")
+    assert (row.status, row.comment) == ("acknowledged", "on it")
+    assert [r.finding.rule for r in store.list_alerts(status="open")] == ["A"]
+    assert store.list_alerts(since_ns=finding(2).time_ns)[0].finding.rule == "B"
+    assert store.get_alert(row.id).finding.event.exe == "/tmp/xmrig"
+    with pytest.raises(NotFound):
+        store.get_alert(99999)
+
+
+def test_sensors_images_audit_snapshots(store: SqlStore) -> None:
+    store.upsert_sensor("s1", "node-a", "0.1", {"drops": 3}, True)
+    assert store.sensors()[0]["counters"] == {"drops": 3}
+    store.set_image("busybox:latest", "enforce", {"default_action": "pause-container"})
+    assert store.images()[0]["mode"] == "enforce"
+    store.audit("alice", "pause", "abc", "why", "ok", 12.5)
+    assert store.audit_entries()[0]["latency_ms"] == 12.5
+    store.put_snapshot("img", "s1", b"\x01\x02")
+    store.put_snapshot("img", "s1", b"\x03")
+    assert store.snapshots("img") == [("s1", b"\x03")]
+    assert store.schema_version() == 1
+
+
+def test_reopen_keeps_data_and_schema(tmp_path: Path) -> None:
+    s = SqlStore.open(str(tmp_path / "x.db"))
+    s.ingest("s", "n", 1, [finding()])
+    s.close()
+    again = SqlStore.open(str(tmp_path / "x.db"))
+    assert again.count_alerts() == 1 and again.schema_version() == 1
