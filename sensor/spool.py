@@ -29,6 +29,8 @@ class Spool:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
+        # Dropping works a segment at a time, so segments must be well below the bound.
+        self.segment_bytes = min(SEGMENT_BYTES, max(4096, max_bytes // 8))
         self._lock = threading.Lock()
         state = self._read_state()
         self.next_seq: int = state.get("next_seq", 1)
@@ -85,7 +87,7 @@ class Spool:
             data = msgpack.packb({"seq": seq, "findings": [f.to_dict() for f in findings]},
                                  use_bin_type=True, default=str)
             segs = self._segments()
-            seg = segs[-1] if segs and segs[-1].stat().st_size < SEGMENT_BYTES else \
+            seg = segs[-1] if segs and segs[-1].stat().st_size < self.segment_bytes else \
                 self.dir / f"seg-{seq:012d}.msgpack"
             with open(seg, "ab") as f:
                 f.write(data)

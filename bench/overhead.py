@@ -1,0 +1,214 @@
+"""Overhead of the sensor on real workloads inside a container, against no sensor and the tools a
+user would reach for instead (BCC's execsnoop + tcpconnect, auditd with execve/connect rules).
+
+Configurations alternate within each repetition (so drift hits all of them alike); each workload
+times only its own loop (bench/workload.c, a static binary bind-mounted into the container).
+Reports medians, min-max and the ratio to "none", plus the sensor's CPU seconds and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+IMAGE = "cgsentry/busybox:latest"
+NAME = "cgsentry-bench"
+FULL = {"exec": 300, "connect": 10000, "getppid": 2_000_000, "open": 200_000}
+SMOKE = {"exec": 40, "connect": 1000, "getppid": 200_000, "open": 20_000}
+
+
+def build_workload(out_dir: Path) -> Path:
+    exe = out_dir / "workload"
+    subprocess.run(["gcc", "-O2", "-static", "-pthread", str(HERE / "workload.c"), "-o", str(exe)], check=True)
+    return exe
+
+
+class Config:
+    """A configuration: start() before the workloads, stop() after; returns its own usage."""
+
+    name = "none"
+
+    def start(self) -> None: ...
+
+    def stop(self) -> dict[str, float]:
+        return {}
+
+
+class ProcConfig(Config):
+    def __init__(self, name: str, cmds: list[list[str]], ready: Callable[[], bool], env: dict[str, str] | None = None):
+        self.name, self.cmds, self.ready, self.env = name, cmds, ready, env
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        self.procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                       env={**os.environ, **(self.env or {})}) for c in self.cmds]
+        deadline = time.monotonic() + 60
+        while not self.ready() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # let the tools attach everything
+        self.ps = [psutil.Process(p.pid) for p in self.procs]
+        self.cpu0 = sum(_cpu(p) for p in self.ps)
+
+    def stop(self) -> dict[str, float]:
+        cpu = sum(_cpu(p) for p in self.ps) - self.cpu0
+        rss = max((_rss(p) for p in self.ps), default=0)
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        return {"cpu_s": round(cpu, 3), "rss_mb": round(rss / 1e6, 1)}
+
+
+def _cpu(p: psutil.Process) -> float:
+    try:
+        t = p.cpu_times()
+        return float(t.user + t.system + sum(c.cpu_times().user + c.cpu_times().system for c in p.children()))
+    except psutil.Error:
+        return 0.0
+
+
+def _rss(p: psutil.Process) -> int:
+    try:
+        return int(p.memory_info().rss)
+    except psutil.Error:
+        return 0
+
+
+class Auditd(Config):
+    name = "auditd"
+
+    def start(self) -> None:
+        subprocess.run(["auditctl", "-D"], capture_output=True)
+        subprocess.run(["auditd"], capture_output=True)
+        time.sleep(1)
+        for sc in ("execve", "connect"):
+            subprocess.run(["auditctl", "-a", "always,exit", "-F", "arch=b64", "-S", sc, "-k", "cgsentry-bench"],
+                           check=True, capture_output=True)
+
+    def stop(self) -> dict[str, float]:
+        subprocess.run(["auditctl", "-D"], capture_output=True)
+        subprocess.run(["pkill", "-x", "auditd"], capture_output=True)
+        time.sleep(0.5)
+        return {}
+
+
+def sensor_config(name: str, state: Path, ready_file: Path, extra: list[str]) -> ProcConfig:
+    cmd = [sys.executable, "-m", "sensor", "run", "--state-dir", str(state), "--learn-s", "1e9", *extra]
+
+    def ready() -> bool:
+        return ready_file.exists() and "running" in ready_file.read_text()
+
+    class _Sensor(ProcConfig):
+        def start(self) -> None:
+            ready_file.write_text("")
+            out = open(ready_file, "w")  # noqa: SIM115 - closed when the process ends
+            self.procs = [subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)]
+            deadline = time.monotonic() + 90
+            while not ready() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(1.0)
+            self.ps = [psutil.Process(p.pid) for p in self.procs]
+            self.cpu0 = sum(_cpu(p) for p in self.ps)
+
+    return _Sensor(name, [cmd], ready)
+
+
+def configs(tmp: Path, smoke: bool) -> list[Config]:
+    out: list[Config] = [Config(), sensor_config("cgsentry", tmp / "s1", tmp / "s1.out", [])]
+    if smoke:
+        return out
+    bcc = [["/usr/sbin/execsnoop-bpfcc"], ["/usr/sbin/tcpconnect-bpfcc"]]
+    out.append(ProcConfig("bcc-execsnoop+tcpconnect", bcc, lambda: True))
+    if shutil.which("auditctl") and shutil.which("auditd"):
+        out.append(Auditd())
+    return out
+
+
+def run_workloads(exe_in_container: str, sizes: dict[str, int], host_exe: Path) -> dict[str, float]:
+    out = {}
+    for wl, n in sizes.items():
+        res = subprocess.run(["docker", "exec", NAME, exe_in_container, wl, str(n)], capture_output=True,
+                             text=True, timeout=600)
+        out[wl] = int(res.stdout.strip()) / n if res.returncode == 0 else float("nan")
+    # a process outside any container: the cost on unwatched processes
+    res = subprocess.run([str(host_exe), "getppid", str(sizes["getppid"])], capture_output=True, text=True)
+    out["host_getppid"] = int(res.stdout.strip()) / sizes["getppid"]
+    return out
+
+
+def run(smoke: bool = False, reps: int = 3) -> dict[str, Any]:
+    sizes = SMOKE if smoke else FULL
+    reps = 1 if smoke else reps
+    tmp = Path(tempfile.mkdtemp(prefix="cgsentry-bench-"))
+    exe = build_workload(tmp)
+    subprocess.run(["docker", "rm", "-f", NAME], capture_output=True)
+    subprocess.run(["docker", "run", "-d", "--name", NAME, "--network", "none", "-v", f"{tmp}:/bench:ro", IMAGE,
+                    "sleep", "100000"], check=True, capture_output=True)
+    samples: dict[str, dict[str, list[float]]] = {}
+    usage: dict[str, list[dict[str, float]]] = {}
+    try:
+        cfgs = configs(tmp, smoke)
+        for _rep in range(reps):
+            for cfg in cfgs:
+                cfg.start()
+                try:
+                    ns = run_workloads("/bench/workload", sizes, exe)
+                finally:
+                    used = cfg.stop()
+                for wl, v in ns.items():
+                    samples.setdefault(cfg.name, {}).setdefault(wl, []).append(v)
+                usage.setdefault(cfg.name, []).append(used)
+    finally:
+        subprocess.run(["docker", "rm", "-f", NAME], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summarize(samples, usage, sizes, reps, smoke)
+
+
+def summarize(samples: dict[str, dict[str, list[float]]], usage: dict[str, list[dict[str, float]]],
+              sizes: dict[str, int], reps: int, smoke: bool) -> dict[str, Any]:
+    base = {wl: statistics.median(v) for wl, v in samples["none"].items()}
+    table: dict[str, Any] = {}
+    for cfg, per in samples.items():
+        table[cfg] = {wl: {"ns_per_op_median": round(statistics.median(v), 1), "min": round(min(v), 1),
+                           "max": round(max(v), 1),
+                           "overhead_pct": round((statistics.median(v) / base[wl] - 1) * 100, 1)}
+                      for wl, v in per.items()}
+        if usage.get(cfg) and usage[cfg][0]:
+            table[cfg]["process"] = {"cpu_s_median": statistics.median(u["cpu_s"] for u in usage[cfg]),
+                                     "rss_mb_peak": max(u["rss_mb"] for u in usage[cfg])}
+    return {"benchmark": "overhead", "smoke": smoke, "reps": reps, "sizes": sizes, "machine": machine(),
+            "results": table}
+
+
+def machine() -> dict[str, Any]:
+    virt = subprocess.run(["systemd-detect-virt"], capture_output=True, text=True).stdout.strip() if shutil.which(
+        "systemd-detect-virt") else ""
+    if not virt:
+        virt = "vm" if "hypervisor" in Path("/proc/cpuinfo").read_text() else "none"
+    model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                  if ln.startswith("model name")), "?")
+    return {"cores": os.cpu_count(), "cpu": model, "kernel": os.uname().release, "virtualised": virt,
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)}
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--reps", type=int, default=3)
+    a = ap.parse_args()
+    print(json.dumps(run(a.smoke, a.reps), indent=2))

@@ -1,0 +1,133 @@
+"""Responder on a fake cgroupfs and a fake Docker client: Docker first, cgroup fallback, the host
+never touched, and every failure a one-line value rather than an exception."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from sensor.response import ActionResult, Responder
+
+CID = "a" * 64
+CG = f"/docker/{CID}"
+
+
+class FakeContainer:
+    def __init__(self, calls: list[str], fail: bool) -> None:
+        self.calls, self.fail = calls, fail
+
+    def __getattr__(self, name: str) -> Any:
+        def op(**_: Any) -> None:
+            if self.fail:
+                raise RuntimeError(f"409 conflict: cannot {name}\nsecond line")
+            self.calls.append(name)
+        return op
+
+
+class FakeDocker:
+    def __init__(self, fail: bool = False, missing: bool = False) -> None:
+        self.calls: list[str] = []
+        self.fail, self.missing = fail, missing
+        self.containers = self
+
+    def get(self, cid: str) -> FakeContainer:
+        if self.missing:
+            raise LookupError(f"No such container: {cid}")
+        return FakeContainer(self.calls, self.fail)
+
+
+def cgroup_tree(tmp_path: Path, v2_files: tuple[str, ...] = ("cgroup.freeze", "cgroup.kill")) -> tuple[Path, Path]:
+    v2, v1 = tmp_path / "unified", tmp_path / "freezer"
+    (v2 / CG[1:]).mkdir(parents=True)
+    (v1 / CG[1:]).mkdir(parents=True)
+    for name in v2_files:
+        (v2 / CG[1:] / name).write_text("0\n")
+    (v1 / CG[1:] / "freezer.state").write_text("THAWED\n")
+    return v2, v1
+
+
+def test_docker_path_is_preferred(tmp_path: Path) -> None:
+    v2, v1 = cgroup_tree(tmp_path)
+    docker = FakeDocker()
+    r = Responder(docker, cgroupfs_root=v2, v1_freezer_root=v1)
+    res = r.pause(CID, CG)
+    assert isinstance(res, ActionResult)
+    assert (res.ok, res.method, res.action, res.container_id) == (True, "docker", "pause", CID)
+    assert r.unpause(CID, CG).ok and r.kill(CID, CG).ok and r.stop(CID, CG).ok
+    assert docker.calls == ["pause", "unpause", "kill", "stop"]
+    assert (v2 / CG[1:] / "cgroup.freeze").read_text() == "0\n"  # cgroup left alone
+
+
+def test_docker_failure_falls_back_to_cgroup_v2(tmp_path: Path) -> None:
+    v2, v1 = cgroup_tree(tmp_path)
+    r = Responder(FakeDocker(missing=True), cgroupfs_root=v2, v1_freezer_root=v1)
+    res = r.pause(CID, CG)
+    assert (res.ok, res.method) == (True, "cgroup.freeze")
+    assert (v2 / CG[1:] / "cgroup.freeze").read_text() == "1"
+    assert r.unpause(CID, CG).ok
+    assert (v2 / CG[1:] / "cgroup.freeze").read_text() == "0"
+    res = r.kill(CID, CG)
+    assert (res.ok, res.method) == (True, "cgroup.kill")
+    assert (v2 / CG[1:] / "cgroup.kill").read_text() == "1"
+
+
+def test_v1_freezer_when_no_v2_freeze(tmp_path: Path) -> None:
+    v2, v1 = cgroup_tree(tmp_path, v2_files=())
+    r = Responder(None, cgroupfs_root=v2, v1_freezer_root=v1)
+    res = r.pause(CID, CG)
+    assert (res.ok, res.method) == (True, "freezer-v1")
+    assert (v1 / CG[1:] / "freezer.state").read_text() == "FROZEN"
+    assert r.unpause(CID, CG).ok
+    assert (v1 / CG[1:] / "freezer.state").read_text() == "THAWED"
+
+
+def test_kill_without_cgroup_kill_signals_members(tmp_path: Path) -> None:
+    v2, v1 = cgroup_tree(tmp_path, v2_files=())
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        (v2 / CG[1:] / "cgroup.procs").write_text(f"{victim.pid}\n999999999\n")
+        res = Responder(None, cgroupfs_root=v2, v1_freezer_root=v1).kill(CID, CG)
+        assert (res.ok, res.method) == (True, "signal")
+        assert victim.wait(timeout=10) == -9
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_host_is_refused(tmp_path: Path) -> None:
+    v2, v1 = cgroup_tree(tmp_path)
+    docker = FakeDocker()
+    r = Responder(docker, cgroupfs_root=v2, v1_freezer_root=v1)
+    for res in (r.pause("host", CG), r.kill("", CG), r.pause(CID, "/")):
+        assert not res.ok and "host" in res.error
+    assert docker.calls == []
+
+
+def test_errors_are_one_line_values(tmp_path: Path) -> None:
+    v2, v1 = cgroup_tree(tmp_path)
+    r = Responder(FakeDocker(fail=True), cgroupfs_root=v2, v1_freezer_root=v1)
+    res = r.pause(CID, "/docker/gone")
+    assert not res.ok and res.method == ""
+    assert "\n" not in res.error
+    assert "docker: 409 conflict" in res.error and "/docker/gone" in res.error
+    res = Responder(None, cgroupfs_root=v2, v1_freezer_root=v1).pause(CID)
+    assert not res.ok and "no cgroup path" in res.error
+
+
+def test_kill_process_and_dispatch(tmp_path: Path) -> None:
+    v2, v1 = cgroup_tree(tmp_path)
+    r = Responder(None, cgroupfs_root=v2, v1_freezer_root=v1)
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        res = r.act("kill-process", CID, pid=victim.pid)
+        assert (res.ok, res.method, res.action) == (True, "signal", "kill-process")
+        assert victim.wait(timeout=10) == -9
+    finally:
+        victim.kill()
+        victim.wait()
+    gone = r.kill_process(victim.pid)  # reaped: no such process
+    assert not gone.ok and str(victim.pid) in gone.error
+    assert r.act("pause-container", CID, CG).method == "cgroup.freeze"
+    bad = r.act("explode", CID, CG)
+    assert not bad.ok and "explode" in bad.error
