@@ -124,7 +124,8 @@ def test_mtls_sensor_identity(tmp_path: Path) -> None:
     with pytest.raises(grpc.RpcError) as info:
         stub.ListAlerts(pb.AlertQuery(), timeout=5)
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED  # cert = sensor identity, not an analyst
-    assert len(stub.ListAlerts(pb.AlertQuery(), metadata=[("authorization", f"Bearer {viewer}")], timeout=5).alerts) == 1
+    md = [("authorization", f"Bearer {viewer}")]
+    assert len(stub.ListAlerts(pb.AlertQuery(), metadata=md, timeout=5).alerts) == 1
     no_cert = rpc.AnalystStub(grpc.secure_channel(f"127.0.0.1:{port}",
                                                   grpc.ssl_channel_credentials((d / "ca.crt").read_bytes())))
     with pytest.raises(grpc.RpcError) as info:
