@@ -129,7 +129,11 @@ def sensor_config(name: str, state: Path, ready_file: Path, extra: list[str]) ->
 
 
 def configs(tmp: Path, smoke: bool) -> list[Config]:
-    out: list[Config] = [Config(), sensor_config("cgsentry", tmp / "s1", tmp / "s1.out", [])]
+    policy = tmp / "alert.yaml"
+    policy.write_text("images:\n  - match: 'cgsentry/*'\n    mode: alert\n")
+    out: list[Config] = [Config(),
+                         sensor_config("cgsentry", tmp / "s1", tmp / "s1.out", ["--policy", str(policy)]),
+                         sensor_config("cgsentry-learning", tmp / "s2", tmp / "s2.out", [])]
     if smoke:
         return out
     bcc = [["/usr/sbin/execsnoop-bpfcc"], ["/usr/sbin/tcpconnect-bpfcc"]]

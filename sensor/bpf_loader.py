@@ -119,6 +119,9 @@ class BpfProbe:
             raise SensorError(f"cannot load BPF programs from {SOURCE}: {err} "
                               "(run `cgsentry-sensor doctor`)", exit_code=EX_OSERR) from err
         self._bpf[b"events"].open_ring_buffer(self._on_record)
+        self._profiled: set[int] = set()
+        self._profile_attached = True
+        self._set_profile_attached(False)  # attached only while some cgroup is profiled
 
     @staticmethod
     def _check_headers() -> None:
@@ -142,6 +145,26 @@ class BpfProbe:
         leaf = table.Leaf()
         leaf.flags = (L.CG_HOST if host else 0) | (L.CG_PROFILE if profile else 0)
         table[table.Key(cgroup_id)] = leaf
+        if profile:
+            self._profiled.add(cgroup_id)
+        else:
+            self._profiled.discard(cgroup_id)
+        self._set_profile_attached(bool(self._profiled))
+
+    def _set_profile_attached(self, on: bool) -> None:
+        """Attach the syscall profiler only while it has work: an attached raw_syscalls hook
+        costs every syscall on the machine, profiled or not."""
+        if not self.options.syscall_profile or on == self._profile_attached:
+            return
+        if on:
+            self._bpf.attach_raw_tracepoint(tp=b"sys_enter", fn_name=b"raw_tracepoint__sys_enter")
+        else:
+            self._bpf.detach_raw_tracepoint(tp=b"sys_enter")
+        self._profile_attached = on
+
+    @property
+    def profiling(self) -> bool:
+        return self._profile_attached
 
     def forget_cgroup(self, cgroup_id: int) -> None:
         table = self._bpf[b"cgroups"]
@@ -149,6 +172,8 @@ class BpfProbe:
             del table[table.Key(cgroup_id)]
         except KeyError:
             pass
+        self._profiled.discard(cgroup_id)
+        self._set_profile_attached(bool(self._profiled))
 
     def set_open_prefixes(self, prefixes: list[tuple[str, int]]) -> None:
         """Sensitive path prefixes as (prefix, PM_* mode); at most PREFIX_MAX, each < PREFIX_LEN."""

@@ -50,7 +50,7 @@ class Daemon:
         self.checker = PolicyChecker(self.policies)
         self.tracer = Tracer(ProbeOptions(ring_pages=args.ring_pages), docker=not args.no_docker,
                              record=args.record, prefixes=self.rules.open_prefixes())
-        self.tracer.watcher.profile = lambda key: self.models.mode(key) == "learn"
+        self.tracer.watcher.profile = lambda ev: self.effective_mode(ev) == "learn"
         self.responder = Responder.create(use_docker=not args.no_docker)
         self.acted: set[tuple[str, str]] = set()  # (container, action) already done
         self.banned: dict[int, set[str]] = {}
@@ -100,10 +100,14 @@ class Daemon:
         for f in found:
             self.respond(f)
 
+    def effective_mode(self, ev: Event) -> str:
+        """The operator's policy mode if set, else the image's learning lifecycle."""
+        return self.policies.for_image(ev.image, ev.image_id).mode or self.models.mode(ev.image_key)
+
     def respond(self, f: Finding) -> None:
         ev = f.event
         pol = self.policies.for_image(ev.image, ev.image_id)
-        mode = pol.mode or self.models.mode(ev.image_key)
+        mode = self.effective_mode(ev)
         action = pol.decide(f, mode)
         if mode == "alert":
             would = pol.would_enforce(f)
@@ -134,7 +138,7 @@ class Daemon:
     def apply_bans(self, ev: Event) -> None:
         """Enforce-mode banned processes go into the kernel map for this container's cgroup."""
         pol = self.policies.for_image(ev.image, ev.image_id)
-        wanted = set(pol.banned_comms()) if (pol.mode or self.models.mode(ev.image_key)) == "enforce" else set()
+        wanted = set(pol.banned_comms()) if self.effective_mode(ev) == "enforce" else set()
         current = self.banned.get(ev.cgroup_id, set())
         for comm in wanted - current:
             self.tracer.probe.ban_exec(ev.cgroup_id, comm)
@@ -156,6 +160,8 @@ class Daemon:
         self.rate = (time.monotonic(), stats["delivered"])
         if int(time.monotonic()) % 30 == 0:
             self.models.save_all()
+        if int(time.monotonic()) % 5 == 0:
+            self.tracer.watcher.refresh()  # images promoted out of learning stop being profiled
 
     def flush(self) -> None:
         with self.lock:
@@ -205,6 +211,7 @@ class Daemon:
             if pol.mode and image in (b.image, b.key) and b.mode != pol.mode:
                 b.set_mode(pol.mode, "collector", time.time_ns())
         self.banned.clear()  # re-evaluate kernel bans on the next event of each cgroup
+        self.tracer.watcher.refresh()  # and syscall profiling (learning images only)
         log.info("policy for %s: mode %s, default action %s", image, pol.mode, pol.default_action)
 
     def on_baseline(self, image_key: str, payload: bytes) -> None:

@@ -20,9 +20,10 @@ class CgroupMap(Protocol):
 
 
 class CgroupWatcher:
-    """``profile(image_key) -> bool`` decides which containers get syscall profiling."""
+    """``profile(event) -> bool`` decides which containers get syscall profiling (the daemon:
+    those whose image is learning)."""
 
-    def __init__(self, kernel: CgroupMap, profile: Callable[[str], bool] = lambda _k: False,
+    def __init__(self, kernel: CgroupMap, profile: Callable[[Event], bool] = lambda _e: False,
                  only: int | None = None) -> None:
         self.kernel = kernel
         self.profile = profile
@@ -40,7 +41,7 @@ class CgroupWatcher:
         elif self.only is not None:
             profile = ev.cgroup_id == self.only
         else:
-            profile = not host and self.profile(ev.image_key)
+            profile = not host and self.profile(ev)
         if self._state.get(ev.cgroup_id) != (host, profile):
             self._state[ev.cgroup_id] = (host, profile)
             self.kernel.set_cgroup(ev.cgroup_id, host=host, profile=profile)
@@ -62,10 +63,9 @@ class CgroupWatcher:
         self._state[cg] = (True, False)
         self.kernel.set_cgroup(cg, host=True)
 
-    def refresh(self, image_key: str, profile: bool) -> None:
-        """Re-apply profiling for cgroups whose image changed mode (e.g. learn -> alert)."""
-        del image_key, profile
-        self._state.clear()  # next event of each cgroup re-applies its flags
+    def refresh(self) -> None:
+        """Re-apply flags on the next event of each cgroup (an image changed mode)."""
+        self._state.clear()
 
     def __len__(self) -> int:
         return len(self._state)

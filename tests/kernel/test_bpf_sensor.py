@@ -114,6 +114,9 @@ def test_syscall_profile_first_seen_and_counts(tracer, busybox) -> None:  # type
     counts = {nr: n for (cgid, nr), n in tracer.probe.read_syscall_counts().items() if cgid == cg}
     assert set(firsts) <= set(counts)
     assert max(counts.values()) >= 50  # 50 cats: open/read/close at least 50 times each
+    assert tracer.probe.profiling
+    tracer.watcher.set_profile(cg, False)
+    assert not tracer.probe.profiling  # no profiled cgroup left: the syscall hook is detached
 
 
 def test_banned_comm_killed_at_exec(tracer, busybox) -> None:  # type: ignore[no-untyped-def]

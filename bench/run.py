@@ -1,0 +1,130 @@
+"""Run every benchmark: ``python -m bench.run [--smoke] [--only NAME ...]``.
+
+Writes bench/results/<name>.json, bench/results/summary.md (the README tables) and
+bench/results/overhead.png. ``--smoke`` is the seconds-long CI version that keeps them from rotting.
+Kernel benchmarks need root, BCC and Docker; without them they are reported as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BENCHES = ("throughput", "pipeline_bench", "scenarios", "adfa", "latency", "overhead")
+KERNEL = {"latency", "overhead"}
+
+
+def run_one(name: str, smoke: bool) -> dict[str, Any]:
+    if name in KERNEL and os.geteuid() != 0:
+        return {"benchmark": name, "skipped": "needs root, BCC and Docker"}
+    mod = importlib.import_module(f"bench.{name}")
+    t0 = time.perf_counter()
+    if name == "pipeline_bench":
+        out = mod.run(20_000 if smoke else 200_000)
+    else:
+        out = mod.run(smoke=smoke)
+    out["wall_s"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def summary(results: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    ov = results.get("overhead", {})
+    if "results" in ov:
+        m = ov["machine"]
+        lines += [f"Machine: {m['cores']} cores, {m['cpu']}, kernel {m['kernel']}, virtualised: {m['virtualised']}; "
+                  f"{ov['reps']} repetitions, medians.", "",
+                  "| configuration | exec storm | connect storm | getppid (container) | open/close | "
+                  "getppid (host, unwatched) | sensor CPU s | sensor RSS MB |", "|---|---|---|---|---|---|---|---|"]
+        for cfg, row in ov["results"].items():
+            proc = row.get("process", {})
+            cells = [f"{row[w]['overhead_pct']:+.1f}% ({row[w]['ns_per_op_median']/1000:.1f} µs)"
+                     for w in ("exec", "connect", "getppid", "open", "host_getppid")]
+            lines.append(f"| {cfg} | " + " | ".join(cells) + f" | {proc.get('cpu_s_median', '-')} | "
+                         f"{proc.get('rss_mb_peak', '-')} |")
+        lines.append("")
+    lat = results.get("latency", {})
+    if "exec_to_rule_finding" in lat:
+        lines += ["| latency | n | p50 ms | p99 ms |", "|---|---|---|---|"]
+        for key in ("exec_to_rule_finding", "in_kernel_kill_exec_to_exit", "pause_docker_api",
+                    "pause_cgroup_freeze", "kill_container_docker_api"):
+            v = lat[key]
+            lines.append(f"| {key.replace('_', ' ')} | {v.get('n')} | {v.get('p50_ms')} | {v.get('p99_ms')} |")
+        lines.append("")
+    tp = results.get("throughput", {})
+    pb = results.get("pipeline_bench", {})
+    if "events_per_s" in tp:
+        lines += ["| userspace stage (one core) | events/s |", "|---|---|"]
+        lines += [f"| {k.replace('_', ' ')} | {v:,} |" for k, v in tp["events_per_s"].items()]
+        for k, v in (pb.get("events_per_s") or {}).items():
+            lines.append(f"| {k.replace('_', ' ')} | {int(v):,} |")
+        lines += [f"| rate-window score (per container per window) | {tp['rate_window_score_ms']} ms |", ""]
+    ad = results.get("adfa", {})
+    sc = results.get("scenarios", {})
+    if "results" in ad:
+        lines += ["| detection | ROC AUC | detection at 1% false alarms |", "|---|---|---|"]
+        for k, v in ad["results"].items():
+            lines.append(f"| ADFA-LD {k.replace('_', ' ')} | {v['auc']} | {v['detection_at_1pct_fa']:.1%} |")
+    if "deviations" in sc:
+        lines.append(f"| container scenarios: deviations found | {sc['found']}/{sc['injected']} | false findings on "
+                     f"benign replay: {sc['false_findings_models']} (models), {sc['false_findings_rules']} (rules) |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, dict[str, Any]]) -> None:
+    ov = results.get("overhead", {})
+    if "results" not in ov:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = ["exec", "connect", "getppid", "open", "host_getppid"]
+    cfgs = [c for c in ov["results"] if c != "none"]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / max(1, len(cfgs))
+    for i, cfg in enumerate(cfgs):
+        vals = [ov["results"][cfg][w]["overhead_pct"] for w in workloads]
+        ax.bar([x + i * width for x in range(len(workloads))], vals, width, label=cfg)
+    ax.axhline(5, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xticks([x + width * (len(cfgs) - 1) / 2 for x in range(len(workloads))], workloads)
+    ax.set_ylabel("slowdown vs. no sensor (%)")
+    ax.set_title("Overhead per workload (median of repetitions; dashed: 5 % target)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "overhead.png", dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--only", nargs="*", choices=BENCHES)
+    args = ap.parse_args(argv)
+    RESULTS.mkdir(exist_ok=True)
+    suffix = ".smoke" if args.smoke else ""
+    results: dict[str, dict[str, Any]] = {}
+    for name in args.only or BENCHES:
+        print(f"[bench] {name}{' (smoke)' if args.smoke else ''} ...", flush=True)
+        results[name] = run_one(name, args.smoke)
+        (RESULTS / f"{name}{suffix}.json").write_text(json.dumps(results[name], indent=2, default=str) + "\n")
+    if not args.smoke:
+        for path in RESULTS.glob("*.json"):  # merge earlier full runs of benchmarks not rerun now
+            name = path.stem
+            if "." not in name and name not in results:
+                results[name] = json.loads(path.read_text())
+        (RESULTS / "summary.md").write_text(summary(results))
+        plot(results)
+    print(summary(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
