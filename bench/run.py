@@ -26,10 +26,7 @@ def run_one(name: str, smoke: bool) -> dict[str, Any]:
         return {"benchmark": name, "skipped": "needs root, BCC and Docker"}
     mod = importlib.import_module(f"bench.{name}")
     t0 = time.perf_counter()
-    if name == "pipeline_bench":
-        out = mod.run(20_000 if smoke else 200_000)
-    else:
-        out = mod.run(smoke=smoke)
+    out = mod.run(20_000 if smoke else 200_000) if name == "pipeline_bench" else mod.run(smoke=smoke)
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     return out
 

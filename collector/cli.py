@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from collector.errors import CollectorError, InvalidArgument, from_rpc_error
-from sensor.errors import CgsentryError
+from sensor.errors import run_command
 
 PROG = "cgsentry"
 DEFAULT_SERVER = "127.0.0.1:7443"
@@ -381,15 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if args.command == "collector"
                         else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler: Callable[[argparse.Namespace], int] = args.func
-    try:
-        return int(handler(args))
-    except CgsentryError as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
+    return run_command(PROG, handler, args)
 
 
 if __name__ == "__main__":

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import json
 import logging
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Iterable
 
 from sensor import bpf_loader
-from sensor.errors import EX_UNAVAILABLE, CgsentryError, SensorError
+from sensor.errors import EX_UNAVAILABLE, run_command
 from sensor.events import NETWORK_KINDS, Event
 
 PROG = "cgsentry-sensor"
@@ -128,7 +128,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from sensor.journal import ReplaySource
 
-    _emit(ReplaySource(args.file, speed=args.speed).events(), args.json, sys.stdout)
+    events = ReplaySource(args.file, speed=args.speed).events()
+    first = next(events, None)  # a missing or corrupt journal fails here, before any output
+    _emit(itertools.chain([first] if first else [], events), args.json, sys.stdout)
     return 0
 
 
@@ -177,18 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args))
-    except CgsentryError as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
+    return run_command(PROG, args.func, args)
 
 
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = ["main", "event_json", "event_line", "rfc3339", "SensorError", "time"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any, Callable
 
 EX_OK = os.EX_OK if hasattr(os, "EX_OK") else 0
 EX_USAGE = 64  # bad command line
@@ -47,3 +48,19 @@ class Unavailable(SensorError):
 
 class DataError(SensorError):
     exit_code = EX_DATAERR
+
+
+def run_command(prog: str, handler: Callable[[Any], int], args: Any) -> int:
+    """Run a CLI handler: expected failures print one line and return their sysexits code;
+    Ctrl-C is 130; a closed pipe (``| head``) is success. Anything else is a bug: traceback."""
+    import sys
+
+    try:
+        return int(handler(args))
+    except CgsentryError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

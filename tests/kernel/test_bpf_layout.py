@@ -1,15 +1,18 @@
 """Kernel tier: BCC's compile of sensor/bpf/cgsentry.h agrees with the Python mirror (sensor/layout.py).
 
 tests/unit/test_layout.py pins the mirror against itself and the header's #defines; this test
-asks the real compiler. Each struct is declared as the value type of an array map; BCC turns
-the compiled type into a ctypes ``Leaf`` class, whose size and field offsets are what clang laid
-out. Only compiling is needed (nothing is attached), so it takes about a second.
+asks the real compiler. Every ``sizeof``/``offsetof`` is compiled into the ``max_entries`` of a
+throw-away array map (offsets +1, since a map cannot have 0 entries), so clang's own constant
+evaluation is read back without attaching anything — about half a second.
+
+Why not BCC's ctypes ``Leaf`` types: BCC 0.26 flattens ``char args[ARGS_MAX][ARG_LEN]`` to a
+one-dimensional ``char[ARGS_MAX]``, so ``sizeof(exec_rec.Leaf)`` is 340 while clang lays out
+1096 bytes; a comparison against Leaf would test BCC's type printer, not the layout.
 """
 
 from __future__ import annotations
 
-import ctypes
-from typing import Any
+from typing import Iterator
 
 import pytest
 
@@ -18,44 +21,50 @@ from sensor.bpf_loader import BPF_DIR, ProbeOptions, cflags
 
 pytestmark = pytest.mark.kernel
 
-STRUCTS = tuple(L.C_LAYOUT)
+Compiled = dict[str, int]
+
+
+def _program() -> str:
+    lines = ['#include "cgsentry.h"']
+    for name, (_size, offsets) in L.C_LAYOUT.items():
+        lines.append(f"BPF_ARRAY(sz_{name}, u8, sizeof(struct {name}));")
+        lines += [f"BPF_ARRAY(of_{name}__{f}, u8, __builtin_offsetof(struct {name}, {f}) + 1);"
+                  for f in offsets]
+    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture(scope="module")
-def leaves() -> dict[str, Any]:
-    from bcc import BPF  # the kernel tier only; production code imports bcc in bpf_loader alone
+def compiled() -> Iterator[Compiled]:
+    from bcc import BPF  # kernel tier only; production code imports bcc in bpf_loader alone
 
-    text = '#include "cgsentry.h"\n' + "".join(
-        f"BPF_ARRAY(layout_{name}, struct {name}, 1);\n" for name in STRUCTS)
-    flags = [f for f in cflags(ProbeOptions()) if f.startswith("-D") and "HAVE_" not in f]
-    bpf = BPF(text=text, cflags=[f"-I{BPF_DIR}", *flags])
+    flags = [f for f in cflags(ProbeOptions()) if f.startswith("-DA")]  # ARGS_MAX, ARG_LEN
+    bpf = BPF(text=_program(), cflags=[f"-I{BPF_DIR}", *flags])
     try:
-        yield {name: bpf[f"layout_{name}"].Leaf for name in STRUCTS}
+        out: Compiled = {}
+        for name, (_size, offsets) in L.C_LAYOUT.items():
+            out[name] = bpf[f"sz_{name}"].max_entries
+            for f in offsets:
+                out[f"{name}.{f}"] = bpf[f"of_{name}__{f}"].max_entries - 1
+        yield out
     finally:
         bpf.cleanup()
 
 
-@pytest.mark.parametrize("name", STRUCTS)
-def test_compiled_size_and_offsets_match_mirror(leaves: dict[str, Any], name: str) -> None:
+@pytest.mark.parametrize("name", tuple(L.C_LAYOUT))
+def test_compiled_size_and_offsets_match_mirror(compiled: Compiled, name: str) -> None:
     size, offsets = L.C_LAYOUT[name]
-    leaf = leaves[name]
-    assert ctypes.sizeof(leaf) == size, name
+    assert compiled[name] == size, f"sizeof(struct {name})"
     for field, want in offsets.items():
-        if hasattr(leaf, field):
-            got = getattr(leaf, field).offset
-        else:  # header fields live in the nested `struct hdr h` of each record
-            got = leaf.h.offset + getattr(leaves["hdr"], field).offset
-        assert got == want, f"{name}.{field}"
+        assert compiled[f"{name}.{field}"] == want, f"offsetof(struct {name}, {field})"
 
 
-def test_struct_formats_cover_whole_records(leaves: dict[str, Any]) -> None:
-    """The decoder's struct.Struct sizes equal the compiled record sizes (no trailing bytes unread)."""
-    pairs = {L.OP_EXEC: "exec_rec", L.OP_FORK: "fork_rec", L.OP_EXIT: "exit_rec",
-             L.OP_CONNECT: "net_rec", L.OP_ACCEPT: "net_rec", L.OP_LISTEN: "net_rec",
-             L.OP_SYSCALL: "syscall_rec", L.OP_OPEN: "open_rec", L.OP_SYS: "sys_rec"}
-    assert set(pairs) == set(L.OP_NAMES)
-    for op, name in pairs.items():
-        assert L.RECORD_SIZES[op] == ctypes.sizeof(leaves[name]), L.OP_NAMES[op]
-    assert ctypes.sizeof(leaves["watch"]) == L.WATCH.size
-    assert ctypes.sizeof(leaves["ban_key"]) == L.BAN_KEY.size
-    assert ctypes.sizeof(leaves["prefix"]) == L.PREFIX.size
+def test_decoder_formats_span_whole_records(compiled: Compiled) -> None:
+    """Each opcode's struct.Struct size equals the compiled record (no bytes unread or overrun)."""
+    records = {L.OP_EXEC: "exec_rec", L.OP_FORK: "fork_rec", L.OP_EXIT: "exit_rec",
+               L.OP_CONNECT: "net_rec", L.OP_ACCEPT: "net_rec", L.OP_LISTEN: "net_rec",
+               L.OP_SYSCALL: "syscall_rec", L.OP_OPEN: "open_rec", L.OP_SYS: "sys_rec"}
+    assert set(records) == set(L.OP_NAMES)
+    for op, name in records.items():
+        assert L.RECORD_SIZES[op] == compiled[name], L.OP_NAMES[op]
+    assert (L.WATCH.size, L.BAN_KEY.size, L.PREFIX.size) == (
+        compiled["watch"], compiled["ban_key"], compiled["prefix"])
