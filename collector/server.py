@@ -221,8 +221,29 @@ class AnalystServicer(rpc.AnalystServicer):  # type: ignore[misc]
         if status is None:
             raise InvalidArgument("status must be acknowledged, resolved or suppressed")
         row = self.store.update_alert(req.id, status, req.comment)
-        self.store.audit(ident.name, f"alert {status}", str(req.id), req.comment, "ok")
+        pushed = self._suppress_into_baseline(row, ident, req.comment) if status == "suppressed" else 0
+        self.store.audit(ident.name, f"alert {status}", str(req.id), req.comment,
+                         f"ok; baseline item sent to {pushed} sensor(s)" if pushed else "ok")
         return alert_to_pb(row)
+
+    def _suppress_into_baseline(self, row: AlertRow, ident: Identity, comment: str) -> int:
+        """A model finding's item is accepted into the image's baseline on every sensor."""
+        f = row.finding
+        dim = f.explanation.get("dimension") if f.source == "model" else None
+        if not dim:
+            return 0  # rule hits: the alert stays suppressed; repeats aggregate into it
+        from models.profile import item_keys
+
+        keys = [k for d, k in item_keys(f.event) if d == dim]
+        if not keys:
+            return 0
+        msg = pb.CollectorMessage(accept=pb.BaselineItem(
+            image=f.event.image, image_key=f.event.image_key, dimension=dim, key_json=json.dumps(list(keys[0])),
+            actor=ident.name, reason=comment or f"alert {row.id} suppressed"))
+        with self.hub.lock:
+            n = len(self.hub.sessions)
+        self.hub.broadcast(msg)
+        return n
 
     @_rpc("viewer")
     def ListImages(self, req: Any, ctx: Any, ident: Identity) -> Any:  # noqa: N802

@@ -105,6 +105,16 @@ class ImageBaseline:
         self.life.audit.append({"time_ns": time_ns, "actor": actor, "action": f"extend {extra_s:.0f}s",
                                 "reason": ""})
 
+    def accept(self, dim: str, key: tuple[Any, ...], actor: str, time_ns: int, reason: str = "") -> None:
+        """Add one item to the baseline by decision (suppressed alert, operator), with provenance."""
+        from models.profile import ItemStat
+
+        if dim not in self.profile.items:
+            raise ValueError(f"dimension {dim!r} is not one of {', '.join(self.profile.items)}")
+        self.profile.items[dim].setdefault(key, ItemStat(time_ns, time_ns, 0, set(), {"accepted_by": actor}))
+        self.life.audit.append({"time_ns": time_ns, "actor": actor, "action": f"accept {dim} {list(key)}",
+                                "reason": reason})
+
     # -- explanations ----------------------------------------------------------------------
     def nearest(self, dim: str, key: tuple[Any, ...]) -> list[str]:
         """Known items most like ``key``: same parent first for processes, else by text."""

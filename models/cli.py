@@ -130,15 +130,14 @@ def cmd_item(args: argparse.Namespace) -> int:
     if args.dimension not in DIMENSIONS:
         raise ModelError(f"dimension {args.dimension!r} is not one of {', '.join(DIMENSIONS)}", exit_code=64)
     key = tuple(int(p) if p.lstrip("-").isdigit() else p for p in args.item)
-    table = b.profile.items[args.dimension]
     actor = f"cli:{os.environ.get('USER', 'root')}"
-    now = time.time_ns()
     if args.model_command == "accept":
-        table.setdefault(key, ItemStat(now, now, 0, set(), {"accepted_by": actor}))
-    elif table.pop(key, None) is None:
-        raise ModelError(f"{args.image}: {args.dimension} item {key} is not in the baseline", exit_code=66)
-    b.life.audit.append({"time_ns": now, "actor": actor, "action": f"{args.model_command} "
-                         f"{args.dimension} {key}", "reason": args.reason or ""})
+        b.accept(args.dimension, key, actor, time.time_ns(), args.reason or "")
+    else:
+        if b.profile.items[args.dimension].pop(key, None) is None:
+            raise ModelError(f"{args.image}: {args.dimension} item {key} is not in the baseline", exit_code=66)
+        b.life.audit.append({"time_ns": time.time_ns(), "actor": actor, "action": f"reject {args.dimension} {key}",
+                             "reason": args.reason or ""})
     store.save(b, store_dir(args))
     print(f"{args.model_command}ed {args.dimension} {key} for {b.image or b.key}")
     return 0

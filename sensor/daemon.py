@@ -69,7 +69,7 @@ class Daemon:
                          key=Path(a.key) if a.key else None, heartbeat_s=2.0, snapshot_s=a.snapshot_s)
         cb = LinkCallbacks(counters=self.counters, containers=self.containers, snapshots=self.snapshots,
                            on_policy=self.on_policy, on_baseline=self.on_baseline,
-                           on_rules=self.on_rules, cgroup_path=self.cgroup_path)
+                           on_rules=self.on_rules, cgroup_path=self.cgroup_path, on_accept=self.on_accept)
         return CollectorLink(cfg, Spool(state / "spool", a.spool_mb << 20), self.responder, cb).start()
 
     # -- the loop ----------------------------------------------------------------------------
@@ -219,6 +219,15 @@ class Daemon:
             self.models.merge_snapshot(msgpack.unpackb(payload, raw=False, strict_map_key=False))
         except Exception as err:  # noqa: BLE001 - a bad fleet baseline must not stop the sensor
             log.error("ignoring fleet baseline for %s: %s", image_key, err)
+
+    def on_accept(self, item: Any) -> None:
+        """An analyst suppressed an alert: its item joins the baseline (audited in the model)."""
+        try:
+            key = tuple(json.loads(item.key_json))
+            b = self.models.get(item.image_key or item.image)
+            b.accept(item.dimension, key, f"collector:{item.actor}", time.time_ns(), item.reason)
+        except Exception as err:  # noqa: BLE001 - a bad push must not stop the sensor
+            log.error("cannot accept baseline item for %s: %s", item.image, err)
 
     def on_rules(self, name: str, text: str) -> None:
         log.info("rule set %s pushed (%d bytes); hot reload of pushed rules is not supported yet", name, len(text))

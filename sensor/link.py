@@ -51,6 +51,7 @@ class LinkCallbacks:
     on_policy: Callable[[str, bytes], None] = lambda image, policy: None
     on_rules: Callable[[str, str], None] = lambda name, text: None
     on_baseline: Callable[[str, bytes], None] = lambda image, payload: None
+    on_accept: Callable[[Any], None] = lambda item: None  # pb.BaselineItem: suppressed alert
     cgroup_path: Callable[[str], str] = lambda container_id: ""
 
 
@@ -189,6 +190,8 @@ class CollectorLink:
             self.cb.on_rules(msg.rules.name, msg.rules.yaml)
         elif kind == "baseline":
             self.cb.on_baseline(msg.baseline.image_key, msg.baseline.payload)
+        elif kind == "accept":
+            self.cb.on_accept(msg.accept)
 
     def stats(self) -> dict[str, int]:
         return {"link_connected": int(self.connected.is_set()), "link_sent": self.sent,

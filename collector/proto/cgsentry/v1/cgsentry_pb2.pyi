@@ -260,19 +260,37 @@ class FleetBaseline(_message.Message):
     payload: bytes
     def __init__(self, image_key: _Optional[str] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
+class BaselineItem(_message.Message):
+    __slots__ = ("image", "image_key", "dimension", "key_json", "actor", "reason")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_KEY_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    KEY_JSON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    image_key: str
+    dimension: str
+    key_json: str
+    actor: str
+    reason: str
+    def __init__(self, image: _Optional[str] = ..., image_key: _Optional[str] = ..., dimension: _Optional[str] = ..., key_json: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class CollectorMessage(_message.Message):
-    __slots__ = ("ack", "policy", "rules", "action", "baseline")
+    __slots__ = ("ack", "policy", "rules", "action", "baseline", "accept")
     ACK_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     RULES_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     BASELINE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_FIELD_NUMBER: _ClassVar[int]
     ack: Ack
     policy: ImagePolicy
     rules: RuleSet
     action: ContainerAction
     baseline: FleetBaseline
-    def __init__(self, ack: _Optional[_Union[Ack, _Mapping]] = ..., policy: _Optional[_Union[ImagePolicy, _Mapping]] = ..., rules: _Optional[_Union[RuleSet, _Mapping]] = ..., action: _Optional[_Union[ContainerAction, _Mapping]] = ..., baseline: _Optional[_Union[FleetBaseline, _Mapping]] = ...) -> None: ...
+    accept: BaselineItem
+    def __init__(self, ack: _Optional[_Union[Ack, _Mapping]] = ..., policy: _Optional[_Union[ImagePolicy, _Mapping]] = ..., rules: _Optional[_Union[RuleSet, _Mapping]] = ..., action: _Optional[_Union[ContainerAction, _Mapping]] = ..., baseline: _Optional[_Union[FleetBaseline, _Mapping]] = ..., accept: _Optional[_Union[BaselineItem, _Mapping]] = ...) -> None: ...
 
 class Alert(_message.Message):
     __slots__ = ("id", "finding", "count", "first_seen_ns", "last_seen_ns", "status", "sensor_id", "node", "comment")
