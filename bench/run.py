@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHES = ("throughput", "pipeline_bench", "scenarios", "adfa", "latency", "overhead")
-KERNEL = {"latency", "overhead"}
+BENCHES = ("throughput", "pipeline_bench", "scenarios", "adfa", "latency", "overhead", "drops")
+KERNEL = {"latency", "overhead", "drops"}
 
 
 def run_one(name: str, smoke: bool) -> dict[str, Any]:
@@ -54,6 +54,14 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
                     "pause_cgroup_freeze", "kill_container_docker_api"):
             v = lat[key]
             lines.append(f"| {key.replace('_', ' ')} | {v.get('n')} | {v.get('p50_ms')} | {v.get('p99_ms')} |")
+        lines.append("")
+    dr = results.get("drops", {})
+    if "runs" in dr:
+        lines += ["| storm (2 processes in a container, full pipeline) | ring pages | offered ops/s | seconds | "
+                  "events handled | kernel drops | queue drops |", "|---|---|---|---|---|---|---|"]
+        for r in dr["runs"]:
+            lines.append(f"| {r['workload']} | {r['ring_pages']} | {r['offered_ops_per_s']:,} | {r['seconds']} | "
+                         f"{r['events_handled']:,} | {r['kernel_drops']} | {r['queue_drops']} |")
         lines.append("")
     tp = results.get("throughput", {})
     pb = results.get("pipeline_bench", {})

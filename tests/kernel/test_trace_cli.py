@@ -22,9 +22,9 @@ def cli(*args: str, **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[n
 
 def test_trace_json_container_filter_and_record_replay(busybox, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     tag = f"T{uuid.uuid4().hex[:8]}"
-    c = busybox(f"sleep 7; for i in $(seq 7); do /bin/echo {tag}; done; nc 127.0.0.1 9; sleep 30")
+    c = busybox(f"sleep 10; for i in $(seq 7); do /bin/echo {tag}; done; nc 127.0.0.1 9; sleep 30")
     journal = tmp_path / "rec.msgpack"
-    res = cli("trace", "--json", "--container", c.name, "--duration", "12", "--record", str(journal))
+    res = cli("trace", "--json", "--container", c.name, "--duration", "16", "--record", str(journal))
     assert res.returncode == 0, res.stderr
     lines = [json.loads(line) for line in res.stdout.splitlines()]
     assert lines and all(set(obj) >= KEYS for obj in lines)
