@@ -54,6 +54,10 @@ class ModelEngine:
         self._last_counts: dict[tuple[int, int], int] = {}
         self.load_errors: list[str] = []
         self.events = 0
+        # True when the kernel counts repeated connects/accepts (first-seen filter): their
+        # rates then come from observe_net_counts, not from events
+        self.kernel_net_counts = False
+        self._last_net: dict[tuple[int, int, bool], int] = {}
 
     @classmethod
     def open(cls, store_dir: Path, config: ModelConfig | None = None, node: str = "") -> ModelEngine:
@@ -162,7 +166,10 @@ class ModelEngine:
                 out.extend(self._close(cur[0], ev.container_id, cur[1], ev))
             cur = (b.key, Window(ev.time_ns))
             self._windows[ev.container_id] = cur
-        add_event(cur[1], ev.kind, ev.ret, endpoint_key(ev) if ev.kind == "connect" else None)
+        if not (self.kernel_net_counts and ev.kind in ("connect", "accept")):
+            add_event(cur[1], ev.kind, ev.ret, endpoint_key(ev) if ev.kind == "connect" else None)
+        elif ev.kind == "connect":
+            cur[1].endpoints.add(endpoint_key(ev))
         cur[1].last_event = ev
         return out
 
@@ -218,6 +225,25 @@ class ModelEngine:
             cur = self._windows.get(owner[1]) if owner else None
             if cur is not None:
                 add_syscalls(cur[1], d)
+
+    def observe_net_counts(self, counts: dict[tuple[int, int, bool], int]) -> None:
+        """Kernel (cgroup, opcode, ok) -> count totals: deltas become connects, failed connects
+        and accepts in the containers' open windows."""
+        from sensor.layout import OP_ACCEPT, OP_CONNECT
+
+        for key, total in counts.items():
+            delta = total - self._last_net.get(key, 0)
+            self._last_net[key] = total
+            owner = self._cgroups.get(key[0])
+            cur = self._windows.get(owner[1]) if owner else None
+            if cur is None or delta <= 0:
+                continue
+            if key[1] == OP_CONNECT:
+                cur[1].add("connects", delta)
+                if not key[2]:
+                    cur[1].add("connect_failures", delta)
+            elif key[1] == OP_ACCEPT:
+                cur[1].add("accepts", delta)
 
     def on_loss(self, dropped: int, now_ns: int, image_key: str | None = None) -> None:
         """Events were lost: freeze learning (all images, or one) for ``loss_freeze_s``."""

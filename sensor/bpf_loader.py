@@ -209,6 +209,15 @@ class BpfProbe:
         """(cgroup id, syscall nr) -> count since the pair was first seen, in one batch."""
         return {(k.cgroup_id, k.nr): v.value for k, v in self._bpf[b"syscall_counts"].items()}
 
+    def read_net_counts(self) -> dict[tuple[int, int, bool], int]:
+        """(cgroup id, opcode, ok) -> connects/accepts counted in the kernel (first-seen filter),
+        summed over endpoints, in one batch."""
+        out: dict[tuple[int, int, bool], int] = {}
+        for k, v in self._bpf[b"net_counts"].items():
+            key = (int(k.cgroup_id), int(k.op), bool(k.ok))
+            out[key] = out.get(key, 0) + int(v.value)
+        return out
+
     def kernel_drops(self) -> dict[str, int]:
         """Failed ring-buffer reserves per record kind, summed over CPUs."""
         table = self._bpf[b"drops"]

@@ -57,6 +57,8 @@ SYS: Final = struct.Struct("<qII4Q")
 WATCH: Final = struct.Struct("<II")
 BAN_KEY: Final = struct.Struct("<Q16s")
 PREFIX: Final = struct.Struct(f"<II{PREFIX_LEN}s")
+# cgroup_id comm[16] addr[16] op port proto ok _pad
+NET_KEY: Final = struct.Struct("<Q16s16sIHHII")
 
 RECORD_SIZES: Final = {
     OP_EXEC: HDR.size + EXEC.size,
@@ -87,4 +89,6 @@ C_LAYOUT: Final = {
     "watch": (WATCH.size, {"flags": 0}),
     "ban_key": (BAN_KEY.size, {"cgroup_id": 0, "comm": 8}),
     "prefix": (PREFIX.size, {"len": 0, "mode": 4, "s": 8}),
+    "net_key": (NET_KEY.size, {"cgroup_id": 0, "comm": 8, "addr": 24, "op": 40, "port": 44, "proto": 46,
+                               "ok": 48}),
 }

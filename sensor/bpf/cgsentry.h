@@ -133,6 +133,19 @@ struct sc_key {
     u64 nr;
 };
 
+/* per-(cgroup, comm, endpoint, outcome) network counters: only the first occurrence of a key
+ * is sent up the ring buffer; repeats are counted here and read in batches */
+struct net_key {
+    u64 cgroup_id;
+    char comm[16];
+    u8 addr[16];          /* connect: destination; accept: peer */
+    u32 op;
+    u16 port;             /* connect: destination port; accept: local (listening) port */
+    u16 proto;
+    u32 ok;               /* 1: success (or EINPROGRESS), 0: failure */
+    u32 _pad;
+};
+
 struct prefix {
     u32 len;              /* 0 = unused slot */
     u32 mode;             /* PM_ANY, PM_WRITE (write/create opens only), PM_MEM (path ends in /mem) */

@@ -23,6 +23,9 @@
 #ifndef MAX_SOCKETS
 #define MAX_SOCKETS 65536
 #endif
+#ifndef NET_DEDUP
+#define NET_DEDUP 1
+#endif
 
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);
 BPF_PERCPU_ARRAY(drops, u64, OP_MAX);          /* failed ringbuf_reserve per opcode */
@@ -37,6 +40,7 @@ BPF_HASH(pending_sock, u32, u64, 4096);            /* tid -> socket type at sock
 BPF_TABLE("lru_hash", u64, u16, sock_types, MAX_SOCKETS);   /* (tgid << 32 | fd) -> IPPROTO_* */
 BPF_TABLE("lru_hash", u64, struct net_rec, bound, MAX_SOCKETS); /* (tgid << 32 | fd) -> bind address */
 BPF_HASH(pending_net, u32, struct net_rec, 4096);  /* tid -> connect/accept/bind in flight */
+BPF_TABLE("lru_hash", struct net_key, u64, net_counts, 65536);  /* first-seen filter + counters */
 BPF_HASH(pending_ptr, u32, u64, 4096);             /* tid -> user sockaddr pointer (accept) */
 BPF_HASH(pending_open, u32, struct open_rec, 4096);
 BPF_HASH(pending_sys, u32, struct sys_rec, 4096);
@@ -286,8 +290,41 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect)
     return 0;
 }
 
+/* DESIGN principle 1 for the network: a connect storm to one endpoint is one record plus a
+ * counter, not one record per connect. Returns 1 if this (cgroup, comm, endpoint, outcome) was
+ * seen before (counted, not emitted). Unix sockets are always emitted (rare, and the path
+ * matters to the rules). */
+static __always_inline int net_seen(u32 op, struct net_rec *r, s64 ret)
+{
+#if NET_DEDUP
+    if (r->family == 1)
+        return 0;
+    struct net_key k = {};
+    k.cgroup_id = bpf_get_current_cgroup_id();
+    bpf_get_current_comm(&k.comm, sizeof(k.comm));
+    bpf_probe_read_kernel(k.addr, sizeof(k.addr), r->daddr);
+    k.op = op;
+    k.port = op == OP_ACCEPT ? r->sport : r->dport;
+    u64 sk = sock_key(r->fd);
+    u16 *proto = sock_types.lookup(&sk);
+    k.proto = proto ? *proto : 0;
+    k.ok = ret >= 0 || ret == -115;
+    u64 *n = net_counts.lookup(&k);
+    if (n) {
+        __sync_fetch_and_add(n, 1);
+        return 1;
+    }
+    u64 one = 1;
+    return net_counts.insert(&k, &one) != 0;  /* lost an insert race: the winner reports it */
+#else
+    return 0;
+#endif
+}
+
 static __always_inline int emit_net(u32 op, struct net_rec *pending, s64 ret)
 {
+    if (op != OP_LISTEN && net_seen(op, pending, ret))
+        return 0;
     struct net_rec *r = events.ringbuf_reserve(sizeof(struct net_rec));
     if (!r) {
         count_drop(op);

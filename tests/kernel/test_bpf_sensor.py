@@ -151,3 +151,16 @@ def test_one_page_ring_buffer_counts_drops() -> None:
     assert drops["exec"] > 0, drops
     # 50 execs, 1096-byte exec records in a 4 KiB ring nobody drained: most must be lost
     assert drops["exec"] + sum(1 for r in received if r[:4] == b"\x01\x00\x00\x00") >= 50
+
+
+def test_repeated_connects_are_one_record_and_a_kernel_count(tracer, busybox) -> None:  # type: ignore[no-untyped-def]
+    """DESIGN principle 1: 23 connects to one endpoint = 1 ring-buffer record + a counter of 23."""
+    from sensor import layout as L
+
+    tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
+    c = run_in(busybox, "sleep 0.5; for i in $(seq 23); do nc 127.0.0.1 7 </dev/null; done", tag)
+    events = [e for e in collect_until(tracer, sentinel(tag)) if e.container_id == c.id]
+    connects = [e for e in events if e.kind == "connect" and e.dport == 7]
+    assert len(connects) == 1 and connects[0].ret == -111
+    cg = connects[0].cgroup_id
+    assert tracer.probe.read_net_counts()[(cg, L.OP_CONNECT, False)] == 23

@@ -200,3 +200,23 @@ def test_cli_show_export_accept(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert ModelEngine.open(tmp_path, CFG).images[IMAGE_ID].profile.known("listen", ("tcp", 9090))
     with pytest.raises(ModelError, match="no model for image"):
         run("show", "nope:1")
+
+
+def test_connect_rates_from_kernel_counters() -> None:
+    """With the kernel's first-seen filter on, connect/accept rates come from the counters."""
+    from sensor import layout as L
+
+    eng = ModelEngine(CFG)
+    eng.kernel_net_counts = True
+    evs = fleet(1, 40)
+    cg = evs[0].cgroup_id
+    per_window: list[float] = []
+    for ev in evs:
+        before = eng._windows.get(ev.container_id)  # noqa: SLF001
+        eng.handle(ev)
+        if before is not None and eng._windows[ev.container_id][1] is not before[1]:  # noqa: SLF001
+            per_window.append(before[1].counts.get("connects", 0.0))
+        # the kernel counter: one more connect per second since the container started
+        eng.observe_net_counts({(cg, L.OP_CONNECT, True): (ev.time_ns - evs[0].time_ns) // SEC})
+    assert per_window and all(c == 0 or c >= 5 for c in per_window)  # counted from the map, not events
+    assert max(per_window) <= 11  # 10 s windows, about one connect per second
