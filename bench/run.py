@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHES = ("throughput", "pipeline_bench", "scenarios", "adfa", "latency", "overhead", "drops")
-KERNEL = {"latency", "overhead", "drops"}
+BENCHES = ("throughput", "pipeline_bench", "scenarios", "adfa", "latency", "overhead", "drops", "scale")
+KERNEL = {"latency", "overhead", "drops", "scale"}
 
 
 def run_one(name: str, smoke: bool) -> dict[str, Any]:
@@ -63,6 +63,16 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
             lines.append(f"| {r['workload']} | {r['ring_pages']} | {r['offered_ops_per_s']:,} | {r['seconds']} | "
                          f"{r['events_handled']:,} | {r['kernel_drops']} | {r['queue_drops']} |")
         lines.append("")
+    sc_ = results.get("scale", {})
+    if "scale" in sc_:
+        lines += ["| running containers (images) | sensor CPU, % of one core | sensor RSS MB |", "|---|---|---|"]
+        for r in sc_["scale"]:
+            cpu, rss = r["sensor_cpu_pct_of_one_core"], r["sensor_rss_mb_peak"]
+            lines.append(f"| {r['containers']} ({r['images']}) | {cpu} | {rss} |")
+        srv = sc_["server"]
+        lines += ["", f"Realistic server, {srv['workload']}: requests/s without sensor "
+                  f"{srv['requests_per_s']['none']}, with cgsentry {srv['requests_per_s']['cgsentry']}; "
+                  f"overhead {srv['overhead_pct']} %.", ""]
     tp = results.get("throughput", {})
     pb = results.get("pipeline_bench", {})
     if "events_per_s" in tp:
