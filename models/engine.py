@@ -57,6 +57,7 @@ class ModelEngine:
         # True when the kernel counts repeated connects/accepts (first-seen filter): their
         # rates then come from observe_net_counts, not from events
         self.kernel_net_counts = False
+        self._loss_until_ns = 0  # engine-wide freeze, inherited by images first seen during loss
         self._last_net: dict[tuple[int, int, bool], int] = {}
 
     @classmethod
@@ -94,6 +95,7 @@ class ModelEngine:
                 break
         if self.node:
             b.profile.nodes.add(self.node)
+        b.life.frozen_until_ns = self._loss_until_ns
         return b
 
     def handle(self, event: Event) -> list[Finding]:
@@ -250,6 +252,8 @@ class ModelEngine:
         if dropped <= 0:
             return
         until = now_ns + int(self.config.loss_freeze_s * 1e9)
+        if image_key is None:
+            self._loss_until_ns = max(self._loss_until_ns, until)
         for key, b in self.images.items():
             if image_key is None or key == image_key:
                 b.life.frozen_until_ns = max(b.life.frozen_until_ns, until)

@@ -220,3 +220,12 @@ def test_connect_rates_from_kernel_counters() -> None:
         eng.observe_net_counts({(cg, L.OP_CONNECT, True): (ev.time_ns - evs[0].time_ns) // SEC})
     assert per_window and all(c == 0 or c >= 5 for c in per_window)  # counted from the map, not events
     assert max(per_window) <= 11  # 10 s windows, about one connect per second
+
+
+def test_image_first_seen_during_loss_is_frozen_too() -> None:
+    eng = ModelEngine(ModelConfig(min_learn_s=10**6, loss_freeze_s=10))
+    t = fleet(1, 1)[0].time_ns
+    eng.on_loss(7, t)  # drops before the image was ever seen
+    eng.handle(deviation("new_binary", t + SEC)[0])
+    assert eng.images[IMAGE_ID].life.frozen(t + SEC)
+    assert ("/tmp/xmrig", 0) not in eng.images[IMAGE_ID].profile.items["process"]
