@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Protocol
 
-from collector.errors import CollectorError, NotFound
+from collector.errors import CollectorError, NotFound, Unavailable
 from sensor.events import PRIORITIES, Finding
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -72,7 +72,10 @@ class SqlStore:
 
     def __init__(self, conn: Any, dialect: str) -> None:
         self.conn, self.dialect = conn, dialect
+        # Every statement and close() hold this lock: one connection is shared by the server's
+        # handler threads, and closing it while another thread is inside a query crashes sqlite3.
         self.lock = threading.RLock()
+        self.closed = False
         self._migrate()
 
     @classmethod
@@ -103,9 +106,14 @@ class SqlStore:
         return sql.replace("?", "%s") if self.dialect == "postgres" else sql
 
     def _exec(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        cur = self.conn.cursor()
-        cur.execute(self._q(sql), tuple(params))
-        return cur
+        """Run one statement; returns a cursor whose rows are already fetched (so no reads
+        happen after the lock is released)."""
+        with self.lock:
+            if self.closed:
+                raise Unavailable("the collector store is closed (shutting down)")
+            cur = self.conn.cursor()
+            cur.execute(self._q(sql), tuple(params))
+            return _Rows(cur.fetchall() if cur.description else [])
 
     def _tx(self) -> _Tx:
         return _Tx(self)
@@ -252,7 +260,24 @@ class SqlStore:
         return [(r[0], bytes(r[1])) for r in rows]
 
     def close(self) -> None:
-        self.conn.close()
+        """Close once no statement is running (idempotent)."""
+        with self.lock:
+            if not self.closed:
+                self.closed = True
+                self.conn.close()
+
+
+class _Rows:
+    """Rows fetched under the store lock, with the cursor methods callers use."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+
+    def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[Any]:
+        return self.rows
 
 
 class _Tx:
@@ -261,6 +286,9 @@ class _Tx:
 
     def __enter__(self) -> None:
         self.store.lock.acquire()
+        if self.store.closed:
+            self.store.lock.release()
+            raise Unavailable("the collector store is closed (shutting down)")
         if self.store.dialect == "sqlite":
             self.store.conn.execute("BEGIN IMMEDIATE")
 

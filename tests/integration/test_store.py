@@ -75,3 +75,34 @@ def test_reopen_keeps_data_and_schema(tmp_path: Path) -> None:
     s.close()
     again = SqlStore.open(str(tmp_path / "x.db"))
     assert again.count_alerts() == 1 and again.schema_version() == 1
+
+
+def test_close_while_another_thread_queries_is_safe(tmp_path: Path) -> None:
+    """The server's handler threads may still query while the collector shuts the store down;
+    sqlite3 crashed the process when a connection was closed mid-query."""
+    import threading
+
+    from collector.errors import Unavailable
+
+    s = SqlStore.open(str(tmp_path / "race.db"))
+    s.ingest("s", "n", 1, [finding(i) for i in range(50)])
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            while True:
+                s.list_alerts(limit=50)
+        except Unavailable:
+            return
+        except BaseException as err:  # noqa: BLE001 - anything else is the bug
+            errors.append(err)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    s.close()
+    for t in threads:
+        t.join(timeout=10)
+    assert errors == [] and not any(t.is_alive() for t in threads)
+    with pytest.raises(Unavailable):
+        s.list_alerts()
