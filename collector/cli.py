@@ -73,17 +73,22 @@ def parse_since(text: str) -> int:
         raise InvalidArgument(f"--since {text!r}: use 10m, 2h, 1d, epoch seconds or RFC3339") from None
 
 
-def _alerts(client: Client, args: argparse.Namespace) -> list[dict[str, Any]]:
-    from collector.convert import STATUS_NAMES, finding_from_pb, pb, status_value
+def _alert_json(a: Any) -> dict[str, Any]:
+    """A protobuf Alert in the same JSON form the store's rows get (collector.export.alert_json)."""
+    from collector.convert import STATUS_NAMES, finding_from_pb
     from collector.export import alert_json
     from collector.store import AlertRow
 
+    return alert_json(AlertRow(a.id, finding_from_pb(a.finding), a.count, a.first_seen_ns, a.last_seen_ns,
+                               STATUS_NAMES.get(a.status, "open"), a.sensor_id, a.node, a.comment))
+
+
+def _alerts(client: Client, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from collector.convert import pb, status_value
+
     q = pb.AlertQuery(image=args.image or "", since_ns=parse_since(args.since), min_priority=args.priority or "",
                       status=status_value(args.status) if args.status else 0, limit=args.limit)
-    reply = client.call("ListAlerts", q)
-    return [alert_json(AlertRow(a.id, finding_from_pb(a.finding), a.count, a.first_seen_ns, a.last_seen_ns,
-                                STATUS_NAMES.get(a.status, "open"), a.sensor_id, a.node, a.comment))
-            for a in reply.alerts]
+    return [_alert_json(a) for a in client.call("ListAlerts", q).alerts]
 
 
 def cmd_alerts_list(args: argparse.Namespace) -> int:
@@ -104,13 +109,9 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts_show(args: argparse.Namespace) -> int:
-    from collector.convert import STATUS_NAMES, finding_from_pb, pb
-    from collector.export import alert_json
-    from collector.store import AlertRow
+    from collector.convert import pb
 
-    a = Client(args).call("GetAlert", pb.AlertId(id=args.id))
-    row = alert_json(AlertRow(a.id, finding_from_pb(a.finding), a.count, a.first_seen_ns, a.last_seen_ns,
-                              STATUS_NAMES.get(a.status, "open"), a.sensor_id, a.node, a.comment))
+    row = _alert_json(Client(args).call("GetAlert", pb.AlertId(id=args.id)))
     if args.json:
         print(json.dumps(row, indent=2))
         return 0

@@ -22,7 +22,16 @@ import msgpack
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from collector.auth import SENSOR, AuthConfig, Identity, authenticate, require
-from collector.convert import ACTION_NAMES, STATUS_NAMES, action_kind, finding_from_pb, finding_to_pb, pb, rpc
+from collector.convert import (
+    ACTION_NAMES,
+    STATUS_NAMES,
+    action_kind,
+    finding_from_pb,
+    finding_to_pb,
+    pb,
+    rpc,
+    status_value,
+)
 from collector.errors import CollectorError, InvalidArgument, NotFound, PermissionDenied, Unavailable, status_code
 from collector.export import Exporters
 from collector.store import AlertRow, SqlStore
@@ -299,10 +308,9 @@ class AnalystServicer(rpc.AnalystServicer):  # type: ignore[misc]
 
 
 def alert_to_pb(a: AlertRow) -> Any:
-    status = next((k for k, v in STATUS_NAMES.items() if v == a.status), pb.ALERT_STATUS_UNSPECIFIED)
     return pb.Alert(id=a.id, finding=finding_to_pb(a.finding), count=a.count, first_seen_ns=a.first_seen_ns,
-                    last_seen_ns=a.last_seen_ns, status=status, sensor_id=a.sensor_id, node=a.node or "",
-                    comment=a.comment)
+                    last_seen_ns=a.last_seen_ns, status=status_value(a.status), sensor_id=a.sensor_id,
+                    node=a.node or "", comment=a.comment)
 
 
 @dataclass

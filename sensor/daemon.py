@@ -59,6 +59,7 @@ class Daemon:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.last_drops = 0
+        self.last_save = self.last_refresh = time.monotonic()
         self.rate = (time.monotonic(), 0)
         self.events_per_s = 0
         self.link = self._link(state) if args.collector else None
@@ -160,9 +161,12 @@ class Daemon:
         t0, n0 = self.rate
         self.events_per_s = int((stats["delivered"] - n0) / max(1e-3, time.monotonic() - t0))
         self.rate = (time.monotonic(), stats["delivered"])
-        if int(time.monotonic()) % 30 == 0:
+        now = time.monotonic()
+        if now - self.last_save >= 30.0:
+            self.last_save = now
             self.models.save_all()
-        if int(time.monotonic()) % 5 == 0:
+        if now - self.last_refresh >= 5.0:
+            self.last_refresh = now
             self.tracer.watcher.refresh()  # images promoted out of learning stop being profiled
 
     def flush(self) -> None:
