@@ -10,12 +10,14 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Final
 
 from sensor import layout as L
 from sensor.errors import EX_OSERR, NotPrivileged, SensorError, Unavailable
+from sensor.sockseed import existing_sockets
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +34,28 @@ RawCallback = Callable[[bytes], None]
 
 @dataclass(frozen=True)
 class ProbeOptions:
-    """What to compile in. ``ring_pages`` must be a power of two (BPF ring buffer rule)."""
+    """What to compile in. ``ring_pages`` must be a power of two (BPF ring buffer rule).
+
+    ``wake_batch`` records per CPU go up between reader wakeups (1: a wakeup per record, the lowest
+    latency and the highest cost to the traced workload); the reader drains the ring at least every
+    ``poll_ms`` milliseconds, which bounds how long a lone record waits.
+    """
 
     ring_pages: int = 256
     syscall_profile: bool = True
     sensitive: bool = True
     max_sockets: int = 65536
+    wake_batch: int = 64
+    poll_ms: int = 10
 
     def __post_init__(self) -> None:
         if self.ring_pages < 1 or self.ring_pages & (self.ring_pages - 1):
             raise SensorError(f"ring_pages={self.ring_pages}: must be a power of two (1, 2, 4, ...)",
                               exit_code=64)
+        if not 1 <= self.wake_batch <= 65536:
+            raise SensorError(f"wake_batch={self.wake_batch}: must be 1..65536", exit_code=64)
+        if not 1 <= self.poll_ms <= 1000:
+            raise SensorError(f"poll_ms={self.poll_ms}: must be 1..1000 milliseconds", exit_code=64)
 
 
 def tracefs_root() -> Path | None:
@@ -58,6 +71,12 @@ def has_tracepoint(category: str, name: str) -> bool:
     return root is not None and (root / "events" / category / name).is_dir()
 
 
+def has_task_storage() -> bool:
+    """Task-local storage needs kernel BTF (``bpf_get_current_task_btf``) and 5.11+."""
+    major, minor = (int(x) for x in re.findall(r"\d+", os.uname().release)[:2])
+    return Path("/sys/kernel/btf/vmlinux").exists() and (major, minor) >= (5, 11)
+
+
 def cflags(options: ProbeOptions) -> list[str]:
     """The exact -D/-I flags the programs are compiled with (shown by ``trace --dump-bpf``)."""
     flags = [
@@ -66,6 +85,8 @@ def cflags(options: ProbeOptions) -> list[str]:
         f"-DSYSCALL_PROFILE={int(options.syscall_profile)}",
         f"-DSENSITIVE={int(options.sensitive)}",
         f"-DMAX_SOCKETS={options.max_sockets}",
+        f"-DWAKE_BATCH={options.wake_batch}",
+        f"-DTASK_STORAGE={int(has_task_storage())}",
         f"-DARGS_MAX={L.ARGS_MAX}",
         f"-DARG_LEN={L.ARG_LEN}",
         "-Wno-macro-redefined",
@@ -120,6 +141,7 @@ class BpfProbe:
                               "(run `cgsentry-sensor doctor`)", exit_code=EX_OSERR) from err
         self._bpf[b"events"].open_ring_buffer(self._on_record)
         self._profiled: set[int] = set()
+        self.seed_sockets(existing_sockets())
         self._profile_attached = True
         self._set_profile_attached(False)  # attached only while some cgroup is profiled
 
@@ -134,9 +156,12 @@ class BpfProbe:
         assert self._callback is not None
         self._callback(ctypes.string_at(data, size))
 
-    def poll(self, timeout_ms: int = 100) -> None:
-        """Deliver ready records to the callback; returns after at most ``timeout_ms``."""
-        self._bpf.ring_buffer_poll(timeout_ms)
+    def poll(self, timeout_ms: int | None = None) -> None:
+        """Deliver ready records to the callback; returns after at most ``timeout_ms``
+        (default: the options' poll interval). Records submitted without a wakeup (see
+        ``wake_batch``) do not end the wait, so the ring is drained after it either way."""
+        self._bpf.ring_buffer_poll(self.options.poll_ms if timeout_ms is None else timeout_ms)
+        self._bpf.ring_buffer_consume()
 
     # -- maps ------------------------------------------------------------------------------
     def set_cgroup(self, cgroup_id: int, *, host: bool = False, profile: bool = False) -> None:
@@ -165,6 +190,12 @@ class BpfProbe:
     @property
     def profiling(self) -> bool:
         return self._profile_attached
+
+    def seed_sockets(self, sockets: list[tuple[int, int, int]]) -> None:
+        """Record (tgid, fd, protocol) of non-TCP sockets created before the programs attached."""
+        table = self._bpf[b"sock_types"]
+        for tgid, fd, proto in sockets:
+            table[table.Key((tgid << 32) | fd)] = table.Leaf(proto)
 
     def forget_cgroup(self, cgroup_id: int) -> None:
         table = self._bpf[b"cgroups"]

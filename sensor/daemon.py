@@ -48,7 +48,8 @@ class Daemon:
         self.rules = RuleEngine.load(args.rules or None)
         self.policies = PolicySet.load(Path(args.policy)) if args.policy else PolicySet()
         self.checker = PolicyChecker(self.policies)
-        self.tracer = Tracer(ProbeOptions(ring_pages=args.ring_pages), docker=not args.no_docker,
+        options = ProbeOptions(ring_pages=args.ring_pages, wake_batch=args.wake_batch, poll_ms=args.poll_ms)
+        self.tracer = Tracer(options, docker=not args.no_docker,
                              record=args.record, prefixes=self.rules.open_prefixes())
         self.tracer.watcher.profile = lambda ev: self.effective_mode(ev) == "learn"
         self.models.kernel_net_counts = True
@@ -266,6 +267,9 @@ def register(sub: Any) -> None:
     p.add_argument("--snapshot-s", type=float, default=30.0, help="baseline snapshot interval")
     p.add_argument("--spool-mb", type=int, default=64)
     p.add_argument("--ring-pages", type=int, default=256)
+    p.add_argument("--wake-batch", type=int, default=64, metavar="N",
+                   help="records per CPU between reader wakeups (1: every record, lowest latency)")
+    p.add_argument("--poll-ms", type=int, default=10, metavar="MS", help="ring drain interval")
     p.add_argument("--record", type=Path, help="also write a msgpack journal")
     p.add_argument("--no-docker", action="store_true")
     p.add_argument("--duration", type=float, help="stop after S seconds")

@@ -55,7 +55,7 @@ class RingReader:
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
-            self.probe.poll(50)
+            self.probe.poll()
 
     def events(self, timeout_s: float = 0.1) -> Iterator[Event]:
         """Decoded, enriched events until :meth:`stop`; yields nothing while idle."""

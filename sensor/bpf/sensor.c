@@ -26,6 +26,12 @@
 #ifndef NET_DEDUP
 #define NET_DEDUP 1
 #endif
+#ifndef WAKE_BATCH
+#define WAKE_BATCH 64
+#endif
+#ifndef TASK_STORAGE
+#define TASK_STORAGE 0
+#endif
 
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);
 BPF_PERCPU_ARRAY(drops, u64, OP_MAX);          /* failed ringbuf_reserve per opcode */
@@ -36,14 +42,12 @@ BPF_ARRAY(prefixes, struct prefix, PREFIX_MAX);
 BPF_HASH(exec_args, u32, struct exec_rec, 4096);   /* tid -> argv captured at execve entry */
 BPF_PERCPU_ARRAY(scratch, struct exec_rec, 1);
 BPF_HASH(exit_codes, u32, s32, 16384);             /* tgid -> exit_group() status */
-BPF_HASH(pending_sock, u32, u64, 4096);            /* tid -> socket type at socket() entry */
-BPF_TABLE("lru_hash", u64, u16, sock_types, MAX_SOCKETS);   /* (tgid << 32 | fd) -> IPPROTO_* */
+BPF_TABLE("lru_hash", u64, u16, sock_types, MAX_SOCKETS);   /* (tgid << 32 | fd) -> 17 or PROTO_OTHER; absent: TCP */
 BPF_TABLE("lru_hash", u64, struct net_rec, bound, MAX_SOCKETS); /* (tgid << 32 | fd) -> bind address */
-BPF_HASH(pending_net, u32, struct net_rec, 4096);  /* tid -> connect/accept/bind in flight */
 BPF_TABLE("lru_hash", struct net_key, u64, net_counts, 65536);  /* first-seen filter + counters */
-BPF_HASH(pending_ptr, u32, u64, 4096);             /* tid -> user sockaddr pointer (accept) */
 BPF_HASH(pending_open, u32, struct open_rec, 4096);
 BPF_HASH(pending_sys, u32, struct sys_rec, 4096);
+BPF_PERCPU_ARRAY(unwoken, u32, 1);                 /* records submitted since this CPU last woke the reader */
 
 static __always_inline void count_drop(u32 op)
 {
@@ -51,6 +55,58 @@ static __always_inline void count_drop(u32 op)
     if (n)
         __sync_fetch_and_add(n, 1);
 }
+
+/* Wakeups, not records, are what a ring buffer costs the traced workload: every default submit
+ * queues an irq_work that wakes the reader, and an exec storm measured +25-30 % from that alone
+ * (bench/overhead.py). So records are submitted without a wakeup and the reader drains the ring
+ * every poll interval (ProbeOptions.poll_ms); a CPU forces a wakeup only after WAKE_BATCH
+ * unannounced records, so a storm cannot fill the ring between polls, and for records that must
+ * not wait (a process killed at exec). WAKE_BATCH=1 restores a wakeup per record. */
+static __always_inline u64 wake_flags(int urgent)
+{
+    u32 zero = 0;
+    u32 *n = unwoken.lookup(&zero);
+    if (WAKE_BATCH <= 1 || !n)
+        return 0;  /* the kernel's default: wake when the reader has caught up */
+    if (!urgent && ++*n < WAKE_BATCH)
+        return BPF_RB_NO_WAKEUP;
+    *n = 0;
+    return BPF_RB_FORCE_WAKEUP;
+}
+
+/* Per-thread state between a syscall's entry and exit (socket, connect, accept, bind). With BTF
+ * (-DTASK_STORAGE=1, 5.11+) it lives in task-local storage: one pointer hop from the current task
+ * instead of a hash insert at entry and a lookup + delete at exit, which bench/overhead.py
+ * measured at ~300 ns each on a connect storm. The task pointer is only a handle for the helper,
+ * never dereferenced. Without BTF an LRU hash keyed by thread id stands in (no deletes needed:
+ * `op` marks what is in flight and stale entries age out). */
+struct task_ctx {
+    u64 sock_arg;          /* socket(): family << 32 | type */
+    u64 peer_ptr;          /* accept(): user sockaddr buffer */
+    u32 op;                /* syscall in flight: 0, OP_CONNECT, OP_ACCEPT, OP_LISTEN (bind) */
+    u32 sock_pending;
+    struct net_rec net;
+};
+#if TASK_STORAGE
+BPF_TASK_STORAGE(task_state, struct task_ctx);
+static __always_inline struct task_ctx *task_ctx(int create)
+{
+    return task_state.task_storage_get(bpf_get_current_task_btf(), 0,
+                                       create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+}
+#else
+BPF_TABLE("lru_hash", u32, struct task_ctx, task_state, 16384);
+static __always_inline struct task_ctx *task_ctx(int create)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct task_ctx *c = task_state.lookup(&tid);
+    if (c || !create)
+        return c;
+    struct task_ctx zero = {};
+    task_state.update(&tid, &zero);
+    return task_state.lookup(&tid);
+}
+#endif
 
 static __always_inline void fill_hdr(struct hdr *h, u32 op)
 {
@@ -147,7 +203,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
             r->h.flags |= F_KILLED;
         }
     }
-    events.ringbuf_submit(r, 0);
+    events.ringbuf_submit(r, wake_flags(r->h.flags & F_KILLED));
     return 0;
 }
 
@@ -164,7 +220,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     fill_hdr(&r->h, OP_FORK);
     r->parent_pid = args->parent_pid;
     r->child_pid = args->child_pid;
-    events.ringbuf_submit(r, 0);
+    events.ringbuf_submit(r, wake_flags(0));
     return 0;
 }
 
@@ -200,38 +256,49 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
         r->h.flags |= F_EXIT_SIGNAL;
     }
     r->_pad = 0;
-    events.ringbuf_submit(r, 0);
+    events.ringbuf_submit(r, wake_flags(0));
     return 0;
 }
 
 /* ---------------------------------------------------------------- network -------------------- */
 
 /* socket(2) entry/exit: remember each socket's protocol, since connect/bind/accept arguments do
- * not say TCP or UDP. Sockets created before the sensor started report proto 0 (unknown). */
+ * not say TCP or UDP. Only non-TCP sockets are stored; a socket not in the map is TCP. UDP
+ * sockets that existed before the sensor started are seeded from /proc by userspace
+ * (sensor/sockseed.py), so a long-lived resolver socket is not mistaken for TCP. */
+#define PROTO_OTHER 255
 TRACEPOINT_PROBE(syscalls, sys_enter_socket)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    u64 v = ((u64)args->family << 32) | (u32)args->type;
-    pending_sock.update(&tid, &v);
+    if (args->family != 2 && args->family != 10)
+        return 0;
+    struct task_ctx *c = task_ctx(1);
+    if (!c)
+        return 0;
+    c->sock_arg = ((u64)args->family << 32) | (u32)args->type;
+    c->sock_pending = 1;
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_socket)
 {
     u64 id = bpf_get_current_pid_tgid();
-    u32 tid = (u32)id;
-    u64 *v = pending_sock.lookup(&tid);
-    if (!v)
+    struct task_ctx *c = task_ctx(0);
+    if (!c || !c->sock_pending)
         return 0;
-    u64 val = *v;
-    pending_sock.delete(&tid);
+    u64 val = c->sock_arg;
+    c->sock_pending = 0;
     if (args->ret < 0)
         return 0;
-    u32 family = val >> 32, type = (u32)val & 0xf;  /* strip SOCK_NONBLOCK/SOCK_CLOEXEC */
-    if (family != 2 && family != 10)
-        return 0;
-    u16 proto = type == 1 ? 6 : (type == 2 ? 17 : 0);
+    u32 type = (u32)val & 0xf;  /* strip SOCK_NONBLOCK/SOCK_CLOEXEC */
     u64 key = (id & 0xffffffff00000000ULL) | (u32)args->ret;
+    if (type == 1) {
+        /* TCP is what an absent key means: a delete that misses is far cheaper than an LRU
+         * insert (~300 ns), and it clears a stale entry of a closed socket whose fd is reused. */
+        if (sock_types.lookup(&key))
+            sock_types.delete(&key);
+        return 0;
+    }
+    u16 proto = type == 2 ? 17 : PROTO_OTHER;
     sock_types.update(&key, &proto);
     return 0;
 }
@@ -245,48 +312,50 @@ static __always_inline u64 sock_key(u32 fd)
 static __always_inline int read_sockaddr(const void *uaddr, u16 *family, u16 *port, u8 *addr,
                                          char *unix_path)
 {
-    u16 fam = 0;
-    if (!uaddr || bpf_probe_read_user(&fam, sizeof(fam), uaddr))
+    /* One user read covers family, port and an IPv4 address (each user read costs ~100 ns). */
+    struct { u16 family; u16 port; u8 v4[4]; u8 v6_head[8]; } sa = {};
+    if (!uaddr || bpf_probe_read_user(&sa, sizeof(sa), uaddr))
         return 0;
-    *family = fam;
-    if (fam == 2) {
-        u16 p = 0;
-        bpf_probe_read_user(&p, sizeof(p), (char *)uaddr + 2);
-        *port = ntohs(p);
-        bpf_probe_read_user(addr, 4, (char *)uaddr + 4);
+    *family = sa.family;
+    if (sa.family == 2) {
+        *port = ntohs(sa.port);
+        __builtin_memcpy(addr, sa.v4, 4);
         return 1;
     }
-    if (fam == 10) {
-        u16 p = 0;
-        bpf_probe_read_user(&p, sizeof(p), (char *)uaddr + 2);
-        *port = ntohs(p);
+    if (sa.family == 10) {
+        *port = ntohs(sa.port);
         bpf_probe_read_user(addr, 16, (char *)uaddr + 8);
         return 1;
     }
-    if (fam == 1 && unix_path) {
+    if (sa.family == 1 && unix_path) {
         bpf_probe_read_user_str(unix_path, UNIX_PATH_LEN, (char *)uaddr + 2);
         return 1;
     }
     return 0;
 }
 
-static __always_inline void lookup_proto(struct net_rec *r)
+static __always_inline u16 sock_proto(u32 fd)
 {
-    u64 key = sock_key(r->fd);
+    u64 key = sock_key(fd);
     u16 *proto = sock_types.lookup(&key);
-    r->proto = proto ? *proto : 0;
+    if (!proto)
+        return 6;
+    return *proto == PROTO_OTHER ? 0 : *proto;
 }
 
 /* connect(2) entry (syscalls tracepoints since 4.7): destination from the user sockaddr; the
  * result comes at exit. -EINPROGRESS (non-blocking) is an attempt and is reported as such. */
 TRACEPOINT_PROBE(syscalls, sys_enter_connect)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct net_rec r = {};
-    if (!read_sockaddr(args->uservaddr, &r.family, &r.dport, r.daddr, r.unix_path))
+    struct task_ctx *c = task_ctx(1);
+    if (!c)
         return 0;
-    r.fd = args->fd;
-    pending_net.update(&tid, &r);
+    c->op = 0;
+    __builtin_memset(&c->net, 0, sizeof(c->net));
+    if (!read_sockaddr(args->uservaddr, &c->net.family, &c->net.dport, c->net.daddr, c->net.unix_path))
+        return 0;
+    c->net.fd = args->fd;
+    c->op = OP_CONNECT;
     return 0;
 }
 
@@ -305,9 +374,7 @@ static __always_inline int net_seen(u32 op, struct net_rec *r, s64 ret)
     bpf_probe_read_kernel(k.addr, sizeof(k.addr), r->daddr);
     k.op = op;
     k.port = op == OP_ACCEPT ? r->sport : r->dport;
-    u64 sk = sock_key(r->fd);
-    u16 *proto = sock_types.lookup(&sk);
-    k.proto = proto ? *proto : 0;
+    k.proto = sock_proto(r->fd);
     k.ok = ret >= 0 || ret == -115;
     u64 *n = net_counts.lookup(&k);
     if (n) {
@@ -333,20 +400,18 @@ static __always_inline int emit_net(u32 op, struct net_rec *pending, s64 ret)
     bpf_probe_read_kernel(r, sizeof(*r), pending);
     fill_hdr(&r->h, op);
     r->ret = ret;
-    lookup_proto(r);
-    events.ringbuf_submit(r, 0);
+    r->proto = sock_proto(r->fd);
+    events.ringbuf_submit(r, wake_flags(0));
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct net_rec *p = pending_net.lookup(&tid);
-    if (!p)
+    struct task_ctx *c = task_ctx(0);
+    if (!c || c->op != OP_CONNECT)
         return 0;
-    emit_net(OP_CONNECT, p, args->ret);
-    pending_net.delete(&tid);
-    return 0;
+    c->op = 0;
+    return emit_net(OP_CONNECT, &c->net, args->ret);
 }
 
 /* accept/accept4: the peer address is written to the user buffer by the kernel, so it is read at
@@ -354,40 +419,35 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
  * (common in servers that call getpeername later) report the local side only. */
 static __always_inline int accept_enter(u32 fd, const void *upeer)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    u64 ptr = (u64)upeer;
-    struct net_rec r = {};
-    r.fd = fd;
-    pending_net.update(&tid, &r);
-    pending_ptr.update(&tid, &ptr);
+    struct task_ctx *c = task_ctx(1);
+    if (!c)
+        return 0;
+    __builtin_memset(&c->net, 0, sizeof(c->net));
+    c->net.fd = fd;
+    c->peer_ptr = (u64)upeer;
+    c->op = OP_ACCEPT;
     return 0;
 }
 
 static __always_inline int accept_exit(s64 ret)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct net_rec *p = pending_net.lookup(&tid);
-    u64 *ptr = pending_ptr.lookup(&tid);
-    if (!p || !ptr)
-        goto out;
-    if (ret >= 0) {
-        struct net_rec r = {};
-        bpf_probe_read_kernel(&r, sizeof(r), p);
-        read_sockaddr((void *)*ptr, &r.family, &r.dport, r.daddr, NULL);
-        u64 key = sock_key(r.fd);
-        struct net_rec *b = bound.lookup(&key);
-        if (b) {
-            r.sport = b->sport;
-            if (!r.family)
-                r.family = b->family;
-            bpf_probe_read_kernel(r.saddr, sizeof(r.saddr), b->saddr);
-        }
-        emit_net(OP_ACCEPT, &r, ret);
+    struct task_ctx *c = task_ctx(0);
+    if (!c || c->op != OP_ACCEPT)
+        return 0;
+    c->op = 0;
+    if (ret < 0)
+        return 0;
+    struct net_rec *r = &c->net;
+    read_sockaddr((void *)c->peer_ptr, &r->family, &r->dport, r->daddr, NULL);
+    u64 key = sock_key(r->fd);
+    struct net_rec *b = bound.lookup(&key);
+    if (b) {
+        r->sport = b->sport;
+        if (!r->family)
+            r->family = b->family;
+        bpf_probe_read_kernel(r->saddr, sizeof(r->saddr), b->saddr);
     }
-out:
-    pending_net.delete(&tid);
-    pending_ptr.delete(&tid);
-    return 0;
+    return emit_net(OP_ACCEPT, r, ret);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_accept) { return accept_enter(args->fd, args->upeer_sockaddr); }
@@ -399,29 +459,30 @@ TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return accept_exit(args->ret); }
  * bind is the UDP equivalent of listening and is reported as a listen record at once. */
 TRACEPOINT_PROBE(syscalls, sys_enter_bind)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct net_rec r = {};
-    if (!read_sockaddr(args->umyaddr, &r.family, &r.sport, r.saddr, NULL) || r.family == 1)
+    struct task_ctx *c = task_ctx(1);
+    if (!c)
         return 0;
-    r.fd = args->fd;
-    pending_net.update(&tid, &r);
+    c->op = 0;
+    __builtin_memset(&c->net, 0, sizeof(c->net));
+    if (!read_sockaddr(args->umyaddr, &c->net.family, &c->net.sport, c->net.saddr, NULL) || c->net.family == 1)
+        return 0;
+    c->net.fd = args->fd;
+    c->op = OP_LISTEN;  /* a bind in flight */
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_bind)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct net_rec *p = pending_net.lookup(&tid);
-    if (!p)
+    struct task_ctx *c = task_ctx(0);
+    if (!c || c->op != OP_LISTEN)
         return 0;
+    c->op = 0;
     if (args->ret == 0) {
-        u64 key = sock_key(p->fd);
-        bound.update(&key, p);
-        u16 *proto = sock_types.lookup(&key);
-        if (proto && *proto == 17)
-            emit_net(OP_LISTEN, p, 0);
+        u64 key = sock_key(c->net.fd);
+        bound.update(&key, &c->net);
+        if (sock_proto(c->net.fd) == 17)
+            emit_net(OP_LISTEN, &c->net, 0);
     }
-    pending_net.delete(&tid);
     return 0;
 }
 
@@ -469,7 +530,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     fill_hdr(&r->h, OP_SYSCALL);
     r->nr = (u32)nr;
     r->_pad = 0;
-    events.ringbuf_submit(r, 0);
+    events.ringbuf_submit(r, wake_flags(0));
     return 0;
 }
 #endif
@@ -547,7 +608,7 @@ static __always_inline int open_exit(s64 ret)
         bpf_probe_read_kernel(r, sizeof(*r), p);
         fill_hdr(&r->h, OP_OPEN);
         r->ret = ret;
-        events.ringbuf_submit(r, 0);
+        events.ringbuf_submit(r, wake_flags(0));
     }
     pending_open.delete(&tid);
     return 0;
@@ -587,7 +648,7 @@ static __always_inline int sys_exit_common(s64 ret)
         bpf_probe_read_kernel(r, sizeof(*r), p);
         fill_hdr(&r->h, OP_SYS);
         r->ret = ret;
-        events.ringbuf_submit(r, 0);
+        events.ringbuf_submit(r, wake_flags(0));
     }
     pending_sys.delete(&tid);
     return 0;

@@ -164,3 +164,52 @@ def test_repeated_connects_are_one_record_and_a_kernel_count(tracer, busybox) ->
     assert len(connects) == 1 and connects[0].ret == -111
     cg = connects[0].cgroup_id
     assert tracer.probe.read_net_counts()[(cg, L.OP_CONNECT, False)] == 23
+
+
+@pytest.mark.parametrize("wake_batch", [1, 4096])
+def test_lone_record_is_delivered_whatever_the_wakeup_batch(wake_batch: int) -> None:
+    """Records go up without a wakeup until a CPU has ``wake_batch`` of them; the reader must
+    still drain a single one within its poll interval, not hold it until the batch fills."""
+    from sensor.bpf_loader import BpfProbe
+
+    tag = f"LONE-{uuid.uuid4().hex[:8]}"
+    received: list[bytes] = []
+    probe = BpfProbe(ProbeOptions(syscall_profile=False, sensitive=False, wake_batch=wake_batch, poll_ms=20))
+    probe.start(received.append)
+    try:
+        probe.poll(0)
+        received.clear()
+        subprocess.run(["/bin/echo", tag], check=True, capture_output=True)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and not any(tag.encode() in r for r in received):
+            probe.poll()
+    finally:
+        probe.close()
+    assert any(tag.encode() in r for r in received), f"exec of {tag} not delivered ({len(received)} records)"
+
+
+def test_udp_socket_created_before_the_sensor_is_reported_as_udp(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The kernel only sees socket(2) of sockets created while it runs; older UDP sockets are
+    seeded from /proc at start, so their connects are not mistaken for TCP."""
+    import sys
+
+    go = tmp_path / "go"
+    script = ("import socket, time, os, sys\n"
+              "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+              "t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
+              "print('ready', flush=True)\n"
+              f"while not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
+              "s.connect(('127.0.0.1', 5353))\n"
+              "try: t.connect(('127.0.0.1', 9))\n"
+              "except OSError: pass\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    t = Tracer(ProbeOptions(syscall_profile=False))
+    try:
+        go.write_text("")
+        proc.wait(timeout=10)
+        events = collect_until(t, lambda ev: ev.kind == "connect" and ev.pid == proc.pid and ev.dport == 9)
+    finally:
+        t.close()
+    mine = {(e.dport, e.proto) for e in events if e.kind == "connect" and e.pid == proc.pid}
+    assert mine == {(5353, "udp"), (9, "tcp")}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from sensor import layout as L
 
 HEADER = Path(__file__).resolve().parents[2] / "sensor" / "bpf" / "cgsentry.h"
@@ -35,3 +37,14 @@ def test_net_offsets() -> None:
     offs = L.C_LAYOUT["net_rec"][1]
     assert offs["saddr"] == 64 + 24 and offs["unix_path"] == 64 + 56
     assert L.NET.size == 8 + 4 + 2 * 4 + 4 + 16 + 16 + L.UNIX_PATH_LEN
+
+
+def test_wakeup_options_are_validated_and_compiled_in() -> None:
+    from sensor.bpf_loader import ProbeOptions, cflags
+    from sensor.errors import SensorError
+
+    assert "-DWAKE_BATCH=8" in cflags(ProbeOptions(wake_batch=8))
+    for bad in ({"wake_batch": 0}, {"poll_ms": 0}, {"poll_ms": 5000}):
+        with pytest.raises(SensorError) as err:
+            ProbeOptions(**bad)  # type: ignore[arg-type]
+        assert err.value.exit_code == 64
