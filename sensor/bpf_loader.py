@@ -8,7 +8,9 @@ imports on a machine without BCC. Low-level failures are translated here, once, 
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
+import operator
 import os
 import re
 from dataclasses import dataclass
@@ -69,6 +71,18 @@ def tracefs_root() -> Path | None:
 def has_tracepoint(category: str, name: str) -> bool:
     root = tracefs_root()
     return root is not None and (root / "events" / category / name).is_dir()
+
+
+def prefix_masks(prefixes: list[tuple[str, int]]) -> dict[bytes, int]:
+    """Each distinct prefix (truncated to PREFIX_LEN - 1 bytes) -> mask of its own modes and those
+    of every shorter stored prefix it starts with, for the kernel's longest-prefix-match trie."""
+    own: dict[bytes, int] = {}
+    for text, mode in prefixes:
+        raw = text.encode()[: L.PREFIX_LEN - 1]
+        if raw:
+            own[raw] = own.get(raw, 0) | (1 << mode)
+    return {raw: functools.reduce(operator.or_, (m for other, m in own.items() if raw.startswith(other)), 0)
+            for raw in own}
 
 
 def has_task_storage() -> bool:
@@ -207,17 +221,20 @@ class BpfProbe:
         self._set_profile_attached(bool(self._profiled))
 
     def set_open_prefixes(self, prefixes: list[tuple[str, int]]) -> None:
-        """Sensitive path prefixes as (prefix, PM_* mode); at most PREFIX_MAX, each < PREFIX_LEN."""
-        if len(prefixes) > L.PREFIX_MAX:
-            raise SensorError(f"{len(prefixes)} sensitive path prefixes; the kernel holds {L.PREFIX_MAX}")
+        """Sensitive path prefixes as (prefix, PM_* mode); at most PREFIX_MAX, each < PREFIX_LEN.
+
+        The kernel does one longest-prefix lookup, so each stored prefix carries the modes of
+        every stored prefix of it (``/etc/`` on write and ``/etc/shadow`` on any access: a write
+        to /etc/shadow still matches as a write)."""
+        masks = prefix_masks(prefixes)
+        if len(masks) > L.PREFIX_MAX:
+            raise SensorError(f"{len(masks)} sensitive path prefixes; the kernel holds {L.PREFIX_MAX}")
         table = self._bpf[b"prefixes"]
-        for i in range(L.PREFIX_MAX):
-            leaf = table.Leaf()
-            if i < len(prefixes):
-                text, mode = prefixes[i]
-                raw = text.encode()[: L.PREFIX_LEN - 1]
-                leaf.len, leaf.mode, leaf.s = len(raw), mode, raw
-            table[ctypes.c_int(i)] = leaf
+        table.clear()
+        for raw, mask in masks.items():
+            key = table.Key()
+            key.prefixlen, key.s = len(raw) * 8, raw
+            table[key] = table.Leaf(mask)
 
     def ban_exec(self, cgroup_id: int, comm: str) -> None:
         """Kill processes whose comm is ``comm`` at exec in ``cgroup_id`` (0 = all non-host)."""

@@ -14,7 +14,7 @@ ARGS_MAX: Final = 12
 ARG_LEN: Final = 64
 PATH_LEN: Final = 256
 UNIX_PATH_LEN: Final = 64
-PREFIX_MAX: Final = 24
+PREFIX_MAX: Final = 64
 PREFIX_LEN: Final = 32
 
 OP_EXEC: Final = 1
@@ -56,7 +56,7 @@ OPEN: Final = struct.Struct(f"<qII{PATH_LEN}s")
 SYS: Final = struct.Struct("<qII4Q")
 WATCH: Final = struct.Struct("<II")
 BAN_KEY: Final = struct.Struct("<Q16s")
-PREFIX: Final = struct.Struct(f"<II{PREFIX_LEN}s")
+PREFIX_KEY: Final = struct.Struct(f"<I{PREFIX_LEN}s")
 # cgroup_id comm[16] addr[16] op port proto ok _pad
 NET_KEY: Final = struct.Struct("<Q16s16sIHHII")
 
@@ -88,7 +88,7 @@ C_LAYOUT: Final = {
     "sys_rec": (112, {"ret": 64, "nr": 72, "args": 80}),
     "watch": (WATCH.size, {"flags": 0}),
     "ban_key": (BAN_KEY.size, {"cgroup_id": 0, "comm": 8}),
-    "prefix": (PREFIX.size, {"len": 0, "mode": 4, "s": 8}),
+    "prefix_key": (PREFIX_KEY.size, {"prefixlen": 0, "s": 4}),
     "net_key": (NET_KEY.size, {"cgroup_id": 0, "comm": 8, "addr": 24, "op": 40, "port": 44, "proto": 46,
                                "ok": 48}),
 }

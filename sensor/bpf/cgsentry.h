@@ -18,10 +18,10 @@
 #endif
 #define PATH_LEN 256          /* exec filename and sensitive open paths */
 #define UNIX_PATH_LEN 64      /* AF_UNIX connect destination (docker.sock etc.) */
-#define PREFIX_MAX 24         /* sensitive path prefixes the kernel matches */
+#define PREFIX_MAX 64         /* sensitive path prefixes the kernel matches */
 #define PREFIX_LEN 32
 
-/* struct prefix.mode */
+/* prefix modes; the trie's value is a mask of (1 << mode) */
 #define PM_ANY 0
 #define PM_WRITE 1
 #define PM_MEM 2
@@ -146,9 +146,8 @@ struct net_key {
     u32 _pad;
 };
 
-struct prefix {
-    u32 len;              /* 0 = unused slot */
-    u32 mode;             /* PM_ANY, PM_WRITE (write/create opens only), PM_MEM (path ends in /mem) */
+struct prefix_key {       /* LPM trie key: a path prefix of prefixlen bits */
+    u32 prefixlen;
     char s[PREFIX_LEN];
 };
 

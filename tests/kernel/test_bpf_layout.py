@@ -66,5 +66,5 @@ def test_decoder_formats_span_whole_records(compiled: Compiled) -> None:
     assert set(records) == set(L.OP_NAMES)
     for op, name in records.items():
         assert L.RECORD_SIZES[op] == compiled[name], L.OP_NAMES[op]
-    assert (L.WATCH.size, L.BAN_KEY.size, L.PREFIX.size) == (
-        compiled["watch"], compiled["ban_key"], compiled["prefix"])
+    assert (L.WATCH.size, L.BAN_KEY.size, L.PREFIX_KEY.size) == (
+        compiled["watch"], compiled["ban_key"], compiled["prefix_key"])

@@ -48,6 +48,7 @@ def fired(tracer: Tracer, busybox, script: str, **kw) -> tuple[list[Finding], st
     ("httpd -p 80 -h /var/www; sleep 0.3", "Listener on Privileged Port in Container"),
     ("chmod 4755 /bin/busybox", "Setuid Bit Set on File"),
     ("rpm -q x 2>/dev/null; true", "Package Management Process in Container"),
+    ("dd if=/proc/self/mem of=/dev/null bs=1 count=1 2>/dev/null; true", "Read Process Memory"),
 ])
 def test_rule_fires_on_real_behaviour(tracer: Tracer, busybox, script: str, rule: str) -> None:  # type: ignore[no-untyped-def]
     findings, cid = fired(tracer, busybox, script)
@@ -55,6 +56,16 @@ def test_rule_fires_on_real_behaviour(tracer: Tracer, busybox, script: str, rule
     assert hits, f"{rule} did not fire; fired: {sorted({f.rule for f in findings})}"
     ev = hits[0].event
     assert (ev.container_id, ev.image) == (cid, "cgsentry/busybox:latest")
+
+
+def test_kernel_prefix_trie_reports_only_sensitive_opens(tracer: Tracer, busybox) -> None:  # type: ignore[no-untyped-def]
+    """/etc/ is watched for writes only, /etc/shadow for any access, /proc/ for */mem: a read of
+    /etc/passwd and of /proc/self/status must not leave the kernel; a read of /etc/shadow must."""
+    tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
+    c = busybox(f"sleep 0.5; cat /etc/passwd /proc/self/status /etc/shadow >/dev/null; /bin/echo {tag}; sleep 30")
+    opens = {ev.path for ev in collect_until(tracer, sentinel(tag)) if ev.container_id == c.id and ev.kind == "open"}
+    assert "/etc/shadow" in opens
+    assert not opens & {"/etc/passwd", "/proc/self/status"}, opens
 
 
 @pytest.mark.parametrize("script, rule", [

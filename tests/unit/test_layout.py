@@ -48,3 +48,18 @@ def test_wakeup_options_are_validated_and_compiled_in() -> None:
         with pytest.raises(SensorError) as err:
             ProbeOptions(**bad)  # type: ignore[arg-type]
         assert err.value.exit_code == 64
+
+
+def test_prefix_masks_fold_shorter_prefixes_into_longer_ones() -> None:
+    """The kernel trie returns only the longest stored prefix, so its value must carry the modes
+    of every stored prefix of it."""
+    from sensor.bpf_loader import prefix_masks
+
+    any_, write, mem = 1 << L.PM_ANY, 1 << L.PM_WRITE, 1 << L.PM_MEM
+    masks = prefix_masks([("/etc/", L.PM_WRITE), ("/etc/shadow", L.PM_ANY), ("/proc/", L.PM_MEM),
+                          ("/etc/", L.PM_WRITE), ("/" + "x" * 40, L.PM_ANY)])
+    assert masks[b"/etc/"] == write
+    assert masks[b"/etc/shadow"] == any_ | write
+    assert masks[b"/proc/"] == mem
+    assert masks[b"/" + b"x" * (L.PREFIX_LEN - 2)] == any_  # truncated to fit the key
+    assert len(masks) == 4
