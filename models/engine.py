@@ -36,6 +36,9 @@ _KIND = {"process": NEW_PROCESS, "parent": NEW_PARENT, "args": NEW_PROCESS,
 _TITLE = {"process": "New Process", "parent": "New Parent Process", "args": "New Process Arguments",
           "listen": "New Listening Port", "inbound": "New Inbound Port",
           "outbound": "New Outbound Endpoint", "syscall": "New Syscall"}
+# Kinds whose rates come from kernel counters when ModelEngine.kernel_counts is set (their records
+# are filtered or never sent: the events alone would undercount).
+_KERNEL_COUNTED = frozenset({"connect", "accept", "fork", "exit"})
 _PRIORITY = {"process": "WARNING", "parent": "WARNING", "args": "NOTICE", "listen": "WARNING",
              "inbound": "NOTICE", "outbound": "WARNING", "syscall": "NOTICE"}
 _SHELLS = frozenset({"sh", "ash", "bash", "dash", "zsh", "ksh", "busybox"})
@@ -55,8 +58,8 @@ class ModelEngine:
         self.load_errors: list[str] = []
         self.events = 0
         # True when the kernel counts repeated connects/accepts (first-seen filter): their
-        # rates then come from observe_net_counts, not from events
-        self.kernel_net_counts = False
+        # rates then come from observe_kernel_counts, not from events
+        self.kernel_counts = False
         self._loss_until_ns = 0  # engine-wide freeze, inherited by images first seen during loss
         self._last_net: dict[tuple[int, int, bool], int] = {}
 
@@ -168,7 +171,7 @@ class ModelEngine:
                 out.extend(self._close(cur[0], ev.container_id, cur[1], ev))
             cur = (b.key, Window(ev.time_ns))
             self._windows[ev.container_id] = cur
-        if not (self.kernel_net_counts and ev.kind in ("connect", "accept")):
+        if not (self.kernel_counts and ev.kind in _KERNEL_COUNTED):
             add_event(cur[1], ev.kind, ev.ret, endpoint_key(ev) if ev.kind == "connect" else None)
         elif ev.kind == "connect":
             cur[1].endpoints.add(endpoint_key(ev))
@@ -228,11 +231,12 @@ class ModelEngine:
             if cur is not None:
                 add_syscalls(cur[1], d)
 
-    def observe_net_counts(self, counts: dict[tuple[int, int, bool], int]) -> None:
-        """Kernel (cgroup, opcode, ok) -> count totals: deltas become connects, failed connects
-        and accepts in the containers' open windows."""
-        from sensor.layout import OP_ACCEPT, OP_CONNECT
+    def observe_kernel_counts(self, counts: dict[tuple[int, int, bool], int]) -> None:
+        """Kernel (cgroup, opcode, ok) -> count totals: deltas become connects, failed connects,
+        accepts, forks and exits in the containers' open windows."""
+        from sensor.layout import OP_ACCEPT, OP_CONNECT, OP_EXIT, OP_FORK
 
+        plain = {OP_ACCEPT: "accepts", OP_FORK: "forks", OP_EXIT: "exits"}
         for key, total in counts.items():
             delta = total - self._last_net.get(key, 0)
             self._last_net[key] = total
@@ -244,8 +248,8 @@ class ModelEngine:
                 cur[1].add("connects", delta)
                 if not key[2]:
                     cur[1].add("connect_failures", delta)
-            elif key[1] == OP_ACCEPT:
-                cur[1].add("accepts", delta)
+            elif key[1] in plain:
+                cur[1].add(plain[key[1]], delta)
 
     def on_loss(self, dropped: int, now_ns: int, image_key: str | None = None) -> None:
         """Events were lost: freeze learning (all images, or one) for ``loss_freeze_s``."""

@@ -49,6 +49,7 @@ class ProbeOptions:
     max_sockets: int = 65536
     wake_batch: int = 64
     poll_ms: int = 10
+    fork_records: bool = False  # forks are counted in the kernel; True also sends each one up
 
     def __post_init__(self) -> None:
         if self.ring_pages < 1 or self.ring_pages & (self.ring_pages - 1):
@@ -101,6 +102,7 @@ def cflags(options: ProbeOptions) -> list[str]:
         f"-DMAX_SOCKETS={options.max_sockets}",
         f"-DWAKE_BATCH={options.wake_batch}",
         f"-DTASK_STORAGE={int(has_task_storage())}",
+        f"-DFORK_RECORDS={int(options.fork_records)}",
         f"-DARGS_MAX={L.ARGS_MAX}",
         f"-DARG_LEN={L.ARG_LEN}",
         "-Wno-macro-redefined",
@@ -257,13 +259,16 @@ class BpfProbe:
         """(cgroup id, syscall nr) -> count since the pair was first seen, in one batch."""
         return {(k.cgroup_id, k.nr): v.value for k, v in self._bpf[b"syscall_counts"].items()}
 
-    def read_net_counts(self) -> dict[tuple[int, int, bool], int]:
-        """(cgroup id, opcode, ok) -> connects/accepts counted in the kernel (first-seen filter),
-        summed over endpoints, in one batch."""
+    def read_kernel_counts(self) -> dict[tuple[int, int, bool], int]:
+        """(cgroup id, opcode, ok) -> totals counted in the kernel, in one batch: connects and
+        accepts (the first-seen filter's counters, summed over endpoints) and forks and exits
+        (which are not sent as records at all; ok is always True)."""
         out: dict[tuple[int, int, bool], int] = {}
         for k, v in self._bpf[b"net_counts"].items():
             key = (int(k.cgroup_id), int(k.op), bool(k.ok))
             out[key] = out.get(key, 0) + int(v.value)
+        for k, v in self._bpf[b"proc_counts"].items():
+            out[(int(k.cgroup_id), int(k.op), True)] = int(v.value)
         return out
 
     def kernel_drops(self) -> dict[str, int]:

@@ -108,7 +108,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_trace(args: argparse.Namespace) -> int:
     options = bpf_loader.ProbeOptions(ring_pages=args.ring_pages, syscall_profile=args.syscalls,
-                                      wake_batch=args.wake_batch, poll_ms=args.poll_ms)
+                                      wake_batch=args.wake_batch, poll_ms=args.poll_ms,
+                                      fork_records=args.forks)
     if args.dump_bpf:
         print("// cflags: " + " ".join(bpf_loader.cflags(options)))
         print(bpf_loader.source_text())
@@ -154,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--wake-batch", type=int, default=64, metavar="N",
                    help="records per CPU between reader wakeups (1: every record)")
     t.add_argument("--poll-ms", type=int, default=10, metavar="MS", help="ring drain interval")
+    t.add_argument("--forks", action="store_true",
+                   help="also show forks and the exits of processes that never exec'd (else kernel-counted)")
     t.add_argument("--no-docker", action="store_true", help="cgroup-only attribution")
     t.set_defaults(func=cmd_trace)
     r = sub.add_parser("replay", help="replay a recorded journal through the pipeline")

@@ -52,7 +52,7 @@ class Daemon:
         self.tracer = Tracer(options, docker=not args.no_docker,
                              record=args.record, prefixes=self.rules.open_prefixes())
         self.tracer.watcher.profile = lambda ev: self.effective_mode(ev) == "learn"
-        self.models.kernel_net_counts = True
+        self.models.kernel_counts = True
         self.responder = Responder.create(use_docker=not args.no_docker)
         self.acted: set[tuple[str, str]] = set()  # (container, action) already done
         self.banned: dict[int, set[str]] = {}
@@ -154,7 +154,7 @@ class Daemon:
         for f in self.models.tick(now_ns):
             self.respond(f)
         self.models.observe_syscall_counts(self.tracer.probe.read_syscall_counts())
-        self.models.observe_net_counts(self.tracer.probe.read_net_counts())
+        self.models.observe_kernel_counts(self.tracer.probe.read_kernel_counts())
         stats = self.tracer.reader.stats()
         drops = stats["kernel_drops"] + stats["queue_drops"]
         self.models.on_loss(drops - self.last_drops, now_ns)

@@ -53,8 +53,9 @@ class Decoder:
         return fn(self, data)
 
     def header(self, data: bytes, kind: str) -> dict[str, object]:
-        _op, pid, tid, uid, gid, flags, ktime, cg, comm, _r = L.HDR.unpack_from(data)
-        return {"kind": kind, "time_ns": ktime + self.offset_ns, "pid": pid, "tid": tid,
+        _op, pid, tid, uid, gid, flags, ktime, cg, comm, ppid, anc = L.HDR.unpack_from(data)
+        return {"kind": kind, "time_ns": ktime + self.offset_ns, "pid": pid, "tid": tid, "ppid": ppid,
+                "ancestor_pid": anc,
                 "uid": uid, "gid": gid, "cgroup_id": cg, "comm": _cstr(comm), "flags": flags}
 
 
@@ -71,8 +72,8 @@ def _exec(d: Decoder, data: bytes) -> Event:
 def _fork(d: Decoder, data: bytes) -> Event:
     h = d.header(data, "fork")
     h.pop("flags")
-    parent, child = L.FORK.unpack_from(data, L.HDR.size)
-    return Event(**h, ppid=parent, child_pid=child)  # type: ignore[arg-type]
+    h["ppid"], child = L.FORK.unpack_from(data, L.HDR.size)  # the forking thread
+    return Event(**h, child_pid=child)  # type: ignore[arg-type]
 
 
 def _exit(d: Decoder, data: bytes) -> Event:

@@ -164,6 +164,12 @@ class Enricher:
         if attr.runtime == UNKNOWN:
             self.unknown_events += 1
         kind, procs, pid = ev.kind, self.procs, ev.pid
+        if ev.ppid and kind != FORK and pid not in procs:
+            # forked in the kernel's view only: its first record. A parent that never exec'd
+            # was never reported either; it runs the image of the nearest reported ancestor.
+            if ev.ppid not in procs and ev.ancestor_pid:
+                procs.adopt(ev.ppid, ev.ancestor_pid)
+            procs.adopt(pid, ev.ppid)
         if kind in _LIFECYCLE:
             if kind == EXEC and ev.exe in _SELF_EXE:
                 ev = self._applet(ev)

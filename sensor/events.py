@@ -82,6 +82,9 @@ class Event:
     runtime: str = ""  # docker, containerd, crio, podman, kubepods, host, unknown
     pexe: str = ""  # parent executable
     ancestry: tuple[str, ...] = ()
+    # nearest ancestor the sensor has reported (kernel lineage): a child of fork-only processes
+    # is adopted through it, since forks themselves are not sent (0: unknown)
+    ancestor_pid: int = 0
     # network
     proto: str = ""
     family: str = ""

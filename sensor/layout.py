@@ -45,7 +45,7 @@ PM_WRITE: Final = 1
 PM_MEM: Final = 2
 
 # struct hdr: op pid tid uid gid flags ktime_ns cgroup_id comm[16] _reserved
-HDR: Final = struct.Struct("<6IQQ16sQ")
+HDR: Final = struct.Struct("<6IQQ16sII")
 EXEC: Final = struct.Struct(f"<II{PATH_LEN}s{ARGS_MAX * ARG_LEN}s")  # after the header
 FORK: Final = struct.Struct("<II")
 EXIT: Final = struct.Struct("<iI")
@@ -75,7 +75,7 @@ RECORD_SIZES: Final = {
 # C struct name -> (size, {field: offset}) as the C compiler must lay it out.
 C_LAYOUT: Final = {
     "hdr": (64, {"op": 0, "pid": 4, "tid": 8, "uid": 12, "gid": 16, "flags": 20,
-                 "ktime_ns": 24, "cgroup_id": 32, "comm": 40}),
+                 "ktime_ns": 24, "cgroup_id": 32, "comm": 40, "ppid": 56, "anc": 60}),
     "exec_rec": (RECORD_SIZES[OP_EXEC], {"old_pid": 64, "argc": 68, "filename": 72,
                                           "args": 72 + PATH_LEN}),
     "fork_rec": (72, {"parent_pid": 64, "child_pid": 68}),

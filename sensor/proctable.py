@@ -104,12 +104,16 @@ class ProcessTable:
     def _fork(self, ev: Event) -> None:
         # ev.pid is the forking process (tgid); ev.ppid is the forking *thread*, which differs
         # when a non-main thread forks — getppid() in the child returns the tgid.
-        parent_pid = ev.pid or ev.ppid
-        parent = self._procs.get(parent_pid)
+        self.adopt(ev.child_pid, ev.pid or ev.ppid, ev.exe)
+
+    def adopt(self, pid: int, ppid: int, exe: str = "") -> None:
+        """A child first seen in a later record (forks stay in the kernel, which puts the parent in
+        every record's header): until it execs it runs its parent's image."""
+        parent = self._procs.get(ppid)
         if parent is None:
-            self._put(ev.child_pid, Proc(parent_pid, ev.exe))
+            self._put(pid, Proc(ppid, exe))
         else:
-            self._put(ev.child_pid, Proc(parent_pid, parent.exe, parent.args))
+            self._put(pid, Proc(ppid, parent.exe, parent.args))
 
     def _exit(self, pid: int) -> None:
         if pid not in self._procs:

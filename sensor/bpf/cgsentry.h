@@ -58,7 +58,8 @@ struct hdr {              /* 64 bytes */
     u64 ktime_ns;         /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
     u64 cgroup_id;        /* cgroup v2 id == inode of the cgroup dir */
     char comm[16];
-    u64 _reserved;
+    u32 ppid;             /* parent tgid from the kernel's fork lineage (0: forked before the sensor) */
+    u32 anc;              /* nearest ancestor that exec'd or predates the sensor (userspace knows it) */
 };
 
 struct exec_rec {
@@ -143,6 +144,20 @@ struct net_key {
     u16 port;             /* connect: destination port; accept: local (listening) port */
     u16 proto;
     u32 ok;               /* 1: success (or EINPROGRESS), 0: failure */
+    u32 _pad;
+};
+
+struct lineage {          /* map `lineage`: pid -> parent, filled at fork */
+    u32 ppid;
+    u32 flags;            /* LN_EXECED: the process exec'd since its fork (its exit is reported) */
+    u32 anc;              /* ppid, or the parent's anc if the parent is a fork-only process */
+    u32 _pad;
+};
+#define LN_EXECED 1
+
+struct count_key {        /* map `proc_counts`: forks/exits per cgroup, never sent as records */
+    u64 cgroup_id;
+    u32 op;
     u32 _pad;
 };
 

@@ -32,6 +32,9 @@
 #ifndef TASK_STORAGE
 #define TASK_STORAGE 0
 #endif
+#ifndef FORK_RECORDS
+#define FORK_RECORDS 0
+#endif
 
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);
 BPF_PERCPU_ARRAY(drops, u64, OP_MAX);          /* failed ringbuf_reserve per opcode */
@@ -47,6 +50,8 @@ BPF_TABLE("lru_hash", u64, struct net_rec, bound, MAX_SOCKETS); /* (tgid << 32 |
 BPF_TABLE("lru_hash", struct net_key, u64, net_counts, 65536);  /* first-seen filter + counters */
 BPF_HASH(pending_open, u32, struct open_rec, 4096);
 BPF_HASH(pending_sys, u32, struct sys_rec, 4096);
+BPF_TABLE("lru_hash", u32, struct lineage, lineage, 65536);  /* pid -> parent, exec'd? */
+BPF_TABLE("lru_hash", struct count_key, u64, proc_counts, 16384);       /* (cgroup, fork|exit) -> count */
 BPF_PERCPU_ARRAY(unwoken, u32, 1);                 /* records submitted since this CPU last woke the reader */
 
 static __always_inline void count_drop(u32 op)
@@ -120,8 +125,24 @@ static __always_inline void fill_hdr(struct hdr *h, u32 op)
     h->flags = 0;
     h->ktime_ns = bpf_ktime_get_ns();
     h->cgroup_id = bpf_get_current_cgroup_id();
-    h->_reserved = 0;
+    u32 tgid = id >> 32;
+    struct lineage *l = lineage.lookup(&tgid);
+    h->ppid = l ? l->ppid : 0;
+    h->anc = l ? l->anc : 0;
     bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+static __always_inline void count_proc(u32 op)
+{
+    struct count_key k = {.cgroup_id = bpf_get_current_cgroup_id(), .op = op};
+    u64 *n = proc_counts.lookup(&k);
+    if (n) {
+        __sync_fetch_and_add(n, 1);
+        return;
+    }
+    u64 one = 1;
+    if (proc_counts.insert(&k, &one) != 0 && (n = proc_counts.lookup(&k)))
+        __sync_fetch_and_add(n, 1);  /* another CPU inserted it first */
 }
 
 static __always_inline u32 cgroup_flags(u64 cg)
@@ -179,6 +200,9 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         return 0;
     }
     fill_hdr(&r->h, OP_EXEC);
+    struct lineage *l = lineage.lookup(&r->h.pid);
+    if (l)
+        l->flags |= LN_EXECED;
     r->old_pid = args->old_pid;
     r->argc = 0;
     TP_DATA_LOC_READ_STR(r->filename, filename, sizeof(r->filename));
@@ -208,10 +232,23 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 }
 
 /* sched:sched_process_fork (since 2.6.32): parent/child pids, the only portable way to learn a
- * ppid without reading task_struct. Fires for threads too (clone(CLONE_THREAD)); userspace keeps
- * them in its bounded process table like processes. */
+ * ppid without reading task_struct. DESIGN principle 1: a fork is not an event anyone triages, so
+ * it stays in the kernel — the child's parent goes into `lineage` (every later record of the child
+ * carries it in hdr.ppid, and userspace adopts the child from it), and the fork is counted per
+ * cgroup for the rate model. A server that forks per request thus sends nothing per request.
+ * Fires for threads too (clone(CLONE_THREAD)): their entries are never looked up and age out of
+ * the LRU. -DFORK_RECORDS=1 (`trace --forks`) also sends each fork up. */
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
+    u32 parent = bpf_get_current_pid_tgid() >> 32;
+    struct lineage l = {.ppid = parent, .anc = parent};
+    struct lineage *pl = lineage.lookup(&parent);
+    if (pl && !(pl->flags & LN_EXECED))
+        l.anc = pl->anc;  /* a fork-only parent was never reported: point past it */
+    u32 child = args->child_pid;
+    lineage.update(&child, &l);
+    count_proc(OP_FORK);
+#if FORK_RECORDS
     struct fork_rec *r = events.ringbuf_reserve(sizeof(struct fork_rec));
     if (!r) {
         count_drop(OP_FORK);
@@ -221,6 +258,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     r->parent_pid = args->parent_pid;
     r->child_pid = args->child_pid;
     events.ringbuf_submit(r, wake_flags(0));
+#endif
     return 0;
 }
 
@@ -228,25 +266,38 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 TRACEPOINT_PROBE(syscalls, sys_enter_exit_group)
 {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct lineage *l = lineage.lookup(&tgid);
+    if (l && !(l->flags & LN_EXECED) && !FORK_RECORDS)
+        return 0;  /* its exit is counted, not reported: no status needed */
     s32 code = args->error_code;
     exit_codes.update(&tgid, &code);
     return 0;
 }
 
 /* sched:sched_process_exit: per thread; `group_dead` (5.x+) marks the last thread of a process,
- * the only one reported. Exit by signal has no exit_group() and reports -1 with F_EXIT_SIGNAL. */
+ * the only one counted. Reported only for a process userspace knows: one that exec'd, or one that
+ * existed before the sensor (no lineage entry); a fork-only child's exit is just counted. Exit by
+ * signal has no exit_group() and reports -1 with F_EXIT_SIGNAL. */
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
     if (!args->group_dead)
         return 0;
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    count_proc(OP_EXIT);
+    struct lineage *l = lineage.lookup(&tgid);
+    if (l && !(l->flags & LN_EXECED) && !FORK_RECORDS) {
+        lineage.delete(&tgid);
+        return 0;
+    }
     struct exit_rec *r = events.ringbuf_reserve(sizeof(struct exit_rec));
     if (!r) {
         count_drop(OP_EXIT);
         exit_codes.delete(&tgid);
+        lineage.delete(&tgid);
         return 0;
     }
     fill_hdr(&r->h, OP_EXIT);
+    lineage.delete(&tgid);
     s32 *code = exit_codes.lookup(&tgid);
     if (code) {
         r->exit_code = *code;

@@ -163,7 +163,7 @@ def test_repeated_connects_are_one_record_and_a_kernel_count(tracer, busybox) ->
     connects = [e for e in events if e.kind == "connect" and e.dport == 7]
     assert len(connects) == 1 and connects[0].ret == -111
     cg = connects[0].cgroup_id
-    assert tracer.probe.read_net_counts()[(cg, L.OP_CONNECT, False)] == 23
+    assert tracer.probe.read_kernel_counts()[(cg, L.OP_CONNECT, False)] == 23
 
 
 @pytest.mark.parametrize("wake_batch", [1, 4096])
@@ -213,3 +213,40 @@ def test_udp_socket_created_before_the_sensor_is_reported_as_udp(tmp_path) -> No
         t.close()
     mine = {(e.dport, e.proto) for e in events if e.kind == "connect" and e.pid == proc.pid}
     assert mine == {(5353, "udp"), (9, "tcp")}
+
+
+def test_fork_only_children_are_counted_in_the_kernel_not_sent(tracer, busybox) -> None:  # type: ignore[no-untyped-def]
+    """DESIGN principle 1 for processes: `( : )` forks a subshell that never execs. Its fork and
+    exit stay in the kernel as per-cgroup counts; exec'd processes still report their exit."""
+    from sensor import layout as L
+
+    tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
+    c = run_in(busybox, "sleep 0.5; for i in $(seq 20); do ( : ); done; /bin/true", tag)
+    events = [e for e in collect_until(tracer, sentinel(tag)) if e.container_id == c.id]
+    assert not [e for e in events if e.kind == "fork"]
+    true_exec = next(e for e in events if e.kind == "exec" and e.exe == "/bin/true")
+    assert true_exec.ppid > 0  # from the kernel's lineage map, not a /proc read
+    time.sleep(0.3)
+    exits = [e for e in tracer.reader.poll_events() + events if e.kind == "exit"]
+    sh_children = [e for e in exits if e.comm == "sh" and e.ppid == true_exec.ppid]
+    assert not sh_children, "fork-only subshells reported their exit"
+    counts = tracer.probe.read_kernel_counts()
+    cg = true_exec.cgroup_id
+    assert counts[(cg, L.OP_FORK, True)] >= 21 and counts[(cg, L.OP_EXIT, True)] >= 21, counts
+
+
+def test_child_forked_before_its_first_record_is_attributed_to_its_parent(tracer) -> None:  # type: ignore[no-untyped-def]
+    """A forked child that connects without exec'ing: no fork record went up, yet its connect
+    names the parent (header ppid) and the parent's executable."""
+    import sys
+
+    port = 20000 + uuid.uuid4().int % 20000  # a fresh endpoint: the kernel reports only first-seen ones
+    script = (f"import os, socket\npid = os.fork()\nif pid == 0:\n    s = socket.socket()\n"
+              f"    try: s.connect(('127.0.0.1', {port}))\n    except OSError: pass\n    os._exit(0)\n"
+              "os.waitpid(pid, 0)\nprint(pid)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    out, _ = parent.communicate(timeout=10)
+    child = int(out)
+    ev = collect_until(tracer, lambda e: e.kind == "connect" and e.pid == child)[-1]
+    assert ev.ppid == parent.pid
+    assert ev.exe in (sys.executable, os.path.realpath(sys.executable)), ev.exe  # exec path or /proc seed

@@ -28,7 +28,8 @@ def _exec_event() -> Event:
     return Event(EXEC, 1_700_000_000_123_456_789, pid=42, tid=42, ppid=1, uid=0, comm="nc",
                  exe="/bin/busybox", args=("nc", "-lp", "4444"), cgroup_id=99, container_id=CID,
                  container_name="web", image="cgsentry/busybox:latest", image_id="sha256:abc",
-                 runtime="docker", pexe="/bin/sh", ancestry=("/bin/sh", "/bin/init"), truncated=True)
+                 runtime="docker", pexe="/bin/sh", ancestry=("/bin/sh", "/bin/init"), truncated=True,
+                 ancestor_pid=5)
 
 
 def test_event_round_trip_keeps_every_field_including_defaults() -> None:

@@ -10,8 +10,8 @@ from sensor import layout as L
 from sensor.decode import DecodeError, Decoder
 
 
-def hdr(op: int, pid: int = 42, flags: int = 0, comm: bytes = b"sh", cg: int = 7) -> bytes:
-    return L.HDR.pack(op, pid, pid + 1, 1000, 1001, flags, 5_000, cg, comm, 0)
+def hdr(op: int, pid: int = 42, flags: int = 0, comm: bytes = b"sh", cg: int = 7, ppid: int = 0) -> bytes:
+    return L.HDR.pack(op, pid, pid + 1, 1000, 1001, flags, 5_000, cg, comm, ppid, 0)
 
 
 def argv_blob(*args: bytes) -> bytes:
@@ -96,3 +96,8 @@ def test_unknown_syscall_number_named_generically() -> None:
 def test_bad_records_raise_decode_error(data: bytes, msg: str) -> None:
     with pytest.raises(DecodeError, match=msg):
         DEC(data)
+
+
+def test_header_carries_the_kernel_lineage_parent() -> None:
+    ev = DEC(hdr(L.OP_CONNECT, ppid=7) + L.NET.pack(0, 3, 2, 6, 0, 80, 0, b"", b"\x7f\0\0\x01", b""))
+    assert (ev.kind, ev.pid, ev.ppid) == ("connect", 42, 7)

@@ -245,3 +245,36 @@ def test_no_docker_socket_degrades(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     rt = DockerRuntime(timeout_s=1.0)
     assert rt.inspect(CID) is None and rt.find("web-1") is None
     assert rt.stats()["runtime_available"] == 0 and rt.stats()["runtime_errors"] == 1
+
+
+def test_child_forked_in_the_kernel_is_adopted_from_the_header_ppid(tmp_path: Path) -> None:
+    """Forks stay in the kernel: a child's first record (here a connect) carries its parent in
+    the header, and the child runs its parent's image until it execs."""
+    enr, cg, _ = make(tmp_path)
+    conn = enr.enrich(Event("connect", 5, pid=21, ppid=20, cgroup_id=cg, dport=80))
+    assert (conn.exe, conn.ppid, conn.pexe) == ("/bin/sh", 20, "/bin/sh")
+    ex = enr.enrich(Event("exec", 6, pid=21, ppid=20, exe="/usr/bin/nc", args=("nc",), cgroup_id=cg))
+    assert ex.ancestry == ("/bin/sh", "/usr/bin/containerd-shim", "/sbin/init")
+    orphan = enr.enrich(Event("connect", 7, pid=99, ppid=0, cgroup_id=cg))
+    assert (orphan.exe, orphan.ppid) == ("", 0)  # nothing known: nothing made up
+
+
+def test_applet_reexec_of_a_kernel_forked_child_is_still_named(tmp_path: Path) -> None:
+    """No fork record precedes the exec now: the child is adopted from the header ppid first, so
+    busybox's /proc/self/exe re-exec still resolves to the applet beside the parent's binary."""
+    enr, cg, _ = make(tmp_path)
+    enr.enrich(Event("exec", 1, pid=20, ppid=10, exe="/bin/busybox", args=("sh",), cgroup_id=cg))
+    ev = enr.enrich(Event("exec", 2, pid=30, ppid=20, exe="/proc/self/exe", comm="exe", args=("nc", "x"),
+                          cgroup_id=cg))
+    assert (ev.exe, ev.comm, ev.pexe) == ("/bin/nc", "nc", "/bin/busybox")
+
+
+def test_child_of_a_fork_only_parent_is_adopted_through_the_nearest_reported_ancestor(tmp_path: Path) -> None:
+    """`(nc -e /bin/sh &)`: sh forks a subshell that forks again and execs nc. The subshell never
+    exec'd, so no record named it; the header's ancestor_pid (sh) stands in for its image."""
+    enr, cg, _ = make(tmp_path)
+    enr.enrich(Event("exec", 1, pid=20, ppid=10, exe="/bin/busybox", args=("sh",), cgroup_id=cg))
+    ev = enr.enrich(Event("exec", 2, pid=31, ppid=30, ancestor_pid=20, exe="/proc/self/exe", comm="exe",
+                          args=("nc", "-e", "/bin/sh"), cgroup_id=cg))
+    assert (ev.exe, ev.comm, ev.ppid, ev.pexe) == ("/bin/nc", "nc", 30, "/bin/busybox")
+    assert ev.ancestry[:2] == ("/bin/busybox", "/bin/busybox")  # the subshell, then sh itself

@@ -15,7 +15,7 @@ EVENTS = [
     Event("exec", 1, pid=5, ppid=1, comm="nc", exe="/usr/bin/nc", args=("nc", "-l"), uid=0,
           cgroup_id=9, container_id="c" * 64, container_name="web", image="busybox:latest",
           image_id="sha256:ab", runtime="docker", pexe="/bin/sh", ancestry=("/bin/sh", "/init"),
-          killed=True, truncated=True),
+          killed=True, truncated=True, ancestor_pid=3),
     Event("connect", 2, pid=5, proto="tcp", family="ipv6", daddr="::1", dport=443, ret=-111),
     Event("listen", 3, pid=5, proto="udp", family="ipv4", saddr="0.0.0.0", sport=53),
     Event("exit", 4, pid=5, exit_code=-1),
@@ -83,7 +83,7 @@ def full_event(kind: str, i: int) -> Event:
         runtime="docker", pexe="/bin/sh", ancestry=("/bin/sh", "/sbin/init"), proto="tcp", family="ipv6",
         saddr="::1", sport=8080, daddr="fe80::1", dport=443, ret=-111, exit_code=-9, child_pid=300 + i,
         syscall="ptrace", syscall_nr=101, count=7, sc_args=(16, 2**64 - 1, 0, 3), path="/etc/shadow",
-        flags=0o101, killed=True, truncated=True)
+        flags=0o101, killed=True, truncated=True, ancestor_pid=9)
 
 
 def test_every_kind_with_every_field_round_trips(tmp_path: Path) -> None:

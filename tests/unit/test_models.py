@@ -207,7 +207,7 @@ def test_connect_rates_from_kernel_counters() -> None:
     from sensor import layout as L
 
     eng = ModelEngine(CFG)
-    eng.kernel_net_counts = True
+    eng.kernel_counts = True
     evs = fleet(1, 40)
     cg = evs[0].cgroup_id
     per_window: list[float] = []
@@ -217,9 +217,26 @@ def test_connect_rates_from_kernel_counters() -> None:
         if before is not None and eng._windows[ev.container_id][1] is not before[1]:  # noqa: SLF001
             per_window.append(before[1].counts.get("connects", 0.0))
         # the kernel counter: one more connect per second since the container started
-        eng.observe_net_counts({(cg, L.OP_CONNECT, True): (ev.time_ns - evs[0].time_ns) // SEC})
+        eng.observe_kernel_counts({(cg, L.OP_CONNECT, True): (ev.time_ns - evs[0].time_ns) // SEC})
     assert per_window and all(c == 0 or c >= 5 for c in per_window)  # counted from the map, not events
     assert max(per_window) <= 11  # 10 s windows, about one connect per second
+
+
+def test_fork_and_exit_rates_from_kernel_counters_not_records() -> None:
+    """Forks (and exits of fork-only children) never leave the kernel; their rates come from the
+    per-cgroup counters, and an exit record that does arrive is not counted twice."""
+    from sensor import layout as L
+
+    eng = ModelEngine(CFG)
+    eng.kernel_counts = True
+    ev = fleet(1, 1)[0]
+    eng.handle(ev)
+    cg = ev.cgroup_id
+    eng.observe_kernel_counts({(cg, L.OP_FORK, True): 40, (cg, L.OP_EXIT, True): 30})
+    eng.observe_kernel_counts({(cg, L.OP_FORK, True): 45, (cg, L.OP_EXIT, True): 30})  # +5 forks
+    eng.handle(ev.replace(kind="exit", time_ns=ev.time_ns + 1))
+    window = eng._windows[ev.container_id][1]  # noqa: SLF001
+    assert (window.counts.get("forks"), window.counts.get("exits")) == (45.0, 30.0)
 
 
 def test_image_first_seen_during_loss_is_frozen_too() -> None:
