@@ -61,7 +61,8 @@ def read_journal(path: Path | str) -> Iterator[Event]:
     except OSError as err:
         raise SensorError(f"journal {path}: {err.strerror}", exit_code=EX_NOINPUT) from err
     with f:
-        unpacker = msgpack.Unpacker(f, raw=False, strict_map_key=False, max_buffer_size=64 << 20)
+        unpacker = msgpack.Unpacker(f, raw=False, strict_map_key=False, use_list=False,
+                                    max_buffer_size=64 << 20)
         _check_header(path, unpacker)
         n, good_end = 0, unpacker.tell()
         while True:
@@ -100,6 +101,10 @@ def _check_header(path: Path, unpacker: msgpack.Unpacker) -> None:
 def _event(path: Path, n: int, rec: Any) -> Event:
     if not isinstance(rec, dict):
         raise DataError(f"journal {path}: record {n}: corrupt (not a map)")
+    try:
+        return Event(**rec)  # arrays were read as tuples (use_list=False): the hot path, no copy
+    except TypeError:
+        pass  # a field this version does not know, or kind/time_ns missing
     try:
         return Event.from_dict(rec)
     except (TypeError, ValueError) as err:
