@@ -128,14 +128,35 @@ def sensor_config(name: str, state: Path, ready_file: Path, extra: list[str]) ->
     return _Sensor(name, [cmd], ready)
 
 
+def _floor_config(ready_file: Path) -> ProcConfig:
+    """Empty programs on cgsentry's tracepoints (bench/floor.py): what any such sensor pays."""
+    cmd = [sys.executable, "-m", "bench.floor"]
+
+    class _Floor(ProcConfig):
+        def start(self) -> None:
+            out = open(ready_file, "w")  # noqa: SIM115 - closed when the process ends
+            self.procs = [subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)]
+            deadline = time.monotonic() + 60
+            while "running" not in ready_file.read_text() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(1.0)
+            self.ps = [psutil.Process(p.pid) for p in self.procs]
+            self.cpu0 = sum(_cpu(p) for p in self.ps)
+
+    return _Floor("floor: empty programs, same tracepoints", [cmd], lambda: True)
+
+
 def configs(tmp: Path, smoke: bool) -> list[Config]:
     policy = tmp / "alert.yaml"
     policy.write_text("images:\n  - match: 'cgsentry/*'\n    mode: alert\n")
     out: list[Config] = [Config(),
-                         sensor_config("cgsentry", tmp / "s1", tmp / "s1.out", ["--policy", str(policy)]),
-                         sensor_config("cgsentry-learning", tmp / "s2", tmp / "s2.out", [])]
+                         sensor_config("cgsentry (alert, full rule library)", tmp / "s1", tmp / "s1.out",
+                                       ["--policy", str(policy)]),
+                         sensor_config("cgsentry (learning: syscall profile on)", tmp / "s2", tmp / "s2.out", [])]
     if smoke:
         return out
+    floor_out = tmp / "floor.out"
+    out.insert(1, _floor_config(floor_out))
     bcc = [["/usr/sbin/execsnoop-bpfcc"], ["/usr/sbin/tcpconnect-bpfcc"]]
     out.append(ProcConfig("bcc-execsnoop+tcpconnect", bcc, lambda: True))
     if shutil.which("auditctl") and shutil.which("auditd"):

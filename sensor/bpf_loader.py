@@ -157,6 +157,7 @@ class BpfProbe:
                               "(run `cgsentry-sensor doctor`)", exit_code=EX_OSERR) from err
         self._bpf[b"events"].open_ring_buffer(self._on_record)
         self._profiled: set[int] = set()
+        self._slots: dict[int, int] = {}
         self.seed_sockets(existing_sockets())
         self._profile_attached = True
         self._set_profile_attached(False)  # attached only while some cgroup is profiled
@@ -190,6 +191,20 @@ class BpfProbe:
             self._profiled.add(cgroup_id)
         else:
             self._profiled.discard(cgroup_id)
+        self._sync_profile_slots()
+
+    def _sync_profile_slots(self) -> None:
+        """The profiler's prefilter: how many profiled cgroups share each (id % 4096) slot."""
+        if not self.options.syscall_profile:
+            return
+        want: dict[int, int] = {}
+        for cg in self._profiled:
+            want[cg % L.PROFILE_SLOTS] = want.get(cg % L.PROFILE_SLOTS, 0) + 1
+        table = self._bpf[b"profile_slots"]
+        for slot in set(want) | set(self._slots):
+            if want.get(slot, 0) != self._slots.get(slot, 0):
+                table[ctypes.c_int(slot)] = ctypes.c_uint32(want.get(slot, 0))
+        self._slots = want
         self._set_profile_attached(bool(self._profiled))
 
     def _set_profile_attached(self, on: bool) -> None:
@@ -220,7 +235,7 @@ class BpfProbe:
         except KeyError:
             pass
         self._profiled.discard(cgroup_id)
-        self._set_profile_attached(bool(self._profiled))
+        self._sync_profile_slots()
 
     def set_open_prefixes(self, prefixes: list[tuple[str, int]]) -> None:
         """Sensitive path prefixes as (prefix, PM_* mode); at most PREFIX_MAX, each < PREFIX_LEN.

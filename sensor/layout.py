@@ -16,6 +16,7 @@ PATH_LEN: Final = 256
 UNIX_PATH_LEN: Final = 64
 PREFIX_MAX: Final = 64
 PREFIX_LEN: Final = 32
+PROFILE_SLOTS: Final = 4096  # sensor.c: syscall-profiler prefilter slots
 
 OP_EXEC: Final = 1
 OP_FORK: Final = 2

@@ -20,6 +20,7 @@
 #define UNIX_PATH_LEN 64      /* AF_UNIX connect destination (docker.sock etc.) */
 #define PREFIX_MAX 64         /* sensitive path prefixes the kernel matches */
 #define PREFIX_LEN 32
+#define PROFILE_SLOTS 4096    /* syscall-profiler prefilter: profiled cgroups per (id % slots) */
 
 /* prefix modes; the trie's value is a mask of (1 << mode) */
 #define PM_ANY 0

@@ -557,9 +557,17 @@ TRACEPOINT_PROBE(syscalls, sys_enter_listen)
  * cgroup is being profiled (learning images), so a sensor whose images all finished learning pays
  * nothing here. The first thing is the per-cgroup flag lookup; counts stay in the map and are read
  * in batches; only a first-seen (cgroup, nr) pair goes up the ring buffer. */
+BPF_ARRAY(profile_slots, u32, PROFILE_SLOTS);  /* profiled cgroups per (id & 4095), by userspace */
+
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
     u64 cg = bpf_get_current_cgroup_id();
+    /* Every syscall on the machine comes here while anything learns: an inlined array load
+     * turns away the unprofiled majority before the hash lookup does. */
+    u32 slot = cg & (PROFILE_SLOTS - 1);
+    u32 *any = profile_slots.lookup(&slot);
+    if (!any || !*any)
+        return 0;
     struct watch *w = cgroups.lookup(&cg);
     if (!w || !(w->flags & CG_PROFILE))
         return 0;
