@@ -176,7 +176,7 @@ def run_workloads(exe_in_container: str, sizes: dict[str, int], host_exe: Path) 
     return out
 
 
-def run(smoke: bool = False, reps: int = 3) -> dict[str, Any]:
+def run(smoke: bool = False, reps: int = 5) -> dict[str, Any]:
     sizes = SMOKE if smoke else FULL
     reps = 1 if smoke else reps
     tmp = Path(tempfile.mkdtemp(prefix="cgsentry-bench-"))
@@ -234,6 +234,6 @@ def machine() -> dict[str, Any]:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     a = ap.parse_args()
     print(json.dumps(run(a.smoke, a.reps), indent=2))
