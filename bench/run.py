@@ -57,11 +57,13 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
         lines.append("")
     dr = results.get("drops", {})
     if "runs" in dr:
-        lines += ["| storm (2 processes in a container, full pipeline) | ring pages | offered ops/s | seconds | "
-                  "events handled | kernel drops | queue drops |", "|---|---|---|---|---|---|---|"]
+        lines += ["| storm in a container, full pipeline (workers) | ring pages | offered ops/s | seconds | "
+                  "events handled | events per op | kernel drops | queue drops |", "|---|---|---|---|---|---|---|---|"]
         for r in dr["runs"]:
-            lines.append(f"| {r['workload']} | {r['ring_pages']} | {r['offered_ops_per_s']:,} | {r['seconds']} | "
-                         f"{r['events_handled']:,} | {r['kernel_drops']} | {r['queue_drops']} |")
+            lines.append(f"| {r['workload']} ({r.get('parallel', 2)}) | {r['ring_pages']} | "
+                         f"{r['offered_ops_per_s']:,} | {r['seconds']} | {r['events_handled']:,} | "
+                         f"{r.get('events_per_op', '-')} | "
+                         f"{r['kernel_drops']} | {r['queue_drops']} |")
         lines.append("")
     sc_ = results.get("scale", {})
     if "scale" in sc_:
@@ -78,8 +80,10 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
     if "events_per_s" in tp:
         lines += ["| userspace stage (one core) | events/s |", "|---|---|"]
         lines += [f"| {k.replace('_', ' ')} | {v:,} |" for k, v in tp["events_per_s"].items()]
-        for k, v in (pb.get("events_per_s") or {}).items():
-            lines.append(f"| {k.replace('_', ' ')} | {int(v):,} |")
+        names = {"journal_read_eps": "journal replay (read + build events)",
+                 "read_enrich_owned_eps": "journal replay + enrich (the decode + enrich target)",
+                 "enrich_only_eps": "enrich alone"}
+        lines += [f"| {label} | {int(pb[k]):,} |" for k, label in names.items() if k in pb]
         lines += [f"| rate-window score (per container per window) | {tp['rate_window_score_ms']} ms |", ""]
     ad = results.get("adfa", {})
     sc = results.get("scenarios", {})
