@@ -181,11 +181,13 @@ class BpfProbe:
         self._bpf.ring_buffer_consume()
 
     # -- maps ------------------------------------------------------------------------------
-    def set_cgroup(self, cgroup_id: int, *, host: bool = False, profile: bool = False) -> None:
-        """Classify a cgroup: host (no sensitive checks) and/or profile its syscalls."""
+    def set_cgroup(self, cgroup_id: int, *, host: bool = False, profile: bool = False,
+                   urgent: bool = False) -> None:
+        """Classify a cgroup: host (no sensitive checks), profile its syscalls, and/or wake the
+        reader for each of its records (urgent: its image is enforced)."""
         table = self._bpf[b"cgroups"]
         leaf = table.Leaf()
-        leaf.flags = (L.CG_HOST if host else 0) | (L.CG_PROFILE if profile else 0)
+        leaf.flags = (L.CG_HOST if host else 0) | (L.CG_PROFILE if profile else 0) | (L.CG_URGENT if urgent else 0)
         table[table.Key(cgroup_id)] = leaf
         if profile:
             self._profiled.add(cgroup_id)

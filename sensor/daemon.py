@@ -52,6 +52,7 @@ class Daemon:
         self.tracer = Tracer(options, docker=not args.no_docker,
                              record=args.record, prefixes=self.rules.open_prefixes())
         self.tracer.watcher.profile = lambda ev: self.effective_mode(ev) == "learn"
+        self.tracer.watcher.urgent = lambda ev: self.effective_mode(ev) == "enforce"
         self.models.kernel_counts = True
         self.responder = Responder.create(use_docker=not args.no_docker)
         self.acted: set[tuple[str, str]] = set()  # (container, action) already done

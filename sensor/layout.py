@@ -36,6 +36,7 @@ OP_NAMES: Final = {
 
 CG_HOST: Final = 1
 CG_PROFILE: Final = 2
+CG_URGENT: Final = 4
 
 F_KILLED: Final = 1
 F_ARGS_TRUNC: Final = 2

@@ -16,19 +16,22 @@ if TYPE_CHECKING:
 
 
 class CgroupMap(Protocol):
-    def set_cgroup(self, cgroup_id: int, *, host: bool = False, profile: bool = False) -> None: ...
+    def set_cgroup(self, cgroup_id: int, *, host: bool = False, profile: bool = False,
+                   urgent: bool = False) -> None: ...
 
 
 class CgroupWatcher:
     """``profile(event) -> bool`` decides which containers get syscall profiling (the daemon:
-    those whose image is learning)."""
+    those whose image is learning); ``urgent(event) -> bool`` which ones have every record wake
+    the reader at once (the daemon: those whose image is enforced, where response latency counts)."""
 
     def __init__(self, kernel: CgroupMap, profile: Callable[[Event], bool] = lambda _e: False,
-                 only: int | None = None) -> None:
+                 only: int | None = None, urgent: Callable[[Event], bool] = lambda _e: False) -> None:
         self.kernel = kernel
         self.profile = profile
+        self.urgent = urgent
         self.only = only  # trace --container: profile just this cgroup
-        self._state: dict[int, tuple[bool, bool]] = {}
+        self._state: dict[int, tuple[bool, bool, bool]] = {}
         self._forced: dict[int, bool] = {}
 
     def observe(self, ev: Event) -> None:
@@ -42,14 +45,15 @@ class CgroupWatcher:
             profile = ev.cgroup_id == self.only
         else:
             profile = not host and self.profile(ev)
-        if self._state.get(ev.cgroup_id) != (host, profile):
-            self._state[ev.cgroup_id] = (host, profile)
-            self.kernel.set_cgroup(ev.cgroup_id, host=host, profile=profile)
+        urgent = not host and self.urgent(ev)
+        if self._state.get(ev.cgroup_id) != (host, profile, urgent):
+            self._state[ev.cgroup_id] = (host, profile, urgent)
+            self.kernel.set_cgroup(ev.cgroup_id, host=host, profile=profile, urgent=urgent)
 
     def set_profile(self, cgroup_id: int, on: bool) -> None:
         """Operator override: profile (or not) this cgroup whatever its image's mode."""
         self._forced[cgroup_id] = on
-        self._state[cgroup_id] = (False, on)
+        self._state.pop(cgroup_id, None)  # urgency is re-derived on the cgroup's next event
         self.kernel.set_cgroup(cgroup_id, profile=on)
 
     def mark_self_host(self, index: CgroupIndex) -> None:
@@ -60,7 +64,7 @@ class CgroupWatcher:
             cg = index.id_of(rel)
         except (OSError, StopIteration):
             return
-        self._state[cg] = (True, False)
+        self._state[cg] = (True, False, False)
         self.kernel.set_cgroup(cg, host=True)
 
     def refresh(self) -> None:

@@ -43,6 +43,7 @@ enum op {
 /* flags in struct watch.flags (map `cgroups`, written by userspace) */
 #define CG_HOST 1         /* known host cgroup: no sensitive-event checks */
 #define CG_PROFILE 2      /* count syscalls of this cgroup (learning images) */
+#define CG_URGENT 4       /* wake the reader for each record (images in enforce mode) */
 
 /* flags in record headers */
 #define F_KILLED 1        /* exec was killed in the kernel (banned process) */

@@ -66,7 +66,8 @@ static __always_inline void count_drop(u32 op)
  * (bench/overhead.py). So records are submitted without a wakeup and the reader drains the ring
  * every poll interval (ProbeOptions.poll_ms); a CPU forces a wakeup only after WAKE_BATCH
  * unannounced records, so a storm cannot fill the ring between polls, and for records that must
- * not wait (a process killed at exec). WAKE_BATCH=1 restores a wakeup per record. */
+ * not wait (a process killed at exec, anything from an enforce-mode cgroup: see wake_for).
+ * WAKE_BATCH=1 restores a wakeup per record. */
 static __always_inline u64 wake_flags(int urgent)
 {
     u32 zero = 0;
@@ -151,6 +152,13 @@ static __always_inline u32 cgroup_flags(u64 cg)
     return w ? w->flags : 0;
 }
 
+/* Records of cgroups whose image is in enforce mode (CG_URGENT, set by userspace) wake the reader
+ * at once: there a response races the process, and latency is worth a wakeup per record. */
+static __always_inline u64 wake_for(struct hdr *h, int urgent)
+{
+    return wake_flags(urgent || (cgroup_flags(h->cgroup_id) & CG_URGENT));
+}
+
 /* ---------------------------------------------------------------- process lifecycle ---------- */
 
 /* syscalls:sys_enter_execve(at) (since 4.7): the only place argv is readable without walking the
@@ -227,7 +235,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
             r->h.flags |= F_KILLED;
         }
     }
-    events.ringbuf_submit(r, wake_flags(r->h.flags & F_KILLED));
+    events.ringbuf_submit(r, wake_for(&r->h, r->h.flags & F_KILLED));
     return 0;
 }
 
@@ -257,7 +265,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     fill_hdr(&r->h, OP_FORK);
     r->parent_pid = args->parent_pid;
     r->child_pid = args->child_pid;
-    events.ringbuf_submit(r, wake_flags(0));
+    events.ringbuf_submit(r, wake_for(&r->h, 0));
 #endif
     return 0;
 }
@@ -307,7 +315,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
         r->h.flags |= F_EXIT_SIGNAL;
     }
     r->_pad = 0;
-    events.ringbuf_submit(r, wake_flags(0));
+    events.ringbuf_submit(r, wake_for(&r->h, 0));
     return 0;
 }
 
@@ -452,7 +460,7 @@ static __always_inline int emit_net(u32 op, struct net_rec *pending, s64 ret)
     fill_hdr(&r->h, op);
     r->ret = ret;
     r->proto = sock_proto(r->fd);
-    events.ringbuf_submit(r, wake_flags(0));
+    events.ringbuf_submit(r, wake_for(&r->h, 0));
     return 0;
 }
 
@@ -589,7 +597,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     fill_hdr(&r->h, OP_SYSCALL);
     r->nr = (u32)nr;
     r->_pad = 0;
-    events.ringbuf_submit(r, wake_flags(0));
+    events.ringbuf_submit(r, wake_for(&r->h, 0));
     return 0;
 }
 #endif
@@ -662,7 +670,7 @@ static __always_inline int open_exit(s64 ret)
         bpf_probe_read_kernel(r, sizeof(*r), p);
         fill_hdr(&r->h, OP_OPEN);
         r->ret = ret;
-        events.ringbuf_submit(r, wake_flags(0));
+        events.ringbuf_submit(r, wake_for(&r->h, 0));
     }
     pending_open.delete(&tid);
     return 0;
@@ -702,7 +710,7 @@ static __always_inline int sys_exit_common(s64 ret)
         bpf_probe_read_kernel(r, sizeof(*r), p);
         fill_hdr(&r->h, OP_SYS);
         r->ret = ret;
-        events.ringbuf_submit(r, wake_flags(0));
+        events.ringbuf_submit(r, wake_for(&r->h, 0));
     }
     pending_sys.delete(&tid);
     return 0;

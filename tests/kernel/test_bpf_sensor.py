@@ -250,3 +250,30 @@ def test_child_forked_before_its_first_record_is_attributed_to_its_parent(tracer
     ev = collect_until(tracer, lambda e: e.kind == "connect" and e.pid == child)[-1]
     assert ev.ppid == parent.pid
     assert ev.exe in (sys.executable, os.path.realpath(sys.executable)), ev.exe  # exec path or /proc seed
+
+
+def test_records_of_an_urgent_cgroup_wake_the_reader(busybox) -> None:  # type: ignore[no-untyped-def]
+    """With wakeups batched far beyond the test's records, a bare poll (no drain) delivers only
+    what woke it: nothing from a normal container, the exec from one marked urgent (enforced)."""
+    from sensor.bpf_loader import BpfProbe
+
+    received: list[bytes] = []
+    probe = BpfProbe(ProbeOptions(syscall_profile=False, sensitive=False, wake_batch=65536))
+    probe.start(received.append)
+    try:
+        c = busybox("sleep 600")
+        cg = os.stat(f"/sys/fs/cgroup/unified/docker/{c.id}").st_ino
+        probe.poll(0)  # drain what start-up produced
+        calm, loud = f"CALM-{uuid.uuid4().hex[:8]}", f"LOUD-{uuid.uuid4().hex[:8]}"
+        c.exec_run(["/bin/echo", calm])
+        probe._bpf.ring_buffer_poll(300)  # noqa: SLF001 - epoll only: returns early only if woken
+        assert not any(calm.encode() in r for r in received)
+        probe.set_cgroup(cg, urgent=True)
+        c.exec_run(["/bin/echo", loud])
+        deadline = time.monotonic() + 5
+        while not any(loud.encode() in r for r in received) and time.monotonic() < deadline:
+            probe._bpf.ring_buffer_poll(500)  # noqa: SLF001
+        assert any(loud.encode() in r for r in received)
+        assert any(calm.encode() in r for r in received)  # drained by the same wakeup, in order
+    finally:
+        probe.close()

@@ -25,7 +25,7 @@ def test_constants_agree_with_header_text() -> None:
     text = HEADER.read_text()
     defines = dict(re.findall(r"#define (\w+) (\d+)", text))
     for name in ("ARGS_MAX", "ARG_LEN", "PATH_LEN", "UNIX_PATH_LEN", "PREFIX_MAX", "PREFIX_LEN", "PROFILE_SLOTS",
-                 "CG_HOST", "CG_PROFILE", "F_KILLED", "F_ARGS_TRUNC", "PM_WRITE", "PM_MEM"):
+                 "CG_HOST", "CG_PROFILE", "CG_URGENT", "F_KILLED", "F_ARGS_TRUNC", "PM_WRITE", "PM_MEM"):
         assert int(defines[name]) == getattr(L, name), name
     ops = dict(re.findall(r"(OP_\w+) = (\d+)", text))
     for name, value in ops.items():
