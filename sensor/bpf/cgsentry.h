@@ -153,9 +153,10 @@ struct lineage {          /* map `lineage`: pid -> parent, filled at fork */
     u32 ppid;
     u32 flags;            /* LN_EXECED: the process exec'd since its fork (its exit is reported) */
     u32 anc;              /* ppid, or the parent's anc if the parent is a fork-only process */
-    u32 _pad;
+    s32 exit_code;        /* exit_group() status, valid with LN_CODE */
 };
 #define LN_EXECED 1
+#define LN_CODE 2
 
 struct count_key {        /* map `proc_counts`: forks/exits per cgroup, never sent as records */
     u64 cgroup_id;

@@ -277,3 +277,34 @@ def test_records_of_an_urgent_cgroup_wake_the_reader(busybox) -> None:  # type: 
         assert any(calm.encode() in r for r in received)  # drained by the same wakeup, in order
     finally:
         probe.close()
+
+
+def test_without_task_storage_the_lru_fallback_carries_argv_and_connects(busybox, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Kernels without BTF get the per-thread state from an LRU hash: same argv, same network."""
+    import sensor.bpf_loader as loader
+
+    monkeypatch.setattr(loader, "has_task_storage", lambda: False)
+    assert "-DTASK_STORAGE=0" in loader.cflags(ProbeOptions())
+    t = Tracer(ProbeOptions(syscall_profile=False))
+    try:
+        tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
+        c = run_in(busybox, "sleep 0.5; /bin/echo one two three; nc 127.0.0.1 9 </dev/null", tag)
+        events = [e for e in collect_until(t, sentinel(tag)) if e.container_id == c.id]
+    finally:
+        t.close()
+    assert any(e.kind == "exec" and e.args == ("/bin/echo", "one", "two", "three") for e in events)
+    assert any(e.kind == "connect" and e.dport == 9 and e.proto == "tcp" for e in events)
+
+
+def test_exit_status_of_an_execd_child_and_a_signal_death(tracer, busybox) -> None:  # type: ignore[no-untyped-def]
+    """exit_group()'s status rides in the child's lineage entry to its exit record; a process
+    killed by a signal never calls exit_group and is flagged as such (-1)."""
+    tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
+    c = run_in(busybox, "sleep 0.5; /bin/sh -c 'exit 3'; /bin/sleep 5 & sleep 0.3; kill -9 $!; wait", tag)
+    events = [e for e in collect_until(tracer, sentinel(tag)) if e.container_id == c.id]
+    execs = {e.pid: e for e in events if e.kind == "exec"}
+    exits = {e.pid: e.exit_code for e in events if e.kind == "exit" and e.pid in execs}
+    sh = next(p for p, e in execs.items() if e.args == ("/bin/sh", "-c", "exit 3"))
+    sleeper = next(p for p, e in execs.items() if e.args == ("/bin/sleep", "5"))
+    assert exits[sh] == 3
+    assert exits[sleeper] == -1
