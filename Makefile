@@ -37,7 +37,7 @@ bench-smoke: setup
 
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy
+	$(VPY) -m mypy
 
 proto: venv
 	$(VPY) -m collector.proto.build

@@ -55,7 +55,9 @@ class TokenStore:
             raise CollectorError(f"role {role!r} is not one of {', '.join((*ROLES, SENSOR))}", exit_code=64)
         if self.path is None:
             raise CollectorError("no tokens file given (--tokens FILE)", exit_code=64)
-        token = secrets.token_urlsafe(32)
+        # A fixed prefix: a bare urlsafe token starts with "-" one time in 32, and then
+        # `cgsentry --token <it>` reads it as an option (found by CI on a fresh clone).
+        token = "cgs_" + secrets.token_urlsafe(32)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"name": name, "role": role, "sha256": _hash(token)}) + "\n")

@@ -87,7 +87,8 @@ def _alerts(client: Client, args: argparse.Namespace) -> list[dict[str, Any]]:
     from collector.convert import pb, status_value
 
     q = pb.AlertQuery(image=args.image or "", since_ns=parse_since(args.since), min_priority=args.priority or "",
-                      status=status_value(args.status) if args.status else 0, limit=args.limit)
+                      status=status_value(args.status) if args.status else pb.ALERT_STATUS_UNSPECIFIED,
+                      limit=args.limit)
     return [_alert_json(a) for a in client.call("ListAlerts", q).alerts]
 
 

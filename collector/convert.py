@@ -25,13 +25,13 @@ STATUS_NAMES = {pb.ALERT_STATUS_OPEN: "open", pb.ALERT_STATUS_ACKNOWLEDGED: "ack
                 pb.ALERT_STATUS_RESOLVED: "resolved", pb.ALERT_STATUS_SUPPRESSED: "suppressed"}
 
 
-def action_kind(name: str) -> int:
+def action_kind(name: str) -> pb.ActionKind:
     """'pause' / 'pause-container' -> ACTION_KIND_PAUSE (0 if unknown)."""
     short = name.replace("-container", "")
     return next((k for k, v in ACTION_NAMES.items() if v == short), pb.ACTION_KIND_UNSPECIFIED)
 
 
-def status_value(name: str) -> int:
+def status_value(name: str) -> pb.AlertStatus:
     aliases = {"ack": "acknowledged", "resolve": "resolved", "suppress": "suppressed"}
     name = aliases.get(name, name)
     return next((k for k, v in STATUS_NAMES.items() if v == name), pb.ALERT_STATUS_UNSPECIFIED)

@@ -95,7 +95,7 @@ class Hub:
             {**i["policy"], "mode": i["mode"]}).encode())) for i in self.store.images() if i["mode"]]
 
 
-class SensorLinkServicer(rpc.SensorLinkServicer):  # type: ignore[misc]
+class SensorLinkServicer(rpc.SensorLinkServicer):
     def __init__(self, hub: Hub, auth: AuthConfig, exporters: Exporters) -> None:
         self.hub, self.auth, self.exporters = hub, auth, exporters
 
@@ -192,7 +192,7 @@ class SensorLinkServicer(rpc.SensorLinkServicer):  # type: ignore[misc]
         self.hub.broadcast(out, except_id=s.sensor_id)
 
 
-class AnalystServicer(rpc.AnalystServicer):  # type: ignore[misc]
+class AnalystServicer(rpc.AnalystServicer):
     def __init__(self, hub: Hub, auth: AuthConfig) -> None:
         self.hub, self.auth, self.store = hub, auth, hub.store
 
@@ -345,7 +345,7 @@ def create_server(addr: str, store: SqlStore, auth: AuthConfig, tls: TlsConfig |
     server.start()
     for name in ("", "cgsentry.v1.SensorLink", "cgsentry.v1.Analyst"):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    server.hub = hub  # type: ignore[attr-defined]  # for in-process tests and the web console
+    server.hub = hub  # for in-process tests and the web console
     return server, port
 
 

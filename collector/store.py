@@ -80,6 +80,7 @@ class SqlStore:
 
     @classmethod
     def open(cls, url: str) -> SqlStore:
+        conn: Any  # a psycopg or a sqlite3 connection: SqlStore uses what the two have in common
         if url.startswith(("postgresql://", "postgres://")):
             try:
                 import psycopg
@@ -173,6 +174,7 @@ class SqlStore:
     # -- queries ---------------------------------------------------------------------------------
     def list_alerts(self, image: str = "", since_ns: int = 0, min_priority: str = "", status: str = "",
                     limit: int = 100, after_id: int = 0) -> list[AlertRow]:
+        params: list[Any]
         where, params = ["last_seen_ns >= ?", "id > ?"], [since_ns, after_id]
         if image:
             where.append("image = ?")
@@ -201,6 +203,7 @@ class SqlStore:
         return self.get_alert(alert_id)
 
     def count_alerts(self, image: str = "") -> int:
+        params: tuple[str, ...]
         sql, params = "SELECT COUNT(*) FROM alerts", ()
         if image:
             sql, params = sql + " WHERE image = ?", (image,)

@@ -59,7 +59,7 @@ def _item(dim: str, key: tuple[Any, ...], s: ItemStat) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     eng = _engine(args)
-    rows = [{"image": b.image, "key": b.key, "mode": b.mode, "learned_s": round(b.learned_s()),
+    rows: list[dict[str, Any]] = [{"image": b.image, "key": b.key, "mode": b.mode, "learned_s": round(b.learned_s()),
              "items": b.profile.size(), "containers": len(b.profile.containers)}
             for b in eng.images.values()]
     if args.json:

@@ -235,8 +235,10 @@ def kinds_of(node: Node) -> frozenset[str] | None:
         sets = [k for k in map(kinds_of, node.children) if k is not None]
         return frozenset.intersection(*sets) if sets else None
     if node.op == "or":
-        sets = list(map(kinds_of, node.children))
-        return None if any(s is None for s in sets) else frozenset().union(*sets)  # type: ignore[arg-type]
+        # sets holds None for a child that matches any kind (checked before the union); the name's
+        # type, list[frozenset[str]], comes from the "and" branch above.
+        sets = list(map(kinds_of, node.children))  # type: ignore[arg-type]
+        return None if any(s is None for s in sets) else frozenset().union(*sets)
     return None
 
 

@@ -211,7 +211,7 @@ class PolicyChecker:
         allowed = pol.allowed_listen_ports
         if ev.kind == "listen" and allowed is not None and ev.sport not in allowed:
             return [_finding(ev, NEW_LISTEN_PORT, "WARNING", f"listen on {ev.proto}/{ev.sport} not in "
-                             f"allowed ports {list(pol.allowed_listen_ports)} (image {ev.image})")]
+                             f"allowed ports {list(allowed)} (image {ev.image})")]
         if ev.kind == "connect" and ev.dport in pol.denied_outbound_ports:
             return [_finding(ev, NEW_OUTBOUND, "WARNING", f"connect to denied port {ev.daddr}:{ev.dport} "
                              f"(image {ev.image})")]

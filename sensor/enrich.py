@@ -51,6 +51,8 @@ _ALL_FIELDS: Final = operator.attrgetter(*_NAMES)
 _CHANGED_NAMES: Final = ("ppid", "exe", "pexe", "ancestry", "container_id", "container_name", "image",
                          "image_id", "runtime")
 _CHANGED: Final = tuple(_NAMES.index(name) for name in _CHANGED_NAMES)
+# New values for _CHANGED_NAMES, in that order.
+_Changes = tuple[int, str, str, tuple[str, ...], str, str, str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +155,7 @@ class Enricher:
          ev.runtime) = changes  # the order of _CHANGED_NAMES
         return ev
 
-    def _changes(self, ev: Event) -> tuple[Event, tuple[object, ...]]:
+    def _changes(self, ev: Event) -> tuple[Event, _Changes]:
         """The (possibly applet-renamed) event and its new values for the fields in _CHANGED."""
         attr = self._cache.get(ev.cgroup_id)
         if attr is not None and attr.complete:

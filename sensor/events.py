@@ -128,7 +128,8 @@ class Event:
         if "kind" not in data or "time_ns" not in data:
             raise ValueError("event record lacks 'kind' or 'time_ns'")
         fields = _EVENT_FIELDS
-        return cls(**{k: tuple(v) if type(v) is list else v for k, v in data.items() if k in fields})
+        kwargs: dict[str, Any] = {k: tuple(v) if type(v) is list else v for k, v in data.items() if k in fields}
+        return cls(**kwargs)
 
     def replace(self, **changes: Any) -> Event:
         return dataclasses.replace(self, **changes)

@@ -132,3 +132,11 @@ def test_mtls_sensor_identity(tmp_path: Path) -> None:
         no_cert.ListAlerts(pb.AlertQuery(), metadata=[("authorization", f"Bearer {viewer}")], timeout=5)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # TLS handshake refused without a certificate
     server.stop(0)
+
+
+def test_issued_tokens_never_look_like_options(tmp_path: Path) -> None:
+    """A token is passed as `--token <it>`: one that begins with "-" would be parsed as a flag."""
+    tokens = TokenStore(tmp_path / "tokens")
+    issued = [tokens.add(f"n{i}", "viewer") for i in range(200)]  # a bare urlsafe token: ~6 would start with "-"
+    assert not [t for t in issued if t.startswith("-")]
+    assert all(tokens.lookup(t) is not None for t in issued[:3])
