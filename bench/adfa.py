@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from models.sequence import BagOfSyscalls, NgramNovelty, Stide
+from models.sequence import BagOfSyscalls, NgramLanguageModel, NgramNovelty, Stide
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "adfa-ld" / "ADFA-LD.zip"
 
@@ -53,7 +53,8 @@ def run(smoke: bool = False) -> dict[str, Any]:
     if smoke:  # a deterministic subset, seconds not minutes
         data = {"train": data["train"][:200], "validation": data["validation"][::10],
                 "attack": data["attack"][::4]}
-    models = {"bag_of_syscalls_nn": BagOfSyscalls(), "stide_6": Stide(6), "cgsentry_ngram_novelty": NgramNovelty()}
+    models = {"bag_of_syscalls_nn": BagOfSyscalls(), "stide_6": Stide(6), "cgsentry_ngram_novelty": NgramNovelty(),
+              "cgsentry_ngram_lm": NgramLanguageModel()}
     results = {name: evaluate(m, data) for name, m in models.items()}
     return {"dataset": "ADFA-LD", "smoke": smoke, "traces": {k: len(v) for k, v in data.items()},
             "published": {"stide_6": 0.83, "bag_of_syscalls": 0.75}, "results": results}

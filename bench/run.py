@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHES = ("throughput", "pipeline_bench", "scenarios", "adfa", "latency", "overhead", "drops", "scale")
+BENCHES = ("throughput", "pipeline_bench", "scenarios", "adfa", "ingest", "latency", "overhead", "drops", "scale")
 KERNEL = {"latency", "overhead", "drops", "scale"}
 
 
@@ -75,6 +75,14 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
         lines += ["", f"Realistic server, {srv['workload']}: requests/s without sensor "
                   f"{srv['requests_per_s']['none']}, with cgsentry {srv['requests_per_s']['cgsentry']}; "
                   f"overhead {srv['overhead_pct']} %.", ""]
+    ing = results.get("ingest", {})
+    if "backends" in ing:
+        lines += [f"| collector ingest ({ing['per_stream']:,} findings per sensor stream, batches of {ing['batch']}) | "
+                  "concurrent streams | findings/s | stored exactly once |", "|---|---|---|---|"]
+        for backend, runs in ing["backends"].items():
+            for r in runs if isinstance(runs, list) else []:
+                lines.append(f"| {backend} | {r['streams']} | {r['findings_per_s']:,} | {r['lossless']} |")
+        lines.append("")
     tp = results.get("throughput", {})
     pb = results.get("pipeline_bench", {})
     if "events_per_s" in tp:

@@ -209,6 +209,14 @@ class SqlStore:
             sql, params = sql + " WHERE image = ?", (image,)
         return int(self._exec(sql, params).fetchone()[0])
 
+    def total_findings(self, sensor_prefix: str = "") -> int:
+        """Findings stored, repeats included (the sum of alert counts), for sensors whose id
+        starts with ``sensor_prefix``."""
+        pattern = sensor_prefix.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+        row = self._exec("SELECT COALESCE(SUM(count), 0) FROM alerts WHERE sensor_id LIKE ? ESCAPE '!'",
+                         (pattern,)).fetchone()
+        return int(row[0])
+
     # -- sensors, images, audit, snapshots ------------------------------------------------------
     def upsert_sensor(self, sensor_id: str, node: str, version: str, counters: dict[str, int],
                       connected: bool) -> None:

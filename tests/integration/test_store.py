@@ -43,6 +43,15 @@ def test_idempotent_ingest_and_aggregation(store: SqlStore) -> None:
     assert len(store.list_alerts()) == 2
 
 
+def test_total_findings_counts_repeats_per_sensor_prefix(store: SqlStore) -> None:
+    store.ingest("bench-1-0", "n", 1, [finding(1), finding(1), finding(2, container=1)])
+    store.ingest("bench-1_x", "n", 1, [finding(3)])  # "_" is literal, not a LIKE wildcard
+    store.ingest("other", "n", 1, [finding(4)])
+    assert store.total_findings("bench-1-") == 3
+    assert store.total_findings("bench-1_") == 1
+    assert store.total_findings() == 5
+
+
 def test_filters_status_and_get(store: SqlStore) -> None:
     store.ingest("s1", "n", 1, [finding(1, 0, "A", "NOTICE"), finding(2, 1, "B", "CRITICAL")])
     crit = store.list_alerts(min_priority="WARNING")
