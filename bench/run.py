@@ -50,9 +50,10 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
     lat = results.get("latency", {})
     if "exec_to_rule_finding" in lat:
         lines += ["| latency | n | p50 ms | p99 ms |", "|---|---|---|---|"]
-        for key in ("exec_to_rule_finding", "in_kernel_kill_exec_to_exit", "pause_docker_api",
+        for key in ("exec_to_rule_finding", "exec_to_rule_finding_urgent_cgroup",
+                    "exec_to_finding_stored_by_collector", "in_kernel_kill_exec_to_exit", "pause_docker_api",
                     "pause_cgroup_freeze", "kill_container_docker_api"):
-            v = lat[key]
+            v = lat.get(key, {})
             lines.append(f"| {key.replace('_', ' ')} | {v.get('n')} | {v.get('p50_ms')} | {v.get('p99_ms')} |")
         lines.append("")
     dr = results.get("drops", {})
