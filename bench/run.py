@@ -28,6 +28,9 @@ def run_one(name: str, smoke: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = mod.run(20_000 if smoke else 200_000) if name == "pipeline_bench" else mod.run(smoke=smoke)
     out["wall_s"] = round(time.perf_counter() - t0, 1)
+    from bench.overhead import machine
+
+    out.setdefault("machine", machine())  # every result says where it was measured
     return out
 
 
@@ -55,6 +58,12 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
                     "pause_cgroup_freeze", "kill_container_docker_api"):
             v = lat.get(key, {})
             lines.append(f"| {key.replace('_', ' ')} | {v.get('n')} | {v.get('p50_ms')} | {v.get('p99_ms')} |")
+        for mode, loop in lat.get("collector_loop", {}).items():
+            for key in ("exec_to_alert_stored", "exec_to_paused"):
+                v = loop.get(key, {}) if isinstance(loop, dict) else {}
+                if v:
+                    lines.append(f"| collector loop, {mode.replace('_', ' ')}: {key.replace('_', ' ')} | "
+                                 f"{v.get('n')} | {v.get('p50_ms')} | {v.get('p99_ms')} |")
         lines.append("")
     dr = results.get("drops", {})
     if "runs" in dr:
@@ -73,16 +82,25 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
             cpu, rss = r["sensor_cpu_pct_of_one_core"], r["sensor_rss_mb_peak"]
             lines.append(f"| {r['containers']} ({r['images']}) | {cpu} | {rss} |")
         srv = sc_["server"]
-        lines += ["", f"Realistic server, {srv['workload']}: requests/s without sensor "
-                  f"{srv['requests_per_s']['none']}, with cgsentry {srv['requests_per_s']['cgsentry']}; "
-                  f"overhead {srv['overhead_pct']} %.", ""]
+        lines += ["", f"| realistic server: {srv['workload']} | requests/s (median) | overhead |", "|---|---|---|"]
+        over = srv["overhead_pct"] if isinstance(srv["overhead_pct"], dict) else {"cgsentry": srv["overhead_pct"]}
+        med = srv.get("median_requests_per_s", {})
+        lines += [f"| {cfg} | {med[cfg]:,} | {pct:+.1f}% |" if cfg in med else f"| {cfg} | - | {pct:+.1f}% |"
+                  for cfg, pct in over.items()]
+        lines.append("")
     ing = results.get("ingest", {})
     if "backends" in ing:
         lines += [f"| collector ingest ({ing['per_stream']:,} findings per sensor stream, batches of {ing['batch']}) | "
-                  "concurrent streams | findings/s | stored exactly once |", "|---|---|---|---|"]
+                  "concurrent streams | findings/s | batch ack p50/p99 ms, paced | batch ack p50/p99 ms, burst | "
+                  "stored exactly once |", "|---|---|---|---|---|---|"]
         for backend, runs in ing["backends"].items():
+            if isinstance(runs, dict):
+                lines.append(f"| {backend} | skipped: {runs.get('skipped')} | | | | |")
             for r in runs if isinstance(runs, list) else []:
-                lines.append(f"| {backend} | {r['streams']} | {r['findings_per_s']:,} | {r['lossless']} |")
+                lines.append(f"| {backend} | {r['streams']} | {r['findings_per_s']:,} | "
+                             f"{r.get('batch_ack_paced_p50_ms')}/{r.get('batch_ack_paced_p99_ms')} | "
+                             f"{r.get('batch_ack_burst_p50_ms')}/{r.get('batch_ack_burst_p99_ms')} | "
+                             f"{r['lossless'] and r.get('alert_rows') == r.get('alert_rows_expected')} |")
         lines.append("")
     tp = results.get("throughput", {})
     pb = results.get("pipeline_bench", {})

@@ -80,27 +80,32 @@ def wrk(seconds: int) -> float:
     return float(m.group(1)) if m else float("nan")
 
 
-def server_run(seconds: int, reps: int, tmp: Path) -> dict[str, Any]:
+def server_run(seconds: int, reps: int, tmp: Path, smoke: bool) -> dict[str, Any]:
+    """busybox httpd on the host network under wrk, with every configuration of bench/overhead.py
+    (no sensor, the floor, cgsentry alert and learning, BCC's tools, auditd), alternating."""
+    from bench.overhead import configs
+
     name = "cgsentry-httpd"
     subprocess.run(["docker", "rm", "-f", name], capture_output=True)
     subprocess.run(["docker", "run", "-d", "--name", name, "--network", "host", BASE, "httpd", "-f", "-p",
                     "127.0.0.1:18080", "-h", "/var/www"], check=True, capture_output=True)
     time.sleep(1)
-    res: dict[str, list[float]] = {"none": [], "cgsentry": []}
+    cfgs = configs(tmp, smoke)
+    res: dict[str, list[float]] = {c.name: [] for c in cfgs}
     try:
         for _ in range(reps):
-            res["none"].append(wrk(seconds))
-            proc, _ps = sensor(tmp / "state-httpd")
-            try:
-                res["cgsentry"].append(wrk(seconds))
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
+            for cfg in cfgs:
+                cfg.start()
+                try:
+                    res[cfg.name].append(wrk(seconds))
+                finally:
+                    cfg.stop()
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
-    none, with_sensor = statistics.median(res["none"]), statistics.median(res["cgsentry"])
+    base = statistics.median(res["none"])
     return {"workload": "busybox httpd (host network, loopback) under wrk -t2 -c16", "requests_per_s": res,
-            "overhead_pct": round((none / with_sensor - 1) * 100, 1)}
+            "median_requests_per_s": {k: round(statistics.median(v)) for k, v in res.items()},
+            "overhead_pct": {k: round((base / statistics.median(v) - 1) * 100, 1) for k, v in res.items()}}
 
 
 def run(smoke: bool = False) -> dict[str, Any]:
@@ -111,7 +116,7 @@ def run(smoke: bool = False) -> dict[str, Any]:
         imgs = images(2 if smoke else 5)
         counts = (1, 3) if smoke else (1, 10, 50)
         scale = [containers_run(n, imgs, 6 if smoke else 20, tmp) for n in counts]
-        server = server_run(2 if smoke else 5, 1 if smoke else 3, tmp)
+        server = server_run(2 if smoke else 5, 1 if smoke else 3, tmp, smoke)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"benchmark": "scale", "smoke": smoke, "scale": scale, "server": server}

@@ -116,6 +116,15 @@ class SqlStore:
             cur.execute(self._q(sql), tuple(params))
             return _Rows(cur.fetchall() if cur.description else [])
 
+    def _exec_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """One statement over many parameter rows (no results)."""
+        if not rows:
+            return
+        with self.lock:
+            if self.closed:
+                raise Unavailable("the collector store is closed (shutting down)")
+            self.conn.cursor().executemany(self._q(sql), rows)
+
     def _tx(self) -> _Tx:
         return _Tx(self)
 
@@ -150,26 +159,29 @@ class SqlStore:
                 return False
             self._exec("INSERT INTO batches (sensor_id, seq, received_ns) VALUES (?, ?, ?)",
                        (sensor_id, seq, now))
-            for f in findings:
-                self._upsert_alert(sensor_id, node, f)
+            # One executemany per batch: psycopg pipelines it (one round trip, not one per finding)
+            self._exec_many(self._upsert_sql(), [self._alert_params(sensor_id, node, f) for f in findings])
         return True
 
-    def _upsert_alert(self, sensor_id: str, node: str, f: Finding) -> None:
-        ev = f.event
+    def _upsert_sql(self) -> str:
         greatest = "GREATEST" if self.dialect == "postgres" else "MAX"
         least = "LEAST" if self.dialect == "postgres" else "MIN"
-        self._exec(
+        return (
             "INSERT INTO alerts (fingerprint, sensor_id, node, time_ns, first_seen_ns, last_seen_ns, count, "
             "status, comment, rule, priority, priority_rank, kind, image, container_id, container_name, pid, "
             "exe, action, output, finding) VALUES (?, ?, ?, ?, ?, ?, 1, 'open', '', ?, ?, ?, ?, ?, ?, ?, ?, ?, "
             "?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET count = alerts.count + 1, "
             f"last_seen_ns = {greatest}(alerts.last_seen_ns, excluded.last_seen_ns), "
             f"first_seen_ns = {least}(alerts.first_seen_ns, excluded.first_seen_ns), "
-            "action = CASE WHEN excluded.action IN ('none', 'alert') THEN alerts.action ELSE excluded.action END",
-            (fingerprint(sensor_id, f), sensor_id, node, f.time_ns, f.time_ns, f.time_ns, f.rule, f.priority,
-             PRIORITIES.index(f.priority) if f.priority in PRIORITIES else 7, f.kind, ev.image,
-             ev.container_id, ev.container_name, ev.pid, ev.exe, f.action, f.output,
-             json.dumps(f.to_dict(), default=str)))
+            "action = CASE WHEN excluded.action IN ('none', 'alert') THEN alerts.action ELSE excluded.action END")
+
+    @staticmethod
+    def _alert_params(sensor_id: str, node: str, f: Finding) -> tuple[Any, ...]:
+        ev = f.event
+        return (fingerprint(sensor_id, f), sensor_id, node, f.time_ns, f.time_ns, f.time_ns, f.rule, f.priority,
+                PRIORITIES.index(f.priority) if f.priority in PRIORITIES else 7, f.kind, ev.image,
+                ev.container_id, ev.container_name, ev.pid, ev.exe, f.action, f.output,
+                json.dumps(f.to_dict(), default=str))
 
     # -- queries ---------------------------------------------------------------------------------
     def list_alerts(self, image: str = "", since_ns: int = 0, min_priority: str = "", status: str = "",
