@@ -16,7 +16,8 @@ from collector.server import TlsConfig, create_server
 from collector.store import SqlStore
 from sensor.link import CollectorLink, LinkConfig
 from sensor.spool import Spool
-from tests.integration.test_collector_link import finding, wait_for
+from tests.integration.test_collector_link import finding
+from tests.waiting import wait_for
 
 ALERT_KEYS = {"id", "time", "rule", "priority", "output", "image", "container_id", "container_name", "pid", "exe",
               "args", "action", "tags"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -20,21 +20,13 @@ from sensor.events import Finding
 from sensor.link import CollectorLink, LinkCallbacks, LinkConfig
 from sensor.response import ActionResult
 from sensor.spool import Spool
+from tests.waiting import wait_for
 
 
 def finding(i: int, container: int = 0) -> Finding:
     ev = deviation("new_binary", 1_700_000_000_000_000_000 + i, i=container).pop()
     return Finding("new_process", "New Process", "WARNING", f"finding {i}", ev.replace(exe=f"/tmp/x{i}"),
                    time_ns=ev.time_ns)
-
-
-def wait_for(pred: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def free_port() -> int:

@@ -21,7 +21,7 @@ from models.baseline import ModelConfig
 from models.engine import ModelEngine
 from sensor.link import CollectorLink, LinkCallbacks, LinkConfig
 from sensor.spool import Spool
-from tests.integration.test_collector_link import wait_for
+from tests.waiting import wait_for
 
 CFG = ModelConfig(min_learn_s=60, stable_s=30)
 

@@ -12,11 +12,11 @@ import pytest
 from bench.workloads import DEVIATIONS, IMAGE_ID, SEC, deviation, fleet
 from models import store
 from models.baseline import ModelConfig
-from models.cli import register
 from models.engine import ModelEngine, merge_snapshots
 from models.errors import ModelError
 from models.export import network_policy, seccomp_profile
 from sensor.events import Event
+from tests.unit.model_cli import model_cli
 
 CFG = ModelConfig(min_learn_s=60, stable_s=30)
 
@@ -179,18 +179,7 @@ def test_exports() -> None:
 
 
 def test_cli_show_export_accept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import argparse
-
-    eng = learned()
-    eng.store_dir = tmp_path
-    eng.save_all()
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="c"))
-
-    def run(*argv: str) -> int:
-        args = parser.parse_args(["model", "--store", str(tmp_path), *argv])
-        return int(args.func(args))
-
+    run = model_cli(learned(), tmp_path)
     assert run("show", IMAGE_ID, "--json") == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["mode"] == "alert" and shown["containers"] == 3

@@ -3,7 +3,6 @@ audit, CLI list/mode/diff/networkpolicy on a tmp store, non-model files, sequenc
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -14,11 +13,11 @@ import yaml
 from bench.workloads import IMAGE_ID, SEC, deviation, fleet
 from models import store
 from models.baseline import ModelConfig
-from models.cli import register
 from models.engine import ModelEngine
 from models.errors import ModelError
 from models.sequence import BagOfSyscalls, NgramNovelty, Stide
 from sensor.events import HOST, NEW_PARENT, NEW_PROCESS, Event
+from tests.unit.model_cli import model_cli
 
 CFG = ModelConfig(min_learn_s=60, stable_s=30)
 
@@ -96,17 +95,7 @@ def test_not_a_model_file_is_quarantined(tmp_path: Path) -> None:
 
 @pytest.fixture()
 def cli(tmp_path: Path) -> tuple[Path, object]:
-    eng = learned()
-    eng.store_dir = tmp_path
-    eng.save_all()
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="c"))
-
-    def run(*argv: str) -> int:
-        args = parser.parse_args(["model", "--store", str(tmp_path), *argv])
-        return int(args.func(args))
-
-    return tmp_path, run
+    return tmp_path, model_cli(learned(), tmp_path)
 
 
 def test_cli_list_and_mode(cli: tuple[Path, object], capsys: pytest.CaptureFixture[str]) -> None:
