@@ -303,7 +303,7 @@ def run(smoke: bool = False) -> dict[str, Any]:
         cg = tracer.enricher.container_cgroup_id(cid)
         stored: list[float] = []
         e2f = exec_to_finding(tracer, rules, cid, n, loop, stored)
-        tracer.watcher.urgent = lambda ev: ev.container_id == cid  # as if its image were enforced
+        tracer.watcher.mode = lambda ev: "enforce" if ev.container_id == cid else ""  # as if enforced
         tracer.watcher.refresh()
         exec_to_finding(tracer, rules, cid, 1)  # its next record sets the flag
         e2f_urgent = exec_to_finding(tracer, rules, cid, n)

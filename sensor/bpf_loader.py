@@ -157,7 +157,6 @@ class BpfProbe:
                               "(run `cgsentry-sensor doctor`)", exit_code=EX_OSERR) from err
         self._bpf[b"events"].open_ring_buffer(self._on_record)
         self._profiled: set[int] = set()
-        self._slots: dict[int, int] = {}
         self.seed_sockets(existing_sockets())
         self._profile_attached = True
         self._set_profile_attached(False)  # attached only while some cgroup is profiled
@@ -193,20 +192,15 @@ class BpfProbe:
             self._profiled.add(cgroup_id)
         else:
             self._profiled.discard(cgroup_id)
-        self._sync_profile_slots()
+        self._sync_profile_slot(cgroup_id)
 
-    def _sync_profile_slots(self) -> None:
-        """The profiler's prefilter: how many profiled cgroups share each (id % 4096) slot."""
+    def _sync_profile_slot(self, cgroup_id: int) -> None:
+        """The profiler's prefilter: how many profiled cgroups share this cgroup's (id % 4096) slot."""
         if not self.options.syscall_profile:
             return
-        want: dict[int, int] = {}
-        for cg in self._profiled:
-            want[cg % L.PROFILE_SLOTS] = want.get(cg % L.PROFILE_SLOTS, 0) + 1
-        table = self._bpf[b"profile_slots"]
-        for slot in set(want) | set(self._slots):
-            if want.get(slot, 0) != self._slots.get(slot, 0):
-                table[ctypes.c_int(slot)] = ctypes.c_uint32(want.get(slot, 0))
-        self._slots = want
+        slot = cgroup_id % L.PROFILE_SLOTS
+        sharing = sum(1 for cg in self._profiled if cg % L.PROFILE_SLOTS == slot)
+        self._bpf[b"profile_slots"][ctypes.c_int(slot)] = ctypes.c_uint32(sharing)
         self._set_profile_attached(bool(self._profiled))
 
     def _set_profile_attached(self, on: bool) -> None:
@@ -237,7 +231,7 @@ class BpfProbe:
         except KeyError:
             pass
         self._profiled.discard(cgroup_id)
-        self._sync_profile_slots()
+        self._sync_profile_slot(cgroup_id)
 
     def set_open_prefixes(self, prefixes: list[tuple[str, int]]) -> None:
         """Sensitive path prefixes as (prefix, PM_* mode); at most PREFIX_MAX, each < PREFIX_LEN.

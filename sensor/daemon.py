@@ -51,8 +51,7 @@ class Daemon:
         options = ProbeOptions(ring_pages=args.ring_pages, wake_batch=args.wake_batch, poll_ms=args.poll_ms)
         self.tracer = Tracer(options, docker=not args.no_docker,
                              record=args.record, prefixes=self.rules.open_prefixes())
-        self.tracer.watcher.profile = lambda ev: self.effective_mode(ev) == "learn"
-        self.tracer.watcher.urgent = lambda ev: self.effective_mode(ev) == "enforce"
+        self.tracer.watcher.mode = self.effective_mode  # learn: profiled; enforce: urgent
         self.models.kernel_counts = True
         self.responder = Responder.create(use_docker=not args.no_docker)
         self.acted: set[tuple[str, str]] = set()  # (container, action) already done

@@ -21,15 +21,15 @@ class CgroupMap(Protocol):
 
 
 class CgroupWatcher:
-    """``profile(event) -> bool`` decides which containers get syscall profiling (the daemon:
-    those whose image is learning); ``urgent(event) -> bool`` which ones have every record wake
-    the reader at once (the daemon: those whose image is enforced, where response latency counts)."""
+    """``mode(event) -> str`` is the mode of the event's image (the daemon: operator policy, else
+    the learning lifecycle). Containers of ``learn`` images get syscall profiling; those of
+    ``enforce`` images have every record wake the reader at once, where response latency counts.
+    One call per event decides both."""
 
-    def __init__(self, kernel: CgroupMap, profile: Callable[[Event], bool] = lambda _e: False,
-                 only: int | None = None, urgent: Callable[[Event], bool] = lambda _e: False) -> None:
+    def __init__(self, kernel: CgroupMap, mode: Callable[[Event], str] = lambda _e: "",
+                 only: int | None = None) -> None:
         self.kernel = kernel
-        self.profile = profile
-        self.urgent = urgent
+        self.mode = mode
         self.only = only  # trace --container: profile just this cgroup
         self._state: dict[int, tuple[bool, bool, bool]] = {}
         self._forced: dict[int, bool] = {}
@@ -38,14 +38,15 @@ class CgroupWatcher:
         if not ev.cgroup_id or ev.runtime in ("", "unknown"):
             return
         host = ev.runtime == HOST
+        mode = "" if host else self.mode(ev)
         forced = self._forced.get(ev.cgroup_id)
         if forced is not None:
             profile = forced
         elif self.only is not None:
             profile = ev.cgroup_id == self.only
         else:
-            profile = not host and self.profile(ev)
-        urgent = not host and self.urgent(ev)
+            profile = mode == "learn"
+        urgent = mode == "enforce"
         if self._state.get(ev.cgroup_id) != (host, profile, urgent):
             self._state[ev.cgroup_id] = (host, profile, urgent)
             self.kernel.set_cgroup(ev.cgroup_id, host=host, profile=profile, urgent=urgent)

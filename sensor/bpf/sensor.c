@@ -114,7 +114,8 @@ static __always_inline struct task_ctx *task_ctx(int create)
 }
 #endif
 
-static __always_inline void fill_hdr(struct hdr *h, u32 op)
+/* The header, with the parent from the caller's own lineage entry `l` (NULL: not forked under us). */
+static __always_inline void fill_hdr_lineage(struct hdr *h, u32 op, struct lineage *l)
 {
     u64 id = bpf_get_current_pid_tgid();
     u64 ug = bpf_get_current_uid_gid();
@@ -126,11 +127,18 @@ static __always_inline void fill_hdr(struct hdr *h, u32 op)
     h->flags = 0;
     h->ktime_ns = bpf_ktime_get_ns();
     h->cgroup_id = bpf_get_current_cgroup_id();
-    u32 tgid = id >> 32;
-    struct lineage *l = lineage.lookup(&tgid);
     h->ppid = l ? l->ppid : 0;
     h->anc = l ? l->anc : 0;
     bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+/* The header; returns the process's lineage entry it read, for callers that update it. */
+static __always_inline struct lineage *fill_hdr(struct hdr *h, u32 op)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct lineage *l = lineage.lookup(&tgid);
+    fill_hdr_lineage(h, op, l);
+    return l;
 }
 
 static __always_inline void count_proc(u32 op)
@@ -207,8 +215,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         count_drop(OP_EXEC);
         return 0;
     }
-    fill_hdr(&r->h, OP_EXEC);
-    struct lineage *l = lineage.lookup(&r->h.pid);
+    struct lineage *l = fill_hdr(&r->h, OP_EXEC);
     if (l)
         l->flags |= LN_EXECED;
     r->old_pid = args->old_pid;
@@ -225,7 +232,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         bpf_probe_read_kernel(r->args, sizeof(r->args), a->args);
         exec_args.delete(&key);
     }
-    if (!(cgroup_flags(r->h.cgroup_id) & CG_HOST)) {
+    u32 cg_flags = cgroup_flags(r->h.cgroup_id);
+    if (!(cg_flags & CG_HOST)) {
         struct ban_key bk = {.cgroup_id = r->h.cgroup_id};
         __builtin_memcpy(bk.comm, r->h.comm, sizeof(bk.comm));
         u32 *ban = banned.lookup(&bk);
@@ -238,7 +246,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
             r->h.flags |= F_KILLED;
         }
     }
-    events.ringbuf_submit(r, wake_for(&r->h, r->h.flags & F_KILLED));
+    events.ringbuf_submit(r, wake_flags((r->h.flags & F_KILLED) || (cg_flags & CG_URGENT)));
     return 0;
 }
 
@@ -312,7 +320,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
         lineage.delete(&tgid);
         return 0;
     }
-    fill_hdr(&r->h, OP_EXIT);
+    fill_hdr_lineage(&r->h, OP_EXIT, l);
     s32 *code = NULL;
     if (l && (l->flags & LN_CODE)) {
         r->exit_code = l->exit_code;

@@ -22,8 +22,7 @@ def ev(cg: int, runtime: str = "docker", image: str = "web:1") -> Event:
 def test_enforced_images_are_urgent_learning_ones_profiled_host_neither() -> None:
     kernel = FakeKernel()
     modes = {"web:1": "enforce", "db:1": "learn"}
-    w = CgroupWatcher(kernel, profile=lambda e: modes[e.image] == "learn",
-                      urgent=lambda e: modes[e.image] == "enforce")
+    w = CgroupWatcher(kernel, mode=lambda e: modes[e.image])
     w.observe(ev(10))
     w.observe(ev(20, image="db:1"))
     w.observe(ev(30, runtime="host", image="web:1"))  # host cgroups are never urgent
@@ -34,7 +33,7 @@ def test_enforced_images_are_urgent_learning_ones_profiled_host_neither() -> Non
 def test_a_mode_change_is_applied_on_the_next_event_and_refresh_rewrites() -> None:
     kernel = FakeKernel()
     mode = {"now": "alert"}
-    w = CgroupWatcher(kernel, urgent=lambda e: mode["now"] == "enforce")
+    w = CgroupWatcher(kernel, mode=lambda e: mode["now"])
     w.observe(ev(10))
     mode["now"] = "enforce"
     w.observe(ev(10))
