@@ -24,8 +24,6 @@ from sensor.events import (
     ACCEPT,
     CONNECT,
     EXEC,
-    EXIT,
-    FORK,
     HOST,
     LISTEN,
     OPEN,
@@ -38,7 +36,6 @@ from sensor.runtime import DockerRuntime, NullRuntime, Runtime
 UNKNOWN: Final = "unknown"
 RETRY_NS: Final = 250_000_000  # re-ask the runtime about containers it did not know yet
 MAX_CACHED: Final = 100_000  # cgroup ids are never reused, so churn alone grows the cache
-_LIFECYCLE: Final = frozenset({FORK, EXEC, EXIT})
 _WITH_ANCESTRY: Final = frozenset({EXEC, CONNECT, ACCEPT, LISTEN, OPEN, SYS})
 # Re-exec of the running binary (busybox's "prefer applets" shells exec /proc/self/exe with the
 # applet name in argv[0]); the path the user meant is the applet's, next to the caller's binary.
@@ -164,24 +161,10 @@ class Enricher:
             attr = self.attribution(ev.cgroup_id)
         if attr.runtime == UNKNOWN:
             self.unknown_events += 1
-        kind, procs, pid = ev.kind, self.procs, ev.pid
-        if ev.ppid and kind != FORK and pid not in procs:
-            # forked in the kernel's view only: its first record. A parent that never exec'd
-            # was never reported either; it runs the image of the nearest reported ancestor.
-            if ev.ppid not in procs and ev.ancestor_pid:
-                procs.adopt(ev.ppid, ev.ancestor_pid)
-            procs.adopt(pid, ev.ppid)
-        if kind in _LIFECYCLE:
-            if kind == EXEC and ev.exe in _SELF_EXE:
-                ev = self._applet(ev)
-            procs.update(ev)
-        ppid = ev.ppid or procs.ppid(pid)
-        exe = ev.exe or procs.exe(pid)
-        if kind in _WITH_ANCESTRY:
-            ancestry = procs.ancestry(pid)
-            pexe = ancestry[0] if ancestry else ""
-        else:
-            ancestry, pexe = ev.ancestry, procs.exe(ppid)
+        if ev.kind == EXEC and ev.exe in _SELF_EXE:
+            self.procs.admit(ev)  # the caller's binary names the applet
+            ev = self._applet(ev)
+        ppid, exe, pexe, ancestry = self.procs.observe(ev, ev.kind in _WITH_ANCESTRY)
         return ev, (ppid, exe, pexe, ancestry, attr.container_id, attr.container_name, attr.image,
                     attr.image_id, attr.runtime)
 

@@ -6,6 +6,11 @@ use a ``tmp_path`` tree) — then kept current from fork/exec/exit events. An ex
 until ``linger`` further processes have exited, so events that race its exit (a child's exec read
 from the ring buffer after the parent's exit) still resolve its ancestry. The table is bounded:
 beyond ``max_size`` the oldest exited processes go first, then the oldest entries.
+
+Ancestry is asked for on most events and changes rarely, so each process caches its own, valid
+while the table's generation is unchanged. The generation moves only when a link in some chain
+changes under a process that has children: it execs, gets its parent, or its pid leaves the table
+or is reused. A chain that ends at a parent the table does not know yet is not cached.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Final
 from sensor.events import EXEC, EXIT, FORK, Event
 
 REAL_PROC: Final = Path("/proc")
+DEPTH: Final = 8  # ancestry entries kept per process
+_LIFECYCLE: Final = frozenset({FORK, EXEC, EXIT})
 
 
 @dataclass(slots=True)
@@ -26,6 +33,9 @@ class Proc:
     ppid: int
     exe: str
     args: tuple[str, ...] = ()
+    has_children: bool = False  # it is in some process's cached chain: its changes reach that cache
+    ancestry: tuple[str, ...] = ()  # cached; valid while generation == the table's
+    generation: int = -1
 
 
 class ProcessTable:
@@ -36,6 +46,7 @@ class ProcessTable:
         self._procs: OrderedDict[int, Proc] = OrderedDict()
         self._exited: OrderedDict[int, None] = OrderedDict()
         self._linger = linger
+        self._generation = 0
         self.evicted = 0
         if seed:
             self.seed()
@@ -65,15 +76,26 @@ class ProcessTable:
         proc = self._procs.get(pid)
         return proc.exe if proc is not None else ""
 
-    def ancestry(self, pid: int, depth: int = 8) -> tuple[str, ...]:
+    def ancestry(self, pid: int, depth: int = DEPTH) -> tuple[str, ...]:
         """Executables of the parent, grandparent, ... nearest first.
 
         Stops at pid 0, at an unknown parent, after ``depth`` entries, or at a cycle (pids are
         reused, so a stale entry can point back into its own descendants).
         """
+        proc = self._procs.get(pid)
+        if proc is None:
+            return ()
+        if proc.generation == self._generation and depth == DEPTH:
+            return proc.ancestry
+        out, complete = self._walk(pid, proc, depth)
+        if complete and depth == DEPTH:
+            proc.ancestry, proc.generation = out, self._generation
+        return out
+
+    def _walk(self, pid: int, proc: Proc | None, depth: int) -> tuple[tuple[str, ...], bool]:
+        """The chain, and whether it is final (False: it ends at a parent not in the table)."""
         out: list[str] = []
         procs = self._procs
-        proc = procs.get(pid)
         seen = {pid}
         while proc is not None and len(out) < depth:
             parent = proc.ppid
@@ -82,8 +104,40 @@ class ProcessTable:
             seen.add(parent)
             proc = procs.get(parent)
             if proc is not None:
+                proc.has_children = True  # in a chain now: its changes must reach the caches
                 out.append(proc.exe)
-        return tuple(out)
+        return tuple(out), proc is not None or len(out) >= depth
+
+    def observe(self, ev: Event, with_ancestry: bool) -> tuple[int, str, str, tuple[str, ...]]:
+        """Apply an event to the table; its (ppid, exe, parent exe, ancestry) as the table sees them.
+
+        A process first seen in a later record (forks stay in the kernel, which puts the parent and
+        the nearest reported ancestor in every record's header) is adopted first. Without
+        ``with_ancestry`` the event's own ancestry is returned unchanged.
+        """
+        procs, pid, kind = self._procs, ev.pid, ev.kind
+        if ev.ppid and kind != FORK and pid not in procs:
+            self.admit(ev)
+        if kind in _LIFECYCLE:
+            self.update(ev)
+        proc = procs.get(pid)
+        ppid = ev.ppid or (proc.ppid if proc is not None else 0)
+        exe = ev.exe or (proc.exe if proc is not None else "")
+        if with_ancestry:
+            ancestry = self.ancestry(pid)
+            return ppid, exe, ancestry[0] if ancestry else "", ancestry
+        parent = procs.get(ppid)
+        return ppid, exe, parent.exe if parent is not None else "", ev.ancestry
+
+    def admit(self, ev: Event) -> None:
+        """Adopt the event's process from its header if the table does not know it yet."""
+        if not ev.ppid or ev.kind == FORK or ev.pid in self._procs:
+            return
+        # A parent that never exec'd was never reported either; it runs the image of the
+        # nearest reported ancestor.
+        if ev.ppid not in self._procs and ev.ancestor_pid:
+            self.adopt(ev.ppid, ev.ancestor_pid)
+        self.adopt(ev.pid, ev.ppid)
 
     def update(self, ev: Event) -> None:
         """Apply a fork, exec or exit event; other kinds are ignored."""
@@ -94,10 +148,14 @@ class ProcessTable:
             proc = self._procs.get(ev.pid)
             if proc is None:
                 self._put(ev.pid, Proc(ev.ppid, ev.exe, ev.args))
-            else:
-                proc.exe, proc.args = ev.exe, ev.args
-                if ev.ppid and not proc.ppid:
-                    proc.ppid = ev.ppid
+                return
+            if proc.has_children and proc.exe != ev.exe:
+                self._generation += 1
+            proc.exe, proc.args = ev.exe, ev.args
+            if ev.ppid and not proc.ppid:
+                proc.ppid, proc.generation = ev.ppid, -1
+                if proc.has_children:
+                    self._generation += 1
         elif kind == EXIT:
             self._exit(ev.pid)
 
@@ -121,20 +179,29 @@ class ProcessTable:
         self._exited[pid] = None
         while len(self._exited) > self._linger:
             gone, _ = self._exited.popitem(last=False)
-            self._procs.pop(gone, None)
+            self._drop(gone)
 
     def _put(self, pid: int, proc: Proc) -> None:
         if pid in self._exited:  # pid reused after its linger began: the new process owns it
             del self._exited[pid]
+        old = self._procs.get(pid)
+        if old is not None and old.has_children:
+            proc.has_children = True  # its children now point at the new process
+            self._generation += 1
         self._procs[pid] = proc
         self._procs.move_to_end(pid)
         while len(self._procs) > self.max_size:
             if self._exited:
                 gone, _ = self._exited.popitem(last=False)
-                self._procs.pop(gone, None)
+                self._drop(gone)
             else:
-                self._procs.popitem(last=False)
+                self._drop(next(iter(self._procs)))
             self.evicted += 1
+
+    def _drop(self, pid: int) -> None:
+        proc = self._procs.pop(pid, None)
+        if proc is not None and proc.has_children:
+            self._generation += 1
 
 
 def _seed_psutil() -> dict[int, Proc]:

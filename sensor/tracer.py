@@ -30,7 +30,8 @@ class Tracer:
                  docker: bool = True, record: Path | None = None,
                  prefixes: list[tuple[str, int]] | None = None) -> None:
         self.enricher = Enricher.create(docker=docker)
-        self.reader = RingReader(options, enrich=self.enricher.enrich)
+        # the reader owns each freshly decoded event until it is enriched: fill it in, no copy
+        self.reader = RingReader(options, enrich=self.enricher.enrich_owned)
         self.only_cgroup = self.enricher.container_cgroup_id(container) if container else None
         self.reader.start()
         self.probe = self.reader.probe

@@ -9,7 +9,7 @@ import pytest
 
 from sensor.errors import DataError, SensorError
 from sensor.events import Event
-from sensor.journal import JournalWriter, ReplaySource, read_journal
+from sensor.journal import FIELDS, JournalWriter, ReplaySource, read_journal
 
 EVENTS = [
     Event("exec", 1, pid=5, ppid=1, comm="nc", exe="/usr/bin/nc", args=("nc", "-l"), uid=0,
@@ -72,6 +72,46 @@ def test_record_that_is_not_an_event(tmp_path: Path) -> None:
                      + msgpack.packb({"kind": "exec", "time_ns": 1}) + msgpack.packb([1, 2]))
     with pytest.raises(DataError, match="record 2: corrupt"):
         list(read_journal(path))
+    head = msgpack.packb({"format": "cgsentry-journal", "version": 2, "fields": FIELDS})
+    for bad in ([1, 2], ["exec"], {"kind": "exec", "time_ns": 1}, ["exec", 1] + [0] * len(FIELDS)):
+        path.write_bytes(head + msgpack.packb(["exit", 1]) + msgpack.packb(bad))
+        with pytest.raises(DataError, match="record 2: corrupt"):
+            list(read_journal(path))
+
+
+def test_version_1_journals_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "v1"
+    path.write_bytes(msgpack.packb({"format": "cgsentry-journal", "version": 1})
+                     + b"".join(msgpack.packb(ev.to_dict()) for ev in EVENTS))
+    assert list(read_journal(path)) == EVENTS
+
+
+def test_records_are_cut_after_their_kinds_last_field(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    write(path, EVENTS)
+    records = list(msgpack.Unpacker(open(path, "rb"), raw=False))[1:]  # noqa: SIM115 - read once
+    assert len(records[0]) == len(FIELDS)  # killed/truncated set: nothing to cut
+    assert len(records[1]) == FIELDS.index("ret") + 1  # connect
+    assert len(records[8]) == len(FIELDS)  # accept of a unix socket carries a path: kept whole
+    assert len(records[3]) == FIELDS.index("exit_code") + 1
+
+
+def test_field_lists_of_other_versions(tmp_path: Path) -> None:
+    """A journal from an older sensor (fewer fields) or a newer one (a field this one does not
+    know, in the middle) still reads; values go to the fields they were written for."""
+    path = tmp_path / "j"
+    older = FIELDS[:-2]
+    path.write_bytes(msgpack.packb({"format": "cgsentry-journal", "version": 2, "fields": older})
+                     + msgpack.packb(["exec", 1, 5]))
+    assert list(read_journal(path)) == [Event("exec", 1, pid=5)]
+    newer = ("kind", "time_ns", "quantum_state", "pid")
+    path.write_bytes(msgpack.packb({"format": "cgsentry-journal", "version": 2, "fields": newer})
+                     + msgpack.packb(["exec", 1, "up", 5]) + msgpack.packb(["exit", 2]))
+    assert list(read_journal(path)) == [Event("exec", 1, pid=5), Event("exit", 2)]
+    for fields in (None, [1, 2], ["kind"]):
+        path.write_bytes(msgpack.packb({"format": "cgsentry-journal", "version": 2, "fields": fields}))
+        with pytest.raises(DataError, match="bad field list"):
+            list(read_journal(path))
 
 
 def full_event(kind: str, i: int) -> Event:
@@ -104,7 +144,8 @@ def test_header_and_record_numbers_name_the_file(tmp_path: Path) -> None:
     events = [Event("exec", i, pid=i) for i in range(1, 813)]
     write(path, events)
     header = next(msgpack.Unpacker(open(path, "rb"), raw=False))  # noqa: SIM115 - read once
-    assert header["format"] == "cgsentry-journal" and header["version"] == 1
+    assert header["format"] == "cgsentry-journal" and header["version"] == 2
+    assert header["fields"][:3] == ["kind", "time_ns", "pid"]
     assert isinstance(header["created_ns"], int) and header["host"]
     path.write_bytes(path.read_bytes()[:-2])
     got = []

@@ -105,3 +105,51 @@ def test_seed_from_the_real_proc_uses_psutil() -> None:
     me = table.get(os.getpid())
     assert me is not None and me.ppid == os.getppid()
     assert os.path.realpath(me.exe) == os.path.realpath(sys.executable)
+
+
+def walk(table: ProcessTable, pid: int, depth: int = 8) -> tuple[str, ...]:
+    """Reference ancestry, straight from the entries (no cache)."""
+    out: list[str] = []
+    seen, proc = {pid}, table.get(pid)
+    while proc is not None and len(out) < depth and proc.ppid and proc.ppid not in seen:
+        seen.add(proc.ppid)
+        proc = table.get(proc.ppid)
+        if proc is not None:
+            out.append(proc.exe)
+    return tuple(out)
+
+
+def test_cached_ancestry_follows_every_change_in_the_chain(tmp_path: Path) -> None:
+    table = seeded(tmp_path)
+    table.update(Event("fork", 1, pid=20, child_pid=21))
+    assert table.ancestry(21)[0] == "/bin/sh"
+    table.update(Event("exec", 2, pid=20, exe="/usr/bin/python3"))  # the parent execs later
+    assert table.ancestry(21)[:2] == ("/usr/bin/python3", "/usr/bin/containerd-shim")
+    table.adopt(40, 35)  # parent unknown: a chain that stops there is not final
+    assert table.ancestry(40) == ()
+    table.adopt(35, 20)  # a fork-only child of 20: runs 20's image
+    assert table.ancestry(40) == ("/usr/bin/python3", "/usr/bin/python3", "/usr/bin/containerd-shim", "/sbin/init")
+    table.adopt(20, 0, "/bin/dash")  # pid 20 reused by an unrelated process
+    assert table.ancestry(40) == walk(table, 40) == ("/usr/bin/python3", "/bin/dash")
+
+
+def test_cached_ancestry_matches_a_fresh_walk_under_random_churn(tmp_path: Path) -> None:
+    import random
+
+    rng = random.Random(3)
+    table = ProcessTable(tmp_path, max_size=60, linger=8, seed=False)
+    table.adopt(1, 0, "/sbin/init")
+    exes = ["/bin/sh", "/bin/nc", "/usr/bin/python3", "/bin/busybox", "/bin/cat"]
+    for t in range(5000):
+        pids = [1] + [rng.randrange(2, 90) for _ in range(3)]
+        roll = rng.random()
+        if roll < 0.3:
+            table.update(Event("fork", t, pid=rng.choice(pids), child_pid=pids[1]))
+        elif roll < 0.6:
+            table.update(Event("exec", t, pid=pids[1], ppid=rng.choice([0, pids[2]]), exe=rng.choice(exes)))
+        elif roll < 0.8:
+            table.update(Event("exit", t, pid=pids[1]))
+        else:
+            table.observe(Event("connect", t, pid=pids[1], ppid=pids[2], ancestor_pid=pids[3]), True)
+        probe = rng.randrange(1, 90)
+        assert table.ancestry(probe) == walk(table, probe), (t, probe)
