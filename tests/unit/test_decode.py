@@ -101,3 +101,21 @@ def test_bad_records_raise_decode_error(data: bytes, msg: str) -> None:
 def test_header_carries_the_kernel_lineage_parent() -> None:
     ev = DEC(hdr(L.OP_CONNECT, ppid=7) + L.NET.pack(0, 3, 2, 6, 0, 80, 0, b"", b"\x7f\0\0\x01", b""))
     assert (ev.kind, ev.pid, ev.ppid) == ("connect", 42, 7)
+
+
+def test_addresses_print_as_ipaddress_does() -> None:
+    """inet_ntop on the hot path, ipaddress as the reference: same text for every form."""
+    import ipaddress
+    import random
+
+    from sensor.decode import _addr
+
+    rng = random.Random(5)
+    samples = [bytes(16), bytes(15) + b"\1", bytes(12) + b"\1\2\3\4", bytes(10) + b"\xff\xff\x7f\0\0\1",
+               socket.inet_pton(socket.AF_INET6, "fe80::1:0:0:1"), socket.inet_pton(socket.AF_INET6, "1:0:2::3")]
+    samples += [bytes(rng.choice((0, 0, rng.randrange(256))) for _ in range(16)) for _ in range(2000)]
+    for raw in samples:
+        v6 = ipaddress.IPv6Address(raw)
+        want = str(v6.ipv4_mapped or v6) if any(raw) else ""
+        assert _addr(socket.AF_INET6, raw) == want, raw.hex()
+        assert _addr(socket.AF_INET, raw) == str(ipaddress.IPv4Address(raw[:4]))
