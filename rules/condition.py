@@ -244,11 +244,9 @@ def kinds_of(node: Node) -> frozenset[str] | None:
 
 def compile_node(node: Node) -> Pred:
     if node.op == "and":
-        parts = [compile_node(c) for c in node.children]
-        return lambda ev: all(p(ev) for p in parts)
+        return _chain([compile_node(c) for c in node.children], conjunction=True)
     if node.op == "or":
-        parts = [compile_node(c) for c in node.children]
-        return lambda ev: any(p(ev) for p in parts)
+        return _chain([compile_node(c) for c in node.children], conjunction=False)
     if node.op == "not":
         inner = compile_node(node.children[0])
         return lambda ev: not inner(ev)
@@ -258,8 +256,24 @@ def compile_node(node: Node) -> Pred:
     test = _comparator(node.cmp, node.values)
     assert node.field is not None
     if node.field.type == STRS and node.index is None:
-        return lambda ev: any(test(v) for v in getter(ev))
+        def any_item(ev: Event) -> bool:
+            for item in getter(ev):  # noqa: SIM110 - any() over a generator costs more, per event
+                if test(item):
+                    return True
+            return False
+        return any_item
     return lambda ev: test(getter(ev))
+
+
+def _chain(parts: list[Pred], conjunction: bool) -> Pred:
+    """Short-circuit and/or as nested closures: all()/any() over a generator cost a generator per
+    evaluation, which made them most of the rule engine's time on the sensor's hot path."""
+    if len(parts) == 1:
+        return parts[0]
+    first, rest = parts[0], _chain(parts[1:], conjunction)
+    if conjunction:
+        return lambda ev: bool(first(ev)) and bool(rest(ev))
+    return lambda ev: bool(first(ev)) or bool(rest(ev))
 
 
 def _getter(node: Node) -> Callable[[Event], Any]:
@@ -270,7 +284,11 @@ def _getter(node: Node) -> Callable[[Event], Any]:
     # proc.aname[1] is the parent (ancestry[0]); evt.arg[0] is the first argument
     pos = index - 1 if node.field.name.startswith("proc.a") else index
     default = 0 if node.field.name == "evt.arg" else ""
-    return lambda ev: (lambda seq: seq[pos] if 0 <= pos < len(seq) else default)(get(ev))
+
+    def indexed(ev: Event) -> Any:
+        seq = get(ev)
+        return seq[pos] if 0 <= pos < len(seq) else default
+    return indexed
 
 
 def _comparator(op: str, values: tuple[Any, ...]) -> Callable[[Any], bool]:
@@ -280,8 +298,10 @@ def _comparator(op: str, values: tuple[Any, ...]) -> Callable[[Any], bool]:
         "<": lambda x: x < v, "<=": lambda x: x <= v, ">": lambda x: x > v, ">=": lambda x: x >= v,
         "contains": lambda x: v in x, "icontains": lambda x: str(v).lower() in x.lower(),
         "startswith": lambda x: x.startswith(v), "endswith": lambda x: x.endswith(v),
-        "glob": lambda x: fnmatch.fnmatchcase(x, v),
     }
+    if op == "glob":  # compiled once here; fnmatchcase looks the pattern up in a cache per call
+        pattern = re.compile(fnmatch.translate(str(v)))
+        return lambda x: pattern.match(x) is not None
     if op in table:
         return table[op]
     members = frozenset(values)

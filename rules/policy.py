@@ -105,6 +105,8 @@ class ImagePolicy:
 class PolicySet:
     default: ImagePolicy = field(default_factory=ImagePolicy)
     images: list[ImagePolicy] = field(default_factory=list)
+    _cache: dict[tuple[str, str], ImagePolicy] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _cached_for: tuple[Any, ...] = field(default=(), init=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: Path) -> PolicySet:
@@ -130,6 +132,17 @@ class PolicySet:
         return {"default": self.default.to_dict(), "images": [p.to_dict() for p in self.images]}
 
     def for_image(self, image: str, image_id: str = "") -> ImagePolicy:
+        # Asked for every event: the answer is cached per image until the policies change
+        # (upsert, or `images`/`default` assigned anew; nothing mutates the list in place).
+        images, default = self._cached_for or (None, None)
+        if images is not self.images or default is not self.default:
+            self._cache, self._cached_for = {}, (self.images, self.default)
+        pol = self._cache.get((image, image_id))
+        if pol is None:
+            pol = self._cache[(image, image_id)] = self._lookup(image, image_id)
+        return pol
+
+    def _lookup(self, image: str, image_id: str) -> ImagePolicy:
         for pol in self.images:
             if pol.match in (image_id, image) or fnmatch.fnmatchcase(image, pol.match):
                 return pol

@@ -75,3 +75,17 @@ def test_policy_errors(bad: dict, message: str) -> None:  # type: ignore[type-ar
 def test_round_trip() -> None:
     ps = PolicySet.from_dict(POLICY)
     assert PolicySet.from_dict(ps.to_dict()).to_dict() == ps.to_dict()
+
+
+def test_cached_answers_follow_policy_changes() -> None:
+    from rules.policy import ImagePolicy
+
+    ps = PolicySet.from_dict(POLICY)
+    assert ps.for_image("cgsentry/busybox:latest").mode == "enforce"
+    assert ps.for_image("other:1") is ps.default
+    ps.upsert(ImagePolicy(match="other:*", mode="alert"))  # pushed by the collector
+    assert ps.for_image("other:1").mode == "alert"
+    ps.images = []
+    assert ps.for_image("cgsentry/busybox:latest") is ps.default
+    ps.default = ImagePolicy(mode="learn")
+    assert ps.for_image("x:1").mode == "learn"
