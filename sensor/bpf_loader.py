@@ -168,9 +168,10 @@ class BpfProbe:
             raise Unavailable(f"kernel headers missing: {build} does not exist "
                               "(apt-get install linux-headers-amd64 and link it; see scripts/host-setup)")
 
-    def _on_record(self, _ctx: Any, data: Any, size: int) -> None:
+    def _on_record(self, _ctx: Any, data: Any, size: int) -> int:
         assert self._callback is not None
         self._callback(ctypes.string_at(data, size))
+        return 0  # BCC's wrapper int()s the result: None would raise and be caught, per record
 
     def poll(self, timeout_ms: int | None = None) -> None:
         """Deliver ready records to the callback; returns after at most ``timeout_ms``
