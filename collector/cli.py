@@ -163,6 +163,41 @@ def cmd_images_mode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules_push(args: argparse.Namespace) -> int:
+    from collector.convert import pb
+
+    text = ""
+    if not args.remove:
+        if args.file is None:
+            raise CollectorError("rules push: give a rules FILE, or --remove to delete the set", exit_code=64)
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except OSError as err:
+            raise CollectorError(f"{args.file}: cannot read rules file: {err.strerror}", exit_code=66) from None
+        if not text.strip():
+            raise CollectorError(f"{args.file}: empty rules file (use --remove to delete the set)", exit_code=65)
+    r = Client(args).call("PushRules", pb.RuleSet(name=args.name, yaml=text))
+    out = {"name": r.name, "rules": r.rules, "sensors": r.sensors, "removed": args.remove}
+    print(json.dumps(out) if args.json else (
+        f"rule set {r.name} removed; sent to {r.sensors} connected sensor(s)" if args.remove else
+        f"rule set {r.name}: {r.rules} rules, sent to {r.sensors} connected sensor(s)"))
+    return 0
+
+
+def cmd_rules_list(args: argparse.Namespace) -> int:
+    from collector.convert import pb
+
+    rows = [{"name": r.name, "actor": r.actor, "updated_ns": r.updated_ns, "bytes": len(r.yaml.encode())}
+            for r in Client(args).call("ListRuleSets", pb.Empty()).sets]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{'RULE SET':<32} {'PUSHED BY':<16} {'BYTES':>7}")
+        for row in rows:
+            print(f"{row['name']:<32} {row['actor']:<16} {row['bytes']:>7}")
+    return 0
+
+
 def cmd_containers(args: argparse.Namespace) -> int:
     from collector.convert import ACTION_NAMES, action_kind, pb
 
@@ -286,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     _collector(sub)
     _alerts_parser(sub)
     _images(sub)
+    _rules(sub)
     c = sub.add_parser("containers", help="pause, unpause or kill a container (routed to its sensor)")
     cs = c.add_subparsers(dest="containers_command", required=True)
     for name in ("pause", "unpause", "kill", "stop"):
@@ -375,6 +411,20 @@ def _images(sub: Any) -> None:
     m.add_argument("--ban", action="append", default=[], metavar="PROCESS", help="banned process (repeat)")
     _common(m)
     m.set_defaults(func=cmd_images_mode)
+
+
+def _rules(sub: Any) -> None:
+    r = sub.add_parser("rules", help="push rule sets to every sensor (hot-reloaded there)")
+    rs = r.add_subparsers(dest="rules_command", required=True)
+    push = rs.add_parser("push", help="validate, store and send a rule set; sensors load it after the library")
+    push.add_argument("name", help="the set's name (a later push of the same name replaces it)")
+    push.add_argument("file", nargs="?", type=Path, help="rules YAML")
+    push.add_argument("--remove", action="store_true", help="delete the set from the collector and sensors")
+    _common(push)
+    push.set_defaults(func=cmd_rules_push)
+    ls = rs.add_parser("list")
+    _common(ls)
+    ls.set_defaults(func=cmd_rules_list)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,8 +91,10 @@ class Hub:
                 log.warning("sensor %s outbound queue full; dropping a push", s.sensor_id)
 
     def policy_messages(self) -> list[Any]:
+        """What a sensor gets when it connects: image policies, then the pushed rule sets."""
         return [pb.CollectorMessage(policy=pb.ImagePolicy(image=i["image"], policy_yaml=json.dumps(
-            {**i["policy"], "mode": i["mode"]}).encode())) for i in self.store.images() if i["mode"]]
+            {**i["policy"], "mode": i["mode"]}).encode())) for i in self.store.images() if i["mode"]] + [
+            pb.CollectorMessage(rules=pb.RuleSet(name=r["name"], yaml=r["yaml"])) for r in self.store.rulesets()]
 
 
 class SensorLinkServicer(rpc.SensorLinkServicer):
@@ -305,6 +307,39 @@ class AnalystServicer(rpc.AnalystServicer):
     @_rpc("viewer")
     def ListAudit(self, req: Any, ctx: Any, ident: Identity) -> Any:  # noqa: N802
         return pb.AuditList(entries=[pb.AuditEntry(**e) for e in self.store.audit_entries(req.limit or 100)])
+
+    @_rpc("admin")
+    def PushRules(self, req: Any, ctx: Any, ident: Identity) -> Any:  # noqa: N802
+        """Validate a rule set after the default library and the other pushed sets (in the order
+        sensors load them), store it, and send it to every connected sensor; empty YAML removes it."""
+        from rules.engine import default_rule_files
+        from rules.errors import RuleError
+        from rules.loader import load_sources
+        from rules.pushed import NAME
+
+        if not NAME.fullmatch(req.name):
+            raise InvalidArgument(f"rule set name {req.name!r}: use letters, digits, '.', '_' and '-'")
+        sets = {r["name"]: r["yaml"] for r in self.store.rulesets()}
+        sets.pop(req.name, None)
+        if req.yaml.strip():
+            sets[req.name] = req.yaml
+        try:
+            loaded = load_sources([(str(p), p.read_text(encoding="utf-8")) for p in default_rule_files()]
+                                  + [(f"pushed rule set {n}", sets[n]) for n in sorted(sets)])
+        except RuleError as err:
+            raise InvalidArgument(str(err)) from err
+        self.store.set_ruleset(req.name, req.yaml, ident.name)
+        self.hub.broadcast(pb.CollectorMessage(rules=pb.RuleSet(name=req.name, yaml=req.yaml)))
+        n = sum(r.source_file == f"pushed rule set {req.name}" for r in loaded.rules)
+        self.store.audit(ident.name, "push rules" if req.yaml.strip() else "remove rules", req.name,
+                         f"{n} rules", "ok")
+        with self.hub.lock:
+            sensors = len(self.hub.sessions)
+        return pb.RuleSetReply(name=req.name, rules=n, sensors=sensors)
+
+    @_rpc("viewer")
+    def ListRuleSets(self, req: Any, ctx: Any, ident: Identity) -> Any:  # noqa: N802
+        return pb.RuleSetList(sets=[pb.RuleSetInfo(**r) for r in self.store.rulesets()])
 
 
 def alert_to_pb(a: AlertRow) -> Any:

@@ -37,6 +37,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE snapshots (image_key TEXT NOT NULL, sensor_id TEXT NOT NULL, payload {blob}, "
         "time_ns BIGINT, PRIMARY KEY (image_key, sensor_id))",
     ),
+    (  # 2: rule sets pushed to sensors
+        "CREATE TABLE rulesets (name TEXT PRIMARY KEY, yaml TEXT, actor TEXT, updated_ns BIGINT)",
+    ),
 )
 
 
@@ -257,6 +260,20 @@ class SqlStore:
         for (image,) in self._exec("SELECT DISTINCT image FROM alerts").fetchall():
             known.setdefault(image, {"image": image, "mode": "", "policy": {}})
         return sorted(known.values(), key=lambda d: d["image"])
+
+    def set_ruleset(self, name: str, yaml_text: str, actor: str) -> None:
+        """Store a pushed rule set; empty text removes it."""
+        with self._tx():
+            if not yaml_text.strip():
+                self._exec("DELETE FROM rulesets WHERE name = ?", (name,))
+                return
+            self._exec("INSERT INTO rulesets (name, yaml, actor, updated_ns) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT (name) DO UPDATE SET yaml = excluded.yaml, actor = excluded.actor, "
+                       "updated_ns = excluded.updated_ns", (name, yaml_text, actor, time.time_ns()))
+
+    def rulesets(self) -> list[dict[str, Any]]:
+        rows = self._exec("SELECT name, yaml, actor, updated_ns FROM rulesets ORDER BY name").fetchall()
+        return [{"name": r[0], "yaml": r[1], "actor": r[2], "updated_ns": r[3]} for r in rows]
 
     def audit(self, actor: str, action: str, target: str, reason: str, result: str,
               latency_ms: float = 0.0) -> None:

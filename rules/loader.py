@@ -77,6 +77,11 @@ def load_text(text: str, name: str = "<text>") -> RuleSet:
     return _build([(name, _parse(text, name))])
 
 
+def load_sources(sources: list[tuple[str, str]]) -> RuleSet:
+    """(name, YAML text) pairs, in order, as :func:`load_files` would load files of those names."""
+    return _build([(name, _parse(text, name)) for name, text in sources])
+
+
 def _read(path: Path) -> list[dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")

@@ -16,6 +16,7 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,11 @@ import msgpack
 from models import store as model_store
 from models.baseline import ModelConfig
 from models.engine import ModelEngine
-from rules.engine import RuleEngine
+from rules.engine import RuleEngine, default_rule_files
 from rules.errors import RuleError
 from rules.policy import PolicyChecker, PolicySet
 from rules.policy import _image as parse_image_policy
+from rules.pushed import PushedRules
 from sensor.bpf_loader import ProbeOptions
 from sensor.events import Event, Finding
 from sensor.link import CollectorLink, LinkCallbacks, LinkConfig
@@ -45,7 +47,11 @@ class Daemon:
         state = Path(args.state_dir)
         self.models = ModelEngine.open(state / "models", ModelConfig(
             window_s=args.window_s, min_learn_s=args.learn_s, stable_s=args.stable_s), node=args.node)
-        self.rules = RuleEngine.load(args.rules or None)
+        # the operator's files (or the library), then the sets the collector pushed, kept in state
+        self.pushed = PushedRules(state / "rules.d", list(args.rules) if args.rules else default_rule_files())
+        self.rules = RuleEngine(self.pushed.load())
+        self.rule_pushes: deque[tuple[str, str]] = deque()  # from the link's thread, applied in run()
+        self.rule_pushes_applied = self.rule_pushes_rejected = 0
         self.policies = PolicySet.load(Path(args.policy)) if args.policy else PolicySet()
         self.checker = PolicyChecker(self.policies)
         options = ProbeOptions(ring_pages=args.ring_pages, wake_batch=args.wake_batch, poll_ms=args.poll_ms)
@@ -89,6 +95,8 @@ class Daemon:
                 self.tick()
                 last_tick = now
             self.flush()
+            if self.rule_pushes:
+                self.apply_rule_pushes()
             if not batch:
                 time.sleep(0.01)
         return self.shutdown()
@@ -170,6 +178,21 @@ class Daemon:
             self.last_refresh = now
             self.tracer.watcher.refresh()  # images promoted out of learning stop being profiled
 
+    def apply_rule_pushes(self) -> None:
+        """Install pushed rule sets between batches: a bad one is refused and the rules stay."""
+        while self.rule_pushes:
+            name, text = self.rule_pushes.popleft()
+            try:
+                n = self.pushed.apply(name, text)
+                self.rules.reload(self.pushed.paths())
+            except RuleError as err:
+                self.rule_pushes_rejected += 1
+                log.error("refused pushed rule set %s, keeping the current rules: %s", name, err)
+                continue
+            self.rule_pushes_applied += 1
+            self.tracer.probe.set_open_prefixes(self.rules.open_prefixes())
+            log.info("rule set %s %s: %d rules loaded", name, "installed" if text.strip() else "removed", n)
+
     def flush(self) -> None:
         with self.lock:
             batch, self.pending = self.pending, []
@@ -193,6 +216,8 @@ class Daemon:
         if self.link is not None:
             out["spool_bytes"] = self.link.spool.bytes()
         out.update(self.models.stats())
+        out.update(rules_loaded=len(self.rules.ruleset.rules), rule_pushes_applied=self.rule_pushes_applied,
+                   rule_pushes_rejected=self.rule_pushes_rejected)
         return out
 
     def containers(self) -> list[str]:
@@ -237,7 +262,7 @@ class Daemon:
             log.error("cannot accept baseline item for %s: %s", item.image, err)
 
     def on_rules(self, name: str, text: str) -> None:
-        log.info("rule set %s pushed (%d bytes); hot reload of pushed rules is not supported yet", name, len(text))
+        self.rule_pushes.append((name, text))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -83,6 +83,28 @@ def test_exit_codes(live: Any, capsys: Any) -> None:
     assert info.value.code == 2
 
 
+def test_rules_push_list_remove(live: Any, capsys: Any, tmp_path: Path) -> None:
+    server, toks, store = live
+    admin = ["--server", server, "--token", toks["admin"]]
+    f = tmp_path / "team.yaml"
+    f.write_text("- rule: Pushed\n  desc: d\n  condition: spawned_process and proc.name = zz\n"
+                 "  output: o\n  priority: WARNING\n")
+    rc, out, _ = run(capsys, *admin, "rules", "push", "team", str(f))
+    assert rc == 0 and out.strip() == "rule set team: 1 rules, sent to 0 connected sensor(s)"
+    rc, out, _ = run(capsys, *admin, "rules", "list", "--json")
+    assert rc == 0 and [(r["name"], r["actor"]) for r in json.loads(out)] == [("team", "admin")]
+    f.write_text("- rule: Pushed\n  desc: d\n  condition: proc.nmae = zz\n  output: o\n  priority: WARNING\n")
+    rc, _, err = run(capsys, *admin, "rules", "push", "team", str(f))
+    assert rc == 65 and "proc.nmae" in err and err.count("\n") == 1
+    assert "zz" in store.rulesets()[0]["yaml"] and "nmae" not in store.rulesets()[0]["yaml"]  # kept
+    rc, _, err = run(capsys, *admin, "rules", "push", "team", str(tmp_path / "missing.yaml"))
+    assert rc == 66 and "cannot read rules file" in err
+    rc, _, err = run(capsys, "--server", server, "--token", toks["viewer"], "rules", "push", "team", str(f))
+    assert rc == 77
+    rc, out, _ = run(capsys, *admin, "rules", "push", "team", "--remove")
+    assert rc == 0 and "removed" in out and store.rulesets() == []
+
+
 def test_mtls_sensor_identity(tmp_path: Path) -> None:
     pki.init_ca(tmp_path / "ca")
     pki.issue_sensor(tmp_path / "ca", "node-1")

@@ -130,6 +130,10 @@ def test_roles_and_tokens_are_enforced(secured: Any) -> None:
     bad = pb.ImageModeRequest(image="busybox:latest", mode="panic")
     assert code("SetImageMode", bad, toks["admin"]) == grpc.StatusCode.INVALID_ARGUMENT
     assert code("ListAlerts", pb.AlertQuery(), toks["sensor"]) == grpc.StatusCode.PERMISSION_DENIED
+    rules = pb.RuleSet(name="team", yaml="- list: x\n  items: [a]\n")
+    assert code("PushRules", rules, toks["responder"]) == grpc.StatusCode.PERMISSION_DENIED
+    assert code("PushRules", rules, toks["admin"]) == grpc.StatusCode.OK
+    assert code("ListRuleSets", pb.Empty(), toks["viewer"]) == grpc.StatusCode.OK
 
 
 def test_sensor_may_only_report_for_itself(secured: Any, tmp_path: Path) -> None:
@@ -163,4 +167,39 @@ def test_oversized_and_malformed_messages_are_refused(tmp_path: Path) -> None:
     with pytest.raises(grpc.RpcError) as info:
         list(sensor.Connect(iter([pb.SensorMessage(heartbeat=pb.Heartbeat())]), timeout=5))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # first message must be hello
+    server.stop(0)
+
+
+def test_pushed_rule_sets_reach_connected_and_later_sensors(tmp_path: Path) -> None:
+    port = free_port()
+    server, store = serve(tmp_path / "c.db", port)
+    got: dict[str, list[tuple[str, str]]] = {"s1": [], "s2": []}
+
+    def link(sid: str) -> CollectorLink:
+        return CollectorLink(LinkConfig(f"127.0.0.1:{port}", sensor_id=sid, heartbeat_s=0.2), Spool(tmp_path / sid),
+                             None,  # type: ignore[arg-type]
+                             LinkCallbacks(on_rules=lambda name, text: got[sid].append((name, text)))).start()
+
+    first = link("s1")
+    wait_for(first.connected.is_set)
+    stub = rpc.AnalystStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    text = ("- rule: Pushed\n  desc: d\n  condition: spawned_process and proc.name = zz\n  output: o\n"
+            "  priority: WARNING\n")
+    reply = stub.PushRules(pb.RuleSet(name="team", yaml=text), timeout=10)
+    assert (reply.name, reply.rules, reply.sensors) == ("team", 1, 1)  # uses the library's macro
+    wait_for(lambda: got["s1"] == [("team", text)])
+    with pytest.raises(grpc.RpcError) as info:
+        stub.PushRules(pb.RuleSet(name="team", yaml="- rule: [unclosed"), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "invalid YAML" in (info.value.details() or "")
+    with pytest.raises(grpc.RpcError) as info:
+        stub.PushRules(pb.RuleSet(name="../x", yaml=text), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    later = link("s2")  # connects after the push: gets the stored set on connect
+    wait_for(lambda: got["s2"] == [("team", text)])
+    assert [(r.name, r.actor) for r in stub.ListRuleSets(pb.Empty(), timeout=10).sets] == [("team", "anonymous")]
+    stub.PushRules(pb.RuleSet(name="team", yaml=""), timeout=10)  # removal
+    wait_for(lambda: got["s1"][-1] == ("team", "") and got["s2"][-1] == ("team", ""))
+    assert store.rulesets() == [] and store.audit_entries()[0]["action"] == "remove rules"
+    first.close()
+    later.close()
     server.stop(0)

@@ -75,7 +75,15 @@ def test_sensors_images_audit_snapshots(store: SqlStore) -> None:
     store.put_snapshot("img", "s1", b"\x01\x02")
     store.put_snapshot("img", "s1", b"\x03")
     assert store.snapshots("img") == [("s1", b"\x03")]
-    assert store.schema_version() == 1
+    store.set_ruleset("team-b", "- list: x\n  items: [1]\n", "alice")
+    store.set_ruleset("team-a", "- list: y\n  items: [2]\n", "bob")
+    store.set_ruleset("team-b", "- list: x\n  items: [3]\n", "carol")
+    sets = store.rulesets()
+    assert [(r["name"], r["actor"]) for r in sets] == [("team-a", "bob"), ("team-b", "carol")]
+    assert "[3]" in sets[1]["yaml"]
+    store.set_ruleset("team-a", "  \n", "bob")  # empty: removed
+    assert [r["name"] for r in store.rulesets()] == ["team-b"]
+    assert store.schema_version() == 2
 
 
 def test_reopen_keeps_data_and_schema(tmp_path: Path) -> None:
@@ -83,7 +91,26 @@ def test_reopen_keeps_data_and_schema(tmp_path: Path) -> None:
     s.ingest("s", "n", 1, [finding()])
     s.close()
     again = SqlStore.open(str(tmp_path / "x.db"))
-    assert again.count_alerts() == 1 and again.schema_version() == 1
+    assert again.count_alerts() == 1 and again.schema_version() == 2
+
+
+def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    from collector.store import MIGRATIONS
+
+    db = tmp_path / "v1.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for stmt in MIGRATIONS[0]:
+        con.execute(stmt.format(autoid="INTEGER PRIMARY KEY AUTOINCREMENT", blob="BLOB"))
+    con.execute("INSERT INTO schema_version (version) VALUES (1)")
+    con.commit()
+    con.close()
+    store = SqlStore.open(str(db))
+    assert store.schema_version() == 2 and store.rulesets() == []
+    store.set_ruleset("a", "- list: x\n  items: []\n", "ops")
+    assert store.rulesets()[0]["name"] == "a"
 
 
 def test_close_while_another_thread_queries_is_safe(tmp_path: Path) -> None:

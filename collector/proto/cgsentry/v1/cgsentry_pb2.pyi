@@ -466,3 +466,31 @@ class AuditList(_message.Message):
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
     def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ...) -> None: ...
+
+class RuleSetReply(_message.Message):
+    __slots__ = ("name", "rules", "sensors")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    SENSORS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    rules: int
+    sensors: int
+    def __init__(self, name: _Optional[str] = ..., rules: _Optional[int] = ..., sensors: _Optional[int] = ...) -> None: ...
+
+class RuleSetInfo(_message.Message):
+    __slots__ = ("name", "yaml", "actor", "updated_ns")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    YAML_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_NS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    yaml: str
+    actor: str
+    updated_ns: int
+    def __init__(self, name: _Optional[str] = ..., yaml: _Optional[str] = ..., actor: _Optional[str] = ..., updated_ns: _Optional[int] = ...) -> None: ...
+
+class RuleSetList(_message.Message):
+    __slots__ = ("sets",)
+    SETS_FIELD_NUMBER: _ClassVar[int]
+    sets: _containers.RepeatedCompositeFieldContainer[RuleSetInfo]
+    def __init__(self, sets: _Optional[_Iterable[_Union[RuleSetInfo, _Mapping]]] = ...) -> None: ...

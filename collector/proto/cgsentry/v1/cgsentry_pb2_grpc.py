@@ -151,6 +151,16 @@ class AnalystStub:
                 request_serializer=collector_dot_proto_dot_cgsentry_dot_v1_dot_cgsentry__pb2.AuditQuery.SerializeToString,
                 response_deserializer=collector_dot_proto_dot_cgsentry_dot_v1_dot_cgsentry__pb2.AuditList.FromString,
                 _registered_method=True)
+        self.PushRules = channel.unary_unary(
+                '/cgsentry.v1.Analyst/PushRules',
+                request_serializer=collector_dot_proto_dot_cgsentry_dot_v1_dot_cgsentry__pb2.RuleSet.SerializeToString,
+                response_deserializer=collector_dot_proto_dot_cgsentry_dot_v1_dot_cgsentry__pb2.RuleSetReply.FromString,
+                _registered_method=True)
+        self.ListRuleSets = channel.unary_unary(
+                '/cgsentry.v1.Analyst/ListRuleSets',
+                request_serializer=collector_dot_proto_dot_cgsentry_dot_v1_dot_cgsentry__pb2.Empty.SerializeToString,
+                response_deserializer=collector_dot_proto_dot_cgsentry_dot_v1_dot_cgsentry__pb2.RuleSetList.FromString,
+                _registered_method=True)
 
 
 class AnalystServicer:
@@ -210,6 +220,18 @@ class AnalystServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PushRules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRuleSets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalystServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -257,6 +279,16 @@ def add_AnalystServicer_to_server(servicer, server):
                     servicer.ListAudit,
                     request_deserializer=collector_dot_proto_dot_cgsentry_dot_v1_dot_cgsentry__pb2.AuditQuery.FromString,
                     response_serializer=collector_dot_proto_dot_cgsentry_dot_v1_dot_cgsentry__pb2.AuditList.SerializeToString,
+            ),
+            'PushRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.PushRules,
+                    request_deserializer=collector_dot_proto_dot_cgsentry_dot_v1_dot_cgsentry__pb2.RuleSet.FromString,
+                    response_serializer=collector_dot_proto_dot_cgsentry_dot_v1_dot_cgsentry__pb2.RuleSetReply.SerializeToString,
+            ),
+            'ListRuleSets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuleSets,
+                    request_deserializer=collector_dot_proto_dot_cgsentry_dot_v1_dot_cgsentry__pb2.Empty.FromString,
+                    response_serializer=collector_dot_proto_dot_cgsentry_dot_v1_dot_cgsentry__pb2.RuleSetList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -502,6 +534,60 @@ class Analyst:
             '/cgsentry.v1.Analyst/ListAudit',
             collector_dot_proto_dot_cgsentry_dot_v1_dot_cgsentry__pb2.AuditQuery.SerializeToString,
             collector_dot_proto_dot_cgsentry_dot_v1_dot_cgsentry__pb2.AuditList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cgsentry.v1.Analyst/PushRules',
+            collector_dot_proto_dot_cgsentry_dot_v1_dot_cgsentry__pb2.RuleSet.SerializeToString,
+            collector_dot_proto_dot_cgsentry_dot_v1_dot_cgsentry__pb2.RuleSetReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRuleSets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cgsentry.v1.Analyst/ListRuleSets',
+            collector_dot_proto_dot_cgsentry_dot_v1_dot_cgsentry__pb2.Empty.SerializeToString,
+            collector_dot_proto_dot_cgsentry_dot_v1_dot_cgsentry__pb2.RuleSetList.FromString,
             options,
             channel_credentials,
             insecure,
