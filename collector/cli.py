@@ -142,13 +142,8 @@ def cmd_images_list(args: argparse.Namespace) -> int:
 
     rows = [{"image": i.image, "mode": i.mode or "(sensor lifecycle)", "alerts": i.alerts,
              "policy": json.loads(i.policy_yaml or "{}")} for i in Client(args).call("ListImages", pb.Empty()).images]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(f"{'IMAGE':<44} {'MODE':<20} {'ALERTS':>6}")
-        for r in rows:
-            print(f"{r['image'][:44]:<44} {r['mode']:<20} {r['alerts']:>6}")
-    return 0
+    return _emit(args, rows, f"{'IMAGE':<44} {'MODE':<20} {'ALERTS':>6}",
+                 lambda r: f"{r['image'][:44]:<44} {r['mode']:<20} {r['alerts']:>6}")
 
 
 def cmd_images_mode(args: argparse.Namespace) -> int:
@@ -189,13 +184,8 @@ def cmd_rules_list(args: argparse.Namespace) -> int:
 
     rows = [{"name": r.name, "actor": r.actor, "updated_ns": r.updated_ns, "bytes": len(r.yaml.encode())}
             for r in Client(args).call("ListRuleSets", pb.Empty()).sets]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(f"{'RULE SET':<32} {'PUSHED BY':<16} {'BYTES':>7}")
-        for row in rows:
-            print(f"{row['name']:<32} {row['actor']:<16} {row['bytes']:>7}")
-    return 0
+    return _emit(args, rows, f"{'RULE SET':<32} {'PUSHED BY':<16} {'BYTES':>7}",
+                 lambda r: f"{r['name']:<32} {r['actor']:<16} {r['bytes']:>7}")
 
 
 def cmd_containers(args: argparse.Namespace) -> int:
@@ -218,14 +208,11 @@ def cmd_sensors(args: argparse.Namespace) -> int:
     rows = [{"sensor_id": s.sensor_id, "node": s.node, "version": s.version, "connected": s.connected,
              "last_seen_ns": s.last_seen_ns, "counters": dict(s.counters)}
             for s in Client(args).call("ListSensors", pb.Empty()).sensors]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            c = r["counters"]
-            print(f"{r['sensor_id']:<24} {'up' if r['connected'] else 'down':<5} events/s={c.get('events_per_s', 0)} "
-                  f"drops={c.get('kernel_drops', 0) + c.get('queue_drops', 0)} spool={c.get('spool_bytes', 0)}B")
-    return 0
+    return _emit(args, rows, "", lambda r: (
+        f"{r['sensor_id']:<24} {'up' if r['connected'] else 'down':<5} "
+        f"events/s={r['counters'].get('events_per_s', 0)} "
+        f"drops={r['counters'].get('kernel_drops', 0) + r['counters'].get('queue_drops', 0)} "
+        f"spool={r['counters'].get('spool_bytes', 0)}B"))
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -234,12 +221,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
     rows = [{"id": e.id, "time_ns": e.time_ns, "actor": e.actor, "action": e.action, "target": e.target,
              "reason": e.reason, "result": e.result, "latency_ms": e.latency_ms}
             for e in Client(args).call("ListAudit", pb.AuditQuery(limit=args.limit)).entries]
+    return _emit(args, rows, "", lambda r: f"{r['id']:>5} {r['actor']:<28} {r['action']:<22} {r['target'][:16]:<16} "
+                                           f"{r['result']:<10} {r['latency_ms']:.1f}ms {r['reason']}")
+
+
+def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], header: str,
+          line: Callable[[dict[str, Any]], str]) -> int:
+    """``--json``: the rows as one JSON array; else the header (if any) and a line per row."""
     if args.json:
         print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            print(f"{r['id']:>5} {r['actor']:<28} {r['action']:<22} {r['target'][:16]:<16} {r['result']:<10} "
-                  f"{r['latency_ms']:.1f}ms {r['reason']}")
+        return 0
+    if header:
+        print(header)
+    for row in rows:
+        print(line(row))
     return 0
 
 
