@@ -28,7 +28,7 @@ def default_rule_files() -> list[Path]:
 
 class RuleEngine:
     def __init__(self, ruleset: RuleSet) -> None:
-        self._install(ruleset)
+        self.install(ruleset)
         self.evaluated = 0
         self.fired = 0
         self.errors = 0
@@ -38,7 +38,8 @@ class RuleEngine:
         """Load rule files (None: the default library). Raises RuleError on any bad file."""
         return cls(load_files(list(paths) if paths is not None else default_rule_files()))
 
-    def _install(self, ruleset: RuleSet) -> None:
+    def install(self, ruleset: RuleSet) -> None:
+        """Replace the rules with an already loaded set."""
         self.ruleset = ruleset
         index: dict[str, list[CompiledRule]] = defaultdict(list)
         for rule in ruleset.rules:
@@ -50,8 +51,7 @@ class RuleEngine:
 
     def reload(self, paths: Iterable[Path] | None = None) -> None:
         """Replace the rules; on error raise RuleError and keep the current set."""
-        new = load_files(list(paths) if paths is not None else default_rule_files())
-        self._install(new)
+        self.install(load_files(list(paths) if paths is not None else default_rule_files()))
 
     def rules(self) -> list[CompiledRule]:
         return list(self.ruleset.rules)

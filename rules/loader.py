@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -65,11 +65,13 @@ class RuleSet:
     files: list[str]
 
 
-def load_files(paths: list[Path]) -> RuleSet:
-    """Load files in order (later files may use and append to earlier lists/macros/rules)."""
+def load_files(paths: list[Path], texts: Mapping[Path, str] | None = None) -> RuleSet:
+    """Load files in order (later files may use and append to earlier lists/macros/rules).
+    ``texts`` gives the content to use for some of the paths instead of reading them (a file
+    about to be written, checked in place first)."""
     docs: list[tuple[str, list[dict[str, Any]]]] = []
     for path in paths:
-        docs.append((str(path), _read(path)))
+        docs.append((str(path), _parse(texts[path], str(path)) if texts and path in texts else _read(path)))
     return _build(docs)
 
 

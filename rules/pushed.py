@@ -48,26 +48,25 @@ class PushedRules:
                 self.quarantined.append(gone)
                 log.error("pushed rule set %s does not load, moved to %s: %s", bad.stem, gone, err)
 
-    def apply(self, name: str, text: str) -> int:
-        """Store (or, for empty text, remove) one set; returns the rules in the resulting set.
-        Raises RuleError, changing nothing, if the name is unsafe or the result would not load."""
+    def apply(self, name: str, text: str) -> RuleSet:
+        """Store (or, for empty text, remove) one set; returns the rules as they now load, for the
+        engine to install. Raises RuleError, changing nothing, if the name is unsafe or the result
+        would not load."""
         if not NAME.fullmatch(name):
             raise RuleError(f"pushed rule set name {name!r}: use letters, digits, '.', '_' and '-' "
                             "(at most 64, no leading punctuation)")
         target = self.dir / f"{name}.yaml"
         if not text.strip():
-            n = len(load_files([f for f in self.paths() if f != target]).rules)
+            ruleset = load_files([f for f in self.paths() if f != target])
             target.unlink(missing_ok=True)
-            return n
+            return ruleset
+        # checked in the order it will load in (sets may use each other's macros and lists)
+        try:
+            ruleset = load_files(self.base + sorted({*self.files(), target}), texts={target: text})
+        except RuleError as err:
+            raise RuleError(str(err).replace(str(target), f"pushed rule set {name}")) from None
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / f".{name}.tmp"
         tmp.write_text(text, encoding="utf-8")
-        # validated in the order it will load in (sets may use each other's macros and lists)
-        order = self.base + [tmp if f == target else f for f in sorted({*self.files(), target})]
-        try:
-            n = len(load_files(order).rules)
-        except RuleError as err:
-            tmp.unlink()
-            raise RuleError(str(err).replace(str(tmp), f"pushed rule set {name}")) from None
         os.replace(tmp, target)
-        return n
+        return ruleset

@@ -183,15 +183,15 @@ class Daemon:
         while self.rule_pushes:
             name, text = self.rule_pushes.popleft()
             try:
-                n = self.pushed.apply(name, text)
-                self.rules.reload(self.pushed.paths())
+                self.rules.install(self.pushed.apply(name, text))  # loaded once, in load order
             except RuleError as err:
                 self.rule_pushes_rejected += 1
                 log.error("refused pushed rule set %s, keeping the current rules: %s", name, err)
                 continue
             self.rule_pushes_applied += 1
             self.tracer.probe.set_open_prefixes(self.rules.open_prefixes())
-            log.info("rule set %s %s: %d rules loaded", name, "installed" if text.strip() else "removed", n)
+            log.info("rule set %s %s: %d rules loaded", name, "installed" if text.strip() else "removed",
+                     len(self.rules.ruleset.rules))
 
     def flush(self) -> None:
         with self.lock:

@@ -116,7 +116,7 @@ class ProcessTable:
         ``with_ancestry`` the event's own ancestry is returned unchanged.
         """
         procs, pid, kind = self._procs, ev.pid, ev.kind
-        if ev.ppid and kind != FORK and pid not in procs:
+        if pid not in procs:  # the common case skips the call
             self.admit(ev)
         if kind in _LIFECYCLE:
             self.update(ev)

@@ -41,11 +41,11 @@ def pushed(tmp_path: Path) -> PushedRules:
 def test_a_push_is_stored_and_the_engine_fires_it(tmp_path: Path) -> None:
     store = pushed(tmp_path)
     base = len(store.load().rules)
-    assert store.apply("team", MARKER) == base + 1
+    assert len(store.apply("team", MARKER).rules) == base + 1
     engine = RuleEngine(store.load())
     assert [f.rule for f in engine.handle(EXEC)] == ["Marker Binary Run"]
     assert (tmp_path / "rules.d" / "team.yaml").read_text() == MARKER
-    assert store.apply("team", "") == base  # removed
+    assert len(store.apply("team", "").rules) == base  # removed
     assert not (tmp_path / "rules.d" / "team.yaml").exists()
     assert RuleEngine(store.load()).handle(EXEC) == []
 
