@@ -235,3 +235,22 @@ def test_image_first_seen_during_loss_is_frozen_too() -> None:
     eng.handle(deviation("new_binary", t + SEC)[0])
     assert eng.images[IMAGE_ID].life.frozen(t + SEC)
     assert ("/tmp/xmrig", 0) not in eng.images[IMAGE_ID].profile.items["process"]
+
+
+@pytest.mark.parametrize("n_windows", [6, 40, 600])
+def test_flat_forest_scores_equal_scikit_learns(n_windows: int) -> None:
+    """The array walk that replaced score_samples gives scikit-learn's scores, window for window,
+    including windows far outside the training range and on exact split values."""
+    from sklearn.ensemble import IsolationForest
+
+    from models.ratemodel import FlatForest
+
+    rng = np.random.default_rng(n_windows)
+    train = rng.gamma(2.0, 3.0, size=(n_windows, 9))
+    train[:, 2] = np.round(train[:, 2])  # repeated values: thresholds that queries hit exactly
+    forest = IsolationForest(n_estimators=100, random_state=7, contamination="auto").fit(train)
+    queries = np.vstack([train, train * 50, np.zeros((1, 9)),
+                         rng.gamma(2.0, 3.0, size=(300, 9)) * rng.choice([0.1, 1.0, 10.0], size=(300, 9))])
+    flat = FlatForest(forest)
+    np.testing.assert_allclose(flat.score(queries), -forest.score_samples(queries), rtol=0, atol=1e-12)
+    assert flat.score(queries[5])[0] == pytest.approx(-forest.score_samples(queries[5:6])[0], abs=1e-12)
