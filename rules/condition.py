@@ -1,4 +1,4 @@
-"""Falco condition language: tokenizer, recursive-descent parser, compiler to closures.
+"""Falco condition language: tokenizer, recursive-descent parser, compiler to Python functions.
 
 Grammar::
 
@@ -7,8 +7,9 @@ Grammar::
     unary   := 'not' unary | '(' expr ')' | MACRO | FIELD 'exists' | FIELD OP VALUE | FIELD 'in' LIST
     LIST    := '(' VALUE (',' VALUE)* ')'     -- a VALUE naming a list expands to its items
 
-A condition compiles once to a ``Callable[[Event], bool]``; macros are expanded (with cycle
-detection) and lists inlined at compile time, so evaluation never looks anything up by name.
+A condition compiles once to a ``Callable[[Event], bool]``: one generated Python function whose
+body is the condition as a Python expression. Macros are expanded (with cycle detection) and
+lists inlined at compile time, so evaluation never looks anything up by name.
 Errors are :class:`CondError` with a message naming the offending token.
 """
 
@@ -242,75 +243,113 @@ def kinds_of(node: Node) -> frozenset[str] | None:
     return None
 
 
-def compile_node(node: Node) -> Pred:
-    if node.op == "and":
-        return _chain([compile_node(c) for c in node.children], conjunction=True)
-    if node.op == "or":
-        return _chain([compile_node(c) for c in node.children], conjunction=False)
-    if node.op == "not":
-        inner = compile_node(node.children[0])
-        return lambda ev: not inner(ev)
-    getter = _getter(node)
-    if node.op == "exists":
-        return lambda ev: getter(ev) not in ("", 0, (), None)
-    test = _comparator(node.cmp, node.values)
+def compile_node(node: Node, name: str = "condition") -> Pred:
+    """One Python function per condition, generated from the AST: and/or/not become Python's own
+    short-circuit operators and each test reads its field inline (``ev.comm in _k0``). Closure
+    chains cost three calls per test and were the rule engine's time on the exec path."""
+    gen = _Codegen()
+    src = f"def match(ev):\n    return bool({gen.expr(node)})\n"
+    scope = dict(gen.consts)
+    exec(compile(src, f"<{name}>", "exec"), scope)  # noqa: S102 - source built from the AST above
+    fn: Pred = scope["match"]
+    fn.__doc__ = src
+    return fn
+
+
+class _Codegen:
+    """Python source for a condition AST; values too complex for a literal become named consts."""
+
+    def __init__(self) -> None:
+        self.consts: dict[str, Any] = {}
+        self.temps = 0
+
+    def const(self, value: Any) -> str:
+        if type(value) in (str, int, bool):
+            return repr(value)
+        name = f"_k{len(self.consts)}"
+        self.consts[name] = value
+        return name
+
+    def temp(self) -> str:
+        self.temps += 1
+        return f"_t{self.temps}"
+
+    def expr(self, node: Node) -> str:
+        if node.op in ("and", "or"):
+            return "(" + f" {node.op} ".join(self.expr(c) for c in node.children) + ")"
+        if node.op == "not":
+            return f"(not {self.expr(node.children[0])})"
+        assert node.field is not None
+        if node.field.type == STRS and node.index is None and node.op == "cmp":
+            return f"{self.const(_any_item(node))}(ev)"  # a test over each item: rare, a call
+        x = self.getter(node)
+        if node.op == "exists":
+            return f"({x} not in ('', 0, (), None))"
+        return self.test(node.cmp, node.values, x)
+
+    def getter(self, node: Node) -> str:
+        assert node.field is not None
+        field, index = node.field, node.index
+        x = f"ev.{field.attr}" if field.attr else f"{self.const(field.get)}(ev)"
+        if index is None:
+            return x
+        # proc.aname[1] is the parent (ancestry[0]); evt.arg[0] is the first argument
+        pos = index - 1 if field.name.startswith("proc.a") else index
+        default = self.const(0 if field.name == "evt.arg" else "")
+        if pos < 0:
+            return default
+        t = self.temp()
+        return f"({t}[{pos}] if len({t} := {x}) > {pos} else {default})"
+
+    def test(self, op: str, values: tuple[Any, ...], x: str) -> str:
+        c = self.const(values[0]) if values else ""
+        simple = {"=": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+        if op in simple:
+            return f"({x} {simple[op]} {c})"
+        if op == "contains":
+            return f"({c} in {x})"
+        if op == "icontains":
+            return f"({self.const(str(values[0]).lower())} in {x}.lower())"
+        if op in ("startswith", "endswith"):
+            return f"{x}.{op}({c})"
+        if op == "glob":  # compiled once here, not looked up in fnmatch's cache per call
+            return f"({self.const(re.compile(fnmatch.translate(str(values[0]))))}.match({x}) is not None)"
+        members = self.const(frozenset(values))
+        if op == "pmatch":
+            prefixes = self.const(tuple(str(p).rstrip("/") + "/" for p in values))
+            t = self.temp()
+            return f"(({t} := {x}) in {members} or {t}.startswith({prefixes}))"
+        if op == "intersects":
+            return f"(not {members}.isdisjoint(str({x}).split()))"
+        return f"({x} in {members})"
+
+
+def _any_item(node: Node) -> Pred:
+    """A test on a several-valued field (proc.aname ...) that holds if any one item passes it."""
     assert node.field is not None
-    if node.field.type == STRS and node.index is None:
-        def any_item(ev: Event) -> bool:
-            for item in getter(ev):  # noqa: SIM110 - any() over a generator costs more, per event
-                if test(item):
-                    return True
-            return False
-        return any_item
-    return lambda ev: test(getter(ev))
+    get = node.field.get
+    gen = _Codegen()
+    body = gen.test(node.cmp, node.values, "x")
+    scope = dict(gen.consts)
+    exec(compile(f"def test(x):\n    return {body}\n", "<item test>", "exec"), scope)  # noqa: S102
+    test: Callable[[Any], bool] = scope["test"]
 
-
-def _chain(parts: list[Pred], conjunction: bool) -> Pred:
-    """Short-circuit and/or as nested closures: all()/any() over a generator cost a generator per
-    evaluation, which made them most of the rule engine's time on the sensor's hot path."""
-    if len(parts) == 1:
-        return parts[0]
-    first, rest = parts[0], _chain(parts[1:], conjunction)
-    if conjunction:
-        return lambda ev: bool(first(ev)) and bool(rest(ev))
-    return lambda ev: bool(first(ev)) or bool(rest(ev))
+    def any_item(ev: Event) -> bool:
+        for item in get(ev):  # noqa: SIM110 - any() over a generator costs more, per event
+            if test(item):
+                return True
+        return False
+    return any_item
 
 
 def _getter(node: Node) -> Callable[[Event], Any]:
-    assert node.field is not None
-    get, index = node.field.get, node.index
-    if index is None:
-        return get
-    # proc.aname[1] is the parent (ancestry[0]); evt.arg[0] is the first argument
-    pos = index - 1 if node.field.name.startswith("proc.a") else index
-    default = 0 if node.field.name == "evt.arg" else ""
-
-    def indexed(ev: Event) -> Any:
-        seq = get(ev)
-        return seq[pos] if 0 <= pos < len(seq) else default
-    return indexed
-
-
-def _comparator(op: str, values: tuple[Any, ...]) -> Callable[[Any], bool]:
-    v = values[0] if values else None
-    table: dict[str, Callable[[Any], bool]] = {
-        "=": lambda x: x == v, "!=": lambda x: x != v,
-        "<": lambda x: x < v, "<=": lambda x: x <= v, ">": lambda x: x > v, ">=": lambda x: x >= v,
-        "contains": lambda x: v in x, "icontains": lambda x: str(v).lower() in x.lower(),
-        "startswith": lambda x: x.startswith(v), "endswith": lambda x: x.endswith(v),
-    }
-    if op == "glob":  # compiled once here; fnmatchcase looks the pattern up in a cache per call
-        pattern = re.compile(fnmatch.translate(str(v)))
-        return lambda x: pattern.match(x) is not None
-    if op in table:
-        return table[op]
-    members = frozenset(values)
-    if op == "pmatch":
-        prefixes = tuple(str(p).rstrip("/") + "/" for p in values)
-        return lambda x: x in members or x.startswith(prefixes)
-    if op == "intersects":
-        return lambda x: bool(members.intersection(str(x).split()))
-    return lambda x: x in members
+    """A field's value for one event (rule output templates use it)."""
+    gen = _Codegen()
+    x = gen.getter(node)
+    scope = dict(gen.consts)
+    exec(compile(f"def get(ev):\n    return {x}\n", "<field>", "exec"), scope)  # noqa: S102
+    get: Callable[[Event], Any] = scope["get"]
+    return get
 
 
 def compile_condition(text: str, macros: Mapping[str, str], lists: Mapping[str, Sequence[Any]],
@@ -318,4 +357,4 @@ def compile_condition(text: str, macros: Mapping[str, str], lists: Mapping[str, 
     """Compile ``text``: (predicate, event kinds it can match or None, AST). ``stack`` names the
     macros being expanded (for cycle detection when compiling a macro on its own)."""
     node = Parser(text, macros, lists, stack).parse()
-    return compile_node(node), kinds_of(node), node
+    return compile_node(node, stack[-1] if stack else "condition"), kinds_of(node), node

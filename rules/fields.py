@@ -9,6 +9,7 @@ server is the remote side, for ``accept``/``listen`` it is the local side; ``fd.
 from __future__ import annotations
 
 import errno
+import operator
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Final
@@ -37,6 +38,11 @@ class Field:
     get: Callable[[Event], Any]
     doc: str = ""
     indexed: bool = False  # takes [N]: get(ev) returns a sequence, indexed at compile time
+    attr: str = ""  # the Event attribute holding the value, when it is one: compiled rules read it inline
+
+
+def _attr(name: str, ftype: str, attr: str, doc: str = "", indexed: bool = False) -> Field:
+    return Field(name, ftype, operator.attrgetter(attr), doc, indexed, attr)
 
 
 def evt_type(ev: Event) -> str:
@@ -104,45 +110,45 @@ def _fields() -> list[Field]:
     return [
         Field("evt.type", STR, evt_type, "execve, connect, accept, listen, openat, clone, procexit, "
               "or the sensitive syscall's name"),
-        Field("evt.time", INT, lambda e: e.time_ns, "epoch nanoseconds"),
+        _attr("evt.time", INT, "time_ns", "epoch nanoseconds"),
         Field("evt.res", STR, _res, "SUCCESS or the errno name (ECONNREFUSED ...)"),
-        Field("evt.rawres", INT, lambda e: e.ret, "raw syscall result"),
+        _attr("evt.rawres", INT, "ret", "raw syscall result"),
         Field("evt.failed", BOOL, lambda e: e.ret < 0),
         Field("evt.is_open_write", BOOL, lambda e: e.kind == "open" and bool(e.flags & _WRITE_FLAGS)),
         Field("evt.is_open_read", BOOL, lambda e: e.kind == "open" and (e.flags & 3) != os.O_WRONLY),
-        Field("evt.arg.flags", INT, lambda e: e.flags, "open(2) flags"),
-        Field("evt.arg", INT, lambda e: e.sc_args, "syscall argument N", indexed=True),
-        Field("proc.name", STR, lambda e: e.comm),
-        Field("proc.exe", STR, lambda e: e.exe),
-        Field("proc.exepath", STR, lambda e: e.exe),
+        _attr("evt.arg.flags", INT, "flags", "open(2) flags"),
+        _attr("evt.arg", INT, "sc_args", "syscall argument N", indexed=True),
+        _attr("proc.name", STR, "comm"),
+        _attr("proc.exe", STR, "exe"),
+        _attr("proc.exepath", STR, "exe"),
         Field("proc.args", STR, lambda e: " ".join(e.args[1:])),
         Field("proc.cmdline", STR, _cmdline),
-        Field("proc.pid", INT, lambda e: e.pid),
-        Field("proc.ppid", INT, lambda e: e.ppid),
+        _attr("proc.pid", INT, "pid"),
+        _attr("proc.ppid", INT, "ppid"),
         Field("proc.pname", STR, lambda e: _base(e.pexe)),
-        Field("proc.pexe", STR, lambda e: e.pexe),
-        Field("proc.pexepath", STR, lambda e: e.pexe),
+        _attr("proc.pexe", STR, "pexe"),
+        _attr("proc.pexepath", STR, "pexe"),
         Field("proc.aname", STRS, _anames, "ancestor names; [1] parent, [2] grandparent, ...",
               indexed=True),
-        Field("proc.aexe", STRS, lambda e: e.ancestry, "ancestor executables", indexed=True),
-        Field("proc.is_exe_killed", BOOL, lambda e: e.killed),
-        Field("user.uid", INT, lambda e: e.uid),
+        _attr("proc.aexe", STRS, "ancestry", "ancestor executables", indexed=True),
+        _attr("proc.is_exe_killed", BOOL, "killed"),
+        _attr("user.uid", INT, "uid"),
         Field("user.name", STR, lambda e: "root" if e.uid == 0 else str(e.uid)),
-        Field("group.gid", INT, lambda e: e.gid),
+        _attr("group.gid", INT, "gid"),
         Field("container.id", STR, lambda e: e.container_id[:12]),
-        Field("container.full_id", STR, lambda e: e.container_id),
-        Field("container.name", STR, lambda e: e.container_name),
-        Field("container.image", STR, lambda e: e.image),
+        _attr("container.full_id", STR, "container_id"),
+        _attr("container.name", STR, "container_name"),
+        _attr("container.image", STR, "image"),
         Field("container.image.repository", STR, _image_repo),
         Field("container.image.tag", STR, _image_tag),
-        Field("container.image.id", STR, lambda e: e.image_id),
-        Field("container.image.digest", STR, lambda e: e.image_id),
+        _attr("container.image.id", STR, "image_id"),
+        _attr("container.image.digest", STR, "image_id"),
         Field("fd.name", STR, _fd_name),
         Field("fd.directory", STR, lambda e: e.path.rsplit("/", 1)[0] if e.kind == "open" else ""),
         Field("fd.filename", STR, lambda e: _base(e.path) if e.kind == "open" else ""),
         Field("fd.type", STR, _fd_type, "file, ipv4, ipv6, unix"),
         Field("fd.typechar", STR, _typechar),
-        Field("fd.l4proto", STR, lambda e: e.proto),
+        _attr("fd.l4proto", STR, "proto"),
         Field("fd.sip", STR, lambda e: _server(e)[0], "server IP"),
         Field("fd.sport", INT, lambda e: _server(e)[1], "server port"),
         Field("fd.cip", STR, lambda e: _client(e)[0], "client IP"),
@@ -150,9 +156,9 @@ def _fields() -> list[Field]:
         Field("fd.dip", STR, lambda e: _server(e)[0], "destination (server) IP"),
         Field("fd.dport", INT, lambda e: _server(e)[1], "destination (server) port"),
         Field("fd.lip", STR, lambda e: e.saddr if e.kind != "connect" else ""),
-        Field("fd.lport", INT, lambda e: e.sport),
-        Field("fd.rip", STR, lambda e: e.daddr),
-        Field("fd.rport", INT, lambda e: e.dport),
+        _attr("fd.lport", INT, "sport"),
+        _attr("fd.rip", STR, "daddr"),
+        _attr("fd.rport", INT, "dport"),
     ]
 
 
