@@ -19,6 +19,7 @@ from typing import Any, Callable, Final
 
 from sensor import layout as L
 from sensor.errors import EX_OSERR, NotPrivileged, SensorError, Unavailable
+from sensor.ringbuf import MmapRing, RingError
 from sensor.sockseed import existing_sockets
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class BpfProbe:
         self.options = options or ProbeOptions()
         self._bpf: Any = None
         self._callback: RawCallback | None = None
+        self._ring: MmapRing | None = None
 
     def start(self, callback: RawCallback) -> None:
         """Compile, attach every tracepoint, and open the ring buffer feeding ``callback``."""
@@ -155,7 +157,14 @@ class BpfProbe:
         except Exception as err:  # bcc raises bare Exception for compile/attach failures
             raise SensorError(f"cannot load BPF programs from {SOURCE}: {err} "
                               "(run `cgsentry-sensor doctor`)", exit_code=EX_OSERR) from err
-        self._bpf[b"events"].open_ring_buffer(self._on_record)
+        events = self._bpf[b"events"]
+        try:
+            self._ring = MmapRing(events.map_fd, events.max_entries)
+        except RingError as err:
+            self._bpf.cleanup()
+            self._bpf = None
+            raise SensorError(f"{err} (cgsentry needs BPF ring buffers: Linux 5.8 or later)",
+                              exit_code=EX_OSERR) from err
         self._profiled: set[int] = set()
         self.seed_sockets(existing_sockets())
         self._profile_attached = True
@@ -168,17 +177,14 @@ class BpfProbe:
             raise Unavailable(f"kernel headers missing: {build} does not exist "
                               "(apt-get install linux-headers-amd64 and link it; see scripts/host-setup)")
 
-    def _on_record(self, _ctx: Any, data: Any, size: int) -> int:
-        assert self._callback is not None
-        self._callback(ctypes.string_at(data, size))
-        return 0  # BCC's wrapper int()s the result: None would raise and be caught, per record
-
     def poll(self, timeout_ms: int | None = None) -> None:
         """Deliver ready records to the callback; returns after at most ``timeout_ms``
         (default: the options' poll interval). Records submitted without a wakeup (see
-        ``wake_batch``) do not end the wait, so the ring is drained after it either way."""
-        self._bpf.ring_buffer_poll(self.options.poll_ms if timeout_ms is None else timeout_ms)
-        self._bpf.ring_buffer_consume()
+        ``wake_batch``) do not end the wait, so the ring is drained after it either way.
+        The ring is read through mmap (sensor/ringbuf.py), not libbpf's per-record callbacks."""
+        assert self._callback is not None and self._ring is not None
+        self._ring.wait(self.options.poll_ms if timeout_ms is None else timeout_ms)
+        self._ring.drain(self._callback)
 
     # -- maps ------------------------------------------------------------------------------
     def set_cgroup(self, cgroup_id: int, *, host: bool = False, profile: bool = False,
@@ -293,6 +299,9 @@ class BpfProbe:
 
     def close(self) -> None:
         """Detach every program and free the maps (idempotent)."""
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
