@@ -264,6 +264,9 @@ class _Codegen:
         self.temps = 0
 
     def const(self, value: Any) -> str:
+        """Source naming ``value``. Rule text reaches the generated source only here, as the
+        ``repr`` of a str, int or bool (always a plain literal); anything else is a name bound
+        in the function's globals, and field names come from rules/fields.py."""
         if type(value) in (str, int, bool):
             return repr(value)
         name = f"_k{len(self.consts)}"
