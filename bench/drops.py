@@ -65,7 +65,8 @@ def measure(exe_dir: Path, ring_pages: int, workload: str, n: int, parallel: int
     return {"workload": workload, "ring_pages": ring_pages, "parallel": parallel, "seconds": round(secs, 1),
             "offered_ops_per_s": round(ops / secs), "events_handled": handled[0],
             "events_per_op": round(handled[0] / max(1, ops), 3),
-            "kernel_drops": stats["kernel_drops"], "queue_drops": stats["queue_drops"],
+            "kernel_drops": stats["kernel_drops"], "kernel_drops_with_room": stats["kernel_drops_with_room"],
+            "queue_drops": stats["queue_drops"],
             "received": stats["received"]}
 
 

@@ -290,12 +290,18 @@ class BpfProbe:
         return out
 
     def kernel_drops(self) -> dict[str, int]:
-        """Failed ring-buffer reserves per record kind, summed over CPUs."""
+        """Failed ring-buffer reserves per record kind (ring full or not), summed over CPUs."""
         table = self._bpf[b"drops"]
         out = {}
         for op, name in L.OP_NAMES.items():
-            out[name] = int(sum(table[ctypes.c_int(op)]))
+            out[name] = int(sum(table[ctypes.c_int(op)])) + int(sum(table[ctypes.c_int(L.OP_MAX + op)]))
         return out
+
+    def kernel_drops_with_room(self) -> int:
+        """Of :meth:`kernel_drops`, the reserves that failed while the ring was under half full:
+        the kernel's ring lock gave up, which no ring size fixes (see count_drop in sensor.c)."""
+        table = self._bpf[b"drops"]
+        return sum(int(sum(table[ctypes.c_int(L.OP_MAX + op)])) for op in L.OP_NAMES)
 
     def close(self) -> None:
         """Detach every program and free the maps (idempotent)."""

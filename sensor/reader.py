@@ -43,6 +43,7 @@ class RingReader:
         self.decode_errors = 0
         self.delivered = 0
         self._final_drops: dict[str, int] = {}
+        self._final_room = 0
 
     def start(self) -> RingReader:
         """Compile/attach (raises SensorError with the fix) and start the polling thread."""
@@ -112,6 +113,7 @@ class RingReader:
     def stats(self) -> dict[str, int]:
         out = {f"kernel_drops_{k}": v for k, v in self._kernel_drops().items()}
         out["kernel_drops"] = sum(out.values())
+        out["kernel_drops_with_room"] = self._final_room if self._stop.is_set() else self.probe.kernel_drops_with_room()
         out.update(received=self.received, queue_drops=self.queue_drops,
                    decode_errors=self.decode_errors, delivered=self.delivered,
                    queue_depth=len(self._queue))
@@ -130,6 +132,7 @@ class RingReader:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._final_drops = self.probe.kernel_drops()
+        self._final_room = self.probe.kernel_drops_with_room()
         self.probe.close()
         self._queue.append(_STOP)  # past the bound on purpose: the end must always get through
         self._ready.set()

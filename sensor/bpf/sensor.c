@@ -37,7 +37,12 @@
 #endif
 
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);
-BPF_PERCPU_ARRAY(drops, u64, OP_MAX);          /* failed ringbuf_reserve per opcode */
+/* BCC 0.26 has no events.ringbuf_query(); its rewriter names each map by a placeholder fd,
+ * numbered -1, -2, ... in declaration order, so `events` must stay the first map declared.
+ * Pointing at any other map would not go unnoticed: the verifier refuses the helper on a map
+ * that is not a ring buffer, and the sensor fails to load. */
+#define RING_QUERY(flag) bpf_ringbuf_query((void *)bpf_pseudo_fd(1, -1), (flag))
+BPF_PERCPU_ARRAY(drops, u64, 2 * OP_MAX);      /* failed ringbuf_reserve: [op] ring full, [OP_MAX + op] room left */
 BPF_HASH(cgroups, u64, struct watch, 16384);   /* cgroup id -> flags, written by userspace */
 BPF_HASH(banned, struct ban_key, u32, 1024);   /* (cgroup id, comm) -> kill at exec */
 BPF_HASH(syscall_counts, struct sc_key, u64, 65536);  /* (cgroup, nr) -> count */
@@ -54,8 +59,17 @@ BPF_TABLE("lru_hash", u32, struct lineage, lineage, 65536);  /* pid -> parent, e
 BPF_TABLE("lru_hash", struct count_key, u64, proc_counts, 16384);       /* (cgroup, fork|exit) -> count */
 BPF_PERCPU_ARRAY(unwoken, u32, 1);                 /* records submitted since this CPU last woke the reader */
 
+/* A reserve can fail with the ring nowhere near full: when the consumer position the kernel
+ * reads is wrong (a torn write by the reader, found exactly this way: see sensor/ringbuf.py), or,
+ * on kernels whose ring lock is an rqspinlock, when the lock gives up. Those failures are counted
+ * apart from "ring full", so a drop report says which fix applies: a bigger ring, or a bug.
+ * "Room left" means less than half the ring was unread just after the failure: the reader frees
+ * at most 256 records at a time, which on the default 1 MiB ring cannot take a full ring below
+ * half (on rings of a few pages the split is only indicative). */
 static __always_inline void count_drop(u32 op)
 {
+    if (RING_QUERY(BPF_RB_AVAIL_DATA) < (u64)RING_PAGES * 4096 / 2)
+        op += OP_MAX;
     u64 *n = drops.lookup(&op);
     if (n)
         __sync_fetch_and_add(n, 1);
