@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import psutil
 
 HERE = Path(__file__).resolve().parent
@@ -169,17 +170,25 @@ def configs(tmp: Path, smoke: bool) -> list[Config]:
 def run_workloads(exe_in_container: str, sizes: dict[str, int], host_exe: Path) -> dict[str, float]:
     out = {}
     for wl, n in sizes.items():
+        if wl == "host_getppid":
+            continue
         res = subprocess.run(["docker", "exec", NAME, exe_in_container, wl, str(n)], capture_output=True,
                              text=True, timeout=600)
         out[wl] = int(res.stdout.strip()) / n if res.returncode == 0 else float("nan")
-    # a process outside any container: the cost on unwatched processes
-    res = subprocess.run([str(host_exe), "getppid", str(sizes["getppid"])], capture_output=True, text=True)
-    out["host_getppid"] = int(res.stdout.strip()) / sizes["getppid"]
+    if "host_getppid" in sizes:  # a process outside any container: the cost on unwatched processes
+        res = subprocess.run([str(host_exe), "getppid", str(sizes["host_getppid"])], capture_output=True, text=True)
+        out["host_getppid"] = int(res.stdout.strip()) / sizes["host_getppid"]
     return out
 
 
-def run(smoke: bool = False, reps: int = 5) -> dict[str, Any]:
-    sizes = SMOKE if smoke else FULL
+def run(smoke: bool = False, reps: int = 5, workloads: tuple[str, ...] | None = None,
+        only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Every configuration on every workload, ``reps`` times; ``workloads`` and ``only`` (names of
+    configurations besides "none") narrow it, for a longer A/B on one workload."""
+    sizes = dict(SMOKE if smoke else FULL)
+    sizes["host_getppid"] = sizes["getppid"]
+    if workloads:
+        sizes = {wl: n for wl, n in sizes.items() if wl in workloads}
     reps = 1 if smoke else reps
     tmp = Path(tempfile.mkdtemp(prefix="cgsentry-bench-"))
     exe = build_workload(tmp)
@@ -189,7 +198,7 @@ def run(smoke: bool = False, reps: int = 5) -> dict[str, Any]:
     samples: dict[str, dict[str, list[float]]] = {}
     usage: dict[str, list[dict[str, float]]] = {}
     try:
-        cfgs = configs(tmp, smoke)
+        cfgs = [c for c in configs(tmp, smoke) if only is None or c.name == "none" or c.name in only]
         for _rep in range(reps):
             for cfg in cfgs:
                 cfg.start()
@@ -206,6 +215,19 @@ def run(smoke: bool = False, reps: int = 5) -> dict[str, Any]:
     return summarize(samples, usage, sizes, reps, smoke)
 
 
+def paired_ci(runs: list[float], base: list[float], n_boot: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """95 % bootstrap interval, in percent, of the median slowdown: each repetition's sample is
+    divided by the no-sensor sample of the same repetition (they ran back to back, so drift
+    between repetitions cancels), and repetitions are resampled with replacement."""
+    ratios = np.asarray(runs) / np.asarray(base)
+    if len(ratios) < 2:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    meds = np.median(rng.choice(ratios, size=(n_boot, len(ratios)), replace=True), axis=1)
+    lo, hi = np.percentile(meds, [2.5, 97.5])
+    return (round(float(lo - 1) * 100, 1), round(float(hi - 1) * 100, 1))
+
+
 def summarize(samples: dict[str, dict[str, list[float]]], usage: dict[str, list[dict[str, float]]],
               sizes: dict[str, int], reps: int, smoke: bool) -> dict[str, Any]:
     base = {wl: statistics.median(v) for wl, v in samples["none"].items()}
@@ -213,7 +235,9 @@ def summarize(samples: dict[str, dict[str, list[float]]], usage: dict[str, list[
     for cfg, per in samples.items():
         table[cfg] = {wl: {"ns_per_op_median": round(statistics.median(v), 1), "min": round(min(v), 1),
                            "max": round(max(v), 1),
-                           "overhead_pct": round((statistics.median(v) / base[wl] - 1) * 100, 1)}
+                           "overhead_pct": round((statistics.median(v) / base[wl] - 1) * 100, 1),
+                           "overhead_ci95_pct": paired_ci(v, samples["none"][wl]),
+                           "samples": [round(x, 1) for x in v]}
                       for wl, v in per.items()}
         if usage.get(cfg) and usage[cfg][0]:
             table[cfg]["process"] = {"cpu_s_median": statistics.median(u["cpu_s"] for u in usage[cfg]),
@@ -237,5 +261,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--workloads", nargs="*", choices=sorted(FULL) + ["host_getppid"])
+    ap.add_argument("--only", nargs="*", metavar="CONFIG", help="configurations besides none")
     a = ap.parse_args()
-    print(json.dumps(run(a.smoke, a.reps), indent=2))
+    print(json.dumps(run(a.smoke, a.reps, tuple(a.workloads or ()) or None, tuple(a.only) if a.only else None),
+                     indent=2))

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHES = ("throughput", "pipeline_bench", "scenarios", "adfa", "ingest", "latency", "overhead", "drops", "scale")
-KERNEL = {"latency", "overhead", "drops", "scale"}
+BENCHES = ("throughput", "pipeline_bench", "scenarios", "adfa", "ingest", "latency", "overhead", "exec_ab", "drops",
+           "scale")
+KERNEL = {"latency", "overhead", "exec_ab", "drops", "scale"}
 
 
 def run_one(name: str, smoke: bool) -> dict[str, Any]:
@@ -50,6 +51,10 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
             lines.append(f"| {cfg} | " + " | ".join(cells) + f" | {proc.get('cpu_s_median', '-')} | "
                          f"{proc.get('rss_mb_peak', '-')} |")
         lines.append("")
+        lines += _ci_table(ov, "the same run: median slowdown of back-to-back pairs, 95 % bootstrap interval")
+    ab = results.get("exec_ab", {})
+    if "results" in ab:
+        lines += _ci_table(ab, f"exec storm alone, {ab['reps']} pairs of 3,000 execs (bench/exec_ab.py)")
     lat = results.get("latency", {})
     if "exec_to_rule_finding" in lat:
         lines += ["| latency | n | p50 ms | p99 ms |", "|---|---|---|---|"]
@@ -125,6 +130,21 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ci_table(ov: dict[str, Any], title: str) -> list[str]:
+    cols = [w for w in ("exec", "connect") if w in ov["results"]["none"]]
+    rows = []
+    for cfg, row in ov["results"].items():
+        if cfg == "none" or "overhead_ci95_pct" not in row[cols[0]]:
+            continue
+        cells = [f"{row[w]['overhead_pct']:+.1f}% [{row[w]['overhead_ci95_pct'][0]:+.1f}, "
+                 f"{row[w]['overhead_ci95_pct'][1]:+.1f}]" for w in cols]
+        rows.append(f"| {cfg} | " + " | ".join(cells) + " |")
+    if not rows:  # results from before the intervals were computed
+        return []
+    return [f"| {title} | " + " | ".join(f"{w} storm" for w in cols) + " |", "|---" * (len(cols) + 1) + "|",
+            *rows, ""]
+
+
 def plot(results: dict[str, dict[str, Any]]) -> None:
     ov = results.get("overhead", {})
     if "results" not in ov:
@@ -139,12 +159,17 @@ def plot(results: dict[str, dict[str, Any]]) -> None:
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / max(1, len(cfgs))
     for i, cfg in enumerate(cfgs):
-        vals = [ov["results"][cfg][w]["overhead_pct"] for w in workloads]
-        ax.bar([x + i * width for x in range(len(workloads))], vals, width, label=cfg)
+        row = ov["results"][cfg]
+        vals = [row[w]["overhead_pct"] for w in workloads]
+        cis = [row[w].get("overhead_ci95_pct", (v, v)) for w, v in zip(workloads, vals, strict=True)]
+        err = [[max(0.0, v - lo) for v, (lo, _) in zip(vals, cis, strict=True)],
+               [max(0.0, hi - v) for v, (_, hi) in zip(vals, cis, strict=True)]]
+        ax.bar([x + i * width for x in range(len(workloads))], vals, width, label=cfg, yerr=err, capsize=2)
     ax.axhline(5, color="grey", linestyle="--", linewidth=0.8)
     ax.set_xticks([x + width * (len(cfgs) - 1) / 2 for x in range(len(workloads))], workloads)
     ax.set_ylabel("slowdown vs. no sensor (%)")
-    ax.set_title("Overhead per workload (median of repetitions; dashed: 5 % target)")
+    ax.set_title("Overhead per workload (median of paired repetitions, 95 % interval; dashed: 5 % target)",
+                 fontsize=9)
     ax.legend()
     fig.tight_layout()
     fig.savefig(RESULTS / "overhead.png", dpi=110)

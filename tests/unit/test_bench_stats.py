@@ -1,0 +1,26 @@
+"""The overhead benchmark's interval: pairs cancel drift between repetitions."""
+
+from __future__ import annotations
+
+import math
+
+from bench.overhead import paired_ci
+
+
+def test_paired_interval_cancels_drift_between_repetitions() -> None:
+    # the machine got 4x slower across repetitions; the sensor costs 5 % in every one of them
+    base = [100.0, 200.0, 300.0, 400.0]
+    lo, hi = paired_ci([b * 1.05 for b in base], base)
+    assert (lo, hi) == (5.0, 5.0)
+
+
+def test_paired_interval_brackets_the_median_and_widens_with_spread() -> None:
+    base = [100.0] * 9
+    tight = paired_ci([101.0, 102.0, 103.0, 102.0, 101.0, 103.0, 102.0, 102.0, 101.0], base)
+    loose = paired_ci([95.0, 110.0, 102.0, 90.0, 115.0, 102.0, 99.0, 108.0, 101.0], base)
+    assert tight[0] <= 2.0 <= tight[1] and loose[0] <= 2.0 <= loose[1]
+    assert loose[1] - loose[0] > tight[1] - tight[0]
+
+
+def test_one_repetition_has_no_interval() -> None:
+    assert all(math.isnan(x) for x in paired_ci([1.0], [1.0]))
