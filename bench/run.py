@@ -11,12 +11,15 @@ import argparse
 import importlib
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+README = Path(__file__).resolve().parents[1] / "README.md"
+BEGIN, END = "<!-- bench:begin", "<!-- bench:end -->"
 BENCHES = ("throughput", "pipeline_bench", "scenarios", "adfa", "ingest", "latency", "overhead", "exec_ab", "drops",
            "scale")
 KERNEL = {"latency", "overhead", "exec_ab", "drops", "scale"}
@@ -130,14 +133,25 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def splice(readme: str, tables: str) -> str:
+    """The README with its results block replaced by ``tables`` (the block's markers stay)."""
+    start, end = readme.index(BEGIN), readme.index(END)
+    head = readme[start:readme.index("\n", start) + 1]
+    return readme[:start] + head + tables.rstrip() + "\n" + readme[end:]
+
+
+def _paired_median(runs: list[float], base: list[float]) -> float:
+    return (statistics.median(r / b for r, b in zip(runs, base, strict=True)) - 1) * 100
+
+
 def _ci_table(ov: dict[str, Any], title: str) -> list[str]:
     cols = [w for w in ("exec", "connect") if w in ov["results"]["none"]]
     rows = []
     for cfg, row in ov["results"].items():
         if cfg == "none" or "overhead_ci95_pct" not in row[cols[0]]:
             continue
-        cells = [f"{row[w]['overhead_pct']:+.1f}% [{row[w]['overhead_ci95_pct'][0]:+.1f}, "
-                 f"{row[w]['overhead_ci95_pct'][1]:+.1f}]" for w in cols]
+        cells = [f"{_paired_median(row[w]['samples'], ov['results']['none'][w]['samples']):+.1f}% "
+                 f"[{row[w]['overhead_ci95_pct'][0]:+.1f}, {row[w]['overhead_ci95_pct'][1]:+.1f}]" for w in cols]
         rows.append(f"| {cfg} | " + " | ".join(cells) + " |")
     if not rows:  # results from before the intervals were computed
         return []
@@ -179,11 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--only", nargs="*", choices=BENCHES)
+    ap.add_argument("--summary", action="store_true",
+                    help="run nothing: rebuild summary.md, the README block and the plot from the stored results")
     args = ap.parse_args(argv)
+    if args.summary:
+        args.only = []
     RESULTS.mkdir(exist_ok=True)
     suffix = ".smoke" if args.smoke else ""
     results: dict[str, dict[str, Any]] = {}
-    for name in args.only or BENCHES:
+    for name in BENCHES if args.only is None else args.only:
         print(f"[bench] {name}{' (smoke)' if args.smoke else ''} ...", flush=True)
         results[name] = run_one(name, args.smoke)
         (RESULTS / f"{name}{suffix}.json").write_text(json.dumps(results[name], indent=2, default=str) + "\n")
@@ -193,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             if "." not in name and name not in results:
                 results[name] = json.loads(path.read_text())
         (RESULTS / "summary.md").write_text(summary(results))
+        README.write_text(splice(README.read_text(), summary(results)))
         plot(results)
     print(summary(results))
     return 0

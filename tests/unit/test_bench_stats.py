@@ -24,3 +24,12 @@ def test_paired_interval_brackets_the_median_and_widens_with_spread() -> None:
 
 def test_one_repetition_has_no_interval() -> None:
     assert all(math.isnan(x) for x in paired_ci([1.0], [1.0]))
+
+
+def test_readme_tables_are_the_committed_benchmark_results() -> None:
+    """The README's numbers are bench/results/summary.md, spliced in by bench/run.py: no
+    hand-edited figure can drift from the results it claims to show."""
+    from bench.run import README, RESULTS, splice
+
+    readme = README.read_text()
+    assert splice(readme, (RESULTS / "summary.md").read_text()) == readme
