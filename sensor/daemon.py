@@ -212,7 +212,8 @@ class Daemon:
     def counters(self) -> dict[str, int]:
         s = self.tracer.reader.stats()
         out = {"events_per_s": self.events_per_s, "kernel_drops": s["kernel_drops"],
-               "queue_drops": s["queue_drops"], "queue_depth": s["queue_depth"], "events": s["delivered"]}
+               "kernel_drops_with_room": s["kernel_drops_with_room"], "queue_drops": s["queue_drops"],
+               "queue_depth": s["queue_depth"], "events": s["delivered"]}
         if self.link is not None:
             out["spool_bytes"] = self.link.spool.bytes()
         out.update(self.models.stats())

@@ -38,6 +38,8 @@ def test_pushed_rule_fires_in_a_running_sensor(tmp_path: Path, busybox) -> None:
         stub = rpc.AnalystStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
         assert stub.PushRules(pb.RuleSet(name="team", yaml=MARKER), timeout=10).sensors == 1
         wait_for(lambda: store.sensors()[0]["counters"].get("rule_pushes_applied") == 1, timeout_s=20)
+        counters = store.sensors()[0]["counters"]  # the heartbeat carries the loss counters, split
+        assert counters["kernel_drops"] == counters["kernel_drops_with_room"] == counters["queue_drops"] == 0
         assert (state / "rules.d" / "team.yaml").read_text() == MARKER
         c = busybox("cp /bin/busybox /tmp/cgsmark && /tmp/cgsmark true; sleep 30")
         wait_for(lambda: any(a.finding.rule == "Pushed Marker Binary" for a in store.list_alerts()), timeout_s=30)
