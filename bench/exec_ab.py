@@ -1,7 +1,7 @@
 """The exec storm alone, none vs. the default sensor, many times over: the all-workload overhead
 run has 5 repetitions, and on this VM the no-sensor exec samples alone spread about +-9 %, so
-its median cannot tell +1 % from +6 %. Here 16 back-to-back pairs give a paired ratio and its
-bootstrap interval (bench/overhead.py: paired_ci)."""
+its median cannot tell +1 % from +6 %. Here 16 pairs (in alternating order) give a paired ratio
+and its bootstrap interval (bench/overhead.py: paired_ci)."""
 
 from __future__ import annotations
 

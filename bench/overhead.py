@@ -198,9 +198,13 @@ def run(smoke: bool = False, reps: int = 5, workloads: tuple[str, ...] | None = 
     samples: dict[str, dict[str, list[float]]] = {}
     usage: dict[str, list[dict[str, float]]] = {}
     try:
-        cfgs = [c for c in configs(tmp, smoke) if only is None or c.name == "none" or c.name in only]
-        for _rep in range(reps):
-            for cfg in cfgs:
+        cfgs = configs(tmp, smoke)
+        unknown = set(only or ()) - {c.name for c in cfgs}
+        if unknown:
+            raise SystemExit(f"unknown configuration(s) {sorted(unknown)}; known: {[c.name for c in cfgs]}")
+        cfgs = [c for c in cfgs if only is None or c.name == "none" or c.name in only]
+        for rep in range(reps):
+            for cfg in cfgs if rep % 2 == 0 else cfgs[::-1]:  # alternate, so no config always runs first
                 cfg.start()
                 try:
                     ns = run_workloads("/bench/workload", sizes, exe)
@@ -215,11 +219,24 @@ def run(smoke: bool = False, reps: int = 5, workloads: tuple[str, ...] | None = 
     return summarize(samples, usage, sizes, reps, smoke)
 
 
+def paired_ratios(runs: list[float], base: list[float]) -> np.ndarray:
+    """Each repetition's sample over the no-sensor sample of the same repetition (drift between
+    repetitions cancels); pairs where either run failed (NaN) are left out."""
+    ratios = np.asarray(runs, dtype=float) / np.asarray(base, dtype=float)
+    return ratios[np.isfinite(ratios)]
+
+
+def paired_median(runs: list[float], base: list[float]) -> float:
+    """Median slowdown over the pairs, in percent."""
+    ratios = paired_ratios(runs, base)
+    return round(float(np.median(ratios) - 1) * 100, 1) if len(ratios) else float("nan")
+
+
 def paired_ci(runs: list[float], base: list[float], n_boot: int = 4000, seed: int = 0) -> tuple[float, float]:
-    """95 % bootstrap interval, in percent, of the median slowdown: each repetition's sample is
-    divided by the no-sensor sample of the same repetition (they ran back to back, so drift
-    between repetitions cancels), and repetitions are resampled with replacement."""
-    ratios = np.asarray(runs) / np.asarray(base)
+    """95 % bootstrap interval, in percent, of the median slowdown over the pairs (see
+    :func:`paired_ratios`), repetitions resampled with replacement. With 5 repetitions it is
+    close to the pairs' min-max."""
+    ratios = paired_ratios(runs, base)
     if len(ratios) < 2:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
@@ -228,16 +245,27 @@ def paired_ci(runs: list[float], base: list[float], n_boot: int = 4000, seed: in
     return (round(float(lo - 1) * 100, 1), round(float(hi - 1) * 100, 1))
 
 
+def _finite(values: tuple[float, ...]) -> Any:
+    """None instead of NaNs, which are not JSON; a 1-tuple unpacked."""
+    if not all(np.isfinite(values)):
+        return None
+    return values[0] if len(values) == 1 else values
+
+
 def summarize(samples: dict[str, dict[str, list[float]]], usage: dict[str, list[dict[str, float]]],
               sizes: dict[str, int], reps: int, smoke: bool) -> dict[str, Any]:
-    base = {wl: statistics.median(v) for wl, v in samples["none"].items()}
+    def ok(v: list[float]) -> list[float]:  # a failed run is NaN: left out, not a poisoned median
+        return [x for x in v if np.isfinite(x)] or [float("nan")]
+
+    base = {wl: statistics.median(ok(v)) for wl, v in samples["none"].items()}
     table: dict[str, Any] = {}
     for cfg, per in samples.items():
-        table[cfg] = {wl: {"ns_per_op_median": round(statistics.median(v), 1), "min": round(min(v), 1),
-                           "max": round(max(v), 1),
-                           "overhead_pct": round((statistics.median(v) / base[wl] - 1) * 100, 1),
-                           "overhead_ci95_pct": paired_ci(v, samples["none"][wl]),
-                           "samples": [round(x, 1) for x in v]}
+        table[cfg] = {wl: {"ns_per_op_median": round(statistics.median(ok(v)), 1), "min": round(min(ok(v)), 1),
+                           "max": round(max(ok(v)), 1),
+                           "overhead_pct": round((statistics.median(ok(v)) / base[wl] - 1) * 100, 1),
+                           "overhead_paired_pct": _finite((paired_median(v, samples["none"][wl]),)),
+                           "overhead_ci95_pct": _finite(paired_ci(v, samples["none"][wl])),
+                           "samples": [round(x, 1) if np.isfinite(x) else None for x in v]}
                       for wl, v in per.items()}
         if usage.get(cfg) and usage[cfg][0]:
             table[cfg]["process"] = {"cpu_s_median": statistics.median(u["cpu_s"] for u in usage[cfg]),

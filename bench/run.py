@@ -11,11 +11,12 @@ import argparse
 import importlib
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.overhead import paired_median
 
 RESULTS = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -54,10 +55,11 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
             lines.append(f"| {cfg} | " + " | ".join(cells) + f" | {proc.get('cpu_s_median', '-')} | "
                          f"{proc.get('rss_mb_peak', '-')} |")
         lines.append("")
-        lines += _ci_table(ov, "the same run: median slowdown of back-to-back pairs, 95 % bootstrap interval")
+        lines += _ci_table(ov, "the same run: median slowdown over pairs of one repetition, 95 % bootstrap interval")
     ab = results.get("exec_ab", {})
     if "results" in ab:
-        lines += _ci_table(ab, f"exec storm alone, {ab['reps']} pairs of 3,000 execs (bench/exec_ab.py)")
+        lines += _ci_table(ab, f"exec storm alone, {ab['reps']} pairs of {ab['sizes']['exec']:,} execs "
+                               "(bench/exec_ab.py)")
     lat = results.get("latency", {})
     if "exec_to_rule_finding" in lat:
         lines += ["| latency | n | p50 ms | p99 ms |", "|---|---|---|---|"]
@@ -82,7 +84,7 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
             lines.append(f"| {r['workload']} ({r.get('parallel', 2)}) | {r['ring_pages']} | "
                          f"{r['offered_ops_per_s']:,} | {r['seconds']} | {r['events_handled']:,} | "
                          f"{r.get('events_per_op', '-')} | "
-                         f"{r['kernel_drops']} ({r.get('kernel_drops_with_room', '-')}) | {r['queue_drops']} |")
+                         f"{r['kernel_drops']} ({_with_room(r)}) | {r['queue_drops']} |")
         lines.append("")
     sc_ = results.get("scale", {})
     if "scale" in sc_:
@@ -133,15 +135,22 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _with_room(run: dict[str, Any]) -> str:
+    """Drops with the ring under half full; the split means nothing on rings under 1 MiB, where
+    one drain can free more than half the ring (see count_drop in sensor/bpf/sensor.c)."""
+    return str(run.get("kernel_drops_with_room", "-")) if run["ring_pages"] >= 256 else "n/a"
+
+
 def splice(readme: str, tables: str) -> str:
-    """The README with its results block replaced by ``tables`` (the block's markers stay)."""
-    start, end = readme.index(BEGIN), readme.index(END)
+    """The README with its results block replaced by ``tables`` (the block's markers stay);
+    unchanged if the markers are missing."""
+    start = readme.find(BEGIN)
+    end = readme.find(END, start)
+    if start < 0 or end < 0:
+        print(f"[bench] {README} has no {BEGIN} ... {END} block: left as it is", file=sys.stderr)
+        return readme
     head = readme[start:readme.index("\n", start) + 1]
     return readme[:start] + head + tables.rstrip() + "\n" + readme[end:]
-
-
-def _paired_median(runs: list[float], base: list[float]) -> float:
-    return (statistics.median(r / b for r, b in zip(runs, base, strict=True)) - 1) * 100
 
 
 def _ci_table(ov: dict[str, Any], title: str) -> list[str]:
@@ -150,8 +159,9 @@ def _ci_table(ov: dict[str, Any], title: str) -> list[str]:
     for cfg, row in ov["results"].items():
         if cfg == "none" or "overhead_ci95_pct" not in row[cols[0]]:
             continue
-        cells = [f"{_paired_median(row[w]['samples'], ov['results']['none'][w]['samples']):+.1f}% "
-                 f"[{row[w]['overhead_ci95_pct'][0]:+.1f}, {row[w]['overhead_ci95_pct'][1]:+.1f}]" for w in cols]
+        cells = [f"{paired_median(row[w]['samples'], ov['results']['none'][w]['samples']):+.1f}% "
+                 + (f"[{row[w]['overhead_ci95_pct'][0]:+.1f}, {row[w]['overhead_ci95_pct'][1]:+.1f}]"
+                    if row[w]["overhead_ci95_pct"] else "(too few pairs for an interval)") for w in cols]
         rows.append(f"| {cfg} | " + " | ".join(cells) + " |")
     if not rows:  # results from before the intervals were computed
         return []
@@ -173,11 +183,15 @@ def plot(results: dict[str, dict[str, Any]]) -> None:
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / max(1, len(cfgs))
     for i, cfg in enumerate(cfgs):
-        row = ov["results"][cfg]
-        vals = [row[w]["overhead_pct"] for w in workloads]
-        cis = [row[w].get("overhead_ci95_pct", (v, v)) for w, v in zip(workloads, vals, strict=True)]
-        err = [[max(0.0, v - lo) for v, (lo, _) in zip(vals, cis, strict=True)],
-               [max(0.0, hi - v) for v, (_, hi) in zip(vals, cis, strict=True)]]
+        row, none = ov["results"][cfg], ov["results"]["none"]
+        if "samples" in row[workloads[0]]:  # paired medians with their intervals
+            vals = [paired_median(row[w]["samples"], none[w]["samples"]) for w in workloads]
+            cis = [row[w]["overhead_ci95_pct"] or (v, v) for w, v in zip(workloads, vals, strict=True)]
+        else:  # results from before the pairs were kept
+            vals = [row[w]["overhead_pct"] for w in workloads]
+            cis = [(v, v) for v in vals]
+        err = [[v - lo for v, (lo, _) in zip(vals, cis, strict=True)],
+               [hi - v for v, (_, hi) in zip(vals, cis, strict=True)]]
         ax.bar([x + i * width for x in range(len(workloads))], vals, width, label=cfg, yerr=err, capsize=2)
     ax.axhline(5, color="grey", linestyle="--", linewidth=0.8)
     ax.set_xticks([x + width * (len(cfgs) - 1) / 2 for x in range(len(workloads))], workloads)
@@ -196,15 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--summary", action="store_true",
                     help="run nothing: rebuild summary.md, the README block and the plot from the stored results")
     args = ap.parse_args(argv)
-    if args.summary:
-        args.only = []
+    names = [] if args.summary else list(args.only or BENCHES)
     RESULTS.mkdir(exist_ok=True)
     suffix = ".smoke" if args.smoke else ""
     results: dict[str, dict[str, Any]] = {}
-    for name in BENCHES if args.only is None else args.only:
+    for name in names:
         print(f"[bench] {name}{' (smoke)' if args.smoke else ''} ...", flush=True)
-        results[name] = run_one(name, args.smoke)
-        (RESULTS / f"{name}{suffix}.json").write_text(json.dumps(results[name], indent=2, default=str) + "\n")
+        result = run_one(name, args.smoke)
+        if "skipped" in result and not args.smoke:  # keep the stored results of an earlier run
+            print(f"[bench] {name} skipped: {result['skipped']}", flush=True)
+            continue
+        results[name] = result
+        (RESULTS / f"{name}{suffix}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     if not args.smoke:
         for path in RESULTS.glob("*.json"):  # merge earlier full runs of benchmarks not rerun now
             name = path.stem

@@ -299,7 +299,8 @@ class BpfProbe:
 
     def kernel_drops_with_room(self) -> int:
         """Of :meth:`kernel_drops`, the reserves that failed while the ring was under half full:
-        the kernel's ring lock gave up, which no ring size fixes (see count_drop in sensor.c)."""
+        not an overflow, so no ring size fixes them (a wrong consumer position, or the kernel's
+        ring lock giving up; see count_drop in sensor.c). Only indicative on rings under 1 MiB."""
         table = self._bpf[b"drops"]
         return sum(int(sum(table[ctypes.c_int(L.OP_MAX + op)])) for op in L.OP_NAMES)
 

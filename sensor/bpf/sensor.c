@@ -68,7 +68,7 @@ BPF_PERCPU_ARRAY(unwoken, u32, 1);                 /* records submitted since th
  * half (on rings of a few pages the split is only indicative). */
 static __always_inline void count_drop(u32 op)
 {
-    if (RING_QUERY(BPF_RB_AVAIL_DATA) < (u64)RING_PAGES * 4096 / 2)
+    if (RING_QUERY(BPF_RB_AVAIL_DATA) < (u64)RING_PAGES * PAGE_SIZE / 2)
         op += OP_MAX;
     u64 *n = drops.lookup(&op);
     if (n)

@@ -33,3 +33,11 @@ def test_readme_tables_are_the_committed_benchmark_results() -> None:
 
     readme = README.read_text()
     assert splice(readme, (RESULTS / "summary.md").read_text()) == readme
+
+
+def test_a_failed_run_drops_its_pair_instead_of_poisoning_the_interval() -> None:
+    from bench.overhead import paired_median
+
+    base = [100.0, 100.0, float("nan"), 100.0]
+    runs = [105.0, 105.0, 105.0, float("nan")]
+    assert paired_ci(runs, base) == (5.0, 5.0) and paired_median(runs, base) == 5.0
