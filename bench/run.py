@@ -22,8 +22,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parents[1] / "README.md"
 BEGIN, END = "<!-- bench:begin", "<!-- bench:end -->"
 BENCHES = ("throughput", "pipeline_bench", "scenarios", "adfa", "ingest", "latency", "overhead", "exec_ab", "drops",
-           "scale")
-KERNEL = {"latency", "overhead", "exec_ab", "drops", "scale"}
+           "scale", "ngram_kernel")
+KERNEL = {"latency", "overhead", "exec_ab", "drops", "scale", "ngram_kernel"}
 
 
 def run_one(name: str, smoke: bool) -> dict[str, Any]:
@@ -60,6 +60,19 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
     if "results" in ab:
         lines += _ci_table(ab, f"exec storm alone, {ab['reps']} pairs of {ab['sizes']['exec']:,} execs "
                                "(bench/exec_ab.py)")
+    ng = results.get("ngram_kernel", {})
+    if "results" in ng:
+        wls = list(ng["sizes"])
+        lines += [f"| raw sys_enter program on one container ({ng['reps']} alternating pairs; bench/ngram_kernel.py) | "
+                  + " | ".join(wls) + " |", "|---" * (len(wls) + 1) + "|"]
+        for cfg, row in ng["results"].items():
+            if cfg == "none":
+                continue
+            cells = [f"{row[w]['overhead_paired_pct']:+.1f}% [{row[w]['overhead_ci95_pct'][0]:+.1f}, "
+                     f"{row[w]['overhead_ci95_pct'][1]:+.1f}]" if row[w]["overhead_ci95_pct"][0] is not None
+                     else f"{row[w]['overhead_paired_pct']:+.1f}%" for w in wls]
+            lines.append(f"| {cfg} | " + " | ".join(cells) + " |")
+        lines.append("")
     lat = results.get("latency", {})
     if "exec_to_rule_finding" in lat:
         lines += ["| latency | n | p50 ms | p99 ms |", "|---|---|---|---|"]
