@@ -25,9 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from bench.overhead import IMAGE, build_workload, machine, paired_ci, paired_median
+from bench.overhead import IMAGE, build_workload, summarize
 from sensor.bpf_loader import import_bcc
 from sensor.containers import CgroupIndex
 
@@ -123,15 +121,9 @@ def run(smoke: bool = False, reps: int = 8) -> dict[str, Any]:
     finally:
         subprocess.run(["docker", "rm", "-f", NAME], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
-    table = {cfg: {wl: {"ns_per_op_median": round(float(np.nanmedian(v)), 1),
-                        "overhead_paired_pct": paired_median(v, samples["none"][wl]),
-                        "overhead_ci95_pct": [x if np.isfinite(x) else None
-                                              for x in paired_ci(v, samples["none"][wl])],
-                        "samples": [round(x, 1) for x in v]}
-                   for wl, v in per.items()} for cfg, per in samples.items()}
-    return {"benchmark": "ngram_kernel", "smoke": smoke, "reps": reps, "sizes": sizes, "machine": machine(),
-            "distinct_6grams_in_the_container_per_run": sorted(set(distinct.values())), "results": table}
-
+    out = summarize(samples, {}, sizes, reps, smoke)  # the overhead bench's medians, pairs and intervals
+    out.update(benchmark="ngram_kernel", distinct_6grams_in_the_container_per_run=sorted(set(distinct.values())))
+    return out
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()

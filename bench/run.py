@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.overhead import paired_median
-
 RESULTS = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parents[1] / "README.md"
 BEGIN, END = "<!-- bench:begin", "<!-- bench:end -->"
@@ -55,24 +53,16 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
             lines.append(f"| {cfg} | " + " | ".join(cells) + f" | {proc.get('cpu_s_median', '-')} | "
                          f"{proc.get('rss_mb_peak', '-')} |")
         lines.append("")
-        lines += _ci_table(ov, "the same run: median slowdown over pairs of one repetition, 95 % bootstrap interval")
+        lines += _ci_table(ov, "the same run: median slowdown over pairs of one repetition, 95 % bootstrap interval",
+                           ["exec", "connect"], " storm")
     ab = results.get("exec_ab", {})
     if "results" in ab:
         lines += _ci_table(ab, f"exec storm alone, {ab['reps']} pairs of {ab['sizes']['exec']:,} execs "
-                               "(bench/exec_ab.py)")
+                               "(bench/exec_ab.py)", ["exec"], " storm")
     ng = results.get("ngram_kernel", {})
     if "results" in ng:
-        wls = list(ng["sizes"])
-        lines += [f"| raw sys_enter program on one container ({ng['reps']} alternating pairs; bench/ngram_kernel.py) | "
-                  + " | ".join(wls) + " |", "|---" * (len(wls) + 1) + "|"]
-        for cfg, row in ng["results"].items():
-            if cfg == "none":
-                continue
-            cells = [f"{row[w]['overhead_paired_pct']:+.1f}% [{row[w]['overhead_ci95_pct'][0]:+.1f}, "
-                     f"{row[w]['overhead_ci95_pct'][1]:+.1f}]" if row[w]["overhead_ci95_pct"][0] is not None
-                     else f"{row[w]['overhead_paired_pct']:+.1f}%" for w in wls]
-            lines.append(f"| {cfg} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += _ci_table(ng, f"raw sys_enter program on one container ({ng['reps']} alternating pairs; "
+                               "bench/ngram_kernel.py)", list(ng["sizes"]))
     lat = results.get("latency", {})
     if "exec_to_rule_finding" in lat:
         lines += ["| latency | n | p50 ms | p99 ms |", "|---|---|---|---|"]
@@ -166,19 +156,20 @@ def splice(readme: str, tables: str) -> str:
     return readme[:start] + head + tables.rstrip() + "\n" + readme[end:]
 
 
-def _ci_table(ov: dict[str, Any], title: str) -> list[str]:
-    cols = [w for w in ("exec", "connect") if w in ov["results"]["none"]]
+def _ci_table(ov: dict[str, Any], title: str, workloads: list[str], label: str = "") -> list[str]:
+    """Paired median slowdown and its interval per configuration, for the workloads measured."""
+    cols = [w for w in workloads if w in ov["results"]["none"]]
     rows = []
     for cfg, row in ov["results"].items():
         if cfg == "none" or "overhead_ci95_pct" not in row[cols[0]]:
             continue
-        cells = [f"{paired_median(row[w]['samples'], ov['results']['none'][w]['samples']):+.1f}% "
+        cells = [f"{row[w]['overhead_paired_pct']:+.1f}% "
                  + (f"[{row[w]['overhead_ci95_pct'][0]:+.1f}, {row[w]['overhead_ci95_pct'][1]:+.1f}]"
                     if row[w]["overhead_ci95_pct"] else "(too few pairs for an interval)") for w in cols]
         rows.append(f"| {cfg} | " + " | ".join(cells) + " |")
     if not rows:  # results from before the intervals were computed
         return []
-    return [f"| {title} | " + " | ".join(f"{w} storm" for w in cols) + " |", "|---" * (len(cols) + 1) + "|",
+    return [f"| {title} | " + " | ".join(f"{w}{label}" for w in cols) + " |", "|---" * (len(cols) + 1) + "|",
             *rows, ""]
 
 
@@ -196,9 +187,9 @@ def plot(results: dict[str, dict[str, Any]]) -> None:
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / max(1, len(cfgs))
     for i, cfg in enumerate(cfgs):
-        row, none = ov["results"][cfg], ov["results"]["none"]
-        if "samples" in row[workloads[0]]:  # paired medians with their intervals
-            vals = [paired_median(row[w]["samples"], none[w]["samples"]) for w in workloads]
+        row = ov["results"][cfg]
+        if "overhead_paired_pct" in row[workloads[0]]:  # paired medians with their intervals
+            vals = [row[w]["overhead_paired_pct"] for w in workloads]
             cis = [row[w]["overhead_ci95_pct"] or (v, v) for w, v in zip(workloads, vals, strict=True)]
         else:  # results from before the pairs were kept
             vals = [row[w]["overhead_pct"] for w in workloads]

@@ -42,8 +42,7 @@ class RingReader:
         self.queue_drops = 0
         self.decode_errors = 0
         self.delivered = 0
-        self._final_drops: dict[str, int] = {}
-        self._final_room = 0
+        self._final_drops: tuple[dict[str, int], int] = ({}, 0)
 
     def start(self) -> RingReader:
         """Compile/attach (raises SensorError with the fix) and start the polling thread."""
@@ -111,18 +110,20 @@ class RingReader:
             return None
 
     def stats(self) -> dict[str, int]:
-        out = {f"kernel_drops_{k}": v for k, v in self._kernel_drops().items()}
+        per_kind, with_room = self._kernel_drops()
+        out = {f"kernel_drops_{k}": v for k, v in per_kind.items()}
         out["kernel_drops"] = sum(out.values())
-        out["kernel_drops_with_room"] = self._final_room if self._stop.is_set() else self.probe.kernel_drops_with_room()
+        out["kernel_drops_with_room"] = with_room
         out.update(received=self.received, queue_drops=self.queue_drops,
                    decode_errors=self.decode_errors, delivered=self.delivered,
                    queue_depth=len(self._queue))
         return out
 
-    def _kernel_drops(self) -> dict[str, int]:
+    def _kernel_drops(self) -> tuple[dict[str, int], int]:
+        """Per kind, and how many of them had room left (read before the probe closes)."""
         if self._stop.is_set():
             return self._final_drops
-        return self.probe.kernel_drops()
+        return self.probe.kernel_drops(), self.probe.kernel_drops_with_room()
 
     def stop(self) -> None:
         """Stop polling, detach the programs, and end :meth:`events` (idempotent)."""
@@ -131,8 +132,7 @@ class RingReader:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._final_drops = self.probe.kernel_drops()
-        self._final_room = self.probe.kernel_drops_with_room()
+        self._final_drops = self.probe.kernel_drops(), self.probe.kernel_drops_with_room()
         self.probe.close()
         self._queue.append(_STOP)  # past the bound on purpose: the end must always get through
         self._ready.set()
