@@ -47,7 +47,15 @@ BPF_HASH(cgroups, u64, struct watch, 16384);   /* cgroup id -> flags, written by
 BPF_HASH(banned, struct ban_key, u32, 1024);   /* (cgroup id, comm) -> kill at exec */
 BPF_HASH(syscall_counts, struct sc_key, u64, 65536);  /* (cgroup, nr) -> count */
 BPF_LPM_TRIE(prefixes, struct prefix_key, u32, PREFIX_MAX);  /* path prefix -> mode mask */
-BPF_HASH(exec_args, u32, struct exec_rec, 4096);   /* tid -> argv captured at execve entry */
+/* argv captured at execve entry, until sched_process_exec copies it into the exec record. Its own
+ * type, not an exec_rec: the hash update copies the whole value, and the filename and header
+ * (320 bytes) are filled at exec anyway. */
+struct argv_buf {
+    u32 argc;
+    u32 flags;            /* F_ARGS_TRUNC */
+    char args[ARGS_MAX][ARG_LEN];
+};
+BPF_HASH(exec_args, u32, struct argv_buf, 4096);   /* tid -> argv captured at execve entry */
 BPF_PERCPU_ARRAY(scratch, struct exec_rec, 1);
 BPF_HASH(exit_codes, u32, s32, 16384);             /* tgid -> exit_group() status */
 BPF_TABLE("lru_hash", u64, u16, sock_types, MAX_SOCKETS);   /* (tgid << 32 | fd) -> 17 or PROTO_OTHER; absent: TCP */
@@ -189,11 +197,11 @@ static __always_inline u64 wake_for(struct hdr *h, int urgent)
 static __always_inline int capture_argv(const char *const *argv)
 {
     u32 zero = 0, tid = (u32)bpf_get_current_pid_tgid();
-    struct exec_rec *r = scratch.lookup(&zero);
+    struct argv_buf *r = (struct argv_buf *)scratch.lookup(&zero);  /* an exec_rec is bigger */
     if (!r)
         return 0;
     r->argc = 0;
-    r->h.flags = 0;
+    r->flags = 0;
 #pragma unroll
     for (int i = 0; i < ARGS_MAX; i++) {
         const char *p = NULL;
@@ -202,13 +210,13 @@ static __always_inline int capture_argv(const char *const *argv)
             break;
         r->args[i][0] = 0;
         if (bpf_probe_read_user_str(r->args[i], ARG_LEN, p) == ARG_LEN)
-            r->h.flags |= F_ARGS_TRUNC;
+            r->flags |= F_ARGS_TRUNC;
         r->argc = i + 1;
         if (i == ARGS_MAX - 1) {
             const char *next = NULL;
             bpf_probe_read_user(&next, sizeof(next), &argv[i + 1]);
             if (next)
-                r->h.flags |= F_ARGS_TRUNC;
+                r->flags |= F_ARGS_TRUNC;
         }
     }
     exec_args.update(&tid, r);
@@ -239,11 +247,15 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
      * exec'ing child is a fresh task, and creating its storage (~5.8 us) cost more than the
      * preallocated hash insert (~3.7 us, bench/overhead.py with kernel.bpf_stats_enabled). */
     u32 key = args->old_pid;
-    struct exec_rec *a = exec_args.lookup(&key);
+    struct argv_buf *a = exec_args.lookup(&key);
     if (a) {
-        r->argc = a->argc;
-        r->h.flags |= a->h.flags & F_ARGS_TRUNC;
-        bpf_probe_read_kernel(r->args, sizeof(r->args), a->args);
+        u32 argc = a->argc;
+        if (argc > ARGS_MAX)
+            argc = ARGS_MAX;
+        r->argc = argc;
+        r->h.flags |= a->flags & F_ARGS_TRUNC;
+        /* only the entries captured: the decoder reads args[0..argc) and no further */
+        bpf_probe_read_kernel(r->args, argc * ARG_LEN, a->args);
         exec_args.delete(&key);
     }
     u32 cg_flags = cgroup_flags(r->h.cgroup_id);

@@ -314,3 +314,53 @@ def test_exit_status_of_an_execd_child_and_a_signal_death(tracer, busybox) -> No
     sleeper = next(p for p, e in execs.items() if e.args == ("/bin/sleep", "5"))
     assert exits[sh] == 3
     assert exits[sleeper] == -1
+
+
+def test_program_stats_count_runs_while_the_kernel_counts(tracer, busybox) -> None:  # type: ignore[no-untyped-def]
+    """kernel.bpf_stats_enabled on: the exec program's run count grows by at least the container's
+    23 execs and its run time with it; off again: the counters stand still."""
+    knob = "/proc/sys/kernel/bpf_stats_enabled"
+    with open(knob) as f:
+        before_knob = f.read().strip()
+    exec_prog = "tracepoint__sched__sched_process_exec"
+    try:
+        with open(knob, "w") as f:
+            f.write("1")
+        t0, n0 = tracer.probe.program_stats()[exec_prog]
+        tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
+        run_in(busybox, "sleep 0.5; for i in $(seq 23); do /bin/true; done", tag)
+        collect_until(tracer, sentinel(tag))
+        t1, n1 = tracer.probe.program_stats()[exec_prog]
+        assert n1 - n0 >= 24  # 23 trues and the sentinel echo, plus whatever the host ran
+        assert t1 > t0
+    finally:
+        with open(knob, "w") as f:
+            f.write(before_knob)
+    if before_knob == "0":
+        tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
+        run_in(busybox, "sleep 0.3; /bin/true", tag)
+        collect_until(tracer, sentinel(tag))
+        assert tracer.probe.program_stats()[exec_prog] == (t1, n1)
+
+
+def test_argv_is_captured_up_to_its_limits_and_truncation_is_flagged(tracer, busybox) -> None:  # type: ignore[no-untyped-def]
+    """Exactly ARGS_MAX entries pass whole; one more, or an entry longer than ARG_LEN - 1 bytes,
+    is cut and flagged; entries past argc never leak in from an earlier exec's longer argv."""
+    from sensor import layout as L
+
+    tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
+    full = [f"f{i}" for i in range(1, L.ARGS_MAX)]  # with argv[0]: exactly ARGS_MAX entries
+    over = [f"o{i}" for i in range(1, L.ARGS_MAX + 3)]
+    long_arg = "x" * (L.ARG_LEN + 20)
+    c = run_in(busybox, f"sleep 0.5; /bin/echo {' '.join(over)}; /bin/echo {' '.join(full)}; "
+                        f"/bin/echo {long_arg}; /bin/echo short", tag)
+    events = collect_until(tracer, sentinel(tag))
+    echoes = [e for e in events if e.kind == "exec" and e.exe == "/bin/echo" and e.container_id == c.id]
+    by_first = {e.args[1] if len(e.args) > 1 else "": e for e in echoes}
+    cut = by_first["o1"]
+    assert cut.args == ("/bin/echo", *over[:L.ARGS_MAX - 1]) and cut.truncated
+    whole = by_first["f1"]
+    assert whole.args == ("/bin/echo", *full) and not whole.truncated
+    long_ev = by_first[long_arg[:L.ARG_LEN - 1]]
+    assert long_ev.args == ("/bin/echo", long_arg[:L.ARG_LEN - 1]) and long_ev.truncated
+    assert by_first["short"].args == ("/bin/echo", "short") and not by_first["short"].truncated
