@@ -14,7 +14,7 @@ from collector.auth import AuthConfig, TokenStore
 from collector.cli import main
 from collector.server import TlsConfig, create_server
 from collector.store import SqlStore
-from sensor.link import CollectorLink, LinkConfig
+from sensor.link import CollectorLink, LinkCallbacks, LinkConfig
 from sensor.spool import Spool
 from tests.integration.test_collector_link import finding
 from tests.waiting import wait_for
@@ -163,3 +163,17 @@ def test_issued_tokens_never_look_like_options(tmp_path: Path) -> None:
     issued = [tokens.add(f"n{i}", "viewer") for i in range(200)]  # a bare urlsafe token: ~6 would start with "-"
     assert not [t for t in issued if t.startswith("-")]
     assert all(tokens.lookup(t) is not None for t in issued[:3])
+
+
+def test_sensors_line_shows_bpf_cost_only_when_the_sensor_reports_it(live: Any, capsys: Any, tmp_path: Path) -> None:
+    server, toks, store = live
+    lines = []
+    for i, counters in enumerate([{"events_per_s": 12, "bpf_run_ns_per_s": 8_000_000}, {"events_per_s": 13}]):
+        link = CollectorLink(LinkConfig(server, sensor_id="sensor", token=toks["sensor"], heartbeat_s=0.1),
+                             Spool(tmp_path / f"sp{i}"), callbacks=LinkCallbacks(counters=lambda c=counters: c)).start()
+        wait_for(lambda c=counters: [s["counters"] for s in store.sensors()] == [c])
+        rc, out, _ = run(capsys, "--server", server, "--token", toks["viewer"], "sensors", "list")
+        link.close()
+        assert rc == 0
+        lines.append(out.strip())
+    assert lines[0].endswith(" bpf=0.80%cpu") and "bpf=" not in lines[1]

@@ -27,6 +27,8 @@ MARKER = """
 
 
 def test_pushed_rule_fires_in_a_running_sensor(tmp_path: Path, busybox) -> None:  # type: ignore[no-untyped-def]
+    knob = Path("/proc/sys/kernel/bpf_stats_enabled")
+    knob_before = knob.read_text().strip()
     store = SqlStore.open(str(tmp_path / "c.db"))
     server, port = create_server("127.0.0.1:0", store, AuthConfig(TokenStore(None), insecure=True))
     state = tmp_path / "state"
@@ -34,6 +36,7 @@ def test_pushed_rule_fires_in_a_running_sensor(tmp_path: Path, busybox) -> None:
                                "--state-dir", str(state), "--sensor-id", "push-test", "--learn-s", "1e9"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        knob.write_text("1")  # the heartbeat then carries the BPF programs' run time (checked below)
         wait_for(lambda: any(s["connected"] for s in store.sensors()), timeout_s=90)
         stub = rpc.AnalystStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
         assert stub.PushRules(pb.RuleSet(name="team", yaml=MARKER), timeout=10).sensors == 1
@@ -45,11 +48,13 @@ def test_pushed_rule_fires_in_a_running_sensor(tmp_path: Path, busybox) -> None:
         wait_for(lambda: any(a.finding.rule == "Pushed Marker Binary" for a in store.list_alerts()), timeout_s=30)
         alert = next(a for a in store.list_alerts() if a.finding.rule == "Pushed Marker Binary")
         assert alert.finding.event.container_id == c.id
+        wait_for(lambda: store.sensors()[0]["counters"].get("bpf_run_ns_per_s", 0) > 0, timeout_s=20)
         bad = pb.RuleSet(name="team", yaml="- rule: [unclosed")
         with pytest.raises(grpc.RpcError):  # refused by the collector: nothing reaches the sensor
             stub.PushRules(bad, timeout=10)
         assert (state / "rules.d" / "team.yaml").read_text() == MARKER
     finally:
+        knob.write_text(knob_before)
         sensor.terminate()
         out, _ = sensor.communicate(timeout=30)
         server.stop(0)
