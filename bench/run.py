@@ -19,9 +19,9 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parents[1] / "README.md"
 BEGIN, END = "<!-- bench:begin", "<!-- bench:end -->"
-BENCHES = ("throughput", "pipeline_bench", "scenarios", "adfa", "ingest", "latency", "overhead", "exec_ab", "drops",
-           "scale", "ngram_kernel")
-KERNEL = {"latency", "overhead", "exec_ab", "drops", "scale", "ngram_kernel"}
+BENCHES = ("throughput", "pipeline_bench", "scenarios", "adfa", "ingest", "latency", "overhead", "exec_ab",
+           "attribution", "drops", "scale", "ngram_kernel")
+KERNEL = {"latency", "overhead", "exec_ab", "attribution", "drops", "scale", "ngram_kernel"}
 
 
 def run_one(name: str, smoke: bool) -> dict[str, Any]:
@@ -59,6 +59,7 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
     if "results" in ab:
         lines += _ci_table(ab, f"exec storm alone, {ab['reps']} pairs of {ab['sizes']['exec']:,} execs "
                                "(bench/exec_ab.py)", ["exec"], " storm")
+    lines += _attribution(results.get("attribution", {}))
     ng = results.get("ngram_kernel", {})
     if "results" in ng:
         lines += _ci_table(ng, f"raw sys_enter program on one container ({ng['reps']} alternating pairs; "
@@ -138,6 +139,39 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _attribution(at: dict[str, Any]) -> list[str]:
+    """Per-program BPF cost and the Python pipeline's paired A/B, exec and connect side by side."""
+    wls = [w for w in ("exec", "connect") if isinstance(at.get(w), dict)]
+    if not wls:
+        return []
+    storms = at[wls[0]]["bpf"].get("storms", 1)
+    lines = [f"| inside one running sensor (bench/attribution.py; BPF: median of {storms} storm(s)) | "
+             + " | ".join(f"{w} storm" for w in wls) + " |",
+             "|---|" + "---|" * len(wls)]
+    names = sorted({p for w in wls for p in at[w]["bpf"]["programs"]},
+                   key=lambda p: -max(at[w]["bpf"]["programs"].get(p, {}).get("us_per_op", 0) for w in wls))
+    for p in names:
+        cells = []
+        for w in wls:
+            c = at[w]["bpf"]["programs"].get(p)
+            cells.append(f"{c['us_per_op']:.2f} µs ({c['runs_per_op']} × {c['ns_per_run']} ns)" if c else "")
+        lines.append(f"| BPF `{p.replace('tracepoint__', '').replace('__', ':', 1)}` | " + " | ".join(cells) + " |")
+    lines.append("| **all BPF programs, per operation (share of its wall time)** | " + " | ".join(
+        f"**{at[w]['bpf']['total_us_per_op']:.2f} µs ({at[w]['bpf']['share_pct']:.1f} %)**" for w in wls) + " |")
+    pl = {w: at[w]["pipeline"] for w in wls}
+    cpu = [f"{pl[w]['sensor_cpu_us_per_op_processing']} / {pl[w]['sensor_cpu_us_per_op_discarding']} µs" for w in wls]
+    lines.append("| sensor CPU per operation: pipeline on / records discarded | " + " | ".join(cpu) + " |")
+    lines.append(f"| **workload slowdown from the Python pipeline** ({pl[wls[0]]['pairs']} alternating pairs, "
+                 "95 % interval) | " + " | ".join(
+                     f"**{pl[w]['processing_slowdown_pct']:+.1f}%** "
+                     f"[{_fmt_ci(pl[w]['processing_slowdown_ci95_pct'])}]" for w in wls) + " |")
+    return lines + [""]
+
+
+def _fmt_ci(ci: Any) -> str:
+    return f"{ci[0]:+.1f}, {ci[1]:+.1f}" if ci else "n/a"
+
+
 def _with_room(run: dict[str, Any]) -> str:
     """Drops with the ring under half full; the split means nothing on rings under 1 MiB, where
     one drain can free more than half the ring (see count_drop in sensor/bpf/sensor.c)."""
@@ -164,8 +198,8 @@ def _ci_table(ov: dict[str, Any], title: str, workloads: list[str], label: str =
         if cfg == "none" or "overhead_ci95_pct" not in row[cols[0]]:
             continue
         cells = [f"{row[w]['overhead_paired_pct']:+.1f}% "
-                 + (f"[{row[w]['overhead_ci95_pct'][0]:+.1f}, {row[w]['overhead_ci95_pct'][1]:+.1f}]"
-                    if row[w]["overhead_ci95_pct"] else "(too few pairs for an interval)") for w in cols]
+                 + (f"[{_fmt_ci(row[w]['overhead_ci95_pct'])}]" if row[w]["overhead_ci95_pct"]
+                    else "(too few pairs for an interval)") for w in cols]
         rows.append(f"| {cfg} | " + " | ".join(cells) + " |")
     if not rows:  # results from before the intervals were computed
         return []
