@@ -123,9 +123,11 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
                     continue
         finally:
             with self.hub.lock:
-                if self.hub.sessions.get(session.sensor_id) is session:
+                current = self.hub.sessions.get(session.sensor_id) is session
+                if current:
                     del self.hub.sessions[session.sensor_id]
-            self.hub.store.upsert_sensor(session.sensor_id, session.node, "", {}, connected=False)
+            if current:  # a sensor that already reconnected on a new link stays up
+                self.hub.store.sensor_disconnected(session.sensor_id)
 
     def _hello(self, first: Any, ident: Identity) -> Session:
         if first is None or first.WhichOneof("body") != "hello":

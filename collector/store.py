@@ -242,6 +242,13 @@ class SqlStore:
                        "counters = excluded.counters, connected = excluded.connected",
                        (sensor_id, node, version, time.time_ns(), json.dumps(counters), int(connected)))
 
+    def sensor_disconnected(self, sensor_id: str) -> None:
+        """The link ended: the sensor is down, last seen now, and keeps its node, version and
+        last counters (what it reported before it went away is what an analyst asks about)."""
+        with self._tx():
+            self._exec("UPDATE sensors SET connected = 0, last_seen_ns = ? WHERE sensor_id = ?",
+                       (time.time_ns(), sensor_id))
+
     def sensors(self) -> list[dict[str, Any]]:
         rows = self._exec("SELECT sensor_id, node, version, last_seen_ns, counters, connected FROM sensors "
                           "ORDER BY sensor_id").fetchall()

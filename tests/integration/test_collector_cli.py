@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -177,3 +178,20 @@ def test_sensors_line_shows_bpf_cost_only_when_the_sensor_reports_it(live: Any, 
         assert rc == 0
         lines.append(out.strip())
     assert lines[0].endswith(" bpf=0.80%cpu") and "bpf=" not in lines[1]
+    wait_for(lambda: not store.sensors()[0]["connected"])  # gone: still shows what it last reported
+    rc, out, _ = run(capsys, "--server", server, "--token", toks["viewer"], "sensors", "list")
+    assert rc == 0 and out.split()[1:3] == ["down", "events/s=13"]
+
+
+def test_the_old_link_of_a_reconnected_sensor_does_not_mark_it_down(live: Any, tmp_path: Path) -> None:
+    server, toks, store = live
+    cfg = LinkConfig(server, sensor_id="sensor", token=toks["sensor"], heartbeat_s=60)
+    old = CollectorLink(cfg, Spool(tmp_path / "old")).start()
+    wait_for(lambda: old.connected.is_set())
+    new = CollectorLink(cfg, Spool(tmp_path / "new")).start()
+    wait_for(lambda: new.connected.is_set())
+    old.close()  # the old stream ends after the new one took over the sensor id
+    time.sleep(0.5)
+    assert store.sensors()[0]["connected"]
+    new.close()
+    wait_for(lambda: not store.sensors()[0]["connected"])

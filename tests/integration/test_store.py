@@ -68,6 +68,12 @@ def test_filters_status_and_get(store: SqlStore) -> None:
 def test_sensors_images_audit_snapshots(store: SqlStore) -> None:
     store.upsert_sensor("s1", "node-a", "0.1", {"drops": 3}, True)
     assert store.sensors()[0]["counters"] == {"drops": 3}
+    seen = store.sensors()[0]["last_seen_ns"]
+    store.sensor_disconnected("s1")
+    down = store.sensors()[0]
+    kept = (down["connected"], down["node"], down["version"], down["counters"])
+    assert kept == (False, "node-a", "0.1", {"drops": 3})
+    assert down["last_seen_ns"] >= seen
     store.set_image("busybox:latest", "enforce", {"default_action": "pause-container"})
     assert store.images()[0]["mode"] == "enforce"
     store.audit("alice", "pause", "abc", "why", "ok", 12.5)
