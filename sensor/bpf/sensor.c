@@ -209,8 +209,14 @@ static __always_inline int capture_argv(const char *const *argv)
         if (!p)
             break;
         r->args[i][0] = 0;
-        if (bpf_probe_read_user_str(r->args[i], ARG_LEN, p) == ARG_LEN)
-            r->flags |= F_ARGS_TRUNC;
+        if (bpf_probe_read_user_str(r->args[i], ARG_LEN, p) == ARG_LEN) {
+            /* the buffer is full: an entry of exactly ARG_LEN - 1 bytes fits (its NUL is the
+             * last byte), a longer one was cut; only the user's byte there tells them apart */
+            char last = 0;
+            bpf_probe_read_user(&last, 1, p + ARG_LEN - 1);
+            if (last)
+                r->flags |= F_ARGS_TRUNC;
+        }
         r->argc = i + 1;
         if (i == ARGS_MAX - 1) {
             const char *next = NULL;

@@ -344,16 +344,18 @@ def test_program_stats_count_runs_while_the_kernel_counts(tracer, busybox) -> No
 
 
 def test_argv_is_captured_up_to_its_limits_and_truncation_is_flagged(tracer, busybox) -> None:  # type: ignore[no-untyped-def]
-    """Exactly ARGS_MAX entries pass whole; one more, or an entry longer than ARG_LEN - 1 bytes,
-    is cut and flagged; entries past argc never leak in from an earlier exec's longer argv."""
+    """Exactly ARGS_MAX entries pass whole, and so does an entry of exactly ARG_LEN - 1 bytes;
+    one more entry, or one byte more, is cut and flagged; a short argv right after a full one
+    carries only its own entries."""
     from sensor import layout as L
 
     tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
     full = [f"f{i}" for i in range(1, L.ARGS_MAX)]  # with argv[0]: exactly ARGS_MAX entries
     over = [f"o{i}" for i in range(1, L.ARGS_MAX + 3)]
     long_arg = "x" * (L.ARG_LEN + 20)
+    fits, one_more = "y" * (L.ARG_LEN - 1), "z" * L.ARG_LEN
     c = run_in(busybox, f"sleep 0.5; /bin/echo {' '.join(over)}; /bin/echo {' '.join(full)}; "
-                        f"/bin/echo {long_arg}; /bin/echo short", tag)
+                        f"/bin/echo {long_arg}; /bin/echo {fits}; /bin/echo {one_more}; /bin/echo short", tag)
     events = collect_until(tracer, sentinel(tag))
     echoes = [e for e in events if e.kind == "exec" and e.exe == "/bin/echo" and e.container_id == c.id]
     by_first = {e.args[1] if len(e.args) > 1 else "": e for e in echoes}
@@ -363,4 +365,6 @@ def test_argv_is_captured_up_to_its_limits_and_truncation_is_flagged(tracer, bus
     assert whole.args == ("/bin/echo", *full) and not whole.truncated
     long_ev = by_first[long_arg[:L.ARG_LEN - 1]]
     assert long_ev.args == ("/bin/echo", long_arg[:L.ARG_LEN - 1]) and long_ev.truncated
+    assert by_first[fits].args == ("/bin/echo", fits) and not by_first[fits].truncated
+    assert by_first[one_more[:-1]].args == ("/bin/echo", one_more[:-1]) and by_first[one_more[:-1]].truncated
     assert by_first["short"].args == ("/bin/echo", "short") and not by_first["short"].truncated
