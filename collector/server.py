@@ -60,6 +60,7 @@ def _rpc(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 class Session:
     sensor_id: str
     node: str
+    version: str = ""  # from the hello; every heartbeat stores it again
     out: queue.Queue[Any] = field(default_factory=lambda: queue.Queue(maxsize=10000))
     containers: set[str] = field(default_factory=set)
     images: set[str] = field(default_factory=set)
@@ -122,12 +123,12 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
                 except queue.Empty:
                     continue
         finally:
+            # Under the lock, like the hello's write: a sensor that already reconnected on a new
+            # link stays up whatever order the two streams' ends and starts interleave in.
             with self.hub.lock:
-                current = self.hub.sessions.get(session.sensor_id) is session
-                if current:
+                if self.hub.sessions.get(session.sensor_id) is session:
                     del self.hub.sessions[session.sensor_id]
-            if current:  # a sensor that already reconnected on a new link stays up
-                self.hub.store.sensor_disconnected(session.sensor_id)
+                    self.hub.store.sensor_disconnected(session.sensor_id)
 
     def _hello(self, first: Any, ident: Identity) -> Session:
         if first is None or first.WhichOneof("body") != "hello":
@@ -135,10 +136,10 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
         hello = first.hello
         if ident.role == SENSOR and hello.sensor_id != ident.name:
             raise PermissionDenied(f"sensor {ident.name} may not report as {hello.sensor_id!r}")
-        session = Session(hello.sensor_id, hello.node)
+        session = Session(hello.sensor_id, hello.node, hello.version)
         with self.hub.lock:
             self.hub.sessions[session.sensor_id] = session
-        self.hub.store.upsert_sensor(session.sensor_id, hello.node, hello.version, {}, connected=True)
+            self.hub.store.upsert_sensor(session.sensor_id, hello.node, hello.version, {}, connected=True)
         log.info("sensor %s (%s) connected", session.sensor_id, hello.node)
         return session
 
@@ -165,7 +166,7 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
             s.out.put(pb.CollectorMessage(ack=pb.Ack(seq=msg.batch.seq)))
         elif kind == "heartbeat":
             s.containers.update(msg.heartbeat.containers)
-            self.hub.store.upsert_sensor(s.sensor_id, s.node, "", dict(msg.heartbeat.counters), True)
+            self.hub.store.upsert_sensor(s.sensor_id, s.node, s.version, dict(msg.heartbeat.counters), True)
         elif kind == "action_result":
             self._action_result(s, msg.action_result)
         elif kind == "snapshot":

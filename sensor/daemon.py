@@ -195,7 +195,7 @@ class Daemon:
             return None
         now, total = time.monotonic(), sum(ns for ns, _runs in self.tracer.probe.program_stats().values())
         last, self._bpf_last = self._bpf_last, (total, now)
-        if last is None or now <= last[1]:
+        if last is None or now <= last[1] or total < last[0]:  # a program's fdinfo unreadable this time
             return None
         return int((total - last[0]) / (now - last[1]))
 

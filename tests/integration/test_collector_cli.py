@@ -15,6 +15,7 @@ from collector.auth import AuthConfig, TokenStore
 from collector.cli import main
 from collector.server import TlsConfig, create_server
 from collector.store import SqlStore
+from sensor import __version__
 from sensor.link import CollectorLink, LinkCallbacks, LinkConfig
 from sensor.spool import Spool
 from tests.integration.test_collector_link import finding
@@ -181,6 +182,7 @@ def test_sensors_line_shows_bpf_cost_only_when_the_sensor_reports_it(live: Any, 
     wait_for(lambda: not store.sensors()[0]["connected"])  # gone: still shows what it last reported
     rc, out, _ = run(capsys, "--server", server, "--token", toks["viewer"], "sensors", "list")
     assert rc == 0 and out.split()[1:3] == ["down", "events/s=13"]
+    assert store.sensors()[0]["version"] == __version__  # from the hello, kept through heartbeats
 
 
 def test_the_old_link_of_a_reconnected_sensor_does_not_mark_it_down(live: Any, tmp_path: Path) -> None:
