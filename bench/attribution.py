@@ -87,13 +87,7 @@ def _storm(workload: str, n: int, sensor: _InProcessSensor | None = None) -> flo
     first make sure its daemon is still running, so a crash cannot pass for a free sensor."""
     if sensor is not None and not sensor.thread.is_alive():
         raise RuntimeError("the in-process sensor daemon died during the benchmark")
-    res = subprocess.run(["docker", "exec", overhead.NAME, "/bench/workload", workload, str(n)],
-                         capture_output=True, text=True, timeout=600)
-    return int(res.stdout.strip()) / n if res.returncode == 0 else float("nan")
-
-
-def _ok(values: list[float]) -> list[float]:
-    return [v for v in values if math.isfinite(v)] or [float("nan")]
+    return overhead.storm(workload, n)
 
 
 def program_costs(sensor: _InProcessSensor, workload: str, n: int, storms: int) -> dict[str, Any]:
@@ -150,8 +144,8 @@ def pipeline_ab(sensor: _InProcessSensor, workload: str, n: int, pairs: int) -> 
     return {"pairs": pairs,
             "processing_slowdown_pct": overhead._finite((overhead.paired_median(samples[True], samples[False]),)),
             "processing_slowdown_ci95_pct": overhead._finite((lo, hi)),  # noqa: SLF001
-            "op_us_processing": round(statistics.median(_ok(samples[True])) / 1000, 1),
-            "op_us_discarding": round(statistics.median(_ok(samples[False])) / 1000, 1),
+            "op_us_processing": round(statistics.median(overhead.succeeded(samples[True])) / 1000, 1),
+            "op_us_discarding": round(statistics.median(overhead.succeeded(samples[False])) / 1000, 1),
             "sensor_cpu_us_per_op_processing": round(statistics.median(cpu[True]), 1),
             "sensor_cpu_us_per_op_discarding": round(statistics.median(cpu[False]), 1),
             "samples_ns": {"processing": samples[True], "discarding": samples[False]}}

@@ -167,14 +167,20 @@ def configs(tmp: Path, smoke: bool) -> list[Config]:
     return out
 
 
+def storm(workload: str, n: int, exe_in_container: str = "/bench/workload") -> float:
+    """ns per operation of one run of ``workload`` in the bench container; NaN if it failed."""
+    res = subprocess.run(["docker", "exec", NAME, exe_in_container, workload, str(n)], capture_output=True,
+                         text=True, timeout=600)
+    return int(res.stdout.strip()) / n if res.returncode == 0 else float("nan")
+
+
+def succeeded(values: list[float]) -> list[float]:
+    """The runs that did not fail (NaN), or [NaN] if none: left out, not a poisoned median."""
+    return [x for x in values if np.isfinite(x)] or [float("nan")]
+
+
 def run_workloads(exe_in_container: str, sizes: dict[str, int], host_exe: Path) -> dict[str, float]:
-    out = {}
-    for wl, n in sizes.items():
-        if wl == "host_getppid":
-            continue
-        res = subprocess.run(["docker", "exec", NAME, exe_in_container, wl, str(n)], capture_output=True,
-                             text=True, timeout=600)
-        out[wl] = int(res.stdout.strip()) / n if res.returncode == 0 else float("nan")
+    out = {wl: storm(wl, n, exe_in_container) for wl, n in sizes.items() if wl != "host_getppid"}
     if "host_getppid" in sizes:  # a process outside any container: the cost on unwatched processes
         res = subprocess.run([str(host_exe), "getppid", str(sizes["host_getppid"])], capture_output=True, text=True)
         out["host_getppid"] = int(res.stdout.strip()) / sizes["host_getppid"]
@@ -254,19 +260,19 @@ def _finite(values: tuple[float, ...]) -> Any:
 
 def summarize(samples: dict[str, dict[str, list[float]]], usage: dict[str, list[dict[str, float]]],
               sizes: dict[str, int], reps: int, smoke: bool) -> dict[str, Any]:
-    def ok(v: list[float]) -> list[float]:  # a failed run is NaN: left out, not a poisoned median
-        return [x for x in v if np.isfinite(x)] or [float("nan")]
+    def cell(v: list[float], none: list[float], base: float) -> dict[str, Any]:
+        ok = succeeded(v)
+        median = statistics.median(ok)
+        return {"ns_per_op_median": round(median, 1), "min": round(min(ok), 1), "max": round(max(ok), 1),
+                "overhead_pct": round((median / base - 1) * 100, 1),
+                "overhead_paired_pct": _finite((paired_median(v, none),)),
+                "overhead_ci95_pct": _finite(paired_ci(v, none)),
+                "samples": [round(x, 1) if np.isfinite(x) else None for x in v]}
 
-    base = {wl: statistics.median(ok(v)) for wl, v in samples["none"].items()}
+    base = {wl: statistics.median(succeeded(v)) for wl, v in samples["none"].items()}
     table: dict[str, Any] = {}
     for cfg, per in samples.items():
-        table[cfg] = {wl: {"ns_per_op_median": round(statistics.median(ok(v)), 1), "min": round(min(ok(v)), 1),
-                           "max": round(max(ok(v)), 1),
-                           "overhead_pct": round((statistics.median(ok(v)) / base[wl] - 1) * 100, 1),
-                           "overhead_paired_pct": _finite((paired_median(v, samples["none"][wl]),)),
-                           "overhead_ci95_pct": _finite(paired_ci(v, samples["none"][wl])),
-                           "samples": [round(x, 1) if np.isfinite(x) else None for x in v]}
-                      for wl, v in per.items()}
+        table[cfg] = {wl: cell(v, samples["none"][wl], base[wl]) for wl, v in per.items()}
         if usage.get(cfg) and usage[cfg][0]:
             table[cfg]["process"] = {"cpu_s_median": statistics.median(u["cpu_s"] for u in usage[cfg]),
                                      "rss_mb_peak": max(u["rss_mb"] for u in usage[cfg])}

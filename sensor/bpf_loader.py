@@ -289,20 +289,18 @@ class BpfProbe:
             out[(int(k.cgroup_id), int(k.op), True)] = int(v.value)
         return out
 
-    def kernel_drops(self) -> dict[str, int]:
-        """Failed ring-buffer reserves per record kind (ring full or not), summed over CPUs."""
+    def kernel_drops(self) -> tuple[dict[str, int], int]:
+        """Failed ring-buffer reserves per record kind (ring full or not), summed over CPUs, and
+        how many of them failed while the ring was under half full: not an overflow, so no ring
+        size fixes those (a wrong consumer position, or the kernel's ring lock giving up; see
+        count_drop in sensor.c; only indicative on rings under 1 MiB). One pass over the map."""
         table = self._bpf[b"drops"]
-        out = {}
+        per_kind, with_room = {}, 0
         for op, name in L.OP_NAMES.items():
-            out[name] = int(sum(table[ctypes.c_int(op)])) + int(sum(table[ctypes.c_int(L.OP_MAX + op)]))
-        return out
-
-    def kernel_drops_with_room(self) -> int:
-        """Of :meth:`kernel_drops`, the reserves that failed while the ring was under half full:
-        not an overflow, so no ring size fixes them (a wrong consumer position, or the kernel's
-        ring lock giving up; see count_drop in sensor.c). Only indicative on rings under 1 MiB."""
-        table = self._bpf[b"drops"]
-        return sum(int(sum(table[ctypes.c_int(L.OP_MAX + op)])) for op in L.OP_NAMES)
+            room = int(sum(table[ctypes.c_int(L.OP_MAX + op)]))
+            per_kind[name] = int(sum(table[ctypes.c_int(op)])) + room
+            with_room += room
+        return per_kind, with_room
 
     def program_stats(self) -> dict[str, tuple[int, int]]:
         """Per loaded program, ``(run_time_ns, run_cnt)`` as the kernel counts them while the

@@ -123,7 +123,7 @@ class RingReader:
         """Per kind, and how many of them had room left (read before the probe closes)."""
         if self._stop.is_set():
             return self._final_drops
-        return self.probe.kernel_drops(), self.probe.kernel_drops_with_room()
+        return self.probe.kernel_drops()
 
     def stop(self) -> None:
         """Stop polling, detach the programs, and end :meth:`events` (idempotent)."""
@@ -132,7 +132,7 @@ class RingReader:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._final_drops = self.probe.kernel_drops(), self.probe.kernel_drops_with_room()
+        self._final_drops = self.probe.kernel_drops()
         self.probe.close()
         self._queue.append(_STOP)  # past the bound on purpose: the end must always get through
         self._ready.set()

@@ -145,8 +145,7 @@ def test_one_page_ring_buffer_counts_drops() -> None:
     try:
         subprocess.run(["/bin/sh", "-c", "for i in $(seq 50); do /bin/true; done"], check=True)
         probe.poll(100)
-        drops = probe.kernel_drops()
-        with_room = probe.kernel_drops_with_room()
+        drops, with_room = probe.kernel_drops()
     finally:
         probe.close()
     assert drops["exec"] > 0, drops
