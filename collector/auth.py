@@ -4,6 +4,12 @@ for sensors. Tokens are stored hashed (sha256); the clear token is printed once 
 Roles, weakest first: viewer (read), responder (+ acknowledge alerts, act on containers),
 admin (+ change image modes and policy). Sensors have the role ``sensor`` and may only report
 for their own identity.
+
+A client certificate alone (no token) makes its holder a sensor only if it is a sensor
+certificate: subject OU ``sensor`` (``pki sensor``). An OU ``client`` certificate (``pki client``,
+for analysts behind mTLS) gives no role at all. Certificates issued before the OU marker existed
+carry no OU; they are taken as sensor certificates so that existing sensors keep working — the
+CA only ever issued sensor certificates for clients then.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collector.errors import CollectorError, PermissionDenied, Unauthenticated
 
 ROLES = ("viewer", "responder", "admin")
 SENSOR = "sensor"
+SENSOR_UNIT = "sensor"  # subject OU that marks a sensor certificate (collector.pki)
 
 
 @dataclass(frozen=True)
@@ -98,8 +105,32 @@ def authenticate(cfg: AuthConfig, metadata: Any, auth_context: dict[str, Any]) -
         return ident
     cn = auth_context.get("x509_common_name") if auth_context else None
     if cn:
-        return Identity(cn[0].decode() if isinstance(cn[0], bytes) else str(cn[0]), SENSOR)
+        name = _text(cn[0])
+        units = _cert_units(auth_context)
+        if units and SENSOR_UNIT not in units:
+            raise Unauthenticated(f"certificate {name!r} (OU {', '.join(units)}) is not a sensor certificate; "
+                                  "a client certificate needs a token for a role")
+        return Identity(name, SENSOR)
     raise Unauthenticated("no credentials (send 'authorization: Bearer <token>' or a client certificate)")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _cert_units(auth_context: dict[str, Any]) -> list[str]:
+    """The subject OUs of the peer's (CA-verified) certificate; [] for an unmarked one."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    pem = auth_context.get("x509_pem_cert")
+    if not pem:
+        raise Unauthenticated("the client certificate was not available to check (no x509_pem_cert)")
+    try:
+        cert = x509.load_pem_x509_certificate(pem[0] if isinstance(pem[0], bytes) else str(pem[0]).encode())
+    except ValueError as err:
+        raise Unauthenticated(f"unreadable client certificate: {err}") from err
+    return [_text(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)]
 
 
 def require(ident: Identity, role: str) -> None:

@@ -1,7 +1,9 @@
 """``cgsentry``: run the collector, and the analyst/operator commands against it.
 
-Human tables by default, ``--json`` everywhere; exit codes scripts can use: 0 ok, 64 usage,
-65 bad input, 66 not found, 69 collector unreachable, 77 not authorised.
+Human tables by default, ``--json`` everywhere; exit codes scripts can use: 0 ok, 64 usage
+(including TLS flags the collector needs but were not given), 65 bad input (including a container
+not in the state an action needs, e.g. kill on an exited one), 66 not found, 69 collector
+unreachable (or a container action the runtime refused), 77 not authorised.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from collector.errors import CollectorError, InvalidArgument, from_rpc_error
+from collector.errors import CollectorError, InvalidArgument, action_failure, from_rpc_error
 from sensor.errors import run_command
 
 PROG = "cgsentry"
@@ -34,6 +36,7 @@ class Client:
 
         self.target = args.server
         self._grpc = grpc
+        self._tls = (bool(args.ca), bool(args.cert))
         if args.ca:
             try:
                 key = Path(args.key).read_bytes() if args.key else None
@@ -52,7 +55,12 @@ class Client:
         try:
             return getattr(self.stub, name)(request, metadata=self.metadata, timeout=timeout or self.timeout)
         except self._grpc.RpcError as err:
-            raise from_rpc_error(err, self.target) from None
+            tls = None
+            if err.code() == self._grpc.StatusCode.UNAVAILABLE:
+                from collector.tlsprobe import diagnose
+
+                tls = diagnose(err.details() or "", self.target, *self._tls)
+            raise (tls or from_rpc_error(err, self.target)) from None
 
 
 def parse_since(text: str) -> int:
@@ -116,15 +124,30 @@ def cmd_alerts_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(row, indent=2))
         return 0
-    print(f"alert {row['id']}  {row['priority']}  {row['rule']}  [{row['status']}]  x{row['count']}")
-    print(f"  {row['output']}")
-    print(f"  container {row['container_name']} ({row['container_id'][:12]})  image {row['image']}")
-    print(f"  process   pid {row['pid']} {row['exe']} {' '.join(row['args'][1:])}")
-    print(f"  ancestry  {' <- '.join(row['ancestry']) or '-'}")
-    print(f"  action    {row['action']}   mode {row['mode']}   first {row['first_seen']}  last {row['last_seen']}")
-    for key, value in row["explanation"].items():
-        print(f"  why.{key:<10} {value}")
+    for line in _alert_lines(row):
+        print(line)
     return 0
+
+
+def _alert_lines(row: dict[str, Any]) -> list[str]:
+    """``alerts show``: what ``--json`` has, for people (the process is the latest occurrence)."""
+    lines = [f"alert {row['id']}  {row['priority']}  {row['rule']}  [{row['status']}]  x{row['count']}",
+             f"  {row['output']}",
+             f"  container {row['container_name']} ({row['container_id'][:12]})  image {row['image']}",
+             f"  process   pid {row['pid']}  ppid {row['ppid']}  uid {row['uid']}  {row['exe']} "
+             f"{' '.join(row['args'][1:])}".rstrip(),
+             f"  ancestry  {' <- '.join(row['ancestry']) or '-'}",
+             f"  action    {row['action']}   mode {row['mode'] or '-'}",
+             f"  seen      first {row['first_seen']}  last {row['last_seen']}",
+             f"  sensor    {row['sensor_id']}  node {row['node'] or '-'}",
+             f"  tags      {', '.join(row['tags']) or '-'}"]
+    if row["during_loss"]:
+        lines.append("  during_loss  yes: the sensor was dropping events then (context may be incomplete)")
+    if row["comment"]:
+        lines.append(f"  comment   {row['comment']}")
+    empty: tuple[Any, ...] = ("", None, [], {})
+    lines += [f"  why.{key:<10} {value}" for key, value in row["explanation"].items() if value not in empty]
+    return lines
 
 
 def cmd_alerts_update(args: argparse.Namespace) -> int:
@@ -140,10 +163,20 @@ def cmd_alerts_update(args: argparse.Namespace) -> int:
 def cmd_images_list(args: argparse.Namespace) -> int:
     from collector.convert import pb
 
-    rows = [{"image": i.image, "mode": i.mode or "(sensor lifecycle)", "alerts": i.alerts,
-             "policy": json.loads(i.policy_yaml or "{}")} for i in Client(args).call("ListImages", pb.Empty()).images]
-    return _emit(args, rows, f"{'IMAGE':<44} {'MODE':<20} {'ALERTS':>6}",
-                 lambda r: f"{r['image'][:44]:<44} {r['mode']:<20} {r['alerts']:>6}")
+    rows = [_image_row(i) for i in Client(args).call("ListImages", pb.Empty()).images]
+    return _emit(args, rows, f"{'IMAGE':<40} {'MODE':<8} {'SET BY':<22} {'ACTION':<15} {'WOULD-ENF':>9} "
+                             f"{'ALERTS':>6}  BANS",
+                 lambda r: f"{r['image']:<40} {r['mode'] or '-':<8} {r['set_by'] or '-':<22} {r['action'] or '-':<15} "
+                           f"{sum(r['would_enforce'].values()):>9} {r['alerts']:>6}  {','.join(r['bans']) or '-'}")
+
+
+def _image_row(i: Any) -> dict[str, Any]:
+    """An ImageInfo as JSON: the operator's policy (action, bans) and the sensors' model state."""
+    policy, model = json.loads(i.policy_yaml or "{}"), json.loads(i.learning or "{}")
+    return {"image": i.image, "mode": i.mode, "set_by": i.set_by, "action": policy.get("default_action", ""),
+            "bans": list(policy.get("banned_processes", [])), "alerts": i.alerts,
+            "would_enforce": model.get("would_enforce", {}), "learned_s": model.get("learned_s", 0.0),
+            "containers": model.get("containers", 0), "sensors": model.get("sensors", {}), "policy": policy}
 
 
 def cmd_images_mode(args: argparse.Namespace) -> int:
@@ -151,8 +184,9 @@ def cmd_images_mode(args: argparse.Namespace) -> int:
 
     action = {"pause": "pause-container", "kill": "kill-container", "kill-process": "kill-process",
               "alert": "alert"}[args.action]
-    info = Client(args).call("SetImageMode", pb.ImageModeRequest(image=args.image, mode=args.mode,
-                                                                  default_action=action, banned_processes=args.ban))
+    info = Client(args).call("SetImageMode", pb.ImageModeRequest(
+        image=args.image, mode=args.mode, default_action=action, banned_processes=args.ban,
+        require_seen=not args.force))
     print(json.dumps({"image": info.image, "mode": info.mode, "action": action}) if args.json
           else f"{info.image}: mode {info.mode}, action {action}")
     return 0
@@ -195,11 +229,17 @@ def cmd_containers(args: argparse.Namespace) -> int:
         container_id=args.id, action=action_kind(args.containers_command), reason=args.reason or "",
         timeout_s=args.timeout), timeout=args.timeout + 5)
     r = reply.result
-    out = {"container_id": r.container_id, "action": ACTION_NAMES.get(r.action), "ok": r.ok, "error": r.error,
-           "latency_ms": round(r.latency_ms, 1), "method": r.method}
-    print(json.dumps(out) if args.json else f"{out['action']} {r.container_id[:12]}: "
-          f"{'ok' if r.ok else 'FAILED ' + r.error} ({out['latency_ms']} ms via {r.method})")
-    return 0 if r.ok else 1
+    failure = None if r.ok else action_failure(args.id, args.containers_command, r.error)
+    out = {"container": args.id, "container_id": r.container_id, "action": ACTION_NAMES.get(r.action), "ok": r.ok,
+           "error": str(failure or ""), "sensor_error": r.error, "latency_ms": round(r.latency_ms, 1),
+           "method": r.method}
+    if args.json:
+        print(json.dumps(out))
+        return failure.exit_code if failure else 0
+    if failure:
+        raise failure
+    print(f"{out['action']} {args.id}: ok ({out['latency_ms']} ms via {r.method or '?'})")
+    return 0
 
 
 def cmd_sensors(args: argparse.Namespace) -> int:
@@ -218,12 +258,16 @@ def cmd_sensors(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from collector.convert import pb
+    from collector.export import rfc3339
 
     rows = [{"id": e.id, "time_ns": e.time_ns, "actor": e.actor, "action": e.action, "target": e.target,
              "reason": e.reason, "result": e.result, "latency_ms": e.latency_ms}
             for e in Client(args).call("ListAudit", pb.AuditQuery(limit=args.limit)).entries]
-    return _emit(args, rows, "", lambda r: f"{r['id']:>5} {r['actor']:<28} {r['action']:<22} {r['target'][:16]:<16} "
-                                           f"{r['result']:<10} {r['latency_ms']:.1f}ms {r['reason']}")
+    width = max([len(r["target"]) for r in rows] + [6])  # whole targets: two images differ at the tag
+    return _emit(args, rows, f"{'ID':>5} {'TIME':<19} {'ACTOR':<28} {'ACTION':<22} {'TARGET':<{width}} "
+                             f"{'RESULT':<10} {'LATENCY':>8} REASON",
+                 lambda r: f"{r['id']:>5} {rfc3339(r['time_ns'])[:19]:<19} {r['actor']:<28} {r['action']:<22} "
+                           f"{r['target']:<{width}} {r['result']:<10} {r['latency_ms']:>6.1f}ms {r['reason']}".rstrip())
 
 
 def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], header: str,
@@ -287,6 +331,10 @@ def cmd_pki(args: argparse.Namespace) -> int:
     if args.pki_command == "init":
         pki.init_ca(d, args.san)
         print(f"CA and server certificate written to {d}")
+    elif args.pki_command == "client":
+        crt = pki.issue_client(d, args.name)
+        print(f"client certificate written to {crt} (use: cgsentry --ca {d / 'ca.crt'} --cert {crt} "
+              f"--key {crt.with_suffix('.key')} --token TOKEN ...; the token gives the role)")
     else:
         print(f"sensor certificate written to {pki.issue_sensor(d, args.name)}")
     return 0
@@ -318,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     _alerts_parser(sub)
     _images(sub)
     _rules(sub)
-    c = sub.add_parser("containers", help="pause, unpause or kill a container (routed to its sensor)")
+    c = sub.add_parser("containers", help="pause, unpause or kill a container by id, short id or name "
+                                          "(routed to its sensor)")
     cs = c.add_subparsers(dest="containers_command", required=True)
     for name in ("pause", "unpause", "kill", "stop"):
         x = cs.add_parser(name)
@@ -356,10 +405,14 @@ def _collector(sub: Any) -> None:
     i.add_argument("--dir", required=True)
     i.add_argument("--san", action="append", default=[])
     i.set_defaults(func=cmd_pki)
-    n = ks.add_parser("sensor")
+    n = ks.add_parser("sensor", help="a sensor's certificate (its CN is the sensor id)")
     n.add_argument("name")
     n.add_argument("--dir", required=True)
     n.set_defaults(func=cmd_pki)
+    cl = ks.add_parser("client", help="an analyst's client certificate (never a sensor; roles come from tokens)")
+    cl.add_argument("name")
+    cl.add_argument("--dir", required=True)
+    cl.set_defaults(func=cmd_pki)
     t = cs.add_parser("token")
     ts = t.add_subparsers(dest="token_command", required=True)
     ta = ts.add_parser("add")
@@ -405,6 +458,7 @@ def _images(sub: Any) -> None:
     m.add_argument("--action", choices=["alert", "pause", "kill", "kill-process"], default="alert",
                    help="what enforce mode does on a finding")
     m.add_argument("--ban", action="append", default=[], metavar="PROCESS", help="banned process (repeat)")
+    m.add_argument("--force", action="store_true", help="set it although no sensor has seen the image yet")
     _common(m)
     m.set_defaults(func=cmd_images_mode)
 

@@ -63,3 +63,30 @@ def from_rpc_error(err: Any, target: str) -> CollectorError:
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return Unavailable(f"collector at {target} did not answer in time")
     return CollectorError(f"collector error {code.name}: {details}")
+
+
+# Docker's answer when a container is not in the state an action needs (HTTP 409 Conflict).
+_CONFLICT_STATES = {"kill": "is not running", "stop": "is not running", "pause": "is not running or is already paused",
+                    "unpause": "is not paused"}
+
+
+def action_failure(container: str, action: str, error: str) -> CollectorError:
+    """A failed container action (the sensor's one-line ``error``) as a CollectorError.
+
+    Docker's API error reads ``409 Client Error for <url>: Conflict ("<explanation>")``; the
+    sensor may cut it short, so the status code decides, the explanation only refines it:
+    409 -> "container X is not running" (EX_DATAERR: the container is not in a state the
+    action applies to), 404 -> "container X no longer exists" (EX_NOINPUT), anything else ->
+    the sensor's error (EX_UNAVAILABLE: the runtime or cgroup refused)."""
+    import re
+
+    status = re.search(r"\b(\d{3}) (?:Client|Server) Error", error)
+    explanation = re.search(r'\("([^"]*)', error)
+    text = explanation.group(1) if explanation else ""
+    if status and status.group(1) == "409":
+        state = next((p for p in ("is not running", "is already paused", "is not paused", "is paused")
+                      if p in text), _CONFLICT_STATES.get(action, "is not in a state to " + action))
+        return CollectorError(f"container {container} {state}", exit_code=EX_DATAERR)
+    if status and status.group(1) == "404":
+        return NotFound(f"container {container} no longer exists")
+    return Unavailable(f"{action} {container} failed at its sensor: {error or 'no reason given'}")

@@ -56,7 +56,7 @@ def alert_json(a: AlertRow) -> dict[str, Any]:
     return {"id": a.id, "time": rfc3339(a.last_seen_ns), "rule": f.rule, "kind": f.kind,
             "priority": f.priority, "output": f.output, "image": ev.image, "image_id": ev.image_id,
             "container_id": ev.container_id, "container_name": ev.container_name, "pid": ev.pid,
-            "ppid": ev.ppid, "exe": ev.exe, "args": list(ev.args), "ancestry": list(ev.ancestry),
+            "ppid": ev.ppid, "uid": ev.uid, "exe": ev.exe, "args": list(ev.args), "ancestry": list(ev.ancestry),
             "action": f.action, "mode": f.mode, "tags": list(f.tags), "count": a.count,
             "first_seen": rfc3339(a.first_seen_ns), "last_seen": rfc3339(a.last_seen_ns),
             "status": a.status, "comment": a.comment, "sensor_id": a.sensor_id, "node": a.node,

@@ -1,14 +1,17 @@
-"""``cgsentry collector pki``: a small CA for a first install — server and sensor certificates.
+"""``cgsentry collector pki``: a small CA for a first install — server, sensor and client certificates.
 
 EC P-256 keys, SHA-256 signatures; the server certificate covers 127.0.0.1 and localhost (plus
 any --san given); sensor certificates carry the sensor id as CN, which the collector checks
-against the id the sensor claims.
+against the id the sensor claims. The subject's OU says what a certificate is for: ``sensor``
+(a sensor's identity) or ``client`` (an analyst's CLI; it proves nothing but the TLS peer, the
+role still comes from a token). See :mod:`collector.auth` for how the collector reads it.
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import re
 from pathlib import Path
 
 from cryptography import x509
@@ -16,14 +19,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from collector.auth import SENSOR_UNIT
 from collector.errors import CollectorError
 
 DAYS = 825
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # file stems (and SAN DNS names) we issue
+CLIENT_UNIT = "client"  # subject OU of analyst client certificates
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cgsentry"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+def _name(cn: str, unit: str = "") -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cgsentry")]
+    if unit:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit))
+    return x509.Name([*attrs, x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
 def _write(directory: Path, stem: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
@@ -34,9 +42,9 @@ def _write(directory: Path, stem: str, key: ec.EllipticCurvePrivateKey, cert: x5
     (directory / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _builder(subject: str, issuer: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
+def _builder(subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.UTC)
-    return (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(issuer)
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=DAYS)))
@@ -48,7 +56,7 @@ def init_ca(directory: Path, sans: list[str] | None = None) -> None:
     if (directory / "ca.key").exists():
         raise CollectorError(f"{directory}/ca.key exists: refusing to overwrite a CA", exit_code=73)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (_builder("cgsentry CA", _name("cgsentry CA"), ca_key)
+    ca = (_builder(_name("cgsentry CA"), _name("cgsentry CA"), ca_key)
           .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
           .sign(ca_key, hashes.SHA256()))
     _write(directory, "ca", ca_key, ca)
@@ -58,16 +66,27 @@ def init_ca(directory: Path, sans: list[str] | None = None) -> None:
             names.append(x509.IPAddress(ipaddress.ip_address(san)))
         except ValueError:
             names.append(x509.DNSName(san))
-    _issue(directory, "server", "cgsentry collector", names, ExtendedKeyUsageOID.SERVER_AUTH)
+    _issue(directory, "server", _name("cgsentry collector"), names, ExtendedKeyUsageOID.SERVER_AUTH)
 
 
 def issue_sensor(directory: Path, sensor_id: str) -> Path:
-    """sensor-<id>.{key,crt} signed by the CA in ``directory``."""
-    return _issue(directory, f"sensor-{sensor_id}", sensor_id, [x509.DNSName(sensor_id)],
+    """sensor-<id>.{key,crt} signed by the CA in ``directory``, marked OU=sensor."""
+    return _issue(directory, f"sensor-{sensor_id}", _name(sensor_id, SENSOR_UNIT), [x509.DNSName(sensor_id)],
                   ExtendedKeyUsageOID.CLIENT_AUTH)
 
 
-def _issue(directory: Path, stem: str, cn: str, names: list[x509.GeneralName], usage: x509.ObjectIdentifier) -> Path:
+def issue_client(directory: Path, name: str) -> Path:
+    """client-<name>.{key,crt} for an analyst's CLI, marked OU=client: the collector never takes
+    it for a sensor, so it gives no role without a token."""
+    return _issue(directory, f"client-{name}", _name(name, CLIENT_UNIT), [x509.DNSName(name)],
+                  ExtendedKeyUsageOID.CLIENT_AUTH)
+
+
+def _issue(directory: Path, stem: str, subject: x509.Name, names: list[x509.GeneralName],
+           usage: x509.ObjectIdentifier) -> Path:
+    if not _NAME.fullmatch(stem):
+        raise CollectorError(f"certificate name {stem.split('-', 1)[-1]!r}: use letters, digits, '.', '_' and '-'",
+                             exit_code=65)
     try:
         ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
         ca = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
@@ -75,7 +94,7 @@ def _issue(directory: Path, stem: str, cn: str, names: list[x509.GeneralName], u
         raise CollectorError(f"{directory}: no usable CA (run `cgsentry collector pki init`): {err}",
                              exit_code=66) from err
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (_builder(cn, ca.subject, key).add_extension(x509.SubjectAlternativeName(names), critical=False)
+    cert = (_builder(subject, ca.subject, key).add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
     _write(directory, stem, key, cert)

@@ -34,7 +34,8 @@ from collector.convert import (
 )
 from collector.errors import CollectorError, InvalidArgument, NotFound, PermissionDenied, Unavailable, status_code
 from collector.export import Exporters
-from collector.store import AlertRow, SqlStore
+from collector.images import check_seen, image_view, known_images
+from collector.store import AlertRow, SqlStore, priority_rank
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 4 << 20
@@ -64,6 +65,7 @@ class Session:
     out: queue.Queue[Any] = field(default_factory=lambda: queue.Queue(maxsize=10000))
     containers: set[str] = field(default_factory=set)
     images: set[str] = field(default_factory=set)
+    names: dict[str, str] = field(default_factory=dict)  # container name -> id, from its findings
 
 
 class Hub:
@@ -75,12 +77,20 @@ class Hub:
         self.pending: dict[str, tuple[threading.Event, list[Any]]] = {}
         self.lock = threading.Lock()
 
-    def route(self, container_id: str) -> Session:
+    def route(self, ref: str) -> tuple[Session, str]:
+        """The session of the sensor that sees container ``ref`` (an id, a short id or a name),
+        and the id to send it: ``ref`` itself for an id, the container's id for a name."""
         with self.lock:
             for s in self.sessions.values():
-                if any(c.startswith(container_id) for c in s.containers):
-                    return s
-        raise NotFound(f"no connected sensor sees container {container_id}")
+                if any(c.startswith(ref) for c in s.containers):
+                    return s, ref
+            ids = [s.names[ref] for s in self.sessions.values() if ref in s.names]
+        for cid in ids + self.store.container_ids_named(ref):  # the freshest first, then alerts
+            with self.lock:
+                found = next((s for s in self.sessions.values() if cid in s.containers), None)
+            if found is not None:
+                return found, cid
+        raise NotFound(f"no connected sensor sees container {ref} (by id or name)")
 
     def broadcast(self, msg: Any, except_id: str = "") -> None:
         with self.lock:
@@ -161,6 +171,8 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
             for f in findings:
                 s.containers.add(f.event.container_id)
                 s.images.add(f.event.image_key)
+                if f.event.container_name:
+                    s.names[f.event.container_name] = f.event.container_id
             if self.hub.store.ingest(s.sensor_id, s.node, msg.batch.seq, findings):
                 self.exporters.publish(s.sensor_id, s.node, findings)
             s.out.put(pb.CollectorMessage(ack=pb.Ack(seq=msg.batch.seq)))
@@ -206,11 +218,8 @@ class AnalystServicer(rpc.AnalystServicer):
         return pb.AlertList(alerts=[alert_to_pb(a) for a in self._query(req)])
 
     def _query(self, req: Any, after_id: int = 0) -> list[AlertRow]:
-        try:
-            return self.store.list_alerts(req.image, req.since_ns, req.min_priority,
-                                          STATUS_NAMES.get(req.status, ""), req.limit or 100, after_id)
-        except ValueError as err:
-            raise InvalidArgument(f"bad query: {err}") from err
+        return self.store.list_alerts(req.image, req.since_ns, req.min_priority,
+                                      STATUS_NAMES.get(req.status, ""), req.limit or 100, after_id)
 
     @_rpc("viewer")
     def GetAlert(self, req: Any, ctx: Any, ident: Identity) -> Any:  # noqa: N802
@@ -219,6 +228,8 @@ class AnalystServicer(rpc.AnalystServicer):
     def WatchAlerts(self, req: Any, ctx: grpc.ServicerContext) -> Iterator[Any]:  # noqa: N802
         try:
             require(authenticate(self.auth, ctx.invocation_metadata(), ctx.auth_context()), "viewer")
+            if req.min_priority:
+                priority_rank(req.min_priority)  # refuse a bad query now, not inside the stream
         except CollectorError as err:
             ctx.abort(status_code(err), str(err))
         rows = self.store.list_alerts(limit=1)
@@ -261,13 +272,18 @@ class AnalystServicer(rpc.AnalystServicer):
 
     @_rpc("viewer")
     def ListImages(self, req: Any, ctx: Any, ident: Identity) -> Any:  # noqa: N802
-        return pb.ImageList(images=[pb.ImageInfo(image=i["image"], mode=i["mode"], policy_yaml=json.dumps(
-            i["policy"]), alerts=self.store.count_alerts(i["image"])) for i in self.store.images()])
+        """Every image known from operator policies, sensor model snapshots and alerts."""
+        return pb.ImageList(images=[pb.ImageInfo(
+            image=i["image"], mode=i["mode"], policy_yaml=json.dumps(i["policy"]), set_by=i["set_by"],
+            alerts=self.store.count_alerts(i["image"]), learning=json.dumps(i["model"]))
+            for i in image_view(self.store)])
 
     @_rpc("admin")
     def SetImageMode(self, req: Any, ctx: Any, ident: Identity) -> Any:  # noqa: N802
         if req.mode not in ("learn", "alert", "enforce") or not req.image:
             raise InvalidArgument("image and a mode of learn, alert or enforce are required")
+        if req.require_seen:
+            check_seen(req.image, known_images(self.store))
         action = req.default_action or "alert"
         policy = {"match": req.image, "default_action": action, "banned_processes": list(req.banned_processes)}
         from rules.errors import RuleError
@@ -277,22 +293,23 @@ class AnalystServicer(rpc.AnalystServicer):
             PolicySet.from_dict({"images": [{**policy, "mode": req.mode}]})
         except RuleError as err:
             raise InvalidArgument(str(err)) from err
-        self.store.set_image(req.image, req.mode, policy)
+        self.store.set_image(req.image, req.mode, policy, ident.name)
         self.store.audit(ident.name, f"image mode {req.mode}", req.image, f"default action {action}", "ok")
         self.hub.broadcast(pb.CollectorMessage(policy=pb.ImagePolicy(
             image=req.image, policy_yaml=json.dumps({**policy, "mode": req.mode}).encode())))
-        return pb.ImageInfo(image=req.image, mode=req.mode, policy_yaml=json.dumps(policy))
+        return pb.ImageInfo(image=req.image, mode=req.mode, policy_yaml=json.dumps(policy),
+                            set_by=f"operator {ident.name}")
 
     @_rpc("responder")
     def ContainerAction(self, req: Any, ctx: Any, ident: Identity) -> Any:  # noqa: N802
         if req.action == pb.ACTION_KIND_UNSPECIFIED or not req.container_id:
             raise InvalidArgument("container_id and an action (pause, unpause, kill, stop) are required")
-        session = self.hub.route(req.container_id)
+        session, container_id = self.hub.route(req.container_id)
         request_id = uuid.uuid4().hex
         waiter: tuple[threading.Event, list[Any]] = (threading.Event(), [])
         self.hub.pending[request_id] = waiter
         session.out.put(pb.CollectorMessage(action=pb.ContainerAction(
-            request_id=request_id, container_id=req.container_id, action=req.action, actor=ident.name,
+            request_id=request_id, container_id=container_id, action=req.action, actor=ident.name,
             reason=req.reason)))
         if not waiter[0].wait(req.timeout_s or 10.0):
             self.hub.pending.pop(request_id, None)
@@ -374,7 +391,7 @@ def create_server(addr: str, store: SqlStore, auth: AuthConfig, tls: TlsConfig |
     else:
         # gRPC Python either requires client certificates or never asks for them: with a CA
         # configured every client (sensor or analyst CLI) must present one; roles still come
-        # from tokens, sensor identities from the certificate CN.
+        # from tokens, sensor identities from the CN of a sensor certificate (collector.auth).
         creds = grpc.ssl_server_credentials([(tls.key, tls.cert)], root_certificates=tls.ca,
                                             require_client_auth=tls.ca is not None)
         port = server.add_secure_port(addr, creds)

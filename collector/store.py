@@ -2,7 +2,9 @@
 
 Ingest is idempotent per (sensor id, batch seq): a batch re-sent after a reconnect or a crash is
 acknowledged but stores nothing twice. Identical findings (same sensor, container, rule, kind,
-exe and args) aggregate into one alert with a count and first/last seen.
+exe and args) aggregate into one alert with a count and first/last seen; the alert shows its
+latest occurrence (pid, args, action, explanation). A newer occurrence of a resolved or
+acknowledged alert reopens it (audited); a suppressed alert stays suppressed.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Protocol
 
-from collector.errors import CollectorError, NotFound, Unavailable
+from collector.errors import CollectorError, InvalidArgument, NotFound, Unavailable
 from sensor.events import PRIORITIES, Finding
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -40,6 +42,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 2: rule sets pushed to sensors
         "CREATE TABLE rulesets (name TEXT PRIMARY KEY, yaml TEXT, actor TEXT, updated_ns BIGINT)",
     ),
+    (  # 3: who set an image's policy (images list shows operator vs. sensor lifecycle)
+        "ALTER TABLE images ADD COLUMN actor TEXT",
+    ),
 )
 
 
@@ -61,6 +66,14 @@ class Store(Protocol):
     def list_alerts(self, image: str = "", since_ns: int = 0, min_priority: str = "",
                     status: str = "", limit: int = 100, after_id: int = 0) -> list[AlertRow]: ...
     def get_alert(self, alert_id: int) -> AlertRow: ...
+
+
+def priority_rank(name: str) -> int:
+    """0 for EMERGENCY ... 7 for DEBUG (any case); InvalidArgument naming the valid ones."""
+    try:
+        return PRIORITIES.index(name.upper())
+    except ValueError:
+        raise InvalidArgument(f"unknown priority {name!r}: use one of {', '.join(PRIORITIES)}") from None
 
 
 def fingerprint(sensor_id: str, f: Finding) -> str:
@@ -162,13 +175,39 @@ class SqlStore:
                 return False
             self._exec("INSERT INTO batches (sensor_id, seq, received_ns) VALUES (?, ?, ?)",
                        (sensor_id, seq, now))
+            rows = [self._alert_params(sensor_id, node, f) for f in findings]
+            reopened = self._reopened(rows)
             # One executemany per batch: psycopg pipelines it (one round trip, not one per finding)
-            self._exec_many(self._upsert_sql(), [self._alert_params(sensor_id, node, f) for f in findings])
+            self._exec_many(self._upsert_sql(), rows)
+            self._exec_many("INSERT INTO audit (time_ns, actor, action, target, reason, result, latency_ms) "
+                            "VALUES (?, ?, 'alert reopened', ?, ?, 'ok', 0)",
+                            [(now, f"sensor:{sensor_id}", str(alert_id), f"recurred after it was {status}")
+                             for alert_id, status in reopened])
         return True
+
+    def _reopened(self, rows: list[tuple[Any, ...]]) -> list[tuple[int, str]]:
+        """(id, status) of the resolved or acknowledged alerts this batch reopens: those it has a
+        newer occurrence of (the same rule as the upsert's CASE, evaluated before it runs)."""
+        newest: dict[str, int] = {}
+        for r in rows:  # fingerprint is params[0], the finding's time params[3]
+            newest[r[0]] = max(newest.get(r[0], r[3]), r[3])
+        keys, out = list(newest), []
+        for i in range(0, len(keys), 500):  # SQLite allows ~32k parameters; stay well under
+            chunk = keys[i:i + 500]
+            out += [(int(a[0]), str(a[2])) for a in self._exec(
+                f"SELECT id, fingerprint, status, last_seen_ns FROM alerts WHERE fingerprint IN "
+                f"({', '.join('?' * len(chunk))}) AND status IN ('resolved', 'acknowledged')", chunk).fetchall()
+                if newest[a[1]] > a[3]]
+        return out
 
     def _upsert_sql(self) -> str:
         greatest = "GREATEST" if self.dialect == "postgres" else "MAX"
         least = "LEAST" if self.dialect == "postgres" else "MIN"
+        # Every SET expression sees the row as it was (both SQLite and PostgreSQL): "newer" is
+        # this occurrence against the latest one stored, so a late replay of an older finding
+        # neither reopens the alert nor replaces its latest details.
+        newer = "excluded.last_seen_ns >= alerts.last_seen_ns"
+        latest = ", ".join(f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE alerts.{c} END" for c in _LATEST)
         return (
             "INSERT INTO alerts (fingerprint, sensor_id, node, time_ns, first_seen_ns, last_seen_ns, count, "
             "status, comment, rule, priority, priority_rank, kind, image, container_id, container_name, pid, "
@@ -176,7 +215,8 @@ class SqlStore:
             "?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET count = alerts.count + 1, "
             f"last_seen_ns = {greatest}(alerts.last_seen_ns, excluded.last_seen_ns), "
             f"first_seen_ns = {least}(alerts.first_seen_ns, excluded.first_seen_ns), "
-            "action = CASE WHEN excluded.action IN ('none', 'alert') THEN alerts.action ELSE excluded.action END")
+            "status = CASE WHEN excluded.last_seen_ns > alerts.last_seen_ns AND alerts.status IN "
+            f"('resolved', 'acknowledged') THEN 'open' ELSE alerts.status END, {latest}")
 
     @staticmethod
     def _alert_params(sensor_id: str, node: str, f: Finding) -> tuple[Any, ...]:
@@ -196,7 +236,7 @@ class SqlStore:
             params.append(image)
         if min_priority:
             where.append("priority_rank <= ?")
-            params.append(PRIORITIES.index(min_priority.upper()))
+            params.append(priority_rank(min_priority))
         if status:
             where.append("status = ?")
             params.append(status)
@@ -255,18 +295,27 @@ class SqlStore:
         return [{"sensor_id": r[0], "node": r[1], "version": r[2], "last_seen_ns": r[3],
                  "counters": json.loads(r[4] or "{}"), "connected": bool(r[5])} for r in rows]
 
-    def set_image(self, image: str, mode: str, policy: dict[str, Any]) -> None:
+    def set_image(self, image: str, mode: str, policy: dict[str, Any], actor: str = "") -> None:
         with self._tx():
-            self._exec("INSERT INTO images (image, mode, policy, updated_ns) VALUES (?, ?, ?, ?) "
+            self._exec("INSERT INTO images (image, mode, policy, updated_ns, actor) VALUES (?, ?, ?, ?, ?) "
                        "ON CONFLICT (image) DO UPDATE SET mode = excluded.mode, policy = excluded.policy, "
-                       "updated_ns = excluded.updated_ns", (image, mode, json.dumps(policy), time.time_ns()))
+                       "updated_ns = excluded.updated_ns, actor = excluded.actor",
+                       (image, mode, json.dumps(policy), time.time_ns(), actor))
 
     def images(self) -> list[dict[str, Any]]:
-        known = {r[0]: {"image": r[0], "mode": r[1], "policy": json.loads(r[2] or "{}")}
-                 for r in self._exec("SELECT image, mode, policy FROM images").fetchall()}
+        """Images with an operator policy (``set_by`` the operator who last set it), then images
+        only alerts name (mode ""). Images known only from model snapshots: :meth:`all_snapshots`."""
+        known = {r[0]: {"image": r[0], "mode": r[1], "policy": json.loads(r[2] or "{}"), "set_by": r[3] or ""}
+                 for r in self._exec("SELECT image, mode, policy, actor FROM images").fetchall()}
         for (image,) in self._exec("SELECT DISTINCT image FROM alerts").fetchall():
-            known.setdefault(image, {"image": image, "mode": "", "policy": {}})
+            known.setdefault(image, {"image": image, "mode": "", "policy": {}, "set_by": ""})
         return sorted(known.values(), key=lambda d: d["image"])
+
+    def container_ids_named(self, name: str) -> list[str]:
+        """Ids of containers alerts name ``name``, most recently seen first (a name can be reused)."""
+        rows = self._exec("SELECT container_id, MAX(last_seen_ns) AS seen FROM alerts WHERE container_name = ? "
+                          "GROUP BY container_id ORDER BY seen DESC", (name,)).fetchall()
+        return [str(r[0]) for r in rows if r[0]]
 
     def set_ruleset(self, name: str, yaml_text: str, actor: str) -> None:
         """Store a pushed rule set; empty text removes it."""
@@ -300,6 +349,11 @@ class SqlStore:
             self._exec("INSERT INTO snapshots (image_key, sensor_id, payload, time_ns) VALUES (?, ?, ?, ?) "
                        "ON CONFLICT (image_key, sensor_id) DO UPDATE SET payload = excluded.payload, "
                        "time_ns = excluded.time_ns", (image_key, sensor_id, payload, time.time_ns()))
+
+    def all_snapshots(self) -> list[tuple[str, str, bytes]]:
+        """(image key, sensor id, payload) of every stored model snapshot."""
+        rows = self._exec("SELECT image_key, sensor_id, payload FROM snapshots ORDER BY image_key, sensor_id")
+        return [(r[0], r[1], bytes(r[2])) for r in rows.fetchall()]
 
     def snapshots(self, image_key: str) -> list[tuple[str, bytes]]:
         rows = self._exec("SELECT sensor_id, payload FROM snapshots WHERE image_key = ? ORDER BY sensor_id",
@@ -350,6 +404,8 @@ class _Tx:
             self.store.lock.release()
 
 
+# Columns an alert takes from its latest occurrence (count and first/last seen aggregate).
+_LATEST = ("time_ns", "node", "container_name", "pid", "priority", "priority_rank", "action", "output", "finding")
 _COLS = ("id, finding, count, first_seen_ns, last_seen_ns, status, sensor_id, node, comment, action")
 
 

@@ -89,7 +89,7 @@ def test_sensors_images_audit_snapshots(store: SqlStore) -> None:
     assert "[3]" in sets[1]["yaml"]
     store.set_ruleset("team-a", "  \n", "bob")  # empty: removed
     assert [r["name"] for r in store.rulesets()] == ["team-b"]
-    assert store.schema_version() == 2
+    assert store.schema_version() == 3
 
 
 def test_reopen_keeps_data_and_schema(tmp_path: Path) -> None:
@@ -97,7 +97,7 @@ def test_reopen_keeps_data_and_schema(tmp_path: Path) -> None:
     s.ingest("s", "n", 1, [finding()])
     s.close()
     again = SqlStore.open(str(tmp_path / "x.db"))
-    assert again.count_alerts() == 1 and again.schema_version() == 2
+    assert again.count_alerts() == 1 and again.schema_version() == 3
 
 
 def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
@@ -114,7 +114,7 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     con.commit()
     con.close()
     store = SqlStore.open(str(db))
-    assert store.schema_version() == 2 and store.rulesets() == []
+    assert store.schema_version() == 3 and store.rulesets() == []
     store.set_ruleset("a", "- list: x\n  items: []\n", "ops")
     assert store.rulesets()[0]["name"] == "a"
 
@@ -148,3 +148,66 @@ def test_close_while_another_thread_queries_is_safe(tmp_path: Path) -> None:
     assert errors == [] and not any(t.is_alive() for t in threads)
     with pytest.raises(Unavailable):
         s.list_alerts()
+
+
+def _again(f: Finding, later_ns: int, pid: int) -> Finding:
+    """The same alert (same fingerprint) ``later_ns`` after ``f``, from another process."""
+    ev = f.event.replace(pid=pid, time_ns=f.event.time_ns + later_ns)
+    return Finding(f.kind, f.rule, f.priority, f"out pid {pid}", ev, time_ns=f.time_ns + later_ns,
+                   explanation={"seen_after": later_ns}, action="kill-process")
+
+
+@pytest.mark.parametrize("status", ["resolved", "acknowledged"])
+def test_a_recurrence_reopens_the_alert_and_shows_the_latest_occurrence(store: SqlStore, status: str) -> None:
+    f = finding(1)
+    store.ingest("s1", "n1", 1, [f])
+    [row] = store.list_alerts()
+    store.update_alert(row.id, status, "fixed")
+    store.ingest("s1", "n2", 2, [_again(f, 5000, pid=4242)])
+    again = store.get_alert(row.id)
+    assert (again.status, again.count, again.node) == ("open", 2, "n2")
+    assert (again.first_seen_ns, again.last_seen_ns) == (f.time_ns, f.time_ns + 5000)
+    latest = again.finding
+    assert (latest.event.pid, latest.output, latest.action) == (4242, "out pid 4242", "kill-process")
+    assert latest.explanation == {"seen_after": 5000}
+    assert [r.id for r in store.list_alerts(status="open")] == [row.id]
+    audit = store.audit_entries()[0]
+    assert (audit["actor"], audit["action"], audit["target"]) == ("sensor:s1", "alert reopened", str(row.id))
+    assert audit["reason"] == f"recurred after it was {status}"
+
+
+def test_a_suppressed_alert_stays_suppressed_and_an_old_replay_reopens_nothing(store: SqlStore) -> None:
+    f = finding(1)
+    store.ingest("s1", "n1", 1, [_again(f, 5000, pid=7)])
+    [row] = store.list_alerts()
+    store.update_alert(row.id, "suppressed", "known")
+    store.ingest("s1", "n1", 2, [_again(f, 9000, pid=8)])
+    assert store.get_alert(row.id).status == "suppressed" and store.get_alert(row.id).count == 2
+    store.update_alert(row.id, "resolved", "")
+    store.ingest("s1", "n1", 3, [f])  # older than the latest occurrence (a spooled finding arriving late)
+    late = store.get_alert(row.id)
+    assert (late.status, late.count, late.finding.event.pid) == ("resolved", 3, 8)
+    assert late.first_seen_ns == f.time_ns
+    assert not [e for e in store.audit_entries() if e["action"] == "alert reopened"]
+
+
+def test_an_unknown_priority_names_the_valid_ones(store: SqlStore) -> None:
+    from collector.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument) as info:
+        store.list_alerts(min_priority="BOGUS")
+    assert str(info.value) == ("unknown priority 'BOGUS': use one of EMERGENCY, ALERT, CRITICAL, ERROR, WARNING, "
+                               "NOTICE, INFORMATIONAL, DEBUG")
+    assert store.list_alerts(min_priority="warning") == []  # any case
+
+
+def test_container_names_and_image_setters(store: SqlStore) -> None:
+    old, new = finding(1, container=0), finding(2, container=1)
+    store.ingest("s1", "n", 1, [old, new])
+    assert old.event.container_id != new.event.container_id
+    store.ingest("s1", "n", 2, [Finding("rule", "R", "WARNING", "o", new.event.replace(container_name="web-0"),
+                                        time_ns=new.time_ns)])
+    assert store.container_ids_named("web-0") == [new.event.container_id, old.event.container_id]
+    assert store.container_ids_named("nope") == []
+    store.set_image("busybox:latest", "alert", {}, "alice")
+    assert [(i["image"], i["set_by"]) for i in store.images()][0] == ("busybox:latest", "alice")

@@ -357,18 +357,20 @@ class Empty(_message.Message):
     def __init__(self) -> None: ...
 
 class ImageInfo(_message.Message):
-    __slots__ = ("image", "mode", "policy_yaml", "alerts", "learning")
+    __slots__ = ("image", "mode", "policy_yaml", "alerts", "learning", "set_by")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     POLICY_YAML_FIELD_NUMBER: _ClassVar[int]
     ALERTS_FIELD_NUMBER: _ClassVar[int]
     LEARNING_FIELD_NUMBER: _ClassVar[int]
+    SET_BY_FIELD_NUMBER: _ClassVar[int]
     image: str
     mode: str
     policy_yaml: str
     alerts: int
     learning: str
-    def __init__(self, image: _Optional[str] = ..., mode: _Optional[str] = ..., policy_yaml: _Optional[str] = ..., alerts: _Optional[int] = ..., learning: _Optional[str] = ...) -> None: ...
+    set_by: str
+    def __init__(self, image: _Optional[str] = ..., mode: _Optional[str] = ..., policy_yaml: _Optional[str] = ..., alerts: _Optional[int] = ..., learning: _Optional[str] = ..., set_by: _Optional[str] = ...) -> None: ...
 
 class ImageList(_message.Message):
     __slots__ = ("images",)
@@ -377,16 +379,18 @@ class ImageList(_message.Message):
     def __init__(self, images: _Optional[_Iterable[_Union[ImageInfo, _Mapping]]] = ...) -> None: ...
 
 class ImageModeRequest(_message.Message):
-    __slots__ = ("image", "mode", "default_action", "banned_processes")
+    __slots__ = ("image", "mode", "default_action", "banned_processes", "require_seen")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_ACTION_FIELD_NUMBER: _ClassVar[int]
     BANNED_PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_SEEN_FIELD_NUMBER: _ClassVar[int]
     image: str
     mode: str
     default_action: str
     banned_processes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, image: _Optional[str] = ..., mode: _Optional[str] = ..., default_action: _Optional[str] = ..., banned_processes: _Optional[_Iterable[str]] = ...) -> None: ...
+    require_seen: bool
+    def __init__(self, image: _Optional[str] = ..., mode: _Optional[str] = ..., default_action: _Optional[str] = ..., banned_processes: _Optional[_Iterable[str]] = ..., require_seen: _Optional[bool] = ...) -> None: ...
 
 class ContainerActionRequest(_message.Message):
     __slots__ = ("container_id", "action", "reason", "timeout_s")
