@@ -107,13 +107,25 @@ class ImageBaseline:
 
     def accept(self, dim: str, key: tuple[Any, ...], actor: str, time_ns: int, reason: str = "") -> None:
         """Add one item to the baseline by decision (suppressed alert, operator), with provenance."""
+        from models.items import spelling
         from models.profile import ItemStat
 
         if dim not in self.profile.items:
             raise ValueError(f"dimension {dim!r} is not one of {', '.join(self.profile.items)}")
         self.profile.items[dim].setdefault(key, ItemStat(time_ns, time_ns, 0, set(), {"accepted_by": actor}))
-        self.life.audit.append({"time_ns": time_ns, "actor": actor, "action": f"accept {dim} {list(key)}",
+        self.life.audit.append({"time_ns": time_ns, "actor": actor, "action": f"accept {dim} {spelling(dim, key)}",
                                 "reason": reason})
+
+    def reject(self, dim: str, key: tuple[Any, ...], actor: str, time_ns: int, reason: str = "") -> bool:
+        """Remove one item by decision (audited even if it was already gone); True if it was there."""
+        from models.items import spelling
+
+        if dim not in self.profile.items:
+            raise ValueError(f"dimension {dim!r} is not one of {', '.join(self.profile.items)}")
+        found = self.profile.items[dim].pop(key, None) is not None
+        self.life.audit.append({"time_ns": time_ns, "actor": actor, "action": f"reject {dim} {spelling(dim, key)}"
+                                + ("" if found else " (was not in the baseline)"), "reason": reason})
+        return found
 
     # -- explanations ----------------------------------------------------------------------
     def nearest(self, dim: str, key: tuple[Any, ...]) -> list[str]:
@@ -126,7 +138,7 @@ class ImageBaseline:
         if dim in ("process", "parent"):
             known = sorted({k[0] for k in self.profile.items["process"]})
             return difflib.get_close_matches(str(key[0]), known, n=3, cutoff=0.0)[:3] or known[:5]
-        return [_fmt(dim, k) for k in sorted(items, key=repr)[:8]]
+        return [fmt_item(dim, k) for k in sorted(items, key=repr)[:8]]
 
     def context(self) -> dict[str, Any]:
         return {"learned_s": round(self.learned_s(), 1), "containers": len(self.profile.containers),
@@ -134,7 +146,7 @@ class ImageBaseline:
                 "seeded_from": self.life.seeded_from}
 
 
-def _fmt(dim: str, key: tuple[Any, ...]) -> str:
+def fmt_item(dim: str, key: tuple[Any, ...]) -> str:
     if dim in ("listen", "inbound"):
         return f"{key[0]}/{key[1]}"
     if dim == "outbound":
@@ -149,4 +161,4 @@ def _fmt(dim: str, key: tuple[Any, ...]) -> str:
 def describe(dim: str, key: tuple[Any, ...], ev: Event) -> str:
     if dim in ("process", "parent"):
         return f"{ev.exe} (parent {ev.pexe or '?'}, uid {ev.uid})"
-    return _fmt(dim, key)
+    return fmt_item(dim, key)

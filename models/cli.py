@@ -1,7 +1,9 @@
 """``cgsentry-sensor model ...``: the baseline as a reviewable artefact.
 
-show / list / diff / export (seccomp, NetworkPolicy) / mode / accept / reject / relearn, all on
-the model store (``--store``, env ``CGSENTRY_MODEL_DIR``, default /var/lib/cgsentry/models).
+show / list / diff / export (seccomp, NetworkPolicy) / mode / accept / reject, all on the model
+store (``--store``, env ``CGSENTRY_MODEL_DIR``, default /var/lib/cgsentry/models). Items are shown
+and taken in one spelling (models/items.py). mode / accept / reject are decisions: queued for a
+sensor running on the store and applied to the model file at once (models/decisions.py).
 """
 
 from __future__ import annotations
@@ -10,18 +12,18 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from models import store
+from models import decisions, items, store
 from models.baseline import MODES, ImageBaseline, ModelConfig
+from models.decisions import Decision
 from models.engine import ModelEngine
 from models.errors import ModelError
 from models.export import network_policy, seccomp_profile
-from models.profile import DIMENSIONS, ItemStat
+from models.profile import DIMENSIONS
 
 DEFAULT_STORE = Path("/var/lib/cgsentry/models")
 
@@ -31,7 +33,7 @@ def store_dir(args: argparse.Namespace) -> Path:
 
 
 def _engine(args: argparse.Namespace) -> ModelEngine:
-    eng = ModelEngine.open(store_dir(args), ModelConfig())
+    eng = ModelEngine.open(store_dir(args), ModelConfig(), owner=False)  # the sensor owns the store
     for err in eng.load_errors:
         print(f"warning: {err}", file=sys.stderr)
     return eng
@@ -45,16 +47,16 @@ def _resolve(eng: ModelEngine, ref: str) -> ImageBaseline:
 
 
 def summary(b: ImageBaseline) -> dict[str, Any]:
-    items = {d: sorted(_item(d, k, s) for k, s in b.profile.items[d].items()) for d in DIMENSIONS}
     return {"key": b.key, "image": b.image, "mode": b.mode, "learned_s": round(b.learned_s(), 1),
             "stable_s": round(b.stable_s(), 1), "containers": len(b.profile.containers),
             "nodes": sorted(b.profile.nodes), "seeded_from": b.life.seeded_from,
             "rate_windows": int(len(b.rate.windows)), "would_enforce": b.life.would_enforce,
-            "items": items, "audit": b.life.audit}
+            "items": {d: [items.to_json(d, k, b.profile.items[d][k]) for k in _sorted(b, d)] for d in DIMENSIONS},
+            "audit": b.life.audit}
 
 
-def _item(dim: str, key: tuple[Any, ...], s: ItemStat) -> str:
-    return f"{' '.join(str(k) for k in key)}  (count {s.count}, containers {len(s.containers)})"
+def _sorted(b: ImageBaseline, dim: str, keys: Any = None) -> list[tuple[Any, ...]]:
+    return sorted(b.profile.items[dim] if keys is None else keys, key=items.sort_key)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -73,34 +75,37 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    s = summary(_resolve(_engine(args), args.image))
+    b = _resolve(_engine(args), args.image)
+    s = summary(b)
     if args.json:
         print(json.dumps(s, indent=2, default=str))
         return 0
     print(f"image {s['image'] or s['key']}  mode {s['mode']}  learned {s['learned_s']}s observed "
           f"(stable {s['stable_s']}s) on {s['containers']} container(s)")
-    for dim, items in s["items"].items():
-        print(f"  {dim} ({len(items)}):")
-        for it in items:
-            print(f"    {it}")
+    for dim in DIMENSIONS:
+        print(f"  {dim} ({len(b.profile.items[dim])}):")
+        for key in _sorted(b, dim):
+            print(f"    {items.human(dim, key, b.profile.items[dim][key])}")
     return 0
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    """Items only in A or only in B, spelled as ``model accept`` takes them (JSON: structured)."""
     eng = _engine(args)
     a, b = _resolve(eng, args.a), _resolve(eng, args.b)
-    diff = {d: {"only_a": sorted(map(str, a.profile.items[d].keys() - b.profile.items[d].keys())),
-                "only_b": sorted(map(str, b.profile.items[d].keys() - a.profile.items[d].keys()))}
-            for d in DIMENSIONS}
+    only = {d: (_sorted(a, d, a.profile.items[d].keys() - b.profile.items[d].keys()),
+                _sorted(b, d, b.profile.items[d].keys() - a.profile.items[d].keys())) for d in DIMENSIONS}
     if args.json:
-        print(json.dumps(diff, indent=2))
+        print(json.dumps({d: {"only_a": [items.to_json(d, k, a.profile.items[d][k]) for k in in_a],
+                              "only_b": [items.to_json(d, k, b.profile.items[d][k]) for k in in_b]}
+                          for d, (in_a, in_b) in only.items()}, indent=2, default=str))
     else:
-        for d, v in diff.items():
-            for item in v["only_a"]:
-                print(f"- {d} {item}")
-            for item in v["only_b"]:
-                print(f"+ {d} {item}")
-    return 1 if any(v["only_a"] or v["only_b"] for v in diff.values()) else 0
+        for d, (in_a, in_b) in only.items():
+            for key in in_a:
+                print(f"- {d} {items.spelling(d, key)}")
+            for key in in_b:
+                print(f"+ {d} {items.spelling(d, key)}")
+    return 1 if any(in_a or in_b for in_a, in_b in only.values()) else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -114,33 +119,47 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _actor() -> str:
+    return f"cli:{os.environ.get('USER', 'root')}"
+
+
 def cmd_mode(args: argparse.Namespace) -> int:
-    eng = _engine(args)
-    b = eng.get(args.image)
-    b.set_mode(args.mode, f"cli:{os.environ.get('USER', 'root')}", time.time_ns())
-    store.save(b, store_dir(args))
-    print(f"{b.image or b.key}: mode {b.mode}")
+    b = _engine(args).get(args.image)
+    note = _decide(args, Decision("mode", b.key, _actor(), args.reason or "", mode=args.mode))
+    print(f"{b.image or b.key}: mode {args.mode}{note}")
     return 0
 
 
 def cmd_item(args: argparse.Namespace) -> int:
     """accept: add an item to the baseline; reject: remove it. Both are audited."""
-    eng = _engine(args)
-    b = eng.get(args.image)
-    if args.dimension not in DIMENSIONS:
-        raise ModelError(f"dimension {args.dimension!r} is not one of {', '.join(DIMENSIONS)}", exit_code=64)
-    key = tuple(int(p) if p.lstrip("-").isdigit() else p for p in args.item)
-    actor = f"cli:{os.environ.get('USER', 'root')}"
-    if args.model_command == "accept":
-        b.accept(args.dimension, key, actor, time.time_ns(), args.reason or "")
-    else:
-        if b.profile.items[args.dimension].pop(key, None) is None:
-            raise ModelError(f"{args.image}: {args.dimension} item {key} is not in the baseline", exit_code=66)
-        b.life.audit.append({"time_ns": time.time_ns(), "actor": actor, "action": f"reject {args.dimension} {key}",
-                             "reason": args.reason or ""})
-    store.save(b, store_dir(args))
-    print(f"{args.model_command}ed {args.dimension} {key} for {b.image or b.key}")
+    b = _engine(args).get(args.image)
+    key = items.parse_key(args.dimension, args.item)
+    if args.model_command == "reject" and not b.profile.known(args.dimension, key):
+        raise ModelError(f"{args.image}: {args.dimension} item {items.spelling(args.dimension, key)} is not in "
+                         "the baseline (see `cgsentry-sensor model show`)", exit_code=66)
+    note = _decide(args, Decision(args.model_command, b.key, _actor(), args.reason or "",
+                                  dimension=args.dimension, key=key))
+    print(f"{args.model_command}ed {args.dimension} {items.spelling(args.dimension, key)} for "
+          f"{b.image or b.key}{note}")
     return 0
+
+
+def _decide(args: argparse.Namespace, d: Decision) -> str:
+    """Queue ``d`` for a running sensor (it applies the inbox every second and never saves over
+    it), then apply it to the model file now, under the store lock, for when none runs."""
+    directory = store_dir(args)
+    decisions.post(directory, d)
+    with decisions.locked(directory, timeout_s=5.0) as got:
+        if not got:
+            return " (queued: the model store is busy; the sensor applies it when it next ticks)"
+        path = directory / store.file_name(d.image_key)
+        try:
+            b = store.load(path, ModelConfig())
+        except ModelError as err:
+            return f" (queued; the model file could not be updated: {err})"
+        decisions.apply(d, b)
+        store.save(b, directory)
+    return ""
 
 
 def register(sub: Any) -> None:
@@ -169,11 +188,13 @@ def register(sub: Any) -> None:
     md = ms.add_parser("mode", help="set learn/alert/enforce")
     md.add_argument("image")
     md.add_argument("mode", choices=MODES)
+    md.add_argument("--reason")
     md.set_defaults(func=cmd_mode)
     for name in ("accept", "reject"):
         it = ms.add_parser(name, help=f"{name} one item (audited)")
         it.add_argument("image")
         it.add_argument("dimension", choices=DIMENSIONS)
-        it.add_argument("item", nargs="+", help="the item key, e.g. /bin/nc 0  or  tcp 8080")
+        it.add_argument("item", nargs="+", help="the item key as `model show`/`diff` spell it, e.g. "
+                        "/bin/nc 0 (exe uid), tcp 8080 (proto port), ptrace (syscall)")
         it.add_argument("--reason")
         it.set_defaults(func=cmd_item)

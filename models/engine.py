@@ -11,12 +11,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from models import store
+from models import decisions, store
 from models.baseline import ImageBaseline, ModelConfig, describe
 from models.errors import ModelError
+from models.explain import rate_finding
 from models.features import Window, add_event, add_syscalls, vector
 from models.profile import endpoint_key, item_keys
-from models.ratemodel import Z_LIMIT, RateScore
 from sensor.events import (
     HOST,
     NEW_LISTEN_PORT,
@@ -24,7 +24,6 @@ from sensor.events import (
     NEW_PARENT,
     NEW_PROCESS,
     NEW_SYSCALL,
-    RATE_ANOMALY,
     Event,
     Finding,
 )
@@ -64,9 +63,12 @@ class ModelEngine:
         self._last_net: dict[tuple[int, int, bool], int] = {}
 
     @classmethod
-    def open(cls, store_dir: Path, config: ModelConfig | None = None, node: str = "") -> ModelEngine:
+    def open(cls, store_dir: Path, config: ModelConfig | None = None, node: str = "",
+             owner: bool = True) -> ModelEngine:
         """Load every model in ``store_dir``; corrupt files are quarantined and listed in
-        ``load_errors`` (the image relearns) — never silently dropped."""
+        ``load_errors`` (the image relearns) — never silently dropped. Operators' queued decisions
+        (models/decisions.py) are applied; the ``owner`` (the sensor) also saves them and empties
+        the inbox, a reader (the CLI) only sees them."""
         eng = cls(config, store_dir, node)
         for path in sorted(store_dir.glob("*.model")) if store_dir.is_dir() else []:
             try:
@@ -76,6 +78,10 @@ class ModelEngine:
                 eng.load_errors.append(str(err))
                 continue
             eng.images[b.key] = b
+        if owner:
+            eng.apply_decisions(timeout_s=2.0)
+        else:
+            eng._apply_pending(owner=False)
         return eng
 
     # -- learning and scoring ----------------------------------------------------------------
@@ -124,10 +130,10 @@ class ModelEngine:
         new_process = False
         for dim, key in item_keys(ev):
             if b.profile.known(dim, key):
-                b.profile.learn(dim, key, ev)
+                b.profile.learn(dim, key, ev, self.node)
                 continue
             if learning:
-                if not frozen and b.profile.learn(dim, key, ev):
+                if not frozen and b.profile.learn(dim, key, ev, self.node):
                     b.note_new_item()
                 continue
             if dim == "parent" and new_process or dim == "args" and not self._args_stable(b, ev):
@@ -175,6 +181,8 @@ class ModelEngine:
             add_event(cur[1], ev.kind, ev.ret, endpoint_key(ev) if ev.kind == "connect" else None)
         elif ev.kind == "connect":
             cur[1].endpoints.add(endpoint_key(ev))
+        if ev.kind == "exec":
+            cur[1].note_exec(ev.exe)
         cur[1].last_event = ev
         return out
 
@@ -191,25 +199,12 @@ class ModelEngine:
         evidence = w.last_event if isinstance(w.last_event, Event) else ev
         if score is None or not score.anomalous or evidence is None:
             return []
-        return [self._rate_finding(b, container, score, evidence)]
-
-    def _rate_finding(self, b: ImageBaseline, container: str, s: RateScore, ev: Event) -> Finding:
-        top = ", ".join(f"{name} {val:.1f}/s (learned {mean:.1f}/s)" for name, val, mean, _ in s.top)
-        priority = "CRITICAL" if s.score > s.threshold * 1.5 else "WARNING"
-        return Finding(kind=RATE_ANOMALY, rule="Rate Anomaly", priority=priority,
-                       output=f"rate anomaly in image {b.image or b.key} container "
-                              f"{ev.container_name or container[:12]}: {top}; forest score "
-                              f"{s.score:.3f} (threshold {s.threshold:.3f}), largest deviation "
-                              f"z={s.top[0][3]:.1f} on {s.top[0][0]} (limit {Z_LIMIT:.0f})",
-                       event=ev, time_ns=ev.time_ns, source="model", tags=("baseline", "rate"),
-                       explanation={"score": s.score, "threshold": s.threshold,
-                                    "top_features": [list(t) for t in s.top],
-                                    "expected": [f"{n} ~{m:.1f}/s" for n, _, m, _ in s.top],
-                                    "seen": top, **b.context()},
-                       mode=b.mode, during_loss=b.life.frozen(ev.time_ns))
+        return [rate_finding(b, container, score, w, evidence)]
 
     def tick(self, now_ns: int) -> list[Finding]:
-        """Close windows of containers idle for a whole window (they count as quiet windows)."""
+        """Apply operators' queued decisions (the sensor ticks every second), and close windows of
+        containers idle for a whole window (they count as quiet windows)."""
+        self.apply_decisions()
         out: list[Finding] = []
         for container, (key, w) in list(self._windows.items()):
             if now_ns - w.start_ns >= 2 * self.config.window_s * 1e9:
@@ -306,9 +301,62 @@ class ModelEngine:
         return local
 
     def save_all(self) -> list[Path]:
+        """Save every baseline, with the decisions queued until now applied first (so an operator's
+        decision made since the last tick is not written over), then remove them from the inbox."""
         if self.store_dir is None:
             return []
-        return [store.save(b, self.store_dir) for b in self.images.values()]
+        with decisions.locked(self.store_dir, timeout_s=1.0) as got:
+            if not got:
+                log.warning("model store %s stayed locked; saving anyway", self.store_dir)
+            applied, _ = self._apply_pending(owner=True)
+            paths = [store.save(b, self.store_dir) for b in self.images.values()]
+            decisions.done(applied)
+        return paths
+
+    def apply_decisions(self, timeout_s: float = 0.0) -> int:
+        """Apply queued operator decisions, save the baselines they touched, then empty the inbox
+        of them. Cheap when none wait; skipped (next tick) while a CLI holds the store lock, and
+        on an I/O error (logged; the decisions stay queued). Returns how many were consumed."""
+        if self.store_dir is None or not decisions.has_pending(self.store_dir):
+            return 0
+        try:
+            with decisions.locked(self.store_dir, timeout_s) as got:
+                if not got:
+                    return 0
+                applied, touched = self._apply_pending(owner=True)
+                for key in touched:
+                    store.save(self.images[key], self.store_dir)
+                decisions.done(applied)
+        except (OSError, ModelError) as err:
+            log.error("cannot apply queued model decisions in %s: %s", self.store_dir, err)
+            return 0
+        return len(applied)
+
+    def _apply_pending(self, owner: bool) -> tuple[list[Path], set[str]]:
+        """Apply queued decisions in memory: the paths of those now reflected in the baselines, and
+        the keys of the baselines that changed. The owner sets aside (logged) decisions it cannot
+        apply: unknown image, invalid."""
+        if self.store_dir is None:
+            return [], set()
+        found, errors = decisions.pending(self.store_dir)
+        for err in errors:
+            log.error("%s", err)
+            self.load_errors.append(err)
+        applied: list[Path] = []
+        touched: set[str] = set()
+        for path, d in found:
+            b = self.images.get(d.image_key)
+            try:
+                if b is None:
+                    raise ValueError(f"no model for image {d.image_key!r}")
+                if decisions.apply(d, b):
+                    log.info("image %s: %s by %s applied", b.key, d.action, d.actor)
+                    touched.add(b.key)
+                applied.append(path)
+            except ValueError as err:
+                if owner:
+                    log.error("decision %s: %s; moved to %s", path, err, decisions.set_aside(path, "failed").name)
+        return applied, touched
 
     def stats(self) -> dict[str, int]:
         out = {"model_images": len(self.images), "model_events": self.events}

@@ -1,7 +1,10 @@
 """Rate features over fixed windows per container — ONE module for training and scoring.
 
 A window accumulates event counts and syscall-counter deltas; :func:`vector` turns it into
-per-second rates in the fixed order of :data:`FEATURES`.
+per-second rates in the fixed order of :data:`FEATURES`. The ``sc_*`` features come from the
+kernel's per-cgroup syscall profiler, which the sensor runs only for containers of images that are
+learning (sensor/watch.py): they are recorded in training windows but read 0 in alert and enforce
+mode, so the rate model fits and scores only :data:`SCORED_FEATURES`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,12 @@ from sensor import syscalls
 FEATURES: Final = ("execs", "forks", "exits", "connects", "connect_failures", "accepts", "listens",
                    "opens", "sensitive", "distinct_endpoints", "sc_file", "sc_network", "sc_process",
                    "sc_memory", "sc_ipc", "sc_other")
+
+# Fed by the syscall profiler: on while an image learns, off once it alerts or enforces.
+PROFILER_FEATURES: Final = tuple(f for f in FEATURES if f.startswith("sc_"))
+# Available in every mode: what the rate model is trained and scored on.
+SCORED_FEATURES: Final = tuple(f for f in FEATURES if f not in PROFILER_FEATURES)
+MAX_EXES_PER_WINDOW: Final = 256  # distinct executables counted per window (memory bound)
 
 _CLASSES: Final = {
     "file": ("open", "read", "write", "close", "stat", "fstat", "lstat", "lseek", "pread", "pwrite",
@@ -44,9 +53,17 @@ class Window:
     counts: dict[str, float] = field(default_factory=dict)
     endpoints: set[tuple[object, ...]] = field(default_factory=set)
     last_event: object = None  # the window's latest event: a finding's evidence
+    exes: dict[str, int] = field(default_factory=dict)  # executables run in the window: count
 
     def add(self, name: str, n: float = 1.0) -> None:
         self.counts[name] = self.counts.get(name, 0.0) + n
+
+    def note_exec(self, exe: str) -> None:
+        if exe in self.exes or len(self.exes) < MAX_EXES_PER_WINDOW:
+            self.exes[exe] = self.exes.get(exe, 0) + 1
+
+    def top_exes(self, n: int = 3) -> list[tuple[str, int]]:
+        return sorted(self.exes.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
 
 
 _KIND_FEATURE: Final = {"exec": "execs", "fork": "forks", "exit": "exits", "accept": "accepts",

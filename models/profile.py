@@ -25,12 +25,15 @@ class ItemStat:
     count: int = 1
     containers: set[str] = field(default_factory=set)
     provenance: dict[str, Any] = field(default_factory=dict)  # who saw it first: container, parent
+    nodes: set[str] = field(default_factory=set)  # sensors' node names that saw it (empty: unnamed)
 
-    def bump(self, time_ns: int, container: str) -> None:
+    def bump(self, time_ns: int, container: str, node: str = "") -> None:
         self.count += 1
         self.last_ns = max(self.last_ns, time_ns)
         if len(self.containers) < MAX_CONTAINERS_TRACKED:
             self.containers.add(container)
+        if node:
+            self.nodes.add(node)
 
     def merged(self, other: ItemStat) -> ItemStat:
         first = self if (self.first_ns, sorted(self.containers)) <= (
@@ -38,14 +41,17 @@ class ItemStat:
         return ItemStat(min(self.first_ns, other.first_ns), max(self.last_ns, other.last_ns),
                         self.count + other.count,
                         set(sorted(self.containers | other.containers)[:MAX_CONTAINERS_TRACKED]),
-                        dict(first.provenance))
+                        dict(first.provenance), self.nodes | other.nodes)
 
     def to_list(self) -> list[Any]:
-        return [self.first_ns, self.last_ns, self.count, sorted(self.containers), self.provenance]
+        return [self.first_ns, self.last_ns, self.count, sorted(self.containers), self.provenance,
+                sorted(self.nodes)]
 
     @classmethod
     def from_list(cls, data: list[Any]) -> ItemStat:
-        return cls(int(data[0]), int(data[1]), int(data[2]), set(data[3]), dict(data[4]))
+        """Format 1 rows have no node list (5 fields)."""
+        return cls(int(data[0]), int(data[1]), int(data[2]), set(data[3]), dict(data[4]),
+                   set(data[5]) if len(data) > 5 else set())
 
 
 def endpoint_key(ev: Event) -> tuple[str, int, str]:
@@ -74,7 +80,7 @@ def item_keys(ev: Event) -> Iterator[tuple[str, tuple[Any, ...]]]:
         yield "listen", (ev.proto, ev.sport)
     elif ev.kind == "connect" and ev.ret in (0, -115):  # success or EINPROGRESS
         yield "outbound", endpoint_key(ev)
-    elif ev.kind == "accept":
+    elif ev.kind == "accept" and ev.sport:  # port 0: the sensor could not tell which listener
         yield "inbound", (ev.proto, ev.sport)
     elif ev.kind == "syscall":
         yield "syscall", (ev.syscall_nr,)
@@ -91,17 +97,17 @@ class ImageProfile:
     def known(self, dim: str, key: tuple[Any, ...]) -> bool:
         return key in self.items[dim]
 
-    def learn(self, dim: str, key: tuple[Any, ...], ev: Event) -> bool:
-        """Record an occurrence; True if the item is new."""
+    def learn(self, dim: str, key: tuple[Any, ...], ev: Event, node: str = "") -> bool:
+        """Record an occurrence (seen on sensor ``node``, if named); True if the item is new."""
         table = self.items[dim]
         stat = table.get(key)
         if stat is not None:
-            stat.bump(ev.time_ns, ev.container_id)
+            stat.bump(ev.time_ns, ev.container_id, node)
             return False
         table[key] = ItemStat(ev.time_ns, ev.time_ns, 1, {ev.container_id},
                               {"container": ev.container_name or ev.container_id[:12],
                                "container_id": ev.container_id, "parent": ev.pexe,
-                               "time_ns": ev.time_ns})
+                               "time_ns": ev.time_ns}, {node} if node else set())
         return True
 
     def size(self) -> int:

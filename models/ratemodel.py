@@ -1,5 +1,9 @@
 """Rate model: a seeded IsolationForest per image over learning-period windows.
 
+Windows keep every feature (:data:`~models.features.FEATURES`); the forest and the z-scores use
+only the model's ``features`` (by default :data:`~models.features.SCORED_FEATURES`, those available
+in alert and enforce mode), so a feature whose source is off when scoring is never compared.
+
 Persisted as its training windows only (no pickle): :meth:`RateModel.fit` is deterministic for
 the same windows and seed, so loading a model refits it to identical scores.
 
@@ -17,7 +21,7 @@ from typing import Any
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from models.features import FEATURES
+from models.features import FEATURES, SCORED_FEATURES
 
 MIN_WINDOWS = 6
 
@@ -33,13 +37,21 @@ class RateScore:
     burst of connects and nothing else), so a z-score guard on each feature backs it up.
     """
 
-    score: float
-    threshold: float
+    score: float  # higher = more anomalous
+    threshold: float  # alert above
     top: list[tuple[str, float, float, float]]  # (feature, value, train mean, z)
 
     @property
+    def forest_anomalous(self) -> bool:
+        return self.score > self.threshold
+
+    @property
+    def z_anomalous(self) -> bool:
+        return bool(self.top) and abs(self.top[0][3]) > Z_LIMIT
+
+    @property
     def anomalous(self) -> bool:
-        return self.score > self.threshold or (bool(self.top) and abs(self.top[0][3]) > Z_LIMIT)
+        return self.forest_anomalous or self.z_anomalous
 
 
 def average_path_length(n: np.ndarray) -> np.ndarray:
@@ -103,15 +115,21 @@ class FlatForest:
 
 
 class RateModel:
-    def __init__(self, seed: int = 7, contamination_quantile: float = 0.99, margin: float = 0.1) -> None:
+    def __init__(self, seed: int = 7, contamination_quantile: float = 0.99, margin: float = 0.1,
+                 features: tuple[str, ...] = SCORED_FEATURES) -> None:
+        unknown = sorted(set(features) - set(FEATURES))
+        if unknown or not features:
+            raise ValueError(f"rate model features {unknown or '(none)'} are not in this version's feature set")
         self.seed = seed
         self.quantile = contamination_quantile
         self.margin = margin
-        self.windows = np.zeros((0, len(FEATURES)), dtype=np.float64)
+        self.features = tuple(f for f in FEATURES if f in features)  # fitted and scored, in FEATURES order
+        self._cols = np.array([FEATURES.index(f) for f in self.features], dtype=np.intp)
+        self.windows = np.zeros((0, len(FEATURES)), dtype=np.float64)  # every feature, as recorded
         self._forest: FlatForest | None = None
         self.threshold = float("inf")
-        self._mean = np.zeros(len(FEATURES))
-        self._std = np.ones(len(FEATURES))
+        self._mean = np.zeros(len(self.features))
+        self._std = np.ones(len(self.features))
 
     def add_window(self, vec: np.ndarray) -> None:
         self.windows = np.vstack([self.windows, vec[None, :]])
@@ -125,7 +143,7 @@ class RateModel:
         if len(self.windows) < MIN_WINDOWS:
             self._forest = None
             return False
-        x = self._canonical(self.windows)
+        x = self._canonical(self.windows[:, self._cols])
         forest = IsolationForest(n_estimators=100, random_state=self.seed, contamination="auto")
         flat = FlatForest(forest.fit(x))
         train = flat.score(x)
@@ -140,25 +158,31 @@ class RateModel:
         return x[np.lexsort(x.T[::-1])] if len(x) else x
 
     def score(self, vec: np.ndarray) -> RateScore | None:
+        """Score one window (all FEATURES, as :func:`~models.features.vector` gives it) on the
+        model's features only; None while the model is off."""
         if self._forest is None:
             return None
+        vec = vec[self._cols]
         s = float(self._forest.score(vec)[0])
         # floor the spread: half the mean or 0.1/s, so a stable feature does not turn any
         # small change into a huge z
         z = (vec - self._mean) / np.maximum(self._std, np.maximum(0.5 * self._mean, 0.1))
         order = np.argsort(-np.abs(z))[:3]
-        top = [(FEATURES[i], float(vec[i]), float(self._mean[i]), float(z[i])) for i in order]
+        top = [(self.features[i], float(vec[i]), float(self._mean[i]), float(z[i])) for i in order]
         return RateScore(s, self.threshold, top)
 
     def to_dict(self) -> dict[str, Any]:
         x = self._canonical(self.windows)
         return {"seed": self.seed, "quantile": self.quantile, "margin": self.margin,
-                "features": list(FEATURES), "shape": list(x.shape), "dtype": "float64",
-                "windows": x.astype(np.float64).tobytes()}
+                "features": list(FEATURES), "scored": list(self.features), "shape": list(x.shape),
+                "dtype": "float64", "windows": x.astype(np.float64).tobytes()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RateModel:
-        model = cls(int(data["seed"]), float(data["quantile"]), float(data["margin"]))
+        """``features`` names the stored window columns; ``scored`` the ones fitted (format 1 had
+        none: models/store.py migrates it to SCORED_FEATURES)."""
+        model = cls(int(data["seed"]), float(data["quantile"]), float(data["margin"]),
+                    tuple(data.get("scored", SCORED_FEATURES)))
         if list(data.get("features", [])) != list(FEATURES):
             raise ValueError("rate model features differ from this version's feature set")
         rows, cols = data["shape"]
@@ -166,6 +190,7 @@ class RateModel:
         return model
 
     def merged(self, other: RateModel) -> RateModel:
-        out = RateModel(self.seed, self.quantile, self.margin)
+        common = tuple(f for f in self.features if f in other.features) or SCORED_FEATURES
+        out = RateModel(self.seed, self.quantile, self.margin, common)
         out.windows = self._canonical(np.vstack([self.windows, other.windows]))
         return out

@@ -2,6 +2,11 @@
 
 No pickle: the rate model is stored as its training windows (raw float64 bytes + shape) and
 refit on load with its seed, which reproduces identical scores.
+
+Format history: 1 — first; 2 — the rate model names the features it fits (``rate.scored``: the
+syscall-profiler features are recorded but not fitted, they read 0 once an image stops learning),
+items carry the nodes that saw them. A version-1 file is migrated on load (its rate model then
+fits on :data:`~models.features.SCORED_FEATURES`, from the same stored windows).
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ import msgpack
 
 from models.baseline import ImageBaseline, Lifecycle, ModelConfig
 from models.errors import ModelError
+from models.features import SCORED_FEATURES
 from models.profile import ImageProfile
 from models.ratemodel import RateModel
 
 FORMAT = "cgsentry-model"
-VERSION = 1
+VERSION = 2
 
 
 def file_name(key: str) -> str:
@@ -35,7 +41,19 @@ def to_dict(b: ImageBaseline) -> dict[str, Any]:
             "profile": b.profile.to_dict(), "rate": b.rate.to_dict(), "life": life}
 
 
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """An older format's dict as the current one (a copy; a current dict is returned as is)."""
+    version = data.get("version", VERSION)
+    if version == 1:
+        # items' 5-field rows read as "no nodes" (ItemStat.from_list); the rate model scored every
+        # feature, including those that read 0 after learning: fit it on the scored set instead
+        data = {**data, "version": 2, "rate": {**data["rate"], "scored": list(SCORED_FEATURES)}}
+    return data
+
+
 def from_dict(data: dict[str, Any], config: ModelConfig) -> ImageBaseline:
+    """A baseline from its stored form (any version up to :data:`VERSION`, migrated)."""
+    data = migrate(data)
     b = ImageBaseline(data["key"], data.get("image", ""), config)
     b.profile = ImageProfile.from_dict(data["profile"])
     b.rate = RateModel.from_dict(data["rate"])

@@ -77,7 +77,7 @@ def test_suppressed_model_alert_joins_the_baseline(tmp_path: Path) -> None:
     b.accept(item.dimension, tuple(json.loads(item.key_json)), item.actor, time.time_ns(), item.reason)
     again = deviation("new_listen_port", 2_000_000_001 * 10**9, i=1)[0]
     assert eng.handle(again) == []  # the same port in another container is now expected
-    assert b.life.audit[-1]["action"] == "accept listen ['tcp', 4444]"
+    assert b.life.audit[-1]["action"] == "accept listen tcp 4444"
     assert "baseline item sent to 1 sensor" in store.audit_entries()[0]["result"]
     link.close()
     server.stop(0)

@@ -39,6 +39,14 @@ def test_profile_dimensions_are_learned() -> None:
     assert len(b.profile.containers) == 3
 
 
+def test_an_accept_whose_local_port_is_unknown_is_not_an_item() -> None:
+    """Port 0 means the sensor could not tell the listener, not that the image serves port 0."""
+    from models.profile import item_keys
+
+    assert list(item_keys(Event("accept", 1, proto="tcp", sport=8080))) == [("inbound", ("tcp", 8080))]
+    assert list(item_keys(Event("accept", 1, proto="tcp", sport=0))) == []
+
+
 def test_observed_time_and_auto_promotion() -> None:
     eng = ModelEngine(CFG)
     evs = fleet(1, 240)

@@ -144,7 +144,8 @@ def test_cli_diff_model_files(cli: tuple[Path, object], tmp_path_factory: pytest
     capsys.readouterr()
     assert run("diff", str(a), str(b_path), "--json") == 1  # type: ignore[operator]
     diff = json.loads(capsys.readouterr().out)
-    assert diff["listen"] == {"only_a": ["('tcp', 8080)"], "only_b": []}
+    [item] = diff["listen"]["only_a"]  # structured, as `model show --json` gives items
+    assert (item["kind"], item["proto"], item["port"], diff["listen"]["only_b"]) == ("listen", "tcp", 8080, [])
 
 
 def test_cli_networkpolicy_to_file(cli: tuple[Path, object], tmp_path_factory: pytest.TempPathFactory) -> None:

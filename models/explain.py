@@ -1,0 +1,58 @@
+"""Explanations of rate findings: the features that moved, which test fired and in which direction
+(both scores read "higher = more unusual"), what the window ran and where it connected, and the
+window's last event labelled as such (it is a sample of the window, not the anomaly itself)."""
+
+from __future__ import annotations
+
+from models.baseline import ImageBaseline, fmt_item
+from models.features import Window
+from models.ratemodel import Z_LIMIT, RateScore
+from sensor.events import RATE_ANOMALY, Event, Finding
+
+
+def rate_finding(b: ImageBaseline, container: str, s: RateScore, w: Window, ev: Event) -> Finding:
+    """A rate finding that says which features moved, which test fired and in which direction,
+    what the window ran and where it connected, and that its event is the window's last one."""
+    top = ", ".join(f"{name} {val:.1f}/s (learned {mean:.1f}/s)" for name, val, mean, _ in s.top)
+    priority = "CRITICAL" if s.score > s.threshold * 1.5 else "WARNING"
+    why = _rate_reasons(s)
+    window = _window_summary(w, b.config.window_s)
+    last = f"last event of the window: {_event_text(ev)}"
+    endpoints = [fmt_item("outbound", k) for k in sorted(w.endpoints, key=repr)[:5]]
+    return Finding(kind=RATE_ANOMALY, rule="Rate Anomaly", priority=priority,
+                   output=f"rate anomaly in image {b.image or b.key} container "
+                          f"{ev.container_name or container[:12]}: {top}; {'; '.join(why)}; {window}; {last}",
+                   event=ev, time_ns=ev.time_ns, source="model", tags=("baseline", "rate"),
+                   explanation={"score": s.score, "threshold": s.threshold, "reasons": why,
+                                "top_features": [list(t) for t in s.top],
+                                "expected": [f"{n} ~{m:.1f}/s" for n, _, m, _ in s.top],
+                                "seen": top, "window": window,
+                                "window_execs": [list(x) for x in w.top_exes()],
+                                "window_endpoints": endpoints,
+                                "evidence": last, **b.context()},
+                   mode=b.mode, during_loss=b.life.frozen(ev.time_ns))
+
+
+def _rate_reasons(s: RateScore) -> list[str]:
+    """Why a window alerted, each test stated with its direction (higher score = more unusual)."""
+    name, value, mean, z = s.top[0]
+    out = [f"{name} {value:.1f}/s is {abs(z):.1f} deviations {'above' if z > 0 else 'below'} its learned "
+           f"{mean:.1f}/s ({'alert' if s.z_anomalous else 'no alert'} beyond {Z_LIMIT:.0f})"]
+    out.append(f"anomaly score {s.score:.3f} {'is above' if s.forest_anomalous else 'is not above'} the "
+               f"alert level {s.threshold:.3f} (isolation forest, higher = more unusual)")
+    return out if s.z_anomalous else out[::-1]
+
+
+def _window_summary(w: Window, window_s: float) -> str:
+    """What ran and where the window's connections went, as far as the window recorded it."""
+    exes = ", ".join(f"{exe} x{n}" for exe, n in w.top_exes()) or "none"
+    ends = ", ".join(fmt_item("outbound", k) for k in sorted(w.endpoints, key=repr)[:3])
+    more = f" (+{len(w.endpoints) - 3} more)" if len(w.endpoints) > 3 else ""
+    return f"in the {window_s:.0f}s window: executables {exes}; endpoints {ends + more or 'none'}"
+
+
+def _event_text(ev: Event) -> str:
+    what = " ".join(ev.args) if ev.args else ev.exe or ev.comm
+    if ev.kind in ("connect", "accept", "listen"):
+        what = f"{ev.exe or ev.comm} {ev.proto} {ev.daddr or ev.saddr}:{ev.dport or ev.sport}"
+    return f"{ev.kind} {what} (pid {ev.pid})"
