@@ -77,6 +77,19 @@ def wait_alert(server: str, timeout_s: float) -> dict[str, Any]:
     raise SystemExit("demo: no alert with action pause-container arrived")
 
 
+def wait_mode(server: str, mode: str, timeout_s: float) -> dict[str, Any]:
+    """The image as `cgsentry images list` shows it once its sensor reports ``mode``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        res = cgsentry("images", "list", "--json", server=server)
+        if res.returncode == 0:
+            mine = [i for i in json.loads(res.stdout) if i["image"] == IMAGE and i["mode"] == mode]
+            if mine:
+                return mine[0]
+        time.sleep(1)
+    raise SystemExit(f"demo: {IMAGE} did not reach {mode} mode within {timeout_s:.0f}s")
+
+
 def main() -> int:
     if os.geteuid() != 0:
         print("demo: run as root (the sensor loads BPF programs): sudo make demo", file=sys.stderr)
@@ -96,7 +109,7 @@ def main() -> int:
         wait_line(collector, "collector listening", 30)
         say("sensor: compiling and attaching the BPF programs")
         sensor = subprocess.Popen([PY, "-m", "sensor", "run", "--collector", server, "--state-dir",
-                                   str(work / "state"), "--learn-s", "20", "--stable-s", "8", "--window-s", "4",
+                                   str(work / "state"), "--learn-s", "20", "--stable-s", "8", "--window-s", "4", "--snapshot-s", "3",
                                    "--sensor-id", "demo-sensor", "--print-findings"],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         procs.append(sensor)
@@ -104,7 +117,8 @@ def main() -> int:
         say(f"container {NAME}: busybox httpd on 8080 and a wget loop, --network none")
         docker("run", "-d", "--name", NAME, "--network", "none", IMAGE, "sh", "-c", WORKLOAD)
         say("learning the image's baseline (20 s of observed activity, stable for 8 s)")
-        time.sleep(32)
+        promoted = wait_mode(server, "alert", 90)
+        say(f"collector: {IMAGE} is in {promoted['mode']} mode, set by {promoted['set_by']}")
         say("operator: switch the image to enforce, action pause")
         print("    " + cgsentry("images", "mode", IMAGE, "enforce", "--action", "pause", server=server).stdout.strip())
         time.sleep(2)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Final
 from sensor import layout as L
 from sensor.errors import EX_OSERR, NotPrivileged, SensorError, Unavailable
 from sensor.ringbuf import MmapRing, RingError
-from sensor.sockseed import existing_sockets
+from sensor.sockseed import Listener, existing_sockets
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,9 @@ class BpfProbe:
             raise SensorError(f"{err} (cgsentry needs BPF ring buffers: Linux 5.8 or later)",
                               exit_code=EX_OSERR) from err
         self._profiled: set[int] = set()
-        self.seed_sockets(existing_sockets())
+        seed = existing_sockets()
+        self.seed_sockets(seed.non_tcp)
+        self.seed_listeners(seed.listeners)
         self._profile_attached = True
         self._set_profile_attached(False)  # attached only while some cgroup is profiled
 
@@ -230,6 +232,16 @@ class BpfProbe:
         table = self._bpf[b"sock_types"]
         for tgid, fd, proto in sockets:
             table[table.Key((tgid << 32) | fd)] = table.Leaf(proto)
+
+    def seed_listeners(self, listeners: list[Listener]) -> None:
+        """Give TCP listeners bound before the programs attached the bind record accept() reads
+        its local port from."""
+        table = self._bpf[b"bound"]
+        for sock in listeners:
+            leaf = table.Leaf()
+            leaf.family, leaf.proto, leaf.sport = sock.family, 6, sock.port
+            leaf.saddr[:] = list(sock.addr)
+            table[table.Key((sock.tgid << 32) | sock.fd)] = leaf
 
     def forget_cgroup(self, cgroup_id: int) -> None:
         table = self._bpf[b"cgroups"]

@@ -31,9 +31,9 @@ from rules.policy import PolicyChecker, PolicySet
 from rules.policy import _image as parse_image_policy
 from rules.pushed import PushedRules
 from sensor.bpf_loader import ProbeOptions
-from sensor.events import Event, Finding
+from sensor.events import ACTIONS, BANNED_PROCESS, Event, Finding
 from sensor.link import CollectorLink, LinkCallbacks, LinkConfig
-from sensor.response import Responder
+from sensor.response import ActionGate, Responder
 from sensor.spool import Spool
 from sensor.tracer import Tracer
 
@@ -61,7 +61,7 @@ class Daemon:
         self.tracer.watcher.mode = self.effective_mode  # learn: profiled; enforce: urgent
         self.models.kernel_counts = True
         self.responder = Responder.create(use_docker=not args.no_docker)
-        self.acted: set[tuple[str, str]] = set()  # (container, action) already done
+        self.gate = ActionGate()  # one pause/kill per container per burst of findings
         self.banned: dict[int, set[str]] = {}
         self.pending: list[Finding] = []
         self.lock = threading.Lock()
@@ -123,6 +123,8 @@ class Daemon:
         pol = self.policies.for_image(ev.image, ev.image_id)
         mode = self.effective_mode(ev)
         action = pol.decide(f, mode)
+        if f.kind == BANNED_PROCESS and mode == "enforce" and ACTIONS.index(action) < ACTIONS.index("kill-process"):
+            action = "kill-process"  # banned means it does not run: the kernel's kill, or ours if it missed
         if mode == "alert":
             would = pol.would_enforce(f)
             if would not in ("alert", "none"):
@@ -140,10 +142,10 @@ class Daemon:
 
     def execute(self, f: Finding, action: str) -> None:
         ev = f.event
-        key = (ev.container_id, action)
-        if key in self.acted:
+        if action == "kill-process" and ev.killed:
+            return  # the kernel killed it at exec (the finding's output says so)
+        if not self.gate.admit(ev.container_id, action, ev.pid):
             return
-        self.acted.add(key)
         result = self.responder.act(action, ev.container_id, self.cgroup_path(ev.container_id), ev.pid)
         log.warning("%s %s (%s): %s", action, ev.container_name, f.rule, "ok" if result.ok else result.error)
         if self.link is not None:

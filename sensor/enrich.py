@@ -13,6 +13,7 @@ threads, processes of hosts without systemd), ``/init.scope``, ``/system.slice/*
 from __future__ import annotations
 
 import operator
+import re
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -40,16 +41,18 @@ _WITH_ANCESTRY: Final = frozenset({EXEC, CONNECT, ACCEPT, LISTEN, OPEN, SYS})
 # Re-exec of the running binary (busybox's "prefer applets" shells exec /proc/self/exe with the
 # applet name in argv[0]); the path the user meant is the applet's, next to the caller's binary.
 _SELF_EXE: Final = frozenset({"/proc/self/exe"})
+# Exec of an open descriptor (fexecve, execveat AT_EMPTY_PATH): the kernel names it /dev/fd/N.
+_FD_EXEC: Final = re.compile(r"/(dev|proc/self|proc/\d+)/fd/\d+")
 
 # Building the enriched copy positionally is ~2x faster than dataclasses.replace, which matters at
-# 200k events/s: one attrgetter call reads every field, nine slots are overwritten.
+# 200k events/s: one attrgetter call reads every field, ten slots are overwritten.
 _NAMES: Final = tuple(f.name for f in fields(Event))
 _ALL_FIELDS: Final = operator.attrgetter(*_NAMES)
-_CHANGED_NAMES: Final = ("ppid", "exe", "pexe", "ancestry", "container_id", "container_name", "image",
+_CHANGED_NAMES: Final = ("ppid", "exe", "args", "pexe", "ancestry", "container_id", "container_name", "image",
                          "image_id", "runtime")
 _CHANGED: Final = tuple(_NAMES.index(name) for name in _CHANGED_NAMES)
 # New values for _CHANGED_NAMES, in that order.
-_Changes = tuple[int, str, str, tuple[str, ...], str, str, str, str, str]
+_Changes = tuple[int, str, tuple[str, ...], str, tuple[str, ...], str, str, str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +132,7 @@ class Enricher:
         return Attribution(ref.container_id, meta.name, meta.image, meta.image_id, ref.runtime)
 
     def enrich(self, ev: Event) -> Event:
-        """A copy of the event with container fields, ppid, exe, parent exe and ancestry filled in.
+        """A copy of the event with container fields, ppid, exe, args, parent exe and ancestry filled in.
 
         fork/exec/exit events also update the process table (before the lookup, so an exec's
         ancestry already includes the fork that preceded it).
@@ -148,8 +151,8 @@ class Enricher:
         event between decode and enrich — should call this one.
         """
         ev, changes = self._changes(ev)
-        (ev.ppid, ev.exe, ev.pexe, ev.ancestry, ev.container_id, ev.container_name, ev.image, ev.image_id,
-         ev.runtime) = changes  # the order of _CHANGED_NAMES
+        (ev.ppid, ev.exe, ev.args, ev.pexe, ev.ancestry, ev.container_id, ev.container_name, ev.image,
+         ev.image_id, ev.runtime) = changes  # the order of _CHANGED_NAMES
         return ev
 
     def _changes(self, ev: Event) -> tuple[Event, _Changes]:
@@ -161,11 +164,15 @@ class Enricher:
             attr = self.attribution(ev.cgroup_id)
         if attr.runtime == UNKNOWN:
             self.unknown_events += 1
-        if ev.kind == EXEC and ev.exe in _SELF_EXE:
-            self.procs.admit(ev)  # the caller's binary names the applet
-            ev = self._applet(ev)
-        ppid, exe, pexe, ancestry = self.procs.observe(ev, ev.kind in _WITH_ANCESTRY)
-        return ev, (ppid, exe, pexe, ancestry, attr.container_id, attr.container_name, attr.image,
+        if ev.kind == EXEC:
+            if ev.exe in _SELF_EXE:
+                self.procs.admit(ev)  # the caller's binary names the applet
+                ev = self._applet(ev)
+            elif ev.exe.startswith(("/dev/fd/", "/proc/")) and _FD_EXEC.fullmatch(ev.exe):
+                self.procs.admit(ev)
+                ev = self._self_copy(ev)
+        ppid, exe, args, pexe, ancestry = self.procs.observe(ev, ev.kind in _WITH_ANCESTRY)
+        return ev, (ppid, exe, args, pexe, ancestry, attr.container_id, attr.container_name, attr.image,
                     attr.image_id, attr.runtime)
 
     __call__ = enrich
@@ -177,6 +184,17 @@ class Enricher:
             return ev
         exe = caller.exe.rsplit("/", 1)[0] + "/" + base
         return ev.replace(exe=exe, comm=base[:15] if ev.comm == "exe" else ev.comm)
+
+    def _self_copy(self, ev: Event) -> Event:
+        """A process re-exec'ing a sealed copy of its own binary from a descriptor (runc and crun
+        do, against CVE-2019-5736) keeps its binary's name, which it also keeps as comm: otherwise
+        every process ``docker exec`` starts would have a parent named after a descriptor number
+        that differs between ``run`` and ``exec``. A descriptor exec of anything else (a
+        fileless payload: comm is the descriptor's or memfd's name) keeps the descriptor path."""
+        caller = self.procs.get(ev.pid)
+        if caller is None or not caller.exe or caller.exe.rsplit("/", 1)[-1][:15] != ev.comm:
+            return ev
+        return ev.replace(exe=caller.exe)
 
     def container_cgroup_id(self, id_or_name: str) -> int:
         """v2 cgroup id of a running container given an id prefix or a name; SensorError if unknown."""

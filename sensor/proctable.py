@@ -15,6 +15,7 @@ or is reused. A chain that ends at a parent the table does not know yet is not c
 
 from __future__ import annotations
 
+import errno
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from sensor.events import EXEC, EXIT, FORK, Event
 REAL_PROC: Final = Path("/proc")
 DEPTH: Final = 8  # ancestry entries kept per process
 _LIFECYCLE: Final = frozenset({FORK, EXEC, EXIT})
+_BIN_DIRS: Final = ("/bin", "/usr/bin", "/sbin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin")
 
 
 @dataclass(slots=True)
@@ -108,8 +110,8 @@ class ProcessTable:
                 out.append(proc.exe)
         return tuple(out), proc is not None or len(out) >= depth
 
-    def observe(self, ev: Event, with_ancestry: bool) -> tuple[int, str, str, tuple[str, ...]]:
-        """Apply an event to the table; its (ppid, exe, parent exe, ancestry) as the table sees them.
+    def observe(self, ev: Event, with_ancestry: bool) -> tuple[int, str, tuple[str, ...], str, tuple[str, ...]]:
+        """Apply an event to the table; its (ppid, exe, args, parent exe, ancestry) as the table sees them.
 
         A process first seen in a later record (forks stay in the kernel, which puts the parent and
         the nearest reported ancestor in every record's header) is adopted first. Without
@@ -123,11 +125,12 @@ class ProcessTable:
         proc = procs.get(pid)
         ppid = ev.ppid or (proc.ppid if proc is not None else 0)
         exe = ev.exe or (proc.exe if proc is not None else "")
+        args = ev.args or (proc.args if proc is not None else ())  # a connect's command line is its process's
         if with_ancestry:
             ancestry = self.ancestry(pid)
-            return ppid, exe, ancestry[0] if ancestry else "", ancestry
+            return ppid, exe, args, ancestry[0] if ancestry else "", ancestry
         parent = procs.get(ppid)
-        return ppid, exe, parent.exe if parent is not None else "", ev.ancestry
+        return ppid, exe, args, parent.exe if parent is not None else "", ev.ancestry
 
     def admit(self, ev: Event) -> None:
         """Adopt the event's process from its header if the table does not know it yet."""
@@ -208,12 +211,51 @@ def _seed_psutil() -> dict[int, Proc]:
     import psutil
 
     out: dict[int, Proc] = {}
-    for p in psutil.process_iter(["ppid", "exe", "cmdline"], ad_value=None):
+    for p in psutil.process_iter(["ppid", "exe", "cmdline", "name"], ad_value=None):
         info = p.info
         if info.get("ppid") is None:
             continue  # exited while we looked
-        out[p.pid] = Proc(int(info["ppid"]), info.get("exe") or "", tuple(info.get("cmdline") or ()))
+        args = tuple(info.get("cmdline") or ())
+        exe = exec_name(REAL_PROC, p.pid, info.get("exe") or "", args) or _unnamed(info.get("name") or "")
+        out[p.pid] = Proc(int(info["ppid"]), exe, args)
     return out
+
+
+def _unnamed(comm: str) -> str:
+    """What a process whose binary cannot be read is called in ancestry: its comm, like ps does."""
+    return f"[{comm}]" if comm else ""
+
+
+def exec_name(root: Path, pid: int, exe: str, args: tuple[str, ...]) -> str:
+    """The path a running process was exec'd by, as the exec tracepoint reports it for new ones.
+
+    ``/proc/<pid>/exe`` resolves symlinks: a shell started as ``/bin/sh`` reads ``/bin/busybox``
+    there, and a baseline learned from live execs would call a restarted sensor's view of the same
+    process new. argv[0] keeps the name used; it wins when it names the same file in the
+    process's own root (a bare name is looked up in the usual binary directories).
+    """
+    name = args[0] if args else ""
+    if not exe or not name or name == exe:
+        return exe
+    if name.startswith("/"):
+        candidates: tuple[str, ...] = (name,)
+    elif "/" not in name:
+        candidates = tuple(f"{d}/{name}" for d in _BIN_DIRS)
+    else:
+        return exe
+    base = root / str(pid)
+    try:
+        target = os.stat(base / "exe")
+    except OSError:
+        return exe
+    for path in candidates:
+        try:
+            st = stat_in_root(base / "root", path)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+            return path
+    return exe
 
 
 def _seed_files(root: Path) -> dict[int, Proc]:
@@ -227,6 +269,35 @@ def _seed_files(root: Path) -> dict[int, Proc]:
         if proc is not None:
             out[pid] = proc
     return out
+
+
+def stat_in_root(root: Path, path: str) -> os.stat_result:
+    """``stat`` of ``path`` inside another root (a container's ``/proc/<pid>/root``), following its
+    symlinks there. Walking through the magic link alone would resolve an absolute link target,
+    such as busybox's ``/bin/sh -> /bin/busybox``, against the sensor's own root."""
+    parts = [p for p in path.split("/") if p]
+    done: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part in (".", ".."):
+            if part == ".." and done:
+                done.pop()
+            continue
+        try:
+            target = os.readlink(root.joinpath(*done, part))
+        except OSError as err:
+            if err.errno != errno.EINVAL:  # EINVAL: not a link, an ordinary component
+                raise
+            done.append(part)
+            continue
+        hops += 1
+        if hops > 40:
+            raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+        if target.startswith("/"):
+            done = []
+        parts = [p for p in target.split("/") if p] + parts
+    return os.stat(root.joinpath(*done))
 
 
 def read_proc(root: Path, pid: int) -> Proc | None:
@@ -247,4 +318,5 @@ def read_proc(root: Path, pid: int) -> Proc | None:
         args = tuple(a.decode("utf-8", "replace") for a in raw.split(b"\0") if a)
     except OSError:
         args = ()
-    return Proc(ppid, exe, args)
+    comm = stat[stat.find("(") + 1:stat.rindex(")")]
+    return Proc(ppid, exec_name(root, pid, exe, args) or _unnamed(comm), args)

@@ -9,6 +9,7 @@ never exceptions, so every attempt can be audited. The host is never a target.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -27,6 +28,26 @@ class ActionResult:
     error: str = ""
     latency_ms: float = 0.0
     method: str = ""  # docker | cgroup.freeze | cgroup.kill | freezer-v1 | signal
+
+
+class ActionGate:
+    """One action per target per burst: a burst of findings from one container (or one process)
+    triggers a single pause or kill, and the same target misbehaving again after ``quiet_s`` (it
+    was unpaused, or restarted under the same id) is acted on again."""
+
+    def __init__(self, quiet_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.quiet_s, self.clock = quiet_s, clock
+        self.last: dict[tuple[str, str, int], float] = {}
+
+    def admit(self, container_id: str, action: str, pid: int = 0) -> bool:
+        key = (container_id, action, pid if action == "kill-process" else 0)
+        now = self.clock()
+        if now - self.last.get(key, float("-inf")) < self.quiet_s:
+            return False
+        self.last[key] = now
+        if len(self.last) > 4096:  # forget targets long quiet, so the map stays small
+            self.last = {k: t for k, t in self.last.items() if now - t < self.quiet_s}
+        return True
 
 
 class Responder:
@@ -93,7 +114,7 @@ class Responder:
                 via_docker(self.docker.containers.get(container_id))
                 return ActionResult(action, container_id, True, "", _ms(start), "docker")
             except Exception as err:  # noqa: BLE001 - fall back to the cgroup
-                errors.append(f"docker: {str(err).splitlines()[0][:160]}")
+                errors.append(f"docker: {_docker_error(err)}")
         if cgroup_path and cgroup_path != "/":
             try:
                 method = via_cgroup(cgroup_path)
@@ -125,6 +146,13 @@ class Responder:
             except ProcessLookupError:
                 pass
         return "signal"
+
+
+def _docker_error(err: Exception) -> str:
+    """Docker's error on one line without the request URL, which takes the room its explanation
+    needs: ``409 Client Error: Conflict ("Cannot kill container: ...: is not running")``."""
+    text = re.sub(r" for (?:http\+docker|https?)://\S*?(?=: |$)", "", (str(err) or type(err).__name__).splitlines()[0])
+    return text[:300]
 
 
 def _ms(start: float) -> float:

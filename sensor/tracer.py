@@ -11,9 +11,10 @@ from typing import Iterator
 
 from sensor.bpf_loader import ProbeOptions
 from sensor.enrich import Enricher
-from sensor.events import Event
+from sensor.events import ACCEPT, Event
 from sensor.journal import JournalWriter
 from sensor.reader import RingReader
+from sensor.sockseed import process_listeners
 from sensor.watch import CgroupWatcher
 
 DEFAULT_SENSITIVE_PREFIXES = [
@@ -30,8 +31,9 @@ class Tracer:
                  docker: bool = True, record: Path | None = None,
                  prefixes: list[tuple[str, int]] | None = None) -> None:
         self.enricher = Enricher.create(docker=docker)
+        self._listener_scans: set[int] = set()
         # the reader owns each freshly decoded event until it is enriched: fill it in, no copy
-        self.reader = RingReader(options, enrich=self.enricher.enrich_owned)
+        self.reader = RingReader(options, enrich=self._enrich)
         self.only_cgroup = self.enricher.container_cgroup_id(container) if container else None
         self.reader.start()
         self.probe = self.reader.probe
@@ -39,6 +41,29 @@ class Tracer:
         self.watcher = CgroupWatcher(self.probe, only=self.only_cgroup)
         self.watcher.mark_self_host(self.enricher.index)
         self.recorder = JournalWriter(record) if record else None
+
+    def _enrich(self, ev: Event) -> Event:
+        ev = self.enricher.enrich_owned(ev)
+        if ev.kind == ACCEPT and not ev.sport and ev.family in ("ipv4", "ipv6"):
+            self._adopt_listeners(ev)
+        return ev
+
+    def _adopt_listeners(self, ev: Event) -> None:
+        """An accept without its local port: the listener was bound by another process (a server
+        that forks its workers or daemonizes after bind) or before the sensor started. The
+        process's listeners are read from /proc once and given to the kernel's bind map, so its
+        later accepts carry the port; this one gets it too when the process has one listener."""
+        if ev.pid in self._listener_scans:
+            return
+        if len(self._listener_scans) > 65536:
+            self._listener_scans.clear()
+        self._listener_scans.add(ev.pid)
+        listeners = process_listeners(ev.pid)
+        if listeners:
+            self.probe.seed_listeners(listeners)
+        ports = {sock.port for sock in listeners}
+        if len(ports) == 1:
+            ev.sport = ports.pop()
 
     def events(self, duration_s: float | None = None) -> Iterator[Event]:
         deadline = time.monotonic() + duration_s if duration_s else None

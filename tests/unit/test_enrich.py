@@ -93,6 +93,33 @@ def test_busybox_applet_reexec_is_named_after_the_applet(tmp_path: Path) -> None
     assert (ev.exe, ev.comm) == ("/bin/nc", "nc")
 
 
+def test_runtime_reexec_from_a_descriptor_keeps_its_binary_name(tmp_path: Path) -> None:
+    """runc re-execs a sealed copy of itself as /dev/fd/N, N differing between `docker run` and
+    `docker exec`: the processes it starts must not get a parent named after the descriptor."""
+    enr, cg, _ = make(tmp_path)
+    enr.enrich(Event("exec", 1, pid=40, ppid=10, comm="runc", exe="/usr/sbin/runc", args=("runc", "init")))
+    runc = enr.enrich(Event("exec", 2, pid=40, ppid=10, comm="runc", exe="/dev/fd/5", args=("runc", "init")))
+    assert runc.exe == "/usr/sbin/runc"
+    sh = enr.enrich(Event("exec", 3, pid=40, ppid=10, comm="sh", exe="/bin/sh", args=("sh",), cgroup_id=cg))
+    assert sh.exe == "/bin/sh" and sh.pexe == "/usr/bin/containerd-shim"
+    enr.enrich(Event("fork", 4, pid=40, child_pid=41, cgroup_id=cg))
+    child = enr.enrich(Event("exec", 5, pid=41, comm="ls", exe="/bin/ls", cgroup_id=cg))
+    assert child.pexe == "/bin/sh"
+
+
+def test_fileless_exec_from_a_descriptor_keeps_the_descriptor_path(tmp_path: Path) -> None:
+    enr, cg, _ = make(tmp_path)
+    ev = enr.enrich(Event("exec", 1, pid=20, comm="3", exe="/proc/self/fd/3", args=("payload",), cgroup_id=cg))
+    assert ev.exe == "/proc/self/fd/3"  # /bin/sh exec'd something that is not itself
+
+
+def test_network_events_carry_their_process_command_line(tmp_path: Path) -> None:
+    enr, cg, _ = make(tmp_path)
+    enr.enrich(Event("exec", 1, pid=20, exe="/usr/bin/nc", args=("nc", "127.0.0.1", "9"), cgroup_id=cg))
+    conn = enr.enrich(Event("connect", 2, pid=20, cgroup_id=cg, dport=9))
+    assert (conn.exe, conn.args) == ("/usr/bin/nc", ("nc", "127.0.0.1", "9"))
+
+
 def test_normalize_image() -> None:
     assert normalize_image("busybox") == "busybox:latest"
     assert normalize_image("reg:5000/team/app") == "reg:5000/team/app:latest"

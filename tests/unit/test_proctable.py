@@ -36,7 +36,27 @@ def test_seed_parses_stat_exe_and_cmdline(tmp_path: Path) -> None:
     proc = table.get(20)
     assert proc is not None and (proc.exe, proc.args) == ("/bin/sh", ("sh", "-c", "while :; do :; done"))
     kthread = read_proc(tmp_path, 2)
-    assert kthread is not None and (kthread.exe, kthread.args, kthread.ppid) == ("", (), 0)
+    assert kthread is not None and (kthread.exe, kthread.args, kthread.ppid) == ("[kthreadd]", (), 0)
+
+
+def test_seed_names_a_process_by_the_path_it_was_started_with(tmp_path: Path) -> None:
+    """/proc/PID/exe resolves /bin/sh to /bin/busybox; a live exec reports /bin/sh. A sensor
+    restarted under running containers must name their processes the way the baseline learned
+    them, or every one of them is a 'new parent' (a finding in review, enforced as a kill)."""
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    (rootfs / "bin" / "busybox").write_bytes(b"\x7fELF")
+    (rootfs / "bin" / "cat").write_bytes(b"\x7fELF other")
+    os.symlink("/bin/busybox", rootfs / "bin" / "sh")  # absolute: resolved inside the process's root
+    procfs = tmp_path / "proc"
+    for pid, args in ((10, ["/bin/sh", "-c", "loop"]), (11, ["sh"]), (12, ["/bin/cat"]), (13, ["./sh"])):
+        fake_proc(procfs, pid, 1, str(rootfs / "bin" / "busybox"), args)
+        os.symlink(rootfs, procfs / str(pid) / "root")
+    names = {pid: read_proc(procfs, pid) for pid in (10, 11, 12, 13)}
+    assert {pid: p.exe for pid, p in names.items() if p is not None} == {
+        10: "/bin/sh", 11: "/bin/sh",  # argv[0], absolute or found in a binary directory
+        12: str(rootfs / "bin" / "busybox"),  # argv[0] is another file: exe stands
+        13: str(rootfs / "bin" / "busybox")}  # a relative path cannot be checked
 
 
 def test_ancestry_nearest_first_with_depth(tmp_path: Path) -> None:

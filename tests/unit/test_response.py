@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from sensor.response import ActionResult, Responder
+from sensor.response import ActionGate, ActionResult, Responder
 
 CID = "a" * 64
 CG = f"/docker/{CID}"
@@ -131,3 +131,43 @@ def test_kill_process_and_dispatch(tmp_path: Path) -> None:
     assert r.act("pause-container", CID, CG).method == "cgroup.freeze"
     bad = r.act("explode", CID, CG)
     assert not bad.ok and "explode" in bad.error
+
+
+def test_action_gate_acts_once_per_burst_and_again_after_quiet() -> None:
+    """A burst of findings pauses once; the same container misbehaving after it was unpaused is
+    paused again (the daemon once kept every (container, action) forever, so it never was)."""
+    now = [100.0]
+    gate = ActionGate(quiet_s=5.0, clock=lambda: now[0])
+    assert gate.admit(CID, "pause-container")
+    now[0] += 1.0
+    assert not gate.admit(CID, "pause-container", pid=7)  # same burst
+    assert gate.admit("b" * 64, "pause-container")  # another container is its own target
+    assert gate.admit(CID, "kill-container")  # another action too
+    now[0] += 30.0  # unpaused by an operator, then misbehaves again
+    assert gate.admit(CID, "pause-container")
+
+
+def test_action_gate_kills_each_process() -> None:
+    gate = ActionGate(quiet_s=5.0, clock=lambda: 0.0)
+    assert gate.admit(CID, "kill-process", pid=10)
+    assert gate.admit(CID, "kill-process", pid=11)
+    assert not gate.admit(CID, "kill-process", pid=10)
+
+
+def test_docker_errors_keep_their_explanation_not_the_url() -> None:
+    """A 409 from Docker once reached the operator as "Cannot kill cont": the request URL had used
+    up the 160 characters kept. The collector reads the status and explanation from this line."""
+    import docker.errors
+    import requests
+
+    from collector.errors import action_failure
+    from sensor.response import _docker_error
+
+    resp = requests.Response()
+    resp.status_code, resp.reason = 409, "Conflict"
+    resp.url = "http+docker://localhost/v1.41/containers/" + CID + "/kill"
+    err = docker.errors.APIError("409 Client Error", response=resp,
+                                 explanation=f"Cannot kill container: {CID}: Container {CID} is not running")
+    line = _docker_error(err)
+    assert "http" not in line and line.startswith("409 Client Error: Conflict") and line.endswith('is not running")')
+    assert str(action_failure("web-1", "kill", f"docker: {line}")) == "container web-1 is not running"

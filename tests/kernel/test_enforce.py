@@ -1,0 +1,105 @@
+"""Kernel tier: the sensor daemon (a real process, real BPF) enforcing on real containers, and
+restarting under running ones.
+
+- a container paused by policy, unpaused by an operator, that misbehaves again is paused again;
+- a banned busybox applet the kernel's comm match misses is killed from userspace, and the
+  finding says so;
+- a daemon restarted under a running container keeps to its learned baseline: processes seeded
+  from /proc carry the names live execs had, and accepts on a listener bound before the restart
+  carry its port.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from models.baseline import ModelConfig
+from models.engine import ModelEngine
+from tests.waiting import wait_for
+
+pytestmark = [pytest.mark.kernel, pytest.mark.docker]
+
+
+@contextmanager
+def daemon(state: Path, *extra: str) -> Iterator[Path]:
+    """A sensor daemon printing its findings as JSON lines into the returned file."""
+    out = state.parent / f"{state.name}-{time.monotonic_ns()}.out"
+    with out.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "sensor", "run", "--state-dir", str(state),
+                                 "--print-findings", *extra], stdout=sink, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_for(lambda: "cgsentry sensor running" in out.read_text() or proc.poll() is not None,
+                     timeout_s=90)
+            assert proc.poll() is None, out.read_text()[-2000:]
+            yield out
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    assert proc.returncode == 0, out.read_text()[-2000:]
+
+
+def findings(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")]
+
+
+def paused(c: Any) -> bool:
+    c.reload()
+    return bool(c.attrs["State"]["Paused"])
+
+
+def test_policy_pauses_again_after_an_operator_unpause(tmp_path: Path, busybox) -> None:  # type: ignore[no-untyped-def]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("images:\n- match: 'cgsentry/busybox:*'\n  mode: enforce\n  default_action: pause-container\n")
+    with daemon(tmp_path / "state", "--policy", str(policy)) as out:
+        c = busybox("sleep 1; nc 127.0.0.1 9 </dev/null; sleep 3600")
+        wait_for(lambda: paused(c), timeout_s=30)
+        time.sleep(6)  # past one burst: a later misbehaviour is a new one
+        subprocess.run(["docker", "unpause", c.id], check=True, capture_output=True)
+        assert not paused(c)
+        subprocess.run(["docker", "exec", c.id, "nc", "127.0.0.1", "9"], capture_output=True, timeout=30)
+        wait_for(lambda: paused(c), timeout_s=30)
+        subprocess.run(["docker", "unpause", c.id], check=True, capture_output=True)
+    assert sum(f["action"] == "pause-container" for f in findings(out)) >= 2, findings(out)
+
+
+def test_banned_applet_missed_by_the_kernel_is_killed_from_userspace(tmp_path: Path, busybox) -> None:  # type: ignore[no-untyped-def]
+    """Debian's static busybox runs `nc` from a shell as /proc/self/exe with comm "exe", which the
+    kernel's banned-comm map cannot match; the policy check names the applet and kills it."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("images:\n- match: 'cgsentry/busybox:*'\n  mode: enforce\n  banned_processes: [nc]\n")
+    with daemon(tmp_path / "state", "--policy", str(policy)) as out:
+        c = busybox("sleep 1; nc -l -p 17999 127.0.0.1; echo rc=$?; sleep 3600")
+        wait_for(lambda: "rc=" in c.logs().decode(), timeout_s=30)
+        banned = [f for f in findings(out) if f["rule"] == "Policy: banned process"]
+    assert "rc=137" in c.logs().decode()  # SIGKILL
+    assert banned and banned[0]["action"] == "kill-process", findings(out)
+
+
+def test_restarted_daemon_keeps_to_the_baseline_of_a_running_container(tmp_path: Path, busybox) -> None:  # type: ignore[no-untyped-def]
+    state = tmp_path / "state"
+    learn = ("--learn-s", "6", "--stable-s", "3", "--window-s", "1")
+    config = ModelConfig(window_s=1, min_learn_s=6, stable_s=3)
+    with daemon(state, *learn):  # the first daemon sees the container start: live execs, a live bind
+        c = busybox("httpd -p 127.0.0.1:17998 -h /; "
+                    "while true; do wget -q -O /dev/null http://127.0.0.1:17998/ 2>/dev/null; sleep 0.3; done")
+        time.sleep(2)
+        subprocess.run(["docker", "exec", c.id, "sh", "-c", "true"], capture_output=True, timeout=30)
+        time.sleep(18)  # learns, turns stable, promotes; the model is saved at stop
+    assert ModelEngine.open(state / "models", config).mode(c.image.id) == "alert"
+    learned = ModelEngine.open(state / "models", config).images[c.image.id].profile.items
+    assert ("tcp", 17998) in learned["inbound"], learned["inbound"]
+    assert ("/bin/sh", "/usr/sbin/runc") in learned["parent"], learned["parent"]  # docker exec's parent
+    with daemon(state, *learn) as out:
+        time.sleep(8)  # sleeps and wgets whose parent was seeded from /proc, accepts on the old listener
+        subprocess.run(["docker", "exec", c.id, "sh", "-c", "true"], capture_output=True, timeout=30)
+        time.sleep(2)
+    mine = [f for f in findings(out) if c.name in f["output"] or c.id[:12] in f["output"]]
+    assert not mine, mine
