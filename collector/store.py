@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Protocol
 
 from collector.errors import CollectorError, InvalidArgument, NotFound, Unavailable
-from sensor.events import PRIORITIES, Finding
+from sensor.events import PRIORITIES, RATE_ANOMALY, Finding
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 1: initial schema
@@ -77,9 +77,15 @@ def priority_rank(name: str) -> int:
 
 
 def fingerprint(sensor_id: str, f: Finding) -> str:
+    """Which alert a finding aggregates into: per sensor, container, rule and what it is about.
+
+    A rate anomaly is about its container's window, not the process that happened to be the
+    window's last event: with that in the key, bursts merged into or split from earlier alerts
+    depending on which process ran last."""
     ev = f.event
-    key = json.dumps([sensor_id, ev.container_id, f.rule, f.kind, ev.exe, list(ev.args),
-                      ev.daddr, ev.dport, ev.sport, ev.path, ev.syscall], separators=(",", ":"))
+    what = [] if f.kind == RATE_ANOMALY else [ev.exe, list(ev.args), ev.daddr, ev.dport, ev.sport, ev.path,
+                                              ev.syscall]
+    key = json.dumps([sensor_id, ev.container_id, f.rule, f.kind, *what], separators=(",", ":"))
     return hashlib.sha256(key.encode()).hexdigest()
 
 

@@ -211,3 +211,17 @@ def test_container_names_and_image_setters(store: SqlStore) -> None:
     assert store.container_ids_named("nope") == []
     store.set_image("busybox:latest", "alert", {}, "alice")
     assert [(i["image"], i["set_by"]) for i in store.images()][0] == ("busybox:latest", "alice")
+
+
+def test_rate_anomalies_of_a_container_aggregate_whatever_process_ran_last(store: SqlStore) -> None:
+    """The event on a rate finding is the window's last one; it must not decide the alert."""
+    base = finding(1)
+    burst = [Finding("rate_anomaly", "Rate Anomaly", "WARNING", f"burst {i}",
+                     base.event.replace(exe=exe, args=(exe.rsplit("/", 1)[-1], str(i)), pid=100 + i),
+                     time_ns=base.time_ns + i) for i, exe in enumerate(["/bin/sleep", "/bin/sh", "/bin/wget"])]
+    store.ingest("s1", "n1", 1, burst)
+    rates = [r for r in store.list_alerts() if r.finding.kind == "rate_anomaly"]
+    assert len(rates) == 1 and rates[0].count == 3
+    store.ingest("s1", "n1", 2, [finding(2), Finding("new_process", "New Process", "WARNING", "x",
+                                                     base.event.replace(exe="/bin/nc"), time_ns=base.time_ns)])
+    assert len(store.list_alerts()) == 3  # model findings stay one alert per thing they are about
