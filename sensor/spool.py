@@ -134,11 +134,19 @@ class Spool:
                     seg.unlink()
 
     def bytes(self) -> int:
+        """Size on disk: whole segments, so acknowledged batches count until their segment goes."""
         return sum(s.stat().st_size for s in self._segments())
+
+    def unacked(self) -> int:
+        """Batches on disk that the collector has not acknowledged yet (dropped ones are gone)."""
+        segs = self._segments()
+        first = int(segs[0].name[4:16]) if segs else self.next_seq
+        return max(0, self.next_seq - max(self.acked + 1, first))
 
     def count(self) -> int:
         return sum(1 for _ in self.pending())
 
     def stats(self) -> dict[str, int]:
-        return {"spool_bytes": self.bytes(), "spool_next_seq": self.next_seq, "spool_acked": self.acked,
+        return {"spool_bytes": self.bytes(), "spool_unacked": self.unacked(), "spool_next_seq": self.next_seq,
+                "spool_acked": self.acked,
                 "spool_dropped_batches": self.dropped_batches, "spool_torn_tails": self.torn_tails}

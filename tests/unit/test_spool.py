@@ -52,11 +52,13 @@ def test_ack_is_cumulative_and_never_goes_back(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     for i in range(5):
         spool.append([finding(i)])
+    assert spool.unacked() == 5
     spool.ack(3)
     spool.ack(1)  # a late, smaller ack must not resurrect batches
-    assert seqs(spool) == [4, 5]
+    assert seqs(spool) == [4, 5] and spool.unacked() == 2
     spool.ack(5)
-    assert spool.count() == 0
+    assert spool.count() == 0 and spool.unacked() == 0
+    assert spool.bytes() > 0  # the acked batches' segment stays until the next one starts
     assert spool.stats()["spool_acked"] == 5
 
 
@@ -82,6 +84,7 @@ def test_bound_drops_oldest_batches_and_counts_them(tmp_path: Path) -> None:
     left = seqs(spool)
     assert left == list(range(left[0], 41))  # newest kept, oldest gone, order intact
     assert spool.stats()["spool_dropped_batches"] == 40 - len(left) > 0
+    assert spool.unacked() == len(left)  # what is left to deliver, not what was dropped
 
 
 def test_small_bound_is_honoured(tmp_path: Path) -> None:
