@@ -23,7 +23,9 @@ from collector.auth import SENSOR_UNIT
 from collector.errors import CollectorError
 
 DAYS = 825
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # file stems (and SAN DNS names) we issue
+# Names we issue certificates for: the CN (64 characters at most in X.509), a SAN DNS name and
+# part of a file name, so no leading '.' or '-' (``..``, ``-x``) and nothing else than these.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 CLIENT_UNIT = "client"  # subject OU of analyst client certificates
 
 
@@ -69,8 +71,15 @@ def init_ca(directory: Path, sans: list[str] | None = None) -> None:
     _issue(directory, "server", _name("cgsentry collector"), names, ExtendedKeyUsageOID.SERVER_AUTH)
 
 
+def _check_name(name: str) -> None:
+    if not _NAME.fullmatch(name):
+        raise CollectorError(f"certificate name {name!r}: 1 to 64 letters, digits, '.', '_' or '-', starting with "
+                             "a letter or digit", exit_code=65)
+
+
 def issue_sensor(directory: Path, sensor_id: str) -> Path:
     """sensor-<id>.{key,crt} signed by the CA in ``directory``, marked OU=sensor."""
+    _check_name(sensor_id)
     return _issue(directory, f"sensor-{sensor_id}", _name(sensor_id, SENSOR_UNIT), [x509.DNSName(sensor_id)],
                   ExtendedKeyUsageOID.CLIENT_AUTH)
 
@@ -78,15 +87,13 @@ def issue_sensor(directory: Path, sensor_id: str) -> Path:
 def issue_client(directory: Path, name: str) -> Path:
     """client-<name>.{key,crt} for an analyst's CLI, marked OU=client: the collector never takes
     it for a sensor, so it gives no role without a token."""
+    _check_name(name)
     return _issue(directory, f"client-{name}", _name(name, CLIENT_UNIT), [x509.DNSName(name)],
                   ExtendedKeyUsageOID.CLIENT_AUTH)
 
 
 def _issue(directory: Path, stem: str, subject: x509.Name, names: list[x509.GeneralName],
            usage: x509.ObjectIdentifier) -> Path:
-    if not _NAME.fullmatch(stem):
-        raise CollectorError(f"certificate name {stem.split('-', 1)[-1]!r}: use letters, digits, '.', '_' and '-'",
-                             exit_code=65)
     try:
         ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
         ca = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())

@@ -78,11 +78,16 @@ class Hub:
         self.lock = threading.Lock()
 
     def route(self, ref: str) -> tuple[Session, str]:
-        """The session of the sensor that sees container ``ref`` (an id, a short id or a name),
-        and the id to send it: ``ref`` itself for an id, the container's id for a name."""
+        """The session of the sensor that sees container ``ref``, and the container's full id.
+
+        ``ref`` is a full id, a name, or a unique id prefix, tried in that order (as Docker does):
+        a name that happens to be hex, such as ``db`` or ``cafe``, is that container and not
+        whichever id starts with it. A prefix that matches several containers is refused."""
+        if not ref:
+            raise InvalidArgument("no container given (an id, a unique id prefix or a name)")
         with self.lock:
             for s in self.sessions.values():
-                if any(c.startswith(ref) for c in s.containers):
+                if ref in s.containers:
                     return s, ref
             ids = [s.names[ref] for s in self.sessions.values() if ref in s.names]
         for cid in ids + self.store.container_ids_named(ref):  # the freshest first, then alerts
@@ -90,6 +95,14 @@ class Hub:
                 found = next((s for s in self.sessions.values() if cid in s.containers), None)
             if found is not None:
                 return found, cid
+        with self.lock:
+            matches = {(s.sensor_id, c): s for s in self.sessions.values() for c in s.containers if c.startswith(ref)}
+        if len(matches) > 1:
+            raise InvalidArgument(f"container {ref!r} is ambiguous: {len(matches)} containers' ids start with it "
+                                  "(give more of the id, or the name)")
+        if matches:
+            (_sensor, cid), session = next(iter(matches.items()))
+            return session, cid
         raise NotFound(f"no connected sensor sees container {ref} (by id or name)")
 
     def broadcast(self, msg: Any, except_id: str = "") -> None:

@@ -29,6 +29,7 @@ import msgpack
 
 from models.baseline import MODES, ImageBaseline
 from models.errors import ModelError
+from models.items import FIELDS
 from models.profile import DIMENSIONS
 from sensor.errors import EX_IOERR
 
@@ -70,6 +71,9 @@ class Decision:
         if d.action not in ACTIONS or (d.action == "mode") != (d.mode in MODES) \
                 or (d.action != "mode") != (d.dimension in DIMENSIONS):
             raise ValueError(f"invalid {d.action!r} decision")
+        if d.action != "mode" and (len(d.key) != len(FIELDS[d.dimension]) or not all(
+                isinstance(part, (str, int)) and not isinstance(part, bool) for part in d.key)):
+            raise ValueError(f"invalid {d.dimension} item {d.key!r} (its parts are {', '.join(FIELDS[d.dimension])})")
         return d
 
 

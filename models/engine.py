@@ -353,7 +353,7 @@ class ModelEngine:
                     log.info("image %s: %s by %s applied", b.key, d.action, d.actor)
                     touched.add(b.key)
                 applied.append(path)
-            except ValueError as err:
+            except Exception as err:  # noqa: BLE001 - one bad decision must not stop the sensor, now or at restart
                 if owner:
                     log.error("decision %s: %s; moved to %s", path, err, decisions.set_aside(path, "failed").name)
         return applied, touched

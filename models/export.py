@@ -26,9 +26,9 @@ _RUNTIME = (
     # Go's runtime in that window: threads, futexes, preemption signals, memory
     "clone", "futex", "madvise", "mmap", "mprotect", "munmap", "nanosleep", "rt_sigaction", "rt_sigprocmask",
     "rt_sigreturn", "sched_yield", "sigaltstack", "tgkill",
-    # the entrypoint's loader and libc, and every process's end
-    "arch_prctl", "brk", "exit", "exit_group", "getrandom", "prlimit64", "rseq", "set_robust_list",
-    "set_tid_address",
+    # the entrypoint's loader (glibc's access/pread64, musl's open) and libc, and every process's end
+    "access", "arch_prctl", "brk", "exit", "exit_group", "getrandom", "open", "pread64", "prlimit64", "rseq",
+    "set_robust_list", "set_tid_address", "uname",
 )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,11 @@ def from_dict(data: dict[str, Any], config: ModelConfig) -> ImageBaseline:
 
 
 def save(b: ImageBaseline, directory: Path) -> Path:
-    """Write atomically: temp file, fsync, rename (a crash leaves the old or the new file)."""
+    """Write atomically: temp file, fsync, rename (a crash leaves the old or the new file). The
+    temp file is this writer's own, so a CLI and the sensor saving at once cannot interleave."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / file_name(b.key)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     payload = msgpack.packb(to_dict(b), use_bin_type=True)
     with open(tmp, "wb") as f:
         f.write(payload)

@@ -109,7 +109,8 @@ def main() -> int:
         wait_line(collector, "collector listening", 30)
         say("sensor: compiling and attaching the BPF programs")
         sensor = subprocess.Popen([PY, "-m", "sensor", "run", "--collector", server, "--state-dir",
-                                   str(work / "state"), "--learn-s", "20", "--stable-s", "8", "--window-s", "4", "--snapshot-s", "3",
+                                   str(work / "state"), "--learn-s", "20", "--stable-s", "8", "--window-s", "4",
+                                   "--snapshot-s", "3",
                                    "--sensor-id", "demo-sensor", "--print-findings"],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         procs.append(sensor)

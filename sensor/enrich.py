@@ -43,6 +43,7 @@ _WITH_ANCESTRY: Final = frozenset({EXEC, CONNECT, ACCEPT, LISTEN, OPEN, SYS})
 _SELF_EXE: Final = frozenset({"/proc/self/exe"})
 # Exec of an open descriptor (fexecve, execveat AT_EMPTY_PATH): the kernel names it /dev/fd/N.
 _FD_EXEC: Final = re.compile(r"/(dev|proc/self|proc/\d+)/fd/\d+")
+_RUNTIMES: Final = frozenset({"runc", "crun", "youki", "runsc"})  # OCI runtimes that re-exec themselves
 
 # Building the enriched copy positionally is ~2x faster than dataclasses.replace, which matters at
 # 200k events/s: one attrgetter call reads every field, ten slots are overwritten.
@@ -168,7 +169,7 @@ class Enricher:
             if ev.exe in _SELF_EXE:
                 self.procs.admit(ev)  # the caller's binary names the applet
                 ev = self._applet(ev)
-            elif ev.exe.startswith(("/dev/fd/", "/proc/")) and _FD_EXEC.fullmatch(ev.exe):
+            elif attr.is_host and ev.exe.startswith(("/dev/fd/", "/proc/")) and _FD_EXEC.fullmatch(ev.exe):
                 self.procs.admit(ev)
                 ev = self._self_copy(ev)
         ppid, exe, args, pexe, ancestry = self.procs.observe(ev, ev.kind in _WITH_ANCESTRY)
@@ -186,13 +187,18 @@ class Enricher:
         return ev.replace(exe=exe, comm=base[:15] if ev.comm == "exe" else ev.comm)
 
     def _self_copy(self, ev: Event) -> Event:
-        """A process re-exec'ing a sealed copy of its own binary from a descriptor (runc and crun
-        do, against CVE-2019-5736) keeps its binary's name, which it also keeps as comm: otherwise
-        every process ``docker exec`` starts would have a parent named after a descriptor number
-        that differs between ``run`` and ``exec``. A descriptor exec of anything else (a
-        fileless payload: comm is the descriptor's or memfd's name) keeps the descriptor path."""
+        """A container runtime re-exec'ing a sealed copy of its own binary from a descriptor (runc
+        and crun do, against CVE-2019-5736) keeps its binary's name: otherwise every process
+        ``docker exec`` starts would have a parent named after a descriptor number that differs
+        between ``run`` and ``exec``. Only on the host (the runtime does this before it joins the
+        container's cgroup), only for a runtime binary, and only when comm agrees: since Linux 6.x
+        a descriptor exec takes comm from the file's own name, which a fileless payload chooses, so
+        inside a container a descriptor exec always keeps its descriptor path."""
         caller = self.procs.get(ev.pid)
-        if caller is None or not caller.exe or caller.exe.rsplit("/", 1)[-1][:15] != ev.comm:
+        if caller is None or not caller.exe:
+            return ev
+        name = caller.exe.rsplit("/", 1)[-1]
+        if name not in _RUNTIMES or name[:15] != ev.comm:
             return ev
         return ev.replace(exe=caller.exe)
 

@@ -27,7 +27,7 @@ from sensor.events import EXEC, EXIT, FORK, Event
 REAL_PROC: Final = Path("/proc")
 DEPTH: Final = 8  # ancestry entries kept per process
 _LIFECYCLE: Final = frozenset({FORK, EXEC, EXIT})
-_BIN_DIRS: Final = ("/bin", "/usr/bin", "/sbin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin")
+_DEFAULT_PATH: Final = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")  # Docker's
 
 
 @dataclass(slots=True)
@@ -237,13 +237,13 @@ def exec_name(root: Path, pid: int, exe: str, args: tuple[str, ...]) -> str:
     name = args[0] if args else ""
     if not exe or not name or name == exe:
         return exe
+    base = root / str(pid)
     if name.startswith("/"):
         candidates: tuple[str, ...] = (name,)
     elif "/" not in name:
-        candidates = tuple(f"{d}/{name}" for d in _BIN_DIRS)
+        candidates = tuple(f"{d.rstrip('/')}/{name}" for d in _search_path(base) if d.startswith("/"))
     else:
         return exe
-    base = root / str(pid)
     try:
         target = os.stat(base / "exe")
     except OSError:
@@ -253,9 +253,21 @@ def exec_name(root: Path, pid: int, exe: str, args: tuple[str, ...]) -> str:
             st = stat_in_root(base / "root", path)
         except OSError:
             continue
-        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
-            return path
+        # the first hit is what a shell would have run: the name stands only if it is this binary
+        return path if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino) else exe
     return exe
+
+
+def _search_path(base: Path) -> list[str]:
+    """The process's own PATH, in order (a shell finds a bare name in its first directory that
+    has it: /usr/bin before /bin on Docker's default, which matters where /bin links to usr/bin)."""
+    try:
+        for entry in (base / "environ").read_bytes().split(b"\0"):
+            if entry.startswith(b"PATH="):
+                return entry[5:].decode("utf-8", "replace").split(":")
+    except OSError:
+        pass
+    return list(_DEFAULT_PATH)
 
 
 def _seed_files(root: Path) -> dict[int, Proc]:

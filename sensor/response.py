@@ -32,8 +32,8 @@ class ActionResult:
 
 class ActionGate:
     """One action per target per burst: a burst of findings from one container (or one process)
-    triggers a single pause or kill, and the same target misbehaving again after ``quiet_s`` (it
-    was unpaused, or restarted under the same id) is acted on again."""
+    triggers a single pause or kill, and a finding ``quiet_s`` or more after the target was last
+    acted on (it was unpaused, or restarted under the same id) is acted on again."""
 
     def __init__(self, quiet_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.quiet_s, self.clock = quiet_s, clock
@@ -52,10 +52,11 @@ class ActionGate:
 
 class Responder:
     def __init__(self, docker_client: Any = None, cgroupfs_root: Path | None = None,
-                 v1_freezer_root: Path = Path("/sys/fs/cgroup/freezer")) -> None:
+                 v1_freezer_root: Path = Path("/sys/fs/cgroup/freezer"), procfs_root: Path = Path("/proc")) -> None:
         self.docker = docker_client
         self.v2_root = cgroupfs_root or find_cgroup2_root()
         self.v1_root = v1_freezer_root
+        self.procfs = procfs_root
 
     @classmethod
     def create(cls, use_docker: bool = True) -> Responder:
@@ -84,14 +85,34 @@ class Responder:
     def stop(self, container_id: str, cgroup_path: str = "") -> ActionResult:
         return self._do("stop", container_id, cgroup_path, lambda c: c.stop(timeout=5), self._cgroup_kill)
 
-    def kill_process(self, pid: int, container_id: str = "") -> ActionResult:
+    def kill_process(self, pid: int, container_id: str) -> ActionResult:
+        """SIGKILL to ``pid`` only while it is still that container's process.
+
+        A finding can be handled a while after its event, and by then the pid may have been
+        reused, by a host process too. The signal goes through a pidfd, which names the process
+        that held the pid when it was opened; that process's cgroup must name the container. If it
+        died in between and the pid was reused, the pidfd's signal fails instead of hitting the
+        newcomer."""
         start = time.monotonic()
+
+        def failed(error: str) -> ActionResult:
+            return ActionResult("kill-process", container_id, False, error, _ms(start), "signal")
+
+        if not container_id or container_id == HOST:
+            return failed("refusing to act on the host")
         try:
-            os.kill(pid, signal.SIGKILL)
+            pidfd = os.pidfd_open(pid)
+        except OSError as err:
+            return failed(f"kill {pid}: {err.strerror}")
+        try:
+            if container_id not in (self.procfs / str(pid) / "cgroup").read_text(encoding="utf-8", errors="replace"):
+                return failed(f"kill {pid}: no longer a process of container {container_id[:12]}, not killed")
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
             return ActionResult("kill-process", container_id, True, "", _ms(start), "signal")
         except OSError as err:
-            return ActionResult("kill-process", container_id, False, f"kill {pid}: {err.strerror}", _ms(start),
-                                "signal")
+            return failed(f"kill {pid}: {err.strerror}")
+        finally:
+            os.close(pidfd)
 
     def act(self, action: str, container_id: str, cgroup_path: str = "", pid: int = 0) -> ActionResult:
         """Dispatch by name: pause | unpause | kill | stop (``-container`` suffix allowed) | kill-process."""

@@ -31,7 +31,7 @@ class Tracer:
                  docker: bool = True, record: Path | None = None,
                  prefixes: list[tuple[str, int]] | None = None) -> None:
         self.enricher = Enricher.create(docker=docker)
-        self._listener_scans: set[int] = set()
+        self._listener_scans: set[tuple[int, str]] = set()
         # the reader owns each freshly decoded event until it is enriched: fill it in, no copy
         self.reader = RingReader(options, enrich=self._enrich)
         self.only_cgroup = self.enricher.container_cgroup_id(container) if container else None
@@ -53,11 +53,12 @@ class Tracer:
         that forks its workers or daemonizes after bind) or before the sensor started. The
         process's listeners are read from /proc once and given to the kernel's bind map, so its
         later accepts carry the port; this one gets it too when the process has one listener."""
-        if ev.pid in self._listener_scans:
+        scanned = (ev.pid, ev.exe)  # a reused pid runs another binary, most likely: scanned again
+        if scanned in self._listener_scans:
             return
         if len(self._listener_scans) > 65536:
             self._listener_scans.clear()
-        self._listener_scans.add(ev.pid)
+        self._listener_scans.add(scanned)
         listeners = process_listeners(ev.pid)
         if listeners:
             self.probe.seed_listeners(listeners)

@@ -86,7 +86,7 @@ def test_container_action_routed_to_sensor_and_audited(tmp_path: Path) -> None:
     stub = rpc.AnalystStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
     reply = stub.ContainerAction(pb.ContainerActionRequest(container_id=cid[:12], action=pb.ACTION_KIND_PAUSE,
                                                            reason="test"), timeout=10)
-    assert reply.result.ok and done == [f"pause {cid[:12]}"]
+    assert reply.result.ok and done == [f"pause {cid}"]  # the sensor gets the full id a prefix resolved to
     audit = store.audit_entries()
     assert audit[0]["action"] == "pause" and audit[0]["result"] == "ok" and audit[0]["actor"] == "anonymous"
     with pytest.raises(grpc.RpcError) as info:

@@ -13,6 +13,7 @@ import pytest
 from collector import pki
 from collector.auth import AuthConfig, TokenStore
 from collector.convert import pb, rpc
+from collector.errors import CollectorError
 from collector.server import TlsConfig, create_server
 from collector.store import SqlStore
 
@@ -73,3 +74,16 @@ def test_sensor_without_valid_certificate_is_refused(mtls: Any, tmp_path: Path) 
     key, cert = (rogue / "sensor-s1.key").read_bytes(), (rogue / "sensor-s1.crt").read_bytes()
     assert _connect(port, ca, key, cert, "s1") == grpc.StatusCode.UNAVAILABLE
     assert store.sensors() == []
+
+
+@pytest.mark.parametrize("name", ["..", "-x", ".hidden", "a/b", "x" * 65, ""])
+def test_certificate_names_are_checked_before_anything_is_issued(tmp_path: Path, name: str) -> None:
+    """'..' once made sensor-...crt, and a 70-character name a cryptography traceback (CN <= 64)."""
+    pki.init_ca(tmp_path, [])
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for issue in (pki.issue_sensor, pki.issue_client):
+        with pytest.raises(CollectorError, match="certificate name") as err:
+            issue(tmp_path, name)
+        assert err.value.exit_code == 65
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert pki.issue_client(tmp_path, "x" * 64).exists()

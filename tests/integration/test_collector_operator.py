@@ -242,3 +242,26 @@ def test_sensor_certificates_from_before_the_marker_still_work(tls_collector: An
     link.submit([finding(1)])
     wait_for(lambda: store.count_alerts() == 1)
     link.close()
+
+
+def test_routing_prefers_a_full_id_then_a_name_then_a_unique_prefix(tmp_path: Path) -> None:
+    """`containers kill db` must kill the container named db, not one whose id starts with "db";
+    a prefix that fits two containers is refused rather than acting on the first."""
+    from types import SimpleNamespace
+
+    from collector.errors import InvalidArgument, NotFound
+    from collector.server import Hub
+
+    hub = Hub(SqlStore.open(str(tmp_path / "h.db")))
+    db_id, other_id, named_db = "db" + "1" * 62, "db" + "2" * 62, "ab" + "3" * 62
+    hub.sessions = {"s1": SimpleNamespace(sensor_id="s1", containers={db_id, other_id}, names={}),  # type: ignore[dict-item]
+                    "s2": SimpleNamespace(sensor_id="s2", containers={named_db}, names={"db": named_db})}
+    assert hub.route("db")[1] == named_db  # the name wins over the id prefix
+    assert hub.route(other_id) == (hub.sessions["s1"], other_id)
+    assert hub.route("db1")[1] == db_id  # a unique prefix resolves to the full id
+    with pytest.raises(InvalidArgument, match="ambiguous"):
+        hub.route("d")
+    with pytest.raises(NotFound):
+        hub.route("ff")
+    with pytest.raises(InvalidArgument):
+        hub.route("")

@@ -23,6 +23,7 @@ import pytest
 
 from models.baseline import ModelConfig
 from models.engine import ModelEngine
+from sensor.journal import read_journal
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.kernel, pytest.mark.docker]
@@ -81,6 +82,7 @@ def test_banned_applet_missed_by_the_kernel_is_killed_from_userspace(tmp_path: P
         banned = [f for f in findings(out) if f["rule"] == "Policy: banned process"]
     assert "rc=137" in c.logs().decode()  # SIGKILL
     assert banned and banned[0]["action"] == "kill-process", findings(out)
+    assert "killed at exec by the kernel" not in banned[0]["output"]  # so the kill was the sensor's
 
 
 def test_restarted_daemon_keeps_to_the_baseline_of_a_running_container(tmp_path: Path, busybox) -> None:  # type: ignore[no-untyped-def]
@@ -97,9 +99,14 @@ def test_restarted_daemon_keeps_to_the_baseline_of_a_running_container(tmp_path:
     learned = ModelEngine.open(state / "models", config).images[c.image.id].profile.items
     assert ("tcp", 17998) in learned["inbound"], learned["inbound"]
     assert ("/bin/sh", "/usr/sbin/runc") in learned["parent"], learned["parent"]  # docker exec's parent
-    with daemon(state, *learn) as out:
+    journal = tmp_path / "second.msgpack"
+    with daemon(state, *learn, "--record", str(journal)) as out:
         time.sleep(8)  # sleeps and wgets whose parent was seeded from /proc, accepts on the old listener
         subprocess.run(["docker", "exec", c.id, "sh", "-c", "true"], capture_output=True, timeout=30)
         time.sleep(2)
     mine = [f for f in findings(out) if c.name in f["output"] or c.id[:12] in f["output"]]
     assert not mine, mine
+    # ... and not because the second daemon saw nothing: it saw the steady work, named as learned
+    seen = [ev for ev in read_journal(journal) if ev.container_id == c.id]
+    assert any(ev.kind == "accept" and ev.sport == 17998 for ev in seen), "no accept with the listener's port"
+    assert any(ev.kind == "exec" and ev.exe == "/bin/sleep" and ev.pexe == "/bin/sh" for ev in seen)

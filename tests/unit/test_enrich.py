@@ -96,9 +96,11 @@ def test_busybox_applet_reexec_is_named_after_the_applet(tmp_path: Path) -> None
 def test_runtime_reexec_from_a_descriptor_keeps_its_binary_name(tmp_path: Path) -> None:
     """runc re-execs a sealed copy of itself as /dev/fd/N, N differing between `docker run` and
     `docker exec`: the processes it starts must not get a parent named after the descriptor."""
-    enr, cg, _ = make(tmp_path)
-    enr.enrich(Event("exec", 1, pid=40, ppid=10, comm="runc", exe="/usr/sbin/runc", args=("runc", "init")))
-    runc = enr.enrich(Event("exec", 2, pid=40, ppid=10, comm="runc", exe="/dev/fd/5", args=("runc", "init")))
+    enr, cg, host_cg = make(tmp_path)
+    enr.enrich(Event("exec", 1, pid=40, ppid=10, comm="runc", exe="/usr/sbin/runc", args=("runc", "init"),
+                     cgroup_id=host_cg))
+    runc = enr.enrich(Event("exec", 2, pid=40, ppid=10, comm="runc", exe="/dev/fd/5", args=("runc", "init"),
+                            cgroup_id=host_cg))
     assert runc.exe == "/usr/sbin/runc"
     sh = enr.enrich(Event("exec", 3, pid=40, ppid=10, comm="sh", exe="/bin/sh", args=("sh",), cgroup_id=cg))
     assert sh.exe == "/bin/sh" and sh.pexe == "/usr/bin/containerd-shim"
@@ -108,9 +110,17 @@ def test_runtime_reexec_from_a_descriptor_keeps_its_binary_name(tmp_path: Path) 
 
 
 def test_fileless_exec_from_a_descriptor_keeps_the_descriptor_path(tmp_path: Path) -> None:
-    enr, cg, _ = make(tmp_path)
-    ev = enr.enrich(Event("exec", 1, pid=20, comm="3", exe="/proc/self/fd/3", args=("payload",), cgroup_id=cg))
-    assert ev.exe == "/proc/self/fd/3"  # /bin/sh exec'd something that is not itself
+    """A payload exec'd from a descriptor chooses its own comm (the file's name): it must not pass
+    for its caller's binary, nor for a runtime's self-copy inside a container."""
+    enr, cg, host_cg = make(tmp_path)
+    ev = enr.enrich(Event("exec", 1, pid=20, comm="sh", exe="/proc/self/fd/3", args=("sh",), cgroup_id=cg))
+    assert ev.exe == "/proc/self/fd/3"  # /bin/sh exec'd a payload it named "sh"
+    enr.enrich(Event("exec", 2, pid=21, ppid=20, comm="runc", exe="/usr/sbin/runc", cgroup_id=cg))
+    ev = enr.enrich(Event("exec", 3, pid=21, ppid=20, comm="runc", exe="/dev/fd/4", cgroup_id=cg))
+    assert ev.exe == "/dev/fd/4"  # a "runc" inside a container is not the runtime
+    enr.enrich(Event("exec", 4, pid=50, ppid=1, comm="python3", exe="/usr/bin/python3", cgroup_id=host_cg))
+    ev = enr.enrich(Event("exec", 5, pid=50, ppid=1, comm="python3", exe="/dev/fd/7", cgroup_id=host_cg))
+    assert ev.exe == "/dev/fd/7"  # on the host, only runtimes
 
 
 def test_network_events_carry_their_process_command_line(tmp_path: Path) -> None:

@@ -133,3 +133,21 @@ def test_reader_sees_queued_decisions_but_leaves_them_for_the_sensor(tmp_path: P
     assert decisions.has_pending(tmp_path)  # the CLI never consumes the sensor's inbox
     assert ModelEngine.open(tmp_path, CFG).mode(IMAGE_ID) == "enforce"
     assert not decisions.has_pending(tmp_path)
+
+
+def test_a_malformed_item_in_a_decision_neither_stops_the_sensor_nor_changes_the_model(tmp_path: Path) -> None:
+    """A syscall decision with no parts once raised IndexError out of tick(), and again at every
+    restart while the file stayed queued."""
+    eng = learned()
+    eng.store_dir = tmp_path
+    eng.save_all()
+    before = {dim: set(items) for dim, items in eng.images[IMAGE_ID].profile.items.items()}
+    for i, (dim, key) in enumerate([("syscall", []), ("listen", ["tcp", [1]]), ("process", ["/x", True])]):
+        raw = Decision("accept", IMAGE_ID, "cli:ops", dimension="listen", key=("tcp", 1)).to_dict()
+        raw.update(dimension=dim, key=key)
+        (decisions.inbox(tmp_path)).mkdir(exist_ok=True)
+        (decisions.inbox(tmp_path) / f"{i}-bad.decision").write_bytes(msgpack.packb(raw))
+    eng.tick(LATER)  # applies the inbox: must not raise
+    opened = ModelEngine.open(tmp_path, CFG)  # nor at restart
+    assert not decisions.has_pending(tmp_path) and len(eng.load_errors) == 3  # set aside, each reported
+    assert {dim: set(items) for dim, items in opened.images[IMAGE_ID].profile.items.items()} == before

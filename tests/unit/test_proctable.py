@@ -54,9 +54,26 @@ def test_seed_names_a_process_by_the_path_it_was_started_with(tmp_path: Path) ->
         os.symlink(rootfs, procfs / str(pid) / "root")
     names = {pid: read_proc(procfs, pid) for pid in (10, 11, 12, 13)}
     assert {pid: p.exe for pid, p in names.items() if p is not None} == {
-        10: "/bin/sh", 11: "/bin/sh",  # argv[0], absolute or found in a binary directory
+        10: "/bin/sh", 11: "/bin/sh",  # argv[0], absolute or found on Docker's default PATH
         12: str(rootfs / "bin" / "busybox"),  # argv[0] is another file: exe stands
         13: str(rootfs / "bin" / "busybox")}  # a relative path cannot be checked
+
+
+def test_seed_finds_a_bare_name_where_the_process_path_finds_it_first(tmp_path: Path) -> None:
+    """On a merged-/usr image (/bin -> usr/bin) `sleep` run from a shell is /usr/bin/sleep, the
+    first hit on the PATH; looking in /bin first would name it /bin/sleep and differ from the
+    live exec."""
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "usr" / "bin").mkdir(parents=True)
+    (rootfs / "usr" / "bin" / "sleep").write_bytes(b"\x7fELF sleep")
+    os.symlink("usr/bin", rootfs / "bin")
+    procfs = tmp_path / "proc"
+    for pid, env in ((20, b""), (21, b"HOME=/\0PATH=/bin:/usr/bin\0")):
+        fake_proc(procfs, pid, 1, str(rootfs / "usr" / "bin" / "sleep"), ["sleep", "5"])
+        os.symlink(rootfs, procfs / str(pid) / "root")
+        (procfs / str(pid) / "environ").write_bytes(env)
+    assert read_proc(procfs, 20).exe == "/usr/bin/sleep"  # type: ignore[union-attr]  # Docker's default PATH
+    assert read_proc(procfs, 21).exe == "/bin/sleep"  # type: ignore[union-attr]  # its own PATH says /bin first
 
 
 def test_ancestry_nearest_first_with_depth(tmp_path: Path) -> None:

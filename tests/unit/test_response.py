@@ -117,16 +117,23 @@ def test_errors_are_one_line_values(tmp_path: Path) -> None:
 
 def test_kill_process_and_dispatch(tmp_path: Path) -> None:
     v2, v1 = cgroup_tree(tmp_path)
-    r = Responder(None, cgroupfs_root=v2, v1_freezer_root=v1)
+    procfs = tmp_path / "proc"
+    r = Responder(None, cgroupfs_root=v2, v1_freezer_root=v1, procfs_root=procfs)
     victim = subprocess.Popen(["sleep", "60"])
     try:
+        (procfs / str(victim.pid)).mkdir(parents=True)
+        (procfs / str(victim.pid) / "cgroup").write_text(f"0::/system.slice/docker-{'b' * 64}.scope\n")
+        other = r.act("kill-process", CID, pid=victim.pid)  # the pid now belongs to another container
+        assert not other.ok and "no longer a process of container" in other.error and victim.poll() is None
+        assert not r.kill_process(victim.pid, "host").ok and victim.poll() is None
+        (procfs / str(victim.pid) / "cgroup").write_text(f"0::/docker/{CID}\n")
         res = r.act("kill-process", CID, pid=victim.pid)
         assert (res.ok, res.method, res.action) == (True, "signal", "kill-process")
         assert victim.wait(timeout=10) == -9
     finally:
         victim.kill()
         victim.wait()
-    gone = r.kill_process(victim.pid)  # reaped: no such process
+    gone = r.kill_process(victim.pid, CID)  # reaped: no such process
     assert not gone.ok and str(victim.pid) in gone.error
     assert r.act("pause-container", CID, CG).method == "cgroup.freeze"
     bad = r.act("explode", CID, CG)
