@@ -63,16 +63,23 @@ class ProbeOptions:
 
 
 def tracefs_root() -> Path | None:
-    """The mounted tracefs (``/sys/kernel/tracing`` first), or None."""
+    """The mounted tracefs (``/sys/kernel/tracing`` first), or None (also when it cannot be read:
+    tracefs is root-only, and a non-root doctor must still report rather than crash)."""
     for root in TRACEFS_ROOTS:
-        if (root / "events").is_dir():
-            return root
+        try:
+            if (root / "events").is_dir():
+                return root
+        except OSError:
+            continue
     return None
 
 
 def has_tracepoint(category: str, name: str) -> bool:
     root = tracefs_root()
-    return root is not None and (root / "events" / category / name).is_dir()
+    try:
+        return root is not None and (root / "events" / category / name).is_dir()
+    except OSError:
+        return False
 
 
 def prefix_masks(prefixes: list[tuple[str, int]]) -> dict[bytes, int]:

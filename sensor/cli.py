@@ -11,13 +11,14 @@ import importlib
 import itertools
 import json
 import logging
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Iterable
+from typing import IO, Any, Iterable, NoReturn
 
 from sensor import bpf_loader
-from sensor.errors import EX_UNAVAILABLE, run_command
+from sensor.errors import EX_UNAVAILABLE, EX_USAGE, run_command
 from sensor.events import NETWORK_KINDS, Event
 
 PROG = "cgsentry-sensor"
@@ -118,6 +119,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
     tracer = Tracer(options, container=args.container, docker=not args.no_docker,
                     record=args.record)
+    signal.signal(signal.SIGTERM, _exit_on_signal)  # unwind: the journal is flushed, BPF detached
     try:
         _emit(tracer.events(args.duration), args.json, sys.stdout)
     finally:
@@ -125,6 +127,20 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"# {stats}", file=sys.stderr)
     return 0
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != 0 and not 1e-3 <= value <= 1e6:
+        raise argparse.ArgumentTypeError(f"{value:g}: use 0 (as fast as possible) or 0.001 to 1000000")
+    return value
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -136,8 +152,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+class UsageParser(argparse.ArgumentParser):
+    """argparse, but a usage error exits EX_USAGE (64) like every other bad-input path, not 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="cgsentry eBPF container sensor")
+    p = UsageParser(prog=PROG, description="cgsentry eBPF container sensor")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     d = sub.add_parser("doctor", help="check that the sensor can run here, with fixes")
@@ -162,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("replay", help="replay a recorded journal through the pipeline")
     r.add_argument("file", type=Path)
     r.add_argument("--json", action="store_true")
-    r.add_argument("--speed", type=float, default=0.0, help="1.0 = real time; 0 = max (default)")
+    r.add_argument("--speed", type=_speed, default=0.0, help="1.0 = real time; 0 = max (default)")
     r.set_defaults(func=cmd_replay)
     _register_extensions(sub)
     return p

@@ -31,6 +31,7 @@ from rules.policy import PolicyChecker, PolicySet
 from rules.policy import _image as parse_image_policy
 from rules.pushed import PushedRules
 from sensor.bpf_loader import ProbeOptions
+from sensor.errors import EX_CANTCREAT, SensorError
 from sensor.events import ACTIONS, BANNED_PROCESS, Event, Finding
 from sensor.link import CollectorLink, LinkCallbacks, LinkConfig
 from sensor.response import ActionGate, Responder
@@ -46,6 +47,11 @@ class Daemon:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         state = Path(args.state_dir)
+        try:
+            (state / "spool").mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise SensorError(f"state directory {state}: {err.strerror} (give --state-dir a writable directory)",
+                              exit_code=EX_CANTCREAT) from None
         self.models = ModelEngine.open(state / "models", ModelConfig(
             window_s=args.window_s, min_learn_s=args.learn_s, stable_s=args.stable_s), node=args.node)
         # the operator's files (or the library), then the sets the collector pushed, kept in state
@@ -296,8 +302,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: daemon.stop.set())
     if args.duration:
-        threading.Timer(args.duration, daemon.stop.set).start()
+        timer = threading.Timer(args.duration, daemon.stop.set)
+        timer.daemon = True  # a stop by signal must not wait out the duration
+        timer.start()
     return daemon.run()
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
 
 
 def register(sub: Any) -> None:
@@ -316,7 +334,7 @@ def register(sub: Any) -> None:
     p.add_argument("--stable-s", type=float, default=120.0, help="stable time before auto-promotion")
     p.add_argument("--window-s", type=float, default=10.0, help="rate model window")
     p.add_argument("--snapshot-s", type=float, default=30.0, help="baseline snapshot interval")
-    p.add_argument("--spool-mb", type=int, default=64)
+    p.add_argument("--spool-mb", type=_positive_int, default=64, help="bound of the on-disk finding spool")
     p.add_argument("--ring-pages", type=int, default=256)
     p.add_argument("--wake-batch", type=int, default=64, metavar="N",
                    help="records per CPU between reader wakeups (1: every record, lowest latency)")

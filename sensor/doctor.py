@@ -28,8 +28,23 @@ def _privileges() -> Check:
 
 def _tracefs() -> Check:
     root = bpf_loader.tracefs_root()
-    return Check("tracefs", root is not None, str(root) if root else "not mounted",
-                 "mount -t tracefs nodev /sys/kernel/tracing")
+    if root is not None:
+        return Check("tracefs", True, str(root), "")
+    unreadable = next((r for r in bpf_loader.TRACEFS_ROOTS if _exists_unreadable(r / "events")), None)
+    if unreadable is not None:
+        return Check("tracefs", False, f"{unreadable} is mounted but not readable as euid {os.geteuid()}",
+                     "run as root (tracefs is root-only)")
+    return Check("tracefs", False, "not mounted", "mount -t tracefs nodev /sys/kernel/tracing")
+
+
+def _exists_unreadable(path: Path) -> bool:
+    try:
+        path.stat()
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
 
 
 def _headers() -> Check:

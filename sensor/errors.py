@@ -12,6 +12,7 @@ EX_NOINPUT = 66  # input file missing
 EX_UNAVAILABLE = 69  # a service we need is missing (BCC, Docker, collector)
 EX_SOFTWARE = 70  # internal error (a bug)
 EX_OSERR = 71  # OS error (cannot attach, cannot mount)
+EX_CANTCREAT = 73  # cannot create an output file or directory
 EX_IOERR = 74  # I/O error
 EX_TEMPFAIL = 75  # try again later (collector away)
 EX_NOPERM = 77  # not root / missing capabilities

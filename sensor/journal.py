@@ -16,6 +16,7 @@ import dataclasses
 import operator
 import socket
 import time
+from itertools import repeat
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Final, Iterator
 
@@ -29,6 +30,12 @@ VERSION: Final = 2
 FIELDS: Final = tuple(f.name for f in dataclasses.fields(Event))
 _VALUES: Final = operator.attrgetter(*FIELDS)
 _DEFAULTS: Final = tuple(f.default for f in dataclasses.fields(Event))
+# Each field's type (a record is checked with one C-level map of isinstance), and the element
+# type of the tuple fields: a journal is input, and a wrong type would surface as a traceback
+# wherever the event is used (a command line joined, a comm sliced).
+_TYPES: Final = (str, int) + tuple(type(d) for d in _DEFAULTS[2:])
+_STR_TUPLES: Final = tuple(FIELDS.index(name) for name in ("args", "ancestry"))
+_INT_TUPLES: Final = (FIELDS.index("sc_args"),)
 # Per kind, the field after the last one its decoder fills: a record is cut there when everything
 # after it is default (one C-level tuple compare; otherwise the whole record is written).
 _END: Final = {kind: FIELDS.index(after) + 1 for kind, after in (
@@ -90,12 +97,13 @@ def read_journal(path: Path | str) -> Iterator[Event]:
                 good_end = unpacker.tell()
                 # The positional fast path inline (a call per record costs 15 % of the read):
                 # arrays were read as tuples (use_list=False), so the record is Event's argument list.
-                if type(rec) is tuple and 2 <= len(rec) <= width and type(rec[0]) is str and type(rec[1]) is int:
+                if type(rec) is tuple and 2 <= len(rec) <= width and all(map(isinstance, rec, _TYPES)):
+                    _check_elements(path, n, rec)
                     yield Event(*rec)
                 else:
                     yield decode(n, rec)
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as err:
-            raise DataError(f"journal {path}: record {n + 1}: corrupt ({err})") from err
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, msgpack.BufferFull) as err:
+            raise DataError(f"journal {path}: record {n + 1}: corrupt ({err or type(err).__name__})") from err
         # The unpacker stops at the end of the data or of the last complete record (after which
         # tell() reports what was buffered): anything past the last record's end is a partial one.
         if good_end < path.stat().st_size:
@@ -130,11 +138,35 @@ def _decoder(path: Path, head: dict[str, Any]) -> tuple[Callable[[int, Any], Eve
         raise DataError(f"journal {path}: not a cgsentry journal (bad field list in the header)")
     width = len(names)
     if names == FIELDS[:width]:  # this version's fields, or the first of them (an older writer)
-        return (lambda n, rec: _from_map(path, n, None)), width
+        return (lambda n, rec: _from_map(path, n, dict(zip(FIELDS, rec, strict=False)) if _fits(rec, width)
+                                         else None)), width
     # renamed, reordered or unknown fields: match them by name (trailing defaults were left off)
     def by_name(n: int, rec: Any) -> Event:
         return _from_map(path, n, dict(zip(names, rec, strict=False)) if _fits(rec, width) else rec)
     return by_name, 0
+
+
+def _check_elements(path: Path, n: int, rec: tuple[Any, ...]) -> None:
+    width = len(rec)
+    for i in _STR_TUPLES:
+        if i < width:
+            try:
+                "".join(rec[i])  # a C-level check that every element is a str, 4x cheaper than isinstance
+            except TypeError:
+                raise DataError(f"journal {path}: record {n}: corrupt ({FIELDS[i]} holds a non-string)") from None
+    for i in _INT_TUPLES:
+        if i < width and rec[i] and not all(map(isinstance, rec[i], repeat(int))):
+            raise DataError(f"journal {path}: record {n}: corrupt ({FIELDS[i]} holds a non-integer)")
+
+
+def _checked(path: Path, n: int, ev: Event) -> Event:
+    """``ev`` if every field has its type, else DataError naming the first field that does not."""
+    values = _VALUES(ev)
+    if not all(map(isinstance, values, _TYPES)):
+        name, value = next((f, v) for f, v, t in zip(FIELDS, values, _TYPES, strict=True) if not isinstance(v, t))
+        raise DataError(f"journal {path}: record {n}: corrupt ({name} is a {type(value).__name__})")
+    _check_elements(path, n, values)
+    return ev
 
 
 def _fits(rec: Any, width: int) -> bool:
@@ -145,11 +177,11 @@ def _from_map(path: Path, n: int, rec: Any) -> Event:
     if not isinstance(rec, dict):  # None: a version-2 record that is not an event's array
         raise DataError(f"journal {path}: record {n}: corrupt (not an event record)")
     try:
-        return Event(**rec)  # arrays were read as tuples (use_list=False): no copy
+        return _checked(path, n, Event(**rec))  # arrays were read as tuples (use_list=False): no copy
     except TypeError:
         pass  # a field this version does not know, or kind/time_ns missing
     try:
-        return Event.from_dict(rec)
+        return _checked(path, n, Event.from_dict(rec))
     except (TypeError, ValueError) as err:
         raise DataError(f"journal {path}: record {n}: corrupt ({err})") from err
 

@@ -4,7 +4,8 @@ Segment files of msgpack records ``{"seq": n, "findings": [...]}``, each append 
 state file holds the next sequence number and the highest acknowledged one, so sequence numbers
 survive restarts (the collector stores each (sensor, seq) once). When the spool is over
 ``max_bytes`` the oldest unacknowledged segments are dropped — counted, never silently — and the
-caller is never blocked. A torn tail (crash mid-append) is cut off, earlier records kept.
+caller is never blocked. A torn tail (crash mid-append) is cut off, earlier records kept; a
+damaged record inside a segment costs only itself (see ``Spool._repair``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -37,14 +39,22 @@ class Spool:
         self.acked: int = state.get("acked", 0)
         self.dropped_batches = 0
         self.torn_tails = 0
+        self.corrupt_records = 0
         self._repair()
 
     # -- state -------------------------------------------------------------------------------
     def _read_state(self) -> dict[str, int]:
+        """next_seq and acked from state.json; a missing or damaged file counts as empty (the
+        segments on disk then set next_seq, and an ack from the collector sets acked)."""
         try:
-            return dict(json.loads((self.dir / "state.json").read_text()))
+            state = json.loads((self.dir / "state.json").read_text())
         except (OSError, ValueError):
             return {}
+        if not isinstance(state, dict):
+            log.warning("spool state %s is not a JSON object; ignored", self.dir / "state.json")
+            return {}
+        return {k: v for k, v in state.items()
+                if k in ("next_seq", "acked") and isinstance(v, int) and not isinstance(v, bool) and v >= 0}
 
     def _write_state(self) -> None:
         tmp = self.dir / "state.json.tmp"
@@ -55,28 +65,31 @@ class Spool:
         return sorted(self.dir.glob("seg-*.msgpack"))
 
     def _repair(self) -> None:
-        """Cut torn tails and make next_seq exceed every seq on disk."""
-        for seg in self._segments():
-            good, last = self._scan(seg)
-            if good < seg.stat().st_size:
-                self.torn_tails += 1
-                log.warning("spool segment %s: torn tail cut at byte %d", seg.name, good)
-                with open(seg, "r+b") as f:
-                    f.truncate(good)
-            self.next_seq = max(self.next_seq, last + 1)
+        """Keep every intact record of every segment and make next_seq exceed every seq on disk.
 
-    @staticmethod
-    def _scan(seg: Path) -> tuple[int, int]:
-        good, last = 0, 0
-        with open(seg, "rb") as f:
-            unpacker = msgpack.Unpacker(f, raw=False)
-            try:
-                for rec in unpacker:
-                    last = max(last, int(rec["seq"]))
-                    good = unpacker.tell()
-            except Exception:  # noqa: BLE001 - the torn record itself
-                pass
-        return good, last
+        A torn tail (a crash mid-append) is cut. A damaged record inside a segment (a flipped
+        bit on disk) costs that record only: the records after it are found again and kept, the
+        segment is rewritten with them, and the damaged original is kept beside it as
+        ``*.corrupt-<time>`` for inspection."""
+        for seg in self._segments():
+            data = seg.read_bytes()
+            records, skipped_inside, tail_cut = _salvage(data)
+            if skipped_inside or tail_cut:
+                kept = b"".join(msgpack.packb(r, use_bin_type=True) for r in records)
+                if skipped_inside:
+                    self.corrupt_records += skipped_inside
+                    aside = seg.with_name(f"{seg.name}.corrupt-{int(time.time())}")
+                    os.replace(seg, aside)
+                    log.warning("spool segment %s: %d damaged record(s) skipped, %d kept; original kept as %s",
+                                seg.name, skipped_inside, len(records), aside.name)
+                else:
+                    self.torn_tails += 1
+                    log.warning("spool segment %s: torn tail cut at byte %d", seg.name, len(kept))
+                tmp = seg.with_name(seg.name + ".tmp")
+                tmp.write_bytes(kept)
+                os.replace(tmp, seg)
+            for rec in records:
+                self.next_seq = max(self.next_seq, rec["seq"] + 1)
 
     # -- api ---------------------------------------------------------------------------------
     def append(self, findings: list[Finding]) -> int:
@@ -118,7 +131,13 @@ class Spool:
         for seg in self._segments():
             for rec in self._records(seg):
                 if rec["seq"] > floor:
-                    yield rec["seq"], [Finding.from_dict(d) for d in rec["findings"]]
+                    try:
+                        batch = [Finding.from_dict(d) for d in rec["findings"]]
+                    except Exception as err:  # noqa: BLE001 - a record that decodes but is not findings
+                        self.corrupt_records += 1
+                        log.warning("spool batch %s is not a list of findings (%s); skipped", rec.get("seq"), err)
+                        continue
+                    yield rec["seq"], batch
 
     def ack(self, seq: int) -> None:
         """Everything up to ``seq`` is stored by the collector; delete fully-acked segments."""
@@ -149,4 +168,43 @@ class Spool:
     def stats(self) -> dict[str, int]:
         return {"spool_bytes": self.bytes(), "spool_unacked": self.unacked(), "spool_next_seq": self.next_seq,
                 "spool_acked": self.acked,
-                "spool_dropped_batches": self.dropped_batches, "spool_torn_tails": self.torn_tails}
+                "spool_dropped_batches": self.dropped_batches, "spool_torn_tails": self.torn_tails,
+                "spool_corrupt_records": self.corrupt_records}
+
+
+def _is_record(obj: Any) -> bool:
+    return (isinstance(obj, dict) and isinstance(obj.get("seq"), int) and not isinstance(obj["seq"], bool)
+            and obj["seq"] > 0 and isinstance(obj.get("findings"), list)
+            and all(isinstance(f, dict) for f in obj["findings"]))
+
+
+def _salvage(data: bytes) -> tuple[list[dict[str, Any]], int, bool]:
+    """The intact records of a segment, how many damaged stretches lay between intact records,
+    and whether the segment ended in a damaged (torn) stretch.
+
+    Records are msgpack maps ``{"seq", "findings"}``. After a record that does not decode, the
+    scan resumes at the next offset where a whole record decodes: each record starts with the same
+    map header, so only those offsets are tried."""
+    records: list[dict[str, Any]] = []
+    pos, damaged, in_damage = 0, 0, False
+    header = b"\x82"  # a map of two entries: how every record starts
+    while pos < len(data):
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(data), 1 << 20))
+        unpacker.feed(data[pos:])
+        try:
+            obj = unpacker.unpack()
+            ok = _is_record(obj) and (not records or obj["seq"] > records[-1]["seq"])
+        except Exception:  # noqa: BLE001 - any decoding failure is damage
+            ok = False
+        if ok:
+            if in_damage:
+                damaged, in_damage = damaged + 1, False
+            records.append(obj)
+            pos += unpacker.tell()
+            continue
+        in_damage = True
+        nxt = data.find(header, pos + 1)
+        if nxt < 0:
+            break
+        pos = nxt
+    return records, damaged, in_damage

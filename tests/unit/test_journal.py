@@ -79,6 +79,26 @@ def test_record_that_is_not_an_event(tmp_path: Path) -> None:
             list(read_journal(path))
 
 
+@pytest.mark.parametrize("field, value", [("args", 5), ("args", ("nc", 7)), ("args", None), ("comm", b"sh"),
+                                          ("comm", 3), ("container_name", 9), ("pid", "x"), ("ancestry", (None,)),
+                                          ("sc_args", ("a",)), ("killed", "yes")])
+def test_a_field_of_the_wrong_type_is_a_corrupt_record_not_a_traceback_downstream(
+        tmp_path: Path, field: str, value: object) -> None:
+    """replay and `rules test` once raised TypeError/AttributeError wherever such a value was used."""
+    path = tmp_path / "j"
+    ev = Event("exec", 1, pid=5, comm="sh", exe="/bin/sh", args=("sh",))
+    rec = [getattr(ev, name) for name in FIELDS]
+    rec[FIELDS.index(field)] = value
+    head = msgpack.packb({"format": "cgsentry-journal", "version": 2, "fields": FIELDS})
+    path.write_bytes(head + msgpack.packb(["exit", 1]) + msgpack.packb(rec))
+    with pytest.raises(DataError, match=f"record 2: corrupt .*{field}"):
+        list(read_journal(path))
+    v1 = dict(zip(FIELDS, rec, strict=True))
+    path.write_bytes(msgpack.packb({"format": "cgsentry-journal", "version": 1}) + msgpack.packb(v1))
+    with pytest.raises(DataError, match="record 1: corrupt"):
+        list(read_journal(path))
+
+
 def test_version_1_journals_still_read(tmp_path: Path) -> None:
     path = tmp_path / "v1"
     path.write_bytes(msgpack.packb({"format": "cgsentry-journal", "version": 1})

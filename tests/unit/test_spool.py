@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgpack
+import pytest
+
 from sensor.events import Event, Finding
 from sensor.spool import Spool
 
@@ -122,3 +125,34 @@ def test_garbage_tail_is_cut(tmp_path: Path) -> None:
     reopened = Spool(tmp_path)
     assert reopened.stats()["spool_torn_tails"] == 1
     assert seqs(reopened) == [1]
+
+
+def test_a_damaged_record_inside_a_segment_costs_only_itself(tmp_path: Path) -> None:
+    """A flipped byte in record 2 of 5 once cut the segment there ("torn tail"): batches 2-5 were
+    lost for good. Now only batch 2 is, the rest is delivered, and the original is kept."""
+    spool = Spool(tmp_path)
+    for i in range(5):
+        spool.append([finding(i)])
+    seg = sorted(tmp_path.glob("seg-*.msgpack"))[0]
+    raw = bytearray(seg.read_bytes())
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(bytes(raw))
+    unpacker.unpack()
+    second = unpacker.tell()  # where record 2 starts
+    raw[second + 1] = 0xC1  # never valid msgpack
+    seg.write_bytes(bytes(raw))
+    reopened = Spool(tmp_path)
+    assert seqs(reopened) == [1, 3, 4, 5]
+    assert reopened.stats()["spool_corrupt_records"] == 1 and reopened.stats()["spool_torn_tails"] == 0
+    assert [p.name.split(".corrupt-")[0] for p in tmp_path.glob("*.corrupt-*")] == [seg.name]
+    assert reopened.append([finding(5)]) == 6 and seqs(Spool(tmp_path)) == [1, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("state", ["[1, 2]", '{"next_seq": "x"}', '{"next_seq": null, "acked": -3}', "{"])
+def test_a_damaged_state_file_does_not_stop_the_spool(tmp_path: Path, state: str) -> None:
+    spool = Spool(tmp_path)
+    for i in range(3):
+        spool.append([finding(i)])
+    (tmp_path / "state.json").write_text(state)
+    reopened = Spool(tmp_path)
+    assert seqs(reopened) == [1, 2, 3] and reopened.append([finding(3)]) == 4
