@@ -30,7 +30,7 @@ from rules.errors import RuleError
 from rules.policy import PolicyChecker, PolicySet
 from rules.policy import _image as parse_image_policy
 from rules.pushed import PushedRules
-from sensor.bpf_loader import ProbeOptions
+from sensor.bpf_loader import ProbeOptions, check_privileges
 from sensor.errors import EX_CANTCREAT, SensorError
 from sensor.events import ACTIONS, BANNED_PROCESS, Event, Finding
 from sensor.link import CollectorLink, LinkCallbacks, LinkConfig
@@ -46,6 +46,7 @@ BPF_STATS_KNOB = Path("/proc/sys/kernel/bpf_stats_enabled")
 class Daemon:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        check_privileges()  # first: a non-root user gets one line, not a Docker warning before it
         state = Path(args.state_dir)
         try:
             (state / "spool").mkdir(parents=True, exist_ok=True)

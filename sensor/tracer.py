@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from sensor.bpf_loader import ProbeOptions
+from sensor.bpf_loader import ProbeOptions, check_privileges
 from sensor.enrich import Enricher
 from sensor.events import ACCEPT, Event
 from sensor.journal import JournalWriter
@@ -30,6 +30,7 @@ class Tracer:
     def __init__(self, options: ProbeOptions | None = None, *, container: str | None = None,
                  docker: bool = True, record: Path | None = None,
                  prefixes: list[tuple[str, int]] | None = None) -> None:
+        check_privileges()  # before anything else can warn: a non-root user gets one line
         self.enricher = Enricher.create(docker=docker)
         self._listener_scans: set[tuple[int, str]] = set()
         # the reader owns each freshly decoded event until it is enriched: fill it in, no copy
