@@ -19,7 +19,7 @@ import difflib
 import fnmatch
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Final, Mapping, Sequence
 
 from rules.fields import BOOL, EVT_TYPE_KINDS, FIELDS, INT, STRS, Field
 from sensor.events import Event
@@ -31,8 +31,25 @@ _TOKEN = re.compile(r"""\s*(?:(?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|(?P<p
                     r"""(?P<op><=|>=|!=|=|<|>)|(?P<word>[^\s(),=<>!"']+))""")
 
 
+# Limits that keep a small rules file from costing unbounded time, memory or stack. The generated
+# Python nests one parenthesis per AST level and CPython refuses more than 200, so MAX_DEPTH counts
+# each '(' , 'not' and macro expansion and leaves room for the and/or levels between them.
+MAX_DEPTH: Final = 64
+MAX_LIST_ITEMS: Final = 1_000_000  # list items inlined, all conditions of a rule set together
+MAX_TESTS: Final = 100_000  # field tests after macro expansion, all conditions together
+
+
 class CondError(ValueError):
     """A condition that cannot compile; the message names the token and the fix."""
+
+
+@dataclass
+class Budget:
+    """What compiling may still expand. One is shared by every condition of a rule set, so a
+    kilobyte of nested lists or doubling macros is refused instead of expanded for minutes."""
+
+    list_items: int = MAX_LIST_ITEMS
+    tests: int = MAX_TESTS
 
 
 @dataclass(frozen=True)
@@ -52,10 +69,32 @@ def tokenize(text: str) -> list[Tok]:
         kind = m.lastgroup or "word"
         value = m.group(kind)
         if kind == "str":
-            value = value[1:-1].encode().decode("unicode_escape")
+            value = unescape(value)
         out.append(Tok(kind, value))
         pos = m.end()
     return out
+
+
+_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "\\": "\\", "/": "/"}
+_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+
+
+def unescape(literal: str) -> str:
+    """A quoted token's text, unescaped as Falco does (libsinsp filter/escaping.cpp): \\b \\f \\n
+    \\r \\t \\\\ \\/ and the literal's own quote; any other escape is a CondError. Text is never
+    re-encoded, so non-ASCII characters stay as written."""
+    quote = literal[0]
+
+    def one(m: re.Match[str]) -> str:
+        c = m.group(1)
+        if c == quote:
+            return c
+        if c in _ESCAPES:
+            return _ESCAPES[c]
+        shown = f"\\{c}" if c.isprintable() else f"\\ before {c!r}"
+        raise CondError(f"unsupported escape {shown} in a quoted string "
+                        f"(supported: \\b \\f \\n \\r \\t \\\\ \\/ \\{quote})")
+    return _ESCAPE.sub(one, literal[1:-1])
 
 
 @dataclass
@@ -72,10 +111,19 @@ class Node:
 
 class Parser:
     def __init__(self, text: str, macros: Mapping[str, str], lists: Mapping[str, Sequence[Any]],
-                 stack: tuple[str, ...] = ()) -> None:
+                 stack: tuple[str, ...] = (), budget: Budget | None = None, depth: int = 0) -> None:
         self.toks = tokenize(text)
         self.i = 0
         self.macros, self.lists, self.stack = macros, lists, stack
+        self.budget = budget if budget is not None else Budget()
+        self.depth = depth
+
+    def _deeper(self) -> int:
+        """The depth one level down ('(', 'not' or a macro), refused past MAX_DEPTH before recursing."""
+        if self.depth >= MAX_DEPTH:
+            raise CondError(f"condition nests too deeply (limit {MAX_DEPTH} levels of parentheses, "
+                            "'not' and macros)")
+        return self.depth + 1
 
     def parse(self) -> Node:
         if not self.toks:
@@ -116,13 +164,18 @@ class Parser:
 
     def _unary(self) -> Node:
         if self._word("not"):
-            return Node("not", (self._unary(),))
+            self.depth = self._deeper()
+            node = Node("not", (self._unary(),))
+            self.depth -= 1
+            return node
         tok = self._next("a field, macro or '('")
         if tok.kind == "punct" and tok.text == "(":
+            self.depth = self._deeper()
             node = self._or()
             close = self._next("')'")
             if close.text != ")":
                 raise CondError(f"expected ')' but found {close.text!r}")
+            self.depth -= 1
             return node
         if tok.kind != "word":
             raise CondError(f"expected a field or macro, found {tok.text!r}")
@@ -134,13 +187,18 @@ class Parser:
         if name in self.stack:
             raise CondError(f"macro cycle: {' -> '.join((*self.stack, name))}")
         try:
-            return Parser(self.macros[name], self.macros, self.lists, (*self.stack, name)).parse()
+            return Parser(self.macros[name], self.macros, self.lists, (*self.stack, name), self.budget,
+                          self._deeper()).parse()
         except CondError as err:
-            if str(err).startswith(("macro cycle", "in macro")):
+            if str(err).startswith(("macro cycle", "in macro", "condition nests", "condition expands")):
                 raise
             raise CondError(f"in macro {name!r}: {err}") from None
 
     def _comparison(self, name: str) -> Node:
+        self.budget.tests -= 1
+        if self.budget.tests < 0:
+            raise CondError(f"condition expands to more than {MAX_TESTS} field tests (macros using "
+                            "macros?); the limit counts all conditions of the rule set")
         field, index = resolve_field(name, self.macros)
         tok = self._next(f"an operator after {name}")
         op = tok.text
@@ -162,7 +220,7 @@ class Parser:
         tok = self._next("'('")
         if tok.text != "(":
             if tok.kind == "word" and tok.text in self.lists:
-                return tuple(self._expand(tok.text, ()))
+                return tuple(self._expand(tok.text))
             raise CondError(f"expected '(' to start a list, found {tok.text!r}")
         items: list[str] = []
         while True:
@@ -172,19 +230,35 @@ class Parser:
             if tok.text == ",":
                 continue
             if tok.kind == "word" and tok.text in self.lists:
-                items.extend(self._expand(tok.text, ()))
+                items.extend(self._expand(tok.text))
             else:
                 items.append(tok.text)
         return tuple(items)
 
-    def _expand(self, name: str, seen: tuple[str, ...]) -> list[str]:
-        """Items of a list, with items that name other lists expanded (cycles refused)."""
-        if name in seen:
-            raise CondError(f"list cycle: {' -> '.join((*seen, name))}")
+    def _expand(self, name: str) -> list[str]:
+        """Items of a list, with items that name other lists expanded (cycles refused). Charged
+        to the budget as it grows, so a list of lists of lists is refused before it is built."""
         out: list[str] = []
-        for item in self.lists[name]:
-            text = str(item)
-            out.extend(self._expand(text, (*seen, name)) if text in self.lists else [text])
+        # (list name, next item index, lists being expanded): iterative, however deep lists nest
+        stack: list[tuple[str, int, tuple[str, ...]]] = [(name, 0, (name,))]
+        while stack:
+            current, pos, seen = stack.pop()
+            items = self.lists[current]
+            while pos < len(items):
+                text = str(items[pos])
+                pos += 1
+                if text not in self.lists:
+                    self.budget.list_items -= 1
+                    if self.budget.list_items < 0:
+                        raise CondError(f"list {name} expands to more than {MAX_LIST_ITEMS} items "
+                                        "(the limit counts all conditions of the rule set)")
+                    out.append(text)
+                    continue
+                if text in seen:
+                    raise CondError(f"list cycle: {' -> '.join((*seen, text))}")
+                stack.append((current, pos, seen))
+                stack.append((text, 0, (*seen, text)))
+                break
         return out
 
 
@@ -356,8 +430,10 @@ def _getter(node: Node) -> Callable[[Event], Any]:
 
 
 def compile_condition(text: str, macros: Mapping[str, str], lists: Mapping[str, Sequence[Any]],
-                      stack: tuple[str, ...] = ()) -> tuple[Pred, frozenset[str] | None, Node]:
+                      stack: tuple[str, ...] = (), budget: Budget | None = None
+                      ) -> tuple[Pred, frozenset[str] | None, Node]:
     """Compile ``text``: (predicate, event kinds it can match or None, AST). ``stack`` names the
-    macros being expanded (for cycle detection when compiling a macro on its own)."""
-    node = Parser(text, macros, lists, stack).parse()
+    macros being expanded (for cycle detection when compiling a macro on its own); ``budget``
+    (default: a fresh one) bounds the expansion, shared across calls to bound a whole rule set."""
+    node = Parser(text, macros, lists, stack, budget, len(stack)).parse()
     return compile_node(node, stack[-1] if stack else "condition"), kinds_of(node), node

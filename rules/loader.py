@@ -14,18 +14,21 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-from rules.condition import CondError, Node, compile_condition, resolve_field
+from rules.condition import Budget, CondError, Node, compile_condition, resolve_field
 from rules.errors import RuleError
+from rules.yamlfile import BoundedLoader, read_text
+from rules.yamlfile import load as load_yaml
 from sensor.events import PRIORITIES, Event
 
 ENGINE_VERSION = 1
 RULE_KEYS = {"rule", "desc", "condition", "output", "priority", "tags", "exceptions", "enabled",
              "source", "append", "override"}
 _PRIORITY_ALIASES = {"INFO": "INFORMATIONAL", "WARN": "WARNING", "ERR": "ERROR", "CRIT": "CRITICAL"}
+_LIST_COMPS = ("in", "pmatch", "intersects")
 _OUTPUT_FIELD = re.compile(r"%([\w.]+(?:\[\d+\])?)")
 
 
-class _LineLoader(yaml.SafeLoader):
+class _LineLoader(BoundedLoader):
     """Records the 1-based line of every mapping under the key ``__line__``."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -85,20 +88,11 @@ def load_sources(sources: list[tuple[str, str]]) -> RuleSet:
 
 
 def _read(path: Path) -> list[dict[str, Any]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise RuleError(f"{path}: cannot read rules file: {err.strerror}", exit_code=66) from err
-    return _parse(text, str(path))
+    return _parse(read_text(path, "rules file"), str(path))
 
 
 def _parse(text: str, name: str) -> list[dict[str, Any]]:
-    try:
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise RuleError(f"{name}{line}: invalid YAML: {getattr(err, 'problem', err)}") from None
+    data = load_yaml(text, name, _LineLoader)
     if data is None:
         return []
     if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
@@ -118,8 +112,9 @@ def _build(docs: list[tuple[str, list[dict[str, Any]]]]) -> RuleSet:
         counters = {"rules": 0, "macros": 0, "lists": 0}
         for item in items:
             _collect(name, item, counters, lists, macros, raw_rules)
-    _check_macros(macros, lists, docs)
-    compiled = [_compile_rule(name, idx, item, macros, lists) for name, idx, item in raw_rules]
+    budget = Budget()  # one for the whole set: its total expansion is bounded, not each condition's
+    _check_macros(macros, lists, docs, budget)
+    compiled = [_compile_rule(name, idx, item, macros, lists, budget) for name, idx, item in raw_rules]
     return RuleSet(compiled, macros, lists, [n for n, _ in docs])
 
 
@@ -127,74 +122,118 @@ def _collect(name: str, item: dict[str, Any], counters: dict[str, int], lists: d
              macros: dict[str, str], raw_rules: list[tuple[str, int, dict[str, Any]]]) -> None:
     if "required_engine_version" in item:
         want = item["required_engine_version"]
-        if not isinstance(want, int) or want > ENGINE_VERSION:
+        if not isinstance(want, int) or isinstance(want, bool) or want > ENGINE_VERSION:
             raise RuleError(f"{_where(name, item, 'required_engine_version')}: needs engine "
-                            f"version {want}, this is {ENGINE_VERSION}")
+                            f"version {want!r}, this is {ENGINE_VERSION}")
         return
-    if "list" in item:
-        i = counters["lists"]
-        counters["lists"] += 1
-        items = item.get("items")
-        if not isinstance(items, list):
-            raise RuleError(f"{_where(name, item, f'lists[{i}].items')}: must be a YAML list")
-        if item.get("append") and item["list"] in lists:
-            lists[item["list"]].extend(items)
+    kind = next((k for k in ("list", "macro", "rule") if k in item), None)
+    if kind is not None:
+        i = counters[f"{kind}s"]
+        counters[f"{kind}s"] += 1
+        where: Callable[[str], str] = lambda key: _where(name, item, f"{kind}s[{i}].{key}")  # noqa: E731
+        _text(item[kind], where(kind), "a name")
+        _optional(item, "append", bool, where)
+        if kind == "list":
+            _collect_list(item, lists, where)
+        elif kind == "macro":
+            _collect_macro(name, item, macros, where)
         else:
-            lists[str(item["list"])] = list(items)
-        return
-    if "macro" in item:
-        i = counters["macros"]
-        counters["macros"] += 1
-        cond = item.get("condition")
-        if not isinstance(cond, str) or not cond.strip():
-            raise RuleError(f"{_where(name, item, f'macros[{i}].condition')}: missing or empty")
-        prev = macros.get(item["macro"])
-        macros[str(item["macro"])] = f"({prev}) {cond}" if item.get("append") and prev else cond
-        item["__file__"] = name
-        return
-    if "rule" in item:
-        raw_rules.append((name, counters["rules"], item))
-        counters["rules"] += 1
+            raw_rules.append((name, i, item))
         return
     raise RuleError(f"{name}:{item.get('__line__', 0)}: object is none of rule, macro, list, "
                     "required_engine_version")
 
 
+def _collect_list(item: dict[str, Any], lists: dict[str, list[Any]], where: Callable[[str], str]) -> None:
+    items = item.get("items")
+    if not isinstance(items, list):
+        raise RuleError(f"{where('items')}: must be a YAML list")
+    for j, value in enumerate(items):
+        _scalar(value, where(f"items[{j}]"))
+    if item.get("append") and item["list"] in lists:
+        lists[item["list"]].extend(items)
+    else:
+        lists[item["list"]] = list(items)
+
+
+def _collect_macro(name: str, item: dict[str, Any], macros: dict[str, str], where: Callable[[str], str]) -> None:
+    cond = _text(item.get("condition"), where("condition"))
+    prev = macros.get(item["macro"])
+    macros[item["macro"]] = f"({prev}) {cond}" if item.get("append") and prev else cond
+    item["__file__"] = name
+
+
+def _text(value: Any, where: str, what: str = "") -> str:
+    """``value`` if it is a non-blank string, else a RuleError naming ``where``."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise RuleError(f"{where}: missing or empty")
+    if not isinstance(value, str):
+        raise RuleError(f"{where}: must be {what or 'a string'}, not {_type(value)}")
+    return value
+
+
+def _scalar(value: Any, where: str) -> str:
+    """A list item, tag or exception value: a string or number, as the string the condition sees."""
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise RuleError(f"{where}: must be a string or number, not {_type(value)}")
+
+
+def _optional(item: dict[str, Any], key: str, want: type, where: Callable[[str], str]) -> None:
+    if key in item and not isinstance(item[key], want):
+        raise RuleError(f"{where(key)}: must be {_TYPE_NAMES[want]}, not {_type(item[key])}")
+
+
+_TYPE_NAMES: dict[type, str] = {bool: "true or false", str: "a string", list: "a list", dict: "a mapping"}
+
+
+def _type(value: Any) -> str:
+    """YAML's name for a value's type, for error messages (quoted strings show their quotes)."""
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    names = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "a mapping"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
 def _check_macros(macros: dict[str, str], lists: dict[str, list[Any]],
-                  docs: list[tuple[str, list[dict[str, Any]]]]) -> None:
+                  docs: list[tuple[str, list[dict[str, Any]]]], budget: Budget) -> None:
     """Compile every macro on its own so errors point at the macro, not at a rule using it."""
     index = {item["macro"]: (name, item) for name, items in docs for item in items if "macro" in item}
     for mname, (fname, item) in index.items():
         try:
-            compile_condition(macros[mname], macros, lists, (mname,))
+            compile_condition(macros[mname], macros, lists, (mname,), budget)
         except CondError as err:
             raise RuleError(f"{fname}:{item.get('__line__', 0)}: macro {mname}: {err}") from None
 
 
 def _compile_rule(name: str, idx: int, item: dict[str, Any], macros: dict[str, str],
-                  lists: dict[str, list[Any]]) -> CompiledRule:
+                  lists: dict[str, list[Any]], budget: Budget) -> CompiledRule:
     where: Callable[[str], str] = lambda key: _where(name, item, f"rules[{idx}].{key}")  # noqa: E731
     unknown = set(item) - RULE_KEYS - {"__line__"}
     if unknown:
         raise RuleError(f"{where(sorted(unknown)[0])}: unknown key (keys: {', '.join(sorted(RULE_KEYS))})")
     for key in ("condition", "output", "priority"):
-        if not isinstance(item.get(key), str) or not item[key].strip():
-            raise RuleError(f"{where(key)}: missing or empty")
+        _text(item.get(key), where(key))
+    if "desc" in item:
+        _text(item["desc"], where("desc"))
+    _optional(item, "enabled", bool, where)
+    _optional(item, "source", str, where)
+    _optional(item, "override", dict, where)
     priority = _priority(item["priority"], where("priority"))
     condition = item["condition"]
-    exc = _exceptions(item.get("exceptions") or [], lists, where)
+    exc = _exceptions(item.get("exceptions", []), where)
     full = f"({condition}) and not ({exc})" if exc else condition
     try:
-        match, kinds, ast = compile_condition(full, macros, lists)
+        match, kinds, ast = compile_condition(full, macros, lists, budget=budget)
     except CondError as err:
         raise RuleError(f"{where('condition')}: {err}") from None
     render = _renderer(item["output"], where("output"))
-    tags = item.get("tags") or []
+    tags = item.get("tags", [])
     if not isinstance(tags, list):
-        raise RuleError(f"{where('tags')}: must be a list")
-    return CompiledRule(str(item["rule"]), str(item.get("desc", "")), condition, item["output"],
-                        priority, tuple(str(t) for t in tags), kinds, match, render, name,
-                        int(item.get("__line__", 0)), bool(item.get("enabled", True)), ast)
+        raise RuleError(f"{where('tags')}: must be a list, not {_type(tags)}")
+    return CompiledRule(item["rule"], item.get("desc", ""), condition, item["output"], priority,
+                        tuple(_scalar(t, where(f"tags[{j}]")) for j, t in enumerate(tags)), kinds, match,
+                        render, name, int(item.get("__line__", 0)), item.get("enabled", True), ast)
 
 
 def _priority(value: str, where: str) -> str:
@@ -205,40 +244,64 @@ def _priority(value: str, where: str) -> str:
     return p
 
 
-def _exceptions(excs: list[Any], lists: dict[str, list[Any]], where: Callable[[str], str]) -> str:
+def _exceptions(excs: Any, where: Callable[[str], str]) -> str:
     """Falco's structured exceptions -> one condition string ORing every exception value."""
+    if not isinstance(excs, list):
+        raise RuleError(f"{where('exceptions')}: must be a list, not {_type(excs)}")
     parts: list[str] = []
     for i, exc in enumerate(excs):
+        at = f"exceptions[{i}]"
         if not isinstance(exc, dict) or "name" not in exc or "fields" not in exc:
-            raise RuleError(f"{where(f'exceptions[{i}]')}: needs name and fields")
-        fields = exc["fields"] if isinstance(exc["fields"], list) else [exc["fields"]]
-        comps = exc.get("comps") or ["="] * len(fields)
-        comps = comps if isinstance(comps, list) else [comps]
+            raise RuleError(f"{where(at)}: needs name and fields")
+        _text(exc["name"], where(f"{at}.name"))
+        fields = _names(exc["fields"], where(f"{at}.fields"))
+        comps = _names(exc.get("comps") or ["="] * len(fields), where(f"{at}.comps"))
         if len(comps) != len(fields):
-            raise RuleError(f"{where(f'exceptions[{i}].comps')}: {len(comps)} comps for "
-                            f"{len(fields)} fields")
-        for v, values in enumerate(exc.get("values") or []):
-            values = values if isinstance(values, list) else [values]
-            if len(fields) == 1 and comps[0] == "in":
-                values = [values]
-            if len(values) != len(fields):
-                raise RuleError(f"{where(f'exceptions[{i}].values[{v}]')}: {len(values)} values "
-                                f"for {len(fields)} fields")
-            terms = zip(fields, comps, values, strict=True)
+            raise RuleError(f"{where(f'{at}.comps')}: {len(comps)} comps for {len(fields)} fields")
+        values = exc.get("values") or []
+        if not isinstance(values, list):
+            raise RuleError(f"{where(f'{at}.values')}: must be a list, not {_type(values)}")
+        for v, row in enumerate(values):
+            terms = _exc_row(row, fields, comps, where(f"{at}.values[{v}]"))
             parts.append(" and ".join(_exc_term(f, c, val) for f, c, val in terms))
     return " or ".join(f"({p})" for p in parts)
 
 
+def _names(value: Any, where: str) -> list[str]:
+    """Exception fields or comps: one string or a list of strings."""
+    items = value if isinstance(value, list) else [value]
+    return [_text(x, f"{where}[{k}]" if isinstance(value, list) else where) for k, x in enumerate(items)]
+
+
+def _exc_row(row: Any, fields: list[str], comps: list[str], where: str) -> list[tuple[str, str, Any]]:
+    """One exception value row -> (field, comp, value) terms; a value is a string/number, or a
+    list of them for in/pmatch/intersects."""
+    values = row if isinstance(row, list) else [row]
+    if len(fields) == 1 and comps[0] == "in":
+        values = [values]
+    if len(values) != len(fields):
+        raise RuleError(f"{where}: {len(values)} values for {len(fields)} fields")
+    for k, (comp, value) in enumerate(zip(comps, values, strict=True)):
+        if isinstance(value, list) and comp not in _LIST_COMPS:
+            raise RuleError(f"{where}[{k}]: a list of values needs comp in, pmatch or intersects, not {comp}")
+        for x in value if isinstance(value, list) else [value]:
+            _scalar(x, f"{where}[{k}]")
+    return list(zip(fields, comps, values, strict=True))
+
+
 def _exc_term(field_name: str, comp: str, value: Any) -> str:
-    if comp in ("in", "pmatch", "intersects"):
+    if comp in _LIST_COMPS:
         items = value if isinstance(value, list) else [value]
         return f"{field_name} {comp} ({', '.join(_quote(x) for x in items)})"
     return f"{field_name} {comp} {_quote(value)}"
 
 
 def _quote(value: Any) -> str:
+    """``value`` as a condition token: bare if it is one word, else quoted with \\ and \" escaped."""
     text = str(value)
-    return text if re.fullmatch(r"[\w./:*-]+", text) else '"' + text.replace('"', '\\"') + '"'
+    if re.fullmatch(r"[\w./:*-]+", text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _renderer(output: str, where: str) -> Callable[[Event], str]:

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from rules.errors import RuleError
+from rules.yamlfile import load as load_yaml
+from rules.yamlfile import read_text
 from sensor.events import (
     ACTIONS,
     BANNED_PROCESS,
@@ -110,12 +110,7 @@ class PolicySet:
 
     @classmethod
     def load(cls, path: Path) -> PolicySet:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except OSError as err:
-            raise RuleError(f"{path}: cannot read policy: {err.strerror}", exit_code=66) from err
-        except yaml.YAMLError as err:
-            raise RuleError(f"{path}: invalid YAML: {err}") from None
+        data = load_yaml(read_text(path, "policy"), str(path))
         return cls.from_dict(data or {}, str(path))
 
     @classmethod
@@ -160,24 +155,42 @@ def _image(d: Any, where: str) -> ImagePolicy:
                         "denied_outbound_ports", "default_action", "actions"}
     if unknown:
         raise RuleError(f"{where}.{sorted(unknown)[0]}: unknown key")
-    mode = str(d.get("mode") or "")
+    mode = _word(d.get("mode") or "", f"{where}.mode")
     if mode and mode not in MODES:
         raise RuleError(f"{where}.mode: {mode!r} is not one of {', '.join(MODES)}")
-    actions = tuple(_action(a, f"{where}.actions[{i}]") for i, a in enumerate(d.get("actions") or []))
+    actions = tuple(_action(a, f"{where}.actions[{i}]") for i, a in enumerate(_list(d, "actions", where)))
     allowed = d.get("allowed_listen_ports")
+    banned = _list(d, "banned_processes", where)
     return ImagePolicy(
-        match=str(d.get("match", "*")), mode=mode,
-        banned_processes=tuple(str(p) for p in d.get("banned_processes") or ()),
+        match=_word(d.get("match", "*"), f"{where}.match"), mode=mode,
+        banned_processes=tuple(_word(p, f"{where}.banned_processes[{i}]") for i, p in enumerate(banned)),
         allowed_listen_ports=None if allowed is None else _ports(allowed, f"{where}.allowed_listen_ports"),
         denied_outbound_ports=_ports(d.get("denied_outbound_ports") or [], f"{where}.denied_outbound_ports"),
-        default_action=_check_action(str(d.get("default_action", "alert")), f"{where}.default_action"),
+        default_action=_check_action(_word(d.get("default_action", "alert"), f"{where}.default_action"),
+                                     f"{where}.default_action"),
         actions=actions)
 
 
+def _word(value: Any, where: str) -> str:
+    """A string (or number) setting; lists and mappings are refused, never str()-ed."""
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise RuleError(f"{where}: must be a string, not {type(value).__name__}")
+
+
+def _list(d: Mapping[str, Any], key: str, where: str) -> list[Any]:
+    value = d.get(key) or []
+    if not isinstance(value, list):
+        raise RuleError(f"{where}.{key}: must be a list, not {type(value).__name__}")
+    return value
+
+
 def _ports(values: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(values, (list, tuple)) or not all(isinstance(p, (int, str)) for p in values):
+        raise RuleError(f"{where}: ports must be a list of integers")
     try:
         ports = tuple(int(p) for p in values)
-    except (TypeError, ValueError):
+    except ValueError:
         raise RuleError(f"{where}: ports must be a list of integers") from None
     bad = [p for p in ports if not 0 <= p <= 65535]
     if bad:
@@ -194,14 +207,14 @@ def _check_action(action: str, where: str) -> str:
 def _action(a: Any, where: str) -> ActionRule:
     if not isinstance(a, Mapping) or "when" not in a or "action" not in a:
         raise RuleError(f"{where}: needs 'when' and 'action'")
-    when = str(a["when"])
+    when = _word(a["when"], f"{where}.when")
     key = when.split(":", 1)[0]
     if not (when == "*" or when.startswith("priority>=") or key in ("rule", "tag", "kind")):
         raise RuleError(f"{where}.when: {when!r} (use rule:NAME, tag:TAG, kind:KIND, "
                         "priority>=LEVEL or *)")
     if when.startswith("priority>=") and when.split(">=", 1)[1].strip().upper() not in PRIORITIES:
         raise RuleError(f"{where}.when: unknown priority in {when!r}")
-    return ActionRule(when, _check_action(str(a["action"]), f"{where}.action"))
+    return ActionRule(when, _check_action(_word(a["action"], f"{where}.action"), f"{where}.action"))
 
 
 class PolicyChecker:
