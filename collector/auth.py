@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.errors import CollectorError, PermissionDenied, Unauthenticated
+from sensor.errors import EX_CANTCREAT, EX_DATAERR, EX_NOINPUT, EX_NOPERM
 
 ROLES = ("viewer", "responder", "admin")
 SENSOR = "sensor"
@@ -47,15 +48,32 @@ class TokenStore:
         if path is not None and path.exists():
             self._load(path)
 
+    @classmethod
+    def existing(cls, path: Path) -> TokenStore:
+        """The collector's ``--tokens``: the file must exist (``token add`` creates it); a missing
+        one is an error (66), not a collector with no tokens."""
+        if not path.exists():
+            raise CollectorError(f"{path}: tokens file does not exist (create it with `cgsentry collector token add "
+                                 f"NAME --role ROLE --tokens {path}`)", exit_code=EX_NOINPUT)
+        return cls(path)
+
     def _load(self, path: Path) -> None:
-        for n, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except OSError as err:
+            raise CollectorError(f"{path}: cannot read tokens file: {err.strerror}",
+                                 exit_code=EX_NOPERM if isinstance(err, PermissionError) else EX_NOINPUT) from None
+        except UnicodeDecodeError as err:
+            raise CollectorError(f"{path}: not a tokens file (not UTF-8 text at byte {err.start})",
+                                 exit_code=EX_DATAERR) from None
+        for n, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 d = json.loads(line)
                 self._by_hash[d["sha256"]] = Identity(d["name"], d["role"])
-            except (ValueError, KeyError) as err:
-                raise CollectorError(f"{path}:{n}: bad token entry ({err})", exit_code=65) from err
+            except (ValueError, KeyError, TypeError) as err:
+                raise CollectorError(f"{path}:{n}: bad token entry ({err})", exit_code=EX_DATAERR) from err
 
     def add(self, name: str, role: str) -> str:
         if role not in (*ROLES, SENSOR):
@@ -65,10 +83,14 @@ class TokenStore:
         # A fixed prefix: a bare urlsafe token starts with "-" one time in 32, and then
         # `cgsentry --token <it>` reads it as an option (found by CI on a fresh clone).
         token = "cgs_" + secrets.token_urlsafe(32)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"name": name, "role": role, "sha256": _hash(token)}) + "\n")
-        self.path.chmod(0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"name": name, "role": role, "sha256": _hash(token)}) + "\n")
+            self.path.chmod(0o600)
+        except OSError as err:
+            raise CollectorError(f"{self.path}: cannot write tokens file: {err.strerror}",
+                                 exit_code=EX_NOPERM if isinstance(err, PermissionError) else EX_CANTCREAT) from None
         self._by_hash[_hash(token)] = Identity(name, role)
         return token
 

@@ -1,9 +1,10 @@
 """``cgsentry``: run the collector, and the analyst/operator commands against it.
 
 Human tables by default, ``--json`` everywhere; exit codes scripts can use: 0 ok, 64 usage
-(including TLS flags the collector needs but were not given), 65 bad input (including a container
-not in the state an action needs, e.g. kill on an exited one), 66 not found, 69 collector
-unreachable (or a container action the runtime refused), 77 not authorised.
+(any bad command line, including TLS flags the collector needs but were not given), 65 bad input
+(including a container not in the state an action needs, e.g. kill on an exited one), 66 not
+found, 69 collector unreachable (or a container action the runtime refused, or a port in use),
+77 not authorised.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from collector.errors import CollectorError, InvalidArgument, action_failure, from_rpc_error
-from sensor.errors import run_command
+from collector.errors import CollectorError, InvalidArgument, Unavailable, action_failure, from_rpc_error
+from sensor.errors import EX_DATAERR, EX_NOINPUT, EX_NOPERM, EX_USAGE, UsageParser, run_command
 
 PROG = "cgsentry"
 DEFAULT_SERVER = "127.0.0.1:7443"
+INT32_MAX, INT64_MAX = 2**31 - 1, 2**63 - 1  # protobuf int32/int64 fields refuse more
+MAX_TIMEOUT_S = 3600.0
 
 
 # -- client side -------------------------------------------------------------------------------
@@ -33,22 +36,18 @@ class Client:
         import grpc
 
         from collector.convert import rpc
+        from collector.tlsprobe import client_files
 
-        self.target = args.server
+        self.target = check_server(args.server)
         self._grpc = grpc
         self._tls = (bool(args.ca), bool(args.cert))
-        if args.ca:
-            try:
-                key = Path(args.key).read_bytes() if args.key else None
-                cert = Path(args.cert).read_bytes() if args.cert else None
-                creds = grpc.ssl_channel_credentials(Path(args.ca).read_bytes(), key, cert)
-            except OSError as err:
-                raise CollectorError(f"cannot read TLS file: {err}", exit_code=66) from err
+        if args.ca or args.cert or args.key:
+            creds = grpc.ssl_channel_credentials(*client_files(args.ca, args.cert, args.key))
             channel = grpc.secure_channel(self.target, creds)
         else:
             channel = grpc.insecure_channel(self.target)
         self.stub = rpc.AnalystStub(channel)
-        self.metadata = [("authorization", f"Bearer {args.token}")] if args.token else []
+        self.metadata = [("authorization", f"Bearer {check_token(args.token)}")] if args.token else []
         self.timeout = args.timeout
 
     def call(self, name: str, request: Any, timeout: float | None = None) -> Any:
@@ -63,22 +62,47 @@ class Client:
             raise (tls or from_rpc_error(err, self.target)) from None
 
 
+def check_server(target: str) -> str:
+    """``--server`` as gRPC takes it, or a usage error: gRPC answers an empty target with C-level
+    logs and a port past 65535 by connecting to another port."""
+    if not target.strip() or any(not c.isprintable() or c.isspace() for c in target):
+        raise CollectorError(f"--server {target!r}: give HOST:PORT of the collector (e.g. {DEFAULT_SERVER})",
+                             exit_code=EX_USAGE)
+    port = re.search(r":(\d+)$", target)
+    if port and not 0 < int(port.group(1)) < 65536:
+        raise CollectorError(f"--server {target!r}: port {port.group(1)} is not 1-65535", exit_code=EX_USAGE)
+    return target
+
+
+def check_token(token: str) -> str:
+    """A token is sent as a gRPC metadata value: printable ASCII only (issued ones are)."""
+    if not (token.isascii() and token.isprintable()):
+        raise CollectorError("--token (or CGSENTRY_TOKEN) must be printable ASCII without line breaks "
+                             "(as `cgsentry collector token add` prints it)", exit_code=EX_USAGE)
+    return token
+
+
 def parse_since(text: str) -> int:
-    """'10m', '2h', '1d', '30s', epoch seconds, or RFC3339 -> epoch ns."""
+    """'10m', '2h', '1d', '30s', epoch seconds, or RFC3339 -> epoch ns (0 for ''); a time before
+    1970 or past 2262 (what int64 nanoseconds hold) is an error, not a protobuf ValueError."""
     if not text:
         return 0
     m = re.fullmatch(r"(\d+)([smhd])", text)
     if m:
         secs = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-        return time.time_ns() - secs * 1_000_000_000
-    if text.isdigit():
-        return int(text) * 1_000_000_000
-    try:
-        from datetime import datetime
+        since_ns = time.time_ns() - secs * 1_000_000_000
+    elif text.isdigit():
+        since_ns = int(text) * 1_000_000_000
+    else:
+        try:
+            from datetime import datetime
 
-        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1e9)
-    except ValueError:
-        raise InvalidArgument(f"--since {text!r}: use 10m, 2h, 1d, epoch seconds or RFC3339") from None
+            since_ns = int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1e9)
+        except (ValueError, OverflowError):
+            raise InvalidArgument(f"--since {text!r}: use 10m, 2h, 1d, epoch seconds or RFC3339") from None
+    if not 0 <= since_ns <= INT64_MAX:
+        raise InvalidArgument(f"--since {text!r}: out of range (before 1970 or after 2262)")
+    return since_ns
 
 
 def _alert_json(a: Any) -> dict[str, Any]:
@@ -199,18 +223,41 @@ def cmd_rules_push(args: argparse.Namespace) -> int:
     if not args.remove:
         if args.file is None:
             raise CollectorError("rules push: give a rules FILE, or --remove to delete the set", exit_code=64)
-        try:
-            text = Path(args.file).read_text(encoding="utf-8")
-        except OSError as err:
-            raise CollectorError(f"{args.file}: cannot read rules file: {err.strerror}", exit_code=66) from None
-        if not text.strip():
-            raise CollectorError(f"{args.file}: empty rules file (use --remove to delete the set)", exit_code=65)
-    r = Client(args).call("PushRules", pb.RuleSet(name=args.name, yaml=text))
+        text = _read_rules(Path(args.file))
+    ruleset = pb.RuleSet(name=args.name, yaml=text)
+    _check_size(ruleset.ByteSize())
+    r = Client(args).call("PushRules", ruleset)
     out = {"name": r.name, "rules": r.rules, "sensors": r.sensors, "removed": args.remove}
     print(json.dumps(out) if args.json else (
         f"rule set {r.name} removed; sent to {r.sensors} connected sensor(s)" if args.remove else
         f"rule set {r.name}: {r.rules} rules, sent to {r.sensors} connected sensor(s)"))
     return 0
+
+
+def _read_rules(path: Path) -> str:
+    """A rules file's text: UTF-8, not empty, not over the collector's message limit."""
+    try:
+        _check_size(path.stat().st_size)  # before reading: a huge file is refused unread
+        data = path.read_bytes()
+    except OSError as err:
+        raise CollectorError(f"{path}: cannot read rules file: {err.strerror}",
+                             exit_code=EX_NOPERM if isinstance(err, PermissionError) else EX_NOINPUT) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CollectorError(f"{path}: not a rules file (not UTF-8 text at byte {err.start})",
+                             exit_code=EX_DATAERR) from None
+    if not text.strip():
+        raise CollectorError(f"{path}: empty rules file (use --remove to delete the set)", exit_code=EX_DATAERR)
+    return text
+
+
+def _check_size(n_bytes: int) -> None:
+    from collector.server import MAX_MESSAGE_BYTES
+
+    if n_bytes > MAX_MESSAGE_BYTES:
+        raise CollectorError(f"rule set is {n_bytes / 2**20:.1f} MB, the limit is {MAX_MESSAGE_BYTES / 2**20:g} MB "
+                             "(split it into several named sets)", exit_code=EX_DATAERR)
 
 
 def cmd_rules_list(args: argparse.Namespace) -> int:
@@ -287,13 +334,14 @@ def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], header: str,
 def cmd_serve(args: argparse.Namespace) -> int:
     from collector.auth import AuthConfig, TokenStore
     from collector.export import Exporters
-    from collector.server import TlsConfig, create_server
+    from collector.server import TlsConfig, check_bindable, create_server
     from collector.store import SqlStore
+    from collector.tlsprobe import check_pems
 
     host = args.listen.rsplit(":", 1)[0].strip("[]")
     if args.insecure and host not in ("127.0.0.1", "localhost", "::1"):
         raise InvalidArgument("--insecure is allowed only on a loopback address")
-    tokens = TokenStore(Path(args.tokens) if args.tokens else None)
+    tokens = TokenStore.existing(Path(args.tokens)) if args.tokens else TokenStore(None)
     if not args.insecure and not args.tls_dir and not len(tokens):
         raise InvalidArgument("no authentication configured: give --tokens FILE and/or --tls-dir DIR "
                               "(or --insecure on loopback)")
@@ -306,13 +354,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except OSError as err:
             raise CollectorError(f"{d}: missing TLS files ({err.strerror}); run `cgsentry collector pki init`",
                                  exit_code=66) from err
+        check_pems(str(d / "ca.crt"), ca, str(d / "server.crt"), cert, str(d / "server.key"), key)
+    check_bindable(args.listen)  # before the store: a refused start leaves no new database file behind
     if args.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(args.metrics_port, addr="127.0.0.1")
+        _start_metrics(args.metrics_port)
     store = SqlStore.open(args.db)
-    server, port = create_server(args.listen, store, AuthConfig(tokens, insecure=args.insecure, mtls=tls is not None),
-                                 tls, Exporters(args.webhook or "", metrics=bool(args.metrics_port)))
+    try:
+        server, port = create_server(args.listen, store, AuthConfig(tokens, insecure=args.insecure,
+                                                                    mtls=tls is not None),
+                                     tls, Exporters(args.webhook or "", metrics=bool(args.metrics_port)))
+    except CollectorError:
+        store.close()
+        raise
     print(f"collector listening on {args.listen.rsplit(':', 1)[0]}:{port} (db {args.db}, "
           f"{'TLS' if tls else 'plaintext'}, {'no auth' if args.insecure else 'auth on'})", flush=True)
     stop = threading.Event()
@@ -322,6 +375,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server.stop(grace=5).wait()
     store.close()
     return 0
+
+
+def _start_metrics(port: int) -> None:
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr="127.0.0.1")
+    except OSError as err:
+        code = EX_NOPERM if isinstance(err, PermissionError) else Unavailable.exit_code
+        raise CollectorError(f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}: {err.strerror}",
+                             exit_code=code) from None
 
 
 def cmd_pki(args: argparse.Namespace) -> int:
@@ -348,18 +412,65 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 # -- parser ------------------------------------------------------------------------------------
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in [lo, hi] (protobuf refuses what its field cannot hold)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{text} is out of range ({lo} to {hi})")
+        return value
+    return parse
+
+
+def timeout_s(text: str) -> float:
+    """``--timeout``: seconds, more than 0 and at most an hour (gRPC reads nan or 1e300 as "expired")."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= MAX_TIMEOUT_S:  # false for nan too
+        raise argparse.ArgumentTypeError(f"{text} seconds: give more than 0 and at most {MAX_TIMEOUT_S:g}")
+    return value
+
+
+def listen_addr(text: str) -> str:
+    """``--listen``: HOST:PORT ([V6ADDR]:PORT), port 1-65535 — gRPC binds 443 for a bare host and
+    some other port for one past 65535."""
+    m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})", text)
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r}: use HOST:PORT with a port from 1 to 65535 (e.g. {DEFAULT_SERVER})")
+    return text
+
+
+def webhook_url(text: str) -> str:
+    """``--webhook``: an http:// or https:// URL with a host."""
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(text)
+        ok = url.scheme in ("http", "https") and bool(url.hostname) and (url.port or 1) > 0
+    except ValueError:  # a port that is not a number or past 65535
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"{text!r}: use an http:// or https:// URL (http(s)://HOST[:PORT]/PATH)")
+    return text
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="cgsentry collector and analyst CLI")
+    p = UsageParser(prog=PROG, description="cgsentry collector and analyst CLI")
     p.add_argument("--server", default=os.environ.get("CGSENTRY_SERVER", DEFAULT_SERVER))
     p.add_argument("--token", default=os.environ.get("CGSENTRY_TOKEN", ""))
     p.add_argument("--ca", default=os.environ.get("CGSENTRY_CA", ""), help="CA certificate (TLS)")
     p.add_argument("--cert", default=os.environ.get("CGSENTRY_CERT", ""), help="client certificate (mTLS)")
     p.add_argument("--key", default=os.environ.get("CGSENTRY_KEY", ""), help="client key (mTLS)")
-    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--timeout", type=timeout_s, default=10.0, help=f"seconds (at most {MAX_TIMEOUT_S:g})")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _collector(sub)
@@ -381,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sensors)
     a = sub.add_parser("audit", help="every action taken, by whom, with what result")
     a.add_argument("action", choices=["list"])
-    a.add_argument("--limit", type=int, default=50)
+    a.add_argument("--limit", type=int_in(1, INT32_MAX), default=50)
     _common(a)
     a.set_defaults(func=cmd_audit)
     return p
@@ -391,13 +502,13 @@ def _collector(sub: Any) -> None:
     c = sub.add_parser("collector", help="run the collector, manage its PKI and tokens")
     cs = c.add_subparsers(dest="collector_command", required=True)
     s = cs.add_parser("serve")
-    s.add_argument("--listen", default="127.0.0.1:7443")
+    s.add_argument("--listen", type=listen_addr, default="127.0.0.1:7443", help="HOST:PORT")
     s.add_argument("--db", default="cgsentry.db", help="SQLite path or postgresql:// URL")
     s.add_argument("--tls-dir", help="directory with ca.crt, server.crt, server.key (mTLS for sensors)")
     s.add_argument("--tokens", help="tokens file (see `collector token add`)")
     s.add_argument("--insecure", action="store_true", help="no TLS, no auth (loopback only)")
-    s.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics on 127.0.0.1:PORT")
-    s.add_argument("--webhook", help="POST each finding in Falco JSON to this URL")
+    s.add_argument("--metrics-port", type=int_in(1, 65535), default=0, help="Prometheus /metrics on 127.0.0.1:PORT")
+    s.add_argument("--webhook", type=webhook_url, help="POST each finding in Falco JSON to this http(s) URL")
     s.set_defaults(func=cmd_serve)
     k = cs.add_parser("pki")
     ks = k.add_subparsers(dest="pki_command", required=True)
@@ -430,17 +541,17 @@ def _alerts_parser(sub: Any) -> None:
     ls.add_argument("--since", default="", help="10m, 2h, 1d, epoch seconds or RFC3339")
     ls.add_argument("--status", choices=["open", "acknowledged", "resolved", "suppressed"])
     ls.add_argument("--priority", help="minimum priority (e.g. WARNING)")
-    ls.add_argument("--limit", type=int, default=100)
+    ls.add_argument("--limit", type=int_in(1, INT32_MAX), default=100)
     ls.add_argument("--falco", action="store_true", help="one Falco-compatible JSON object per line")
     _common(ls)
     ls.set_defaults(func=cmd_alerts_list)
     sh = as_.add_parser("show")
-    sh.add_argument("id", type=int)
+    sh.add_argument("id", type=int_in(1, INT64_MAX))
     _common(sh)
     sh.set_defaults(func=cmd_alerts_show)
     for name in ("ack", "resolve", "suppress"):
         x = as_.add_parser(name)
-        x.add_argument("id", type=int)
+        x.add_argument("id", type=int_in(1, INT64_MAX))
         x.add_argument("--comment")
         _common(x)
         x.set_defaults(func=cmd_alerts_update)

@@ -60,6 +60,9 @@ def from_rpc_error(err: Any, target: str) -> CollectorError:
         return NotFound(details)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgument(details)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # a message over the other side's size limit
+        return CollectorError(f"collector at {target} refused the request: {details or 'too large'}",
+                              exit_code=EX_DATAERR)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return Unavailable(f"collector at {target} did not answer in time")
     return CollectorError(f"collector error {code.name}: {details}")

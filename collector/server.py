@@ -356,11 +356,15 @@ class AnalystServicer(rpc.AnalystServicer):
         sets.pop(req.name, None)
         if req.yaml.strip():
             sets[req.name] = req.yaml
+        library = [(str(p), p.read_text(encoding="utf-8")) for p in default_rule_files()]
         try:
-            loaded = load_sources([(str(p), p.read_text(encoding="utf-8")) for p in default_rule_files()]
-                                  + [(f"pushed rule set {n}", sets[n]) for n in sorted(sets)])
+            loaded = load_sources(library + [(f"pushed rule set {n}", sets[n]) for n in sorted(sets)])
         except RuleError as err:
             raise InvalidArgument(str(err)) from err
+        except Exception as err:  # noqa: BLE001 - pushed YAML is untrusted: a loader bug it hits is still a refusal
+            log.exception("PushRules %s: validating the rule set raised", req.name)
+            detail = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+            raise InvalidArgument(f"pushed rule set {req.name}: does not load: {detail}") from err
         self.store.set_ruleset(req.name, req.yaml, ident.name)
         self.hub.broadcast(pb.CollectorMessage(rules=pb.RuleSet(name=req.name, yaml=req.yaml)))
         n = sum(r.source_file == f"pushed rule set {req.name}" for r in loaded.rules)
@@ -388,10 +392,53 @@ class TlsConfig:
     ca: bytes | None = None  # set: require client certificates (mTLS for sensors)
 
 
+def check_bindable(addr: str) -> None:
+    """Raise the one-line reason ``host:port`` cannot be listened on (in use, not local,
+    privileged port), so that gRPC's bind, which only says "failed" after C-level log lines,
+    is not the one to find out. A gRPC listener uses SO_REUSEADDR, so this does too: a port
+    with connections in TIME_WAIT is free, one with a listener is not."""
+    import errno
+    import socket
+
+    from sensor.errors import EX_NOPERM
+
+    host, _, port = addr.rpartition(":")
+    try:
+        infos = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except (OSError, ValueError) as err:
+        raise Unavailable(f"cannot listen on {addr}: {getattr(err, 'strerror', None) or err}") from None
+    errors: list[OSError] = []
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(sockaddr)
+            except OSError as err:
+                errors.append(err)
+    # Another listener on any of the addresses splits clients between two collectors: refuse.
+    all_failed = errors[0] if errors and len(errors) == len(infos) else None
+    first = next((e for e in errors if e.errno == errno.EADDRINUSE), all_failed)
+    if first is None:
+        return
+    if first.errno == errno.EADDRINUSE:
+        raise Unavailable(f"cannot listen on {addr}: address in use (is another collector running there?)")
+    if first.errno == errno.EACCES:
+        raise CollectorError(f"cannot listen on {addr}: permission denied (ports below 1024 need root or "
+                             "CAP_NET_BIND_SERVICE)", exit_code=EX_NOPERM)
+    raise Unavailable(f"cannot listen on {addr}: {first.strerror} (is it an address of this host?)")
+
+
 def create_server(addr: str, store: SqlStore, auth: AuthConfig, tls: TlsConfig | None = None,
                   exporters: Exporters | None = None, workers: int = 32) -> tuple[grpc.Server, int]:
-    """Build and start the server; returns (server, bound port) — port 0 picks a free one."""
+    """Build and start the server; returns (server, bound port) — port 0 picks a free one.
+
+    A port another process listens on is an error (Unavailable), never shared: gRPC's default
+    SO_REUSEPORT would let a second collector bind it too, and the kernel would then split
+    sensors and clients between two databases at random."""
+    check_bindable(addr)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=[
+        ("grpc.so_reuseport", 0),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
     hub = Hub(store)
@@ -399,17 +446,21 @@ def create_server(addr: str, store: SqlStore, auth: AuthConfig, tls: TlsConfig |
     rpc.add_AnalystServicer_to_server(AnalystServicer(hub, auth), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if tls is None:
-        port = server.add_insecure_port(addr)
-    else:
-        # gRPC Python either requires client certificates or never asks for them: with a CA
-        # configured every client (sensor or analyst CLI) must present one; roles still come
-        # from tokens, sensor identities from the CN of a sensor certificate (collector.auth).
-        creds = grpc.ssl_server_credentials([(tls.key, tls.cert)], root_certificates=tls.ca,
-                                            require_client_auth=tls.ca is not None)
-        port = server.add_secure_port(addr, creds)
+    try:
+        if tls is None:
+            port = server.add_insecure_port(addr)
+        else:
+            # gRPC Python either requires client certificates or never asks for them: with a CA
+            # configured every client (sensor or analyst CLI) must present one; roles still come
+            # from tokens, sensor identities from the CN of a sensor certificate (collector.auth).
+            creds = grpc.ssl_server_credentials([(tls.key, tls.cert)], root_certificates=tls.ca,
+                                                require_client_auth=tls.ca is not None)
+            port = server.add_secure_port(addr, creds)
+    except RuntimeError:  # "Failed to bind": taken between the check above and now
+        port = 0
     if port == 0:
-        raise Unavailable(f"cannot listen on {addr} (address in use or not local?)")
+        raise Unavailable(f"cannot listen on {addr}: address in use (taken meanwhile), or gRPC refused the TLS "
+                          "certificate or key")
     server.start()
     for name in ("", "cgsentry.v1.SensorLink", "cgsentry.v1.Analyst"):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -15,10 +15,10 @@ import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Iterable, NoReturn
+from typing import IO, Any, Iterable
 
 from sensor import bpf_loader
-from sensor.errors import EX_UNAVAILABLE, EX_USAGE, run_command
+from sensor.errors import EX_UNAVAILABLE, UsageParser, run_command
 from sensor.events import NETWORK_KINDS, Event
 
 PROG = "cgsentry-sensor"
@@ -150,14 +150,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     first = next(events, None)  # a missing or corrupt journal fails here, before any output
     _emit(itertools.chain([first] if first else [], events), args.json, sys.stdout)
     return 0
-
-
-class UsageParser(argparse.ArgumentParser):
-    """argparse, but a usage error exits EX_USAGE (64) like every other bad-input path, not 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import os
-from typing import Any, Callable
+import sys
+from typing import Any, Callable, NoReturn
 
 EX_OK = os.EX_OK if hasattr(os, "EX_OK") else 0
 EX_USAGE = 64  # bad command line
@@ -17,6 +19,15 @@ EX_IOERR = 74  # I/O error
 EX_TEMPFAIL = 75  # try again later (collector away)
 EX_NOPERM = 77  # not root / missing capabilities
 EX_CONFIG = 78  # configuration error
+
+
+class UsageParser(argparse.ArgumentParser):
+    """argparse with the sysexits code for a bad command line, 64, instead of argparse's 2; its
+    sub-parsers are of this class too (``add_subparsers`` uses the parent's class). Both CLIs."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
 
 
 class CgsentryError(Exception):

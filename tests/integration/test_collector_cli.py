@@ -82,7 +82,7 @@ def test_exit_codes(live: Any, capsys: Any) -> None:
     assert rc == 66
     with pytest.raises(SystemExit) as info:
         main(["alerts", "frobnicate"])
-    assert info.value.code == 2
+    assert info.value.code == 64  # sysexits EX_USAGE, not argparse's 2
 
 
 def test_rules_push_list_remove(live: Any, capsys: Any, tmp_path: Path) -> None:

@@ -51,3 +51,19 @@ def test_a_closed_port_or_a_bad_address_does_not_speak_tls() -> None:
         port = s.getsockname()[1]  # bound, not listening: refused
         assert not speaks_tls(f"127.0.0.1:{port}", timeout_s=1)
     assert not speaks_tls("no-port-here")
+
+
+def test_a_message_over_the_collectors_limit_is_bad_input() -> None:
+    import grpc
+
+    from collector.errors import from_rpc_error
+
+    class TooLarge(grpc.RpcError):
+        def code(self) -> grpc.StatusCode:
+            return grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        def details(self) -> str:
+            return "Received message larger than max (5000017 vs. 4194304)"
+
+    err = from_rpc_error(TooLarge(), "127.0.0.1:7443")
+    assert err.exit_code == 65 and "refused the request: Received message larger than max" in str(err)
