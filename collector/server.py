@@ -231,8 +231,12 @@ class AnalystServicer(rpc.AnalystServicer):
         return pb.AlertList(alerts=[alert_to_pb(a) for a in self._query(req)])
 
     def _query(self, req: Any, after_id: int = 0) -> list[AlertRow]:
-        return self.store.list_alerts(req.image, req.since_ns, req.min_priority,
-                                      STATUS_NAMES.get(req.status, ""), req.limit or 100, after_id)
+        return self.store.list_alerts(**self._filters(req), limit=req.limit or 100, after_id=after_id)
+
+    @staticmethod
+    def _filters(req: Any) -> dict[str, Any]:
+        return {"image": req.image, "since_ns": req.since_ns, "min_priority": req.min_priority,
+                "status": STATUS_NAMES.get(req.status, "")}
 
     @_rpc("viewer")
     def GetAlert(self, req: Any, ctx: Any, ident: Identity) -> Any:  # noqa: N802
@@ -247,10 +251,18 @@ class AnalystServicer(rpc.AnalystServicer):
             ctx.abort(status_code(err), str(err))
         rows = self.store.list_alerts(limit=1)
         last = rows[0].id if rows else 0
+        last_audit = self.store.last_audit_id()
         while ctx.is_active():
             for row in self._query(req, after_id=last):
                 last = max(last, row.id)
                 yield alert_to_pb(row)
+            # a resolved or acknowledged alert that recurs is reopened under its old id: the
+            # audit trail says which, and a watching analyst sees it again
+            for audit_id, alert_id in self.store.reopened_after(last_audit):
+                last_audit = audit_id
+                if alert_id <= last:
+                    reopened = self.store.list_alerts(**self._filters(req), limit=1, only_id=alert_id)
+                    yield from (alert_to_pb(row) for row in reopened)
             time.sleep(0.25)
 
     @_rpc("responder")

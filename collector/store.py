@@ -234,9 +234,12 @@ class SqlStore:
 
     # -- queries ---------------------------------------------------------------------------------
     def list_alerts(self, image: str = "", since_ns: int = 0, min_priority: str = "", status: str = "",
-                    limit: int = 100, after_id: int = 0) -> list[AlertRow]:
+                    limit: int = 100, after_id: int = 0, only_id: int = 0) -> list[AlertRow]:
         params: list[Any]
         where, params = ["last_seen_ns >= ?", "id > ?"], [since_ns, after_id]
+        if only_id:
+            where.append("id = ?")
+            params.append(only_id)
         if image:
             where.append("image = ?")
             params.append(image)
@@ -343,6 +346,16 @@ class SqlStore:
             self._exec("INSERT INTO audit (time_ns, actor, action, target, reason, result, latency_ms) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?)", (time.time_ns(), actor, action, target, reason, result,
                                                         latency_ms))
+
+    def last_audit_id(self) -> int:
+        row = self._exec("SELECT MAX(id) FROM audit").fetchone()
+        return int(row[0] or 0)
+
+    def reopened_after(self, audit_id: int) -> list[tuple[int, int]]:
+        """(audit id, alert id) of the alerts reopened since audit entry ``audit_id``, in order."""
+        rows = self._exec("SELECT id, target FROM audit WHERE id > ? AND action = 'alert reopened' ORDER BY id",
+                          (audit_id,)).fetchall()
+        return [(int(r[0]), int(r[1])) for r in rows if str(r[1]).isdigit()]
 
     def audit_entries(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self._exec("SELECT id, time_ns, actor, action, target, reason, result, latency_ms FROM audit "

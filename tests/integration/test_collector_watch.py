@@ -81,3 +81,34 @@ def test_watch_without_token_is_refused(live: Any) -> None:
     with pytest.raises(grpc.RpcError) as info:
         next(rpc.AnalystStub(channel).WatchAlerts(pb.AlertQuery(), timeout=5))
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_watch_streams_a_resolved_alert_again_when_it_recurs(live: Any) -> None:
+    """A recurrence reopens an alert under its old id; a watch that only streamed new ids missed it."""
+    channel, store, md = live
+    store.ingest("s1", "n1", 1, [_finding(7, "web:1")])
+    [row] = store.list_alerts()
+    store.update_alert(row.id, "resolved", "patched")
+    stream = rpc.AnalystStub(channel).WatchAlerts(pb.AlertQuery(image="web:1"), metadata=md, timeout=20)
+    got: list[tuple[int, str]] = []
+
+    def read() -> None:
+        try:
+            for alert in stream:
+                got.append((alert.id, finding_from_pb(alert.finding).output))
+        except grpc.RpcError:
+            pass
+
+    threading.Thread(target=read, daemon=True).start()
+    seq, later = 1, _finding(7, "web:1")
+    while not any(i == row.id for i, _ in got) and seq < 100:  # the watch starts at some point: recur until seen
+        seq += 1
+        later = Finding(later.kind, later.rule, later.priority, f"finding {seq}", later.event.replace(
+            time_ns=later.event.time_ns + 1000), time_ns=later.time_ns + 1000)
+        store.ingest("s1", "n1", seq, [later])
+        if seq % 2:  # resolve it again, so the next recurrence reopens it again
+            store.update_alert(row.id, "resolved", "patched")
+        time.sleep(0.3)
+    stream.cancel()
+    assert any(i == row.id for i, _ in got), got
+    assert store.get_alert(row.id).status == "open"
