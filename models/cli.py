@@ -24,6 +24,7 @@ from models.engine import ModelEngine
 from models.errors import ModelError
 from models.export import network_policy, seccomp_profile
 from models.profile import DIMENSIONS
+from sensor.errors import EX_CANTCREAT, EX_IOERR
 
 DEFAULT_STORE = Path("/var/lib/cgsentry/models")
 
@@ -33,17 +34,25 @@ def store_dir(args: argparse.Namespace) -> Path:
 
 
 def _engine(args: argparse.Namespace) -> ModelEngine:
+    """The store, read-only: files it cannot use are reported (one line each) and left in place."""
     eng = ModelEngine.open(store_dir(args), ModelConfig(), owner=False)  # the sensor owns the store
     for err in eng.load_errors:
         print(f"warning: {err}", file=sys.stderr)
     return eng
 
 
-def _resolve(eng: ModelEngine, ref: str) -> ImageBaseline:
-    path = Path(ref)
-    if path.suffix == ".model" and path.exists():
-        return store.load(path, eng.config)
-    return eng.get(ref)
+def _resolve(args: argparse.Namespace, *refs: str) -> list[ImageBaseline]:
+    """Baselines by image, key or ``.model`` file path; the store is opened only if one needs it."""
+    eng: ModelEngine | None = None
+    out: list[ImageBaseline] = []
+    for ref in refs:
+        path = Path(ref)
+        if path.suffix == ".model" and path.exists():
+            out.append(store.load(path, ModelConfig()))  # moves nothing, even if unreadable
+            continue
+        eng = eng or _engine(args)
+        out.append(eng.get(ref))
+    return out
 
 
 def summary(b: ImageBaseline) -> dict[str, Any]:
@@ -75,7 +84,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    b = _resolve(_engine(args), args.image)
+    [b] = _resolve(args, args.image)
     s = summary(b)
     if args.json:
         print(json.dumps(s, indent=2, default=str))
@@ -91,8 +100,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     """Items only in A or only in B, spelled as ``model accept`` takes them (JSON: structured)."""
-    eng = _engine(args)
-    a, b = _resolve(eng, args.a), _resolve(eng, args.b)
+    a, b = _resolve(args, args.a, args.b)
     only = {d: (_sorted(a, d, a.profile.items[d].keys() - b.profile.items[d].keys()),
                 _sorted(b, d, b.profile.items[d].keys() - a.profile.items[d].keys())) for d in DIMENSIONS}
     if args.json:
@@ -109,14 +117,29 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    b = _resolve(_engine(args), args.image)
+    [b] = _resolve(args, args.image)
     doc = seccomp_profile(b) if args.seccomp else network_policy(b)
     text = json.dumps(doc, indent=2) if args.seccomp else yaml.safe_dump(doc, sort_keys=False)
     if args.output:
-        Path(args.output).write_text(text)
+        write_output(Path(args.output), text)
     else:
         print(text)
     return 0
+
+
+def write_output(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``: ModelError exit 73 if it cannot be created (missing directory, a
+    directory, no permission), 74 if writing it fails (the partial file is removed)."""
+    try:
+        f = open(path, "w")  # noqa: SIM115 - create and write fail differently
+    except OSError as err:
+        raise ModelError(f"cannot create {path}: {err.strerror}", exit_code=EX_CANTCREAT) from err
+    try:
+        with f:
+            f.write(text)
+    except OSError as err:
+        path.unlink(missing_ok=True)
+        raise ModelError(f"cannot write {path}: {err.strerror}", exit_code=EX_IOERR) from err
 
 
 def _actor() -> str:

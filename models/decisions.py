@@ -20,7 +20,7 @@ import fcntl
 import os
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,9 +29,9 @@ import msgpack
 
 from models.baseline import MODES, ImageBaseline
 from models.errors import ModelError
-from models.items import FIELDS
+from models.items import key_error
 from models.profile import DIMENSIONS
-from sensor.errors import EX_IOERR
+from sensor.errors import EX_DATAERR, EX_IOERR
 
 FORMAT = "cgsentry-decision"
 VERSION = 1
@@ -71,9 +71,9 @@ class Decision:
         if d.action not in ACTIONS or (d.action == "mode") != (d.mode in MODES) \
                 or (d.action != "mode") != (d.dimension in DIMENSIONS):
             raise ValueError(f"invalid {d.action!r} decision")
-        if d.action != "mode" and (len(d.key) != len(FIELDS[d.dimension]) or not all(
-                isinstance(part, (str, int)) and not isinstance(part, bool) for part in d.key)):
-            raise ValueError(f"invalid {d.dimension} item {d.key!r} (its parts are {', '.join(FIELDS[d.dimension])})")
+        problem = key_error(d.dimension, d.key) if d.action != "mode" else None
+        if problem is not None:
+            raise ValueError(f"invalid item: {problem}")
         return d
 
 
@@ -82,19 +82,28 @@ def inbox(store_dir: Path) -> Path:
 
 
 def post(store_dir: Path, d: Decision) -> Path:
-    """Queue ``d``: temp file, fsync, rename (a reader sees the whole decision or none)."""
+    """Queue ``d``: temp file, fsync, rename (a reader sees the whole decision or none). On any
+    failure the temp file is removed: the inbox holds whole decisions or nothing of them."""
     path = inbox(store_dir) / f"{d.time_ns:020d}-{d.id}{SUFFIX}"
     tmp = path.with_name(f".{path.name}.tmp")
     try:
+        payload = msgpack.packb(d.to_dict(), use_bin_type=True)
+    except (OverflowError, TypeError, ValueError) as err:
+        raise ModelError(f"cannot queue decision: {err} (item {list(d.key)!r:.60})", exit_code=EX_DATAERR) from err
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            f.write(msgpack.packb(d.to_dict(), use_bin_type=True))
+            f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as err:
-        raise ModelError(f"cannot queue decision in {path.parent}: {err.strerror} (run as the sensor's user, "
-                         "or root)", exit_code=EX_IOERR) from err
+    except BaseException as err:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise ModelError(f"cannot queue decision in {path.parent}: {err.strerror} (run as the sensor's "
+                             "user, or root)", exit_code=EX_IOERR) from err
+        raise
     return path
 
 
@@ -106,8 +115,9 @@ def has_pending(store_dir: Path) -> bool:
         return False
 
 
-def pending(store_dir: Path) -> tuple[list[tuple[Path, Decision]], list[str]]:
-    """Queued decisions, oldest first, and one error per unreadable file (moved to *.corrupt-<ts>)."""
+def pending(store_dir: Path, owner: bool = True) -> tuple[list[tuple[Path, Decision]], list[str]]:
+    """Queued decisions, oldest first, and one error per unreadable file: the ``owner`` (the
+    sensor) moves it to *.corrupt-<ts>, a reader (the CLI) leaves it in place."""
     try:
         paths = sorted(p for p in inbox(store_dir).iterdir() if p.name.endswith(SUFFIX))
     except OSError:
@@ -120,7 +130,8 @@ def pending(store_dir: Path) -> tuple[list[tuple[Path, Decision]], list[str]]:
         except FileNotFoundError:
             continue  # consumed by another reader meanwhile
         except Exception as err:  # noqa: BLE001 - any unpack/validation failure: set it aside
-            errors.append(f"decision {path}: {err}; moved to {set_aside(path, 'corrupt').name}")
+            errors.append(f"decision {path}: {err}; " + (set_aside(path, "corrupt") if owner else
+                                                           "skipped, left in place"))
     return found, errors
 
 
@@ -129,13 +140,14 @@ def done(paths: list[Path]) -> None:
         path.unlink(missing_ok=True)
 
 
-def set_aside(path: Path, why: str) -> Path:
+def set_aside(path: Path, why: str) -> str:
+    """Rename ``path`` to ``*.<why>-<ts>``; says where it went, or that it could not be moved."""
     dest = path.with_name(f"{path.name}.{why}-{int(time.time())}")
     try:
         os.replace(path, dest)
-    except OSError:
-        pass
-    return dest
+    except OSError as err:
+        return f"could not move it to {dest.name} ({err.strerror}), left in place"
+    return f"moved to {dest.name}"
 
 
 def apply(d: Decision, b: ImageBaseline) -> bool:

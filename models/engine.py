@@ -8,6 +8,7 @@ never seen, once per (container, item).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from models.errors import ModelError
 from models.explain import rate_finding
 from models.features import Window, add_event, add_syscalls, vector
 from models.profile import endpoint_key, item_keys
+from sensor.errors import EX_NOINPUT
 from sensor.events import (
     HOST,
     NEW_LISTEN_PORT,
@@ -65,17 +67,23 @@ class ModelEngine:
     @classmethod
     def open(cls, store_dir: Path, config: ModelConfig | None = None, node: str = "",
              owner: bool = True) -> ModelEngine:
-        """Load every model in ``store_dir``; corrupt files are quarantined and listed in
-        ``load_errors`` (the image relearns) — never silently dropped. Operators' queued decisions
-        (models/decisions.py) are applied; the ``owner`` (the sensor) also saves them and empties
-        the inbox, a reader (the CLI) only sees them."""
+        """Load every model in ``store_dir``; each file that cannot be used is listed in
+        ``load_errors``, never silently dropped. Only the ``owner`` (the sensor) moves such files
+        aside (corrupt or newer, models/store.py) so the image relearns; a reader (the CLI) leaves
+        them for whichever sensor can read them. Operators' queued decisions (models/decisions.py)
+        are applied; the owner also saves them and empties the inbox, a reader only sees them.
+
+        ModelError (exit 66) if ``store_dir`` is not a readable directory — except that a missing
+        one is an empty store to its owner (a sensor's first start creates it)."""
         eng = cls(config, store_dir, node)
-        for path in sorted(store_dir.glob("*.model")) if store_dir.is_dir() else []:
+        for path in _model_files(store_dir, owner):
             try:
                 b = store.load(path, eng.config)
+            except store.UnreadableModel as err:
+                eng._load_error(store.quarantine(err) if owner else f"{err}; skipped, left in place", owner)
+                continue
             except ModelError as err:
-                log.error("%s", err)
-                eng.load_errors.append(str(err))
+                eng._load_error(str(err), owner)
                 continue
             eng.images[b.key] = b
         if owner:
@@ -83,6 +91,12 @@ class ModelEngine:
         else:
             eng._apply_pending(owner=False)
         return eng
+
+    def _load_error(self, message: str, owner: bool) -> None:
+        """Keep ``message`` in ``load_errors``; the owner (the sensor) also logs it, a reader's
+        caller reports it (the CLI: one warning line each)."""
+        log.log(logging.ERROR if owner else logging.DEBUG, "%s", message)
+        self.load_errors.append(message)
 
     # -- learning and scoring ----------------------------------------------------------------
     def baseline(self, ev: Event) -> ImageBaseline | None:
@@ -338,10 +352,9 @@ class ModelEngine:
         apply: unknown image, invalid."""
         if self.store_dir is None:
             return [], set()
-        found, errors = decisions.pending(self.store_dir)
+        found, errors = decisions.pending(self.store_dir, owner)
         for err in errors:
-            log.error("%s", err)
-            self.load_errors.append(err)
+            self._load_error(err, owner)
         applied: list[Path] = []
         touched: set[str] = set()
         for path, d in found:
@@ -355,7 +368,7 @@ class ModelEngine:
                 applied.append(path)
             except Exception as err:  # noqa: BLE001 - one bad decision must not stop the sensor, now or at restart
                 if owner:
-                    log.error("decision %s: %s; moved to %s", path, err, decisions.set_aside(path, "failed").name)
+                    log.error("decision %s: %s; %s", path, err, decisions.set_aside(path, "failed"))
         return applied, touched
 
     def stats(self) -> dict[str, int]:
@@ -363,6 +376,22 @@ class ModelEngine:
         for mode in ("learn", "alert", "enforce"):
             out[f"model_images_{mode}"] = sum(1 for b in self.images.values() if b.mode == mode)
         return out
+
+
+def _model_files(store_dir: Path, owner: bool) -> list[Path]:
+    """The store's ``*.model`` files, sorted; see :meth:`ModelEngine.open` for the errors."""
+    try:
+        names = os.listdir(store_dir)
+    except FileNotFoundError:
+        if owner:
+            return []
+        raise ModelError(f"no model store at {store_dir}", exit_code=EX_NOINPUT) from None
+    except NotADirectoryError:
+        raise ModelError(f"no model store at {store_dir} (it is a file, not a directory)",
+                         exit_code=EX_NOINPUT) from None
+    except OSError as err:
+        raise ModelError(f"cannot read model store {store_dir}: {err.strerror}", exit_code=EX_NOINPUT) from err
+    return sorted(store_dir / name for name in names if name.endswith(".model"))
 
 
 def merge_snapshots(a: dict[str, Any], b: dict[str, Any], config: ModelConfig | None = None) -> dict[str, Any]:

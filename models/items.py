@@ -22,7 +22,8 @@ FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "process": ("exe", "uid"), "parent": ("exe", "parent"), "args": ("exe", "arg"),
     "listen": ("proto", "port"), "inbound": ("proto", "port"), "outbound": ("proto", "port", "address"),
     "syscall": ("nr",)}
-_NUMERIC: Final = frozenset({"uid", "port", "nr"})
+# Numeric parts and their ranges: what the kernel records hold (u32 uid and syscall nr, u16 port)
+RANGES: Final[dict[str, tuple[int, int]]] = {"uid": (0, 2**32 - 1), "port": (0, 65535), "nr": (0, 2**32 - 1)}
 _SYSCALL_NRS: Final = {name: nr for nr, name in syscalls.NAMES.items()}
 
 
@@ -36,15 +37,43 @@ def parse_key(dim: str, parts: list[str]) -> tuple[Any, ...]:
 
 
 def _part(dim: str, name: str, text: str) -> Any:
-    if name not in _NUMERIC:
+    if name not in RANGES:
         return text
     if name == "nr" and text in _SYSCALL_NRS:
         return _SYSCALL_NRS[text]
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         what = "a number or a syscall name" if name == "nr" else "a number"
         raise ModelError(f"{dim} item: {name} must be {what}, got {text!r}", exit_code=EX_USAGE) from None
+    lo, hi = RANGES[name]
+    if not lo <= value <= hi:
+        raise ModelError(f"{dim} item: {name} must be in {lo}..{hi}, got {text}", exit_code=EX_USAGE)
+    return value
+
+
+def key_error(dim: str, key: Any) -> str | None:
+    """Why ``key`` is not a valid ``dim`` item key, or None: a list or tuple of :data:`FIELDS` [dim]'s
+    parts, text for named parts, integers in :data:`RANGES` for numeric ones (as models and
+    decisions store them)."""
+    names = FIELDS[dim]
+    if not isinstance(key, (list, tuple)) or len(key) != len(names):
+        return f"a {dim} item key is [{', '.join(names)}], got {_brief(key)}"
+    for name, part in zip(names, key, strict=True):
+        if name not in RANGES:
+            if not isinstance(part, str):
+                return f"{dim} item: {name} must be text, got {_brief(part)}"
+            continue
+        lo, hi = RANGES[name]
+        if not isinstance(part, int) or isinstance(part, bool) or not lo <= part <= hi:
+            return f"{dim} item: {name} must be an integer in {lo}..{hi}, got {_brief(part)}"
+    return None
+
+
+def _brief(value: Any) -> str:
+    """A value for a one-line error: its type and a short repr."""
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
 
 
 def spelling(dim: str, key: tuple[Any, ...]) -> str:

@@ -1,4 +1,10 @@
-"""Baselines on disk: versioned msgpack per image, atomic writes, corrupt files quarantined.
+"""Baselines on disk: versioned msgpack per image, atomic writes, unreadable files reported.
+
+:func:`load` never moves a file: it raises :class:`UnreadableModel` for a file that is not a
+model, is corrupt (msgpack or any field of the wrong type, shape or range, see models/schema.py)
+or is of a newer format version. Only the sensor that owns the store calls :func:`quarantine` on
+it (``*.corrupt-<ts>``, or ``*.newer-<ts>`` so a newer sensor's baseline is kept for it); read-only
+commands report the file and leave it where it is.
 
 No pickle: the rate model is stored as its training windows (raw float64 bytes + shape) and
 refit on load with its seed, which reproduces identical scores.
@@ -20,6 +26,7 @@ from typing import Any
 
 import msgpack
 
+from models import schema
 from models.baseline import ImageBaseline, Lifecycle, ModelConfig
 from models.errors import ModelError
 from models.features import SCORED_FEATURES
@@ -42,19 +49,45 @@ def to_dict(b: ImageBaseline) -> dict[str, Any]:
             "profile": b.profile.to_dict(), "rate": b.rate.to_dict(), "life": life}
 
 
+class NewerModel(ModelError):
+    """A model of a format version newer than this code reads."""
+
+
+class UnreadableModel(ModelError):
+    """A model file this sensor cannot use; ``newer`` when it is a newer format, not a corrupt one."""
+
+    def __init__(self, path: Path, reason: str, newer: bool = False) -> None:
+        super().__init__(f"model {path}: {reason}")
+        self.path, self.newer = path, newer
+
+
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
     """An older format's dict as the current one (a copy; a current dict is returned as is)."""
     version = data.get("version", VERSION)
-    if version == 1:
+    if version == 1 and isinstance(data.get("rate"), dict):
         # items' 5-field rows read as "no nodes" (ItemStat.from_list); the rate model scored every
         # feature, including those that read 0 after learning: fit it on the scored set instead
         data = {**data, "version": 2, "rate": {**data["rate"], "scored": list(SCORED_FEATURES)}}
     return data
 
 
-def from_dict(data: dict[str, Any], config: ModelConfig) -> ImageBaseline:
-    """A baseline from its stored form (any version up to :data:`VERSION`, migrated)."""
+def from_dict(data: Any, config: ModelConfig) -> ImageBaseline:
+    """A baseline from its stored form (any version up to :data:`VERSION`, migrated). ModelError
+    for anything else: not a model, a newer version (:class:`NewerModel`), or any field of the
+    wrong type, shape or range (checked before anything is built, models/schema.py)."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ModelError("not a cgsentry model")
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelError(f"corrupt (version: expected an integer >= 1, got {version!r:.40})")
+    if version > VERSION:
+        raise NewerModel(f"format version {version} is newer than this cgsentry reads ({VERSION}); "
+                         "upgrade cgsentry")
     data = migrate(data)
+    try:
+        schema.check(data)
+    except schema.Invalid as err:
+        raise ModelError(f"corrupt ({err})") from err
     b = ImageBaseline(data["key"], data.get("image", ""), config)
     b.profile = ImageProfile.from_dict(data["profile"])
     b.rate = RateModel.from_dict(data["rate"])
@@ -80,29 +113,30 @@ def save(b: ImageBaseline, directory: Path) -> Path:
 
 
 def load(path: Path, config: ModelConfig) -> ImageBaseline:
-    """Load one model file; a corrupt or newer file is renamed *.corrupt-<ts> and ModelError raised."""
+    """Load one model file. Moves nothing: :class:`UnreadableModel` for a corrupt, foreign or
+    newer file (the owner then calls :func:`quarantine`), ModelError (exit 66) if it cannot be read."""
     try:
-        data = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
+        raw = path.read_bytes()
     except OSError as err:
         raise ModelError(f"model {path}: cannot read: {err.strerror}", exit_code=66) from err
+    try:
+        data = msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except Exception as err:  # noqa: BLE001 - any msgpack failure means a corrupt file
-        raise ModelError(f"model {path}: corrupt ({type(err).__name__}); moved to "
-                         f"{quarantine(path).name}") from err
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ModelError(f"model {path}: not a cgsentry model; moved to {quarantine(path).name}")
-    if not isinstance(data.get("version"), int) or data["version"] > VERSION:
-        raise ModelError(f"model {path}: format version {data.get('version')} is newer than this "
-                         f"sensor reads ({VERSION}); moved to {quarantine(path).name} — upgrade cgsentry")
+        raise UnreadableModel(path, f"corrupt ({type(err).__name__})") from err
     try:
         return from_dict(data, config)
-    except (KeyError, TypeError, ValueError) as err:
-        raise ModelError(f"model {path}: corrupt ({err}); moved to {quarantine(path).name}") from err
+    except ModelError as err:
+        raise UnreadableModel(path, str(err), newer=isinstance(err, NewerModel)) from err
 
 
-def quarantine(path: Path) -> Path:
-    dest = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+def quarantine(err: UnreadableModel) -> str:
+    """Move an unreadable model aside (``*.newer-<ts>`` or ``*.corrupt-<ts>``) so the owner can
+    relearn the image without writing over it; the one line to report, saying where it went or
+    that it could not be moved (then it is left in place)."""
+    path = err.path
+    dest = path.with_name(f"{path.name}.{'newer' if err.newer else 'corrupt'}-{int(time.time())}")
     try:
         os.replace(path, dest)
-    except OSError:
-        pass
-    return dest
+    except OSError as os_err:
+        return f"{err}; could not move it to {dest.name} ({os_err.strerror}), left in place"
+    return f"{err}; moved to {dest.name}"

@@ -162,11 +162,13 @@ def test_corrupt_and_newer_files_are_quarantined(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:50])
     with pytest.raises(ModelError, match="corrupt"):
         store.load(path, CFG)
-    assert not path.exists() and list(tmp_path.glob("*.corrupt-*"))
+    assert path.exists()  # loading moves nothing: only the store's owner quarantines
     newer = tmp_path / "n.model"
     newer.write_bytes(msgpack.packb({"format": "cgsentry-model", "version": 99}))
     opened = ModelEngine.open(tmp_path, CFG)
-    assert opened.images == {} and "newer" in opened.load_errors[0]
+    assert opened.images == {} and "newer" in opened.load_errors[1]
+    assert not path.exists() and list(tmp_path.glob("*.model.corrupt-*"))
+    assert not newer.exists() and list(tmp_path.glob("n.model.newer-*"))
 
 
 def test_exports() -> None:

@@ -90,6 +90,8 @@ def test_not_a_model_file_is_quarantined(tmp_path: Path) -> None:
     path.write_bytes(msgpack.packb({"hello": 1}))
     with pytest.raises(ModelError, match="not a cgsentry model"):
         store.load(path, CFG)
+    assert path.exists()
+    assert "not a cgsentry model" in ModelEngine.open(tmp_path, CFG).load_errors[0]
     assert not path.exists() and len(list(tmp_path.glob("x.model.corrupt-*"))) == 1
 
 
