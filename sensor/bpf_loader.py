@@ -250,6 +250,19 @@ class BpfProbe:
             leaf.saddr[:] = list(sock.addr)
             table[table.Key((sock.tgid << 32) | sock.fd)] = leaf
 
+    def forget_net_seen(self, cgroup_id: int) -> int:
+        """Let the kernel report this cgroup's connect/accept endpoints again (the first-seen filter
+        forgets them); returns how many it forgets. For a cgroup whose first records went out
+        before userspace could attribute them, so nothing it reports only once is lost."""
+        table = self._bpf[b"net_counts"]
+        mine = [k for k in table if k.cgroup_id == cgroup_id]
+        for key in mine:
+            try:
+                del table[key]
+            except KeyError:
+                pass
+        return len(mine)
+
     def forget_cgroup(self, cgroup_id: int) -> None:
         table = self._bpf[b"cgroups"]
         try:

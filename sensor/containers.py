@@ -124,10 +124,13 @@ def find_cgroup2_root(mounts_file: Path = Path("/proc/self/mounts")) -> Path:
 class CgroupIndex:
     """cgroup id (inode on the v2 hierarchy) -> path relative to the root, e.g. ``/docker/<id>``.
 
-    Lazy: the tree is walked on the first miss, and again on later misses at most once per
-    ``rescan_ms`` (a flood of events from a cgroup that is already gone must not turn into a flood
-    of tree walks). Entries of removed cgroups survive one rescan so late events still resolve;
-    kernfs never reuses an id while the system is up, so a stale entry cannot misattribute.
+    Lazy: the tree is walked on the first miss of each id, and on later misses of an id at most
+    once per ``rescan_ms`` (a flood of events from a cgroup that is already gone must not turn into
+    a flood of tree walks). The first miss of an id is never rate-limited: a container's first
+    events come within milliseconds of another container's, and an event left unattributed may
+    not come again (the kernel reports a connect endpoint once per cgroup). Entries of removed
+    cgroups survive one rescan so late events still resolve; kernfs never reuses an id while the
+    system is up, so a stale entry cannot misattribute.
     """
 
     def __init__(self, cgroupfs_root: Path | None = None, rescan_ms: int = 200) -> None:
@@ -136,6 +139,7 @@ class CgroupIndex:
         self._paths: dict[int, str] = {}
         self._gone: dict[int, str] = {}  # removed at the last scan, kept one generation
         self._last_scan_ns: int | None = None
+        self._missed: set[int] = set()  # ids that already had their immediate scan
         self.misses = 0
         self.scans = 0
 
@@ -145,11 +149,15 @@ class CgroupIndex:
         if path is not None:
             return path
         now = time.monotonic_ns()
-        if self._last_scan_ns is None or now - self._last_scan_ns >= self.rescan_ns:
+        if (cgroup_id not in self._missed or self._last_scan_ns is None
+                or now - self._last_scan_ns >= self.rescan_ns):
             self.scan()
             path = self._paths.get(cgroup_id)
         if path is None:
             self.misses += 1
+            if len(self._missed) >= 65536:
+                self._missed.clear()
+            self._missed.add(cgroup_id)
         return path
 
     def scan(self) -> int:

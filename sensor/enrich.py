@@ -17,7 +17,7 @@ import re
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Final
+from typing import Callable, Final
 
 from sensor.containers import CgroupIndex, parse_cgroup_path
 from sensor.errors import EX_NOINPUT, SensorError
@@ -85,6 +85,9 @@ class Enricher:
         self.procs = procs
         self._cache: dict[int, Attribution] = {}
         self._unknown_ids: set[int] = set()
+        # called with a cgroup id that was unknown and now resolves: what the kernel reports only
+        # once (first-seen endpoints) went out unattributed, and should be reported again
+        self.on_resolved: Callable[[int], object] | None = None
         self.unknown_cgroups = 0  # distinct ids that were unknown when first seen
         self.unknown_events = 0
         self.cache_hits = 0
@@ -121,7 +124,10 @@ class Enricher:
                 self.unknown_cgroups += 1
                 self._unknown_ids.add(cgroup_id)
             return Attribution("", "", "", "", UNKNOWN, time.monotonic_ns(), complete=False)
-        self._unknown_ids.discard(cgroup_id)
+        if cgroup_id in self._unknown_ids:
+            self._unknown_ids.discard(cgroup_id)
+            if self.on_resolved is not None:
+                self.on_resolved(cgroup_id)
         ref = parse_cgroup_path(path)
         if ref is None:
             return HOST_ATTR

@@ -38,6 +38,7 @@ class Tracer:
         self.only_cgroup = self.enricher.container_cgroup_id(container) if container else None
         self.reader.start()
         self.probe = self.reader.probe
+        self.enricher.on_resolved = self.probe.forget_net_seen
         self.probe.set_open_prefixes(prefixes if prefixes is not None else DEFAULT_SENSITIVE_PREFIXES)
         self.watcher = CgroupWatcher(self.probe, only=self.only_cgroup)
         self.watcher.mark_self_host(self.enricher.index)

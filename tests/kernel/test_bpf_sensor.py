@@ -167,6 +167,19 @@ def test_repeated_connects_are_one_record_and_a_kernel_count(tracer, busybox) ->
     assert tracer.probe.read_kernel_counts()[(cg, L.OP_CONNECT, False)] == 23
 
 
+def test_a_forgotten_cgroup_reports_its_endpoints_again(tracer, busybox) -> None:  # type: ignore[no-untyped-def]
+    """What the enricher asks for when a cgroup's first records went out unattributed."""
+    tag, tag2 = (f"SENTINEL-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    c = busybox(f"sleep 0.5; nc 127.0.0.1 7 </dev/null; nc 127.0.0.1 7 </dev/null; /bin/echo {tag}; "
+                f"while [ ! -e /tmp/go ]; do sleep 0.1; done; nc 127.0.0.1 7 </dev/null; /bin/echo {tag2}; sleep 30")
+    first = [e for e in collect_until(tracer, sentinel(tag)) if e.container_id == c.id and e.kind == "connect"]
+    assert len(first) == 1  # the second connect was counted in the kernel, not reported
+    assert tracer.probe.forget_net_seen(first[0].cgroup_id) >= 1
+    subprocess.run(["docker", "exec", c.id, "touch", "/tmp/go"], check=True, capture_output=True, timeout=30)
+    again = [e for e in collect_until(tracer, sentinel(tag2)) if e.container_id == c.id and e.kind == "connect"]
+    assert len(again) == 1 and again[0].dport == 7
+
+
 @pytest.mark.parametrize("wake_batch", [1, 4096])
 def test_lone_record_is_delivered_whatever_the_wakeup_batch(wake_batch: int) -> None:
     """Records go up without a wakeup until a CPU has ``wake_batch`` of them; the reader must

@@ -87,12 +87,26 @@ def test_misses_are_counted_and_rescans_rate_limited(tmp_path: Path) -> None:
     _tree(tmp_path, "init.scope")
     index = CgroupIndex(tmp_path, rescan_ms=60_000)
     assert index.path_of(1) is None and index.scans == 1
-    new = _tree(tmp_path, f"docker/{A}")[f"docker/{A}"]
-    for _ in range(50):  # a burst of misses inside the interval walks the tree no more
-        assert index.path_of(new) is None
+    for _ in range(50):  # a burst of misses of one id inside the interval walks the tree no more
+        assert index.path_of(1) is None
     assert index.scans == 1 and index.misses == 51
-    index.rescan_ns = 0
+    # a new container's first event is not rate-limited: it resolves at once, even right after a scan
+    new = _tree(tmp_path, f"docker/{A}")[f"docker/{A}"]
     assert index.path_of(new) == f"/docker/{A}" and index.scans == 2
+
+
+def test_an_id_that_missed_is_found_after_the_interval(tmp_path: Path) -> None:
+    _tree(tmp_path, "init.scope")
+    index = CgroupIndex(tmp_path, rescan_ms=60_000)
+    index.scan()
+    cg = tmp_path / "docker" / B
+    cg.mkdir(parents=True)
+    ino = cg.stat().st_ino
+    cg.rmdir()  # the id's first event came while its directory was not there (yet, or any more)
+    assert index.path_of(ino) is None and index.scans == 2
+    assert index.path_of(ino) is None and index.scans == 2  # its second miss is rate-limited
+    index.rescan_ns = 0
+    assert index.path_of(ino) is None and index.scans == 3
 
 
 def test_removed_cgroups_survive_one_rescan(tmp_path: Path) -> None:

@@ -155,17 +155,30 @@ def test_fork_and_exit_keep_their_fields_and_get_the_parent_exe(tmp_path: Path) 
     assert (ex.exit_code, ex.ppid, ex.exe) == (3, 20, "/bin/sh")  # the exited entry still resolves
 
 
-def test_a_cgroup_created_after_the_scan_resolves_on_a_later_event(tmp_path: Path) -> None:
+def test_a_cgroup_created_right_after_a_scan_resolves_on_its_first_event(tmp_path: Path) -> None:
+    """A container's connect 10 ms after another container's events went out unattributed (the
+    rescan was rate-limited) and, reported once by the kernel, was never learned."""
     enr, _, _ = make(tmp_path)
     new_dir = tmp_path / "cg" / "system.slice" / f"docker-{'b' * 64}.scope"
     enr.index.scan()
     new_dir.mkdir(parents=True)
-    cg = os.stat(new_dir).st_ino
-    enr.index.rescan_ns = 10**15  # inside the rate limit the new cgroup is not seen yet
-    assert enr.enrich(Event("exec", 1, pid=20, cgroup_id=cg)).runtime == "unknown"
-    enr.index.rescan_ns = 0
-    ev = enr.enrich(Event("exec", 2, pid=20, cgroup_id=cg))
+    enr.index.rescan_ns = 10**15
+    ev = enr.enrich(Event("connect", 1, pid=20, cgroup_id=os.stat(new_dir).st_ino, dport=80))
     assert (ev.container_id, ev.runtime) == ("b" * 64, "docker")
+    assert enr.stats()["unknown_cgroups"] == 0
+
+
+def test_a_cgroup_that_resolves_late_asks_the_kernel_to_report_its_endpoints_again(tmp_path: Path) -> None:
+    enr, _, _ = make(tmp_path)
+    resolved: list[int] = []
+    enr.on_resolved = resolved.append
+    cg = 987654  # its first event came before userspace could see its directory
+    assert enr.enrich(Event("connect", 1, pid=20, cgroup_id=cg)).runtime == "unknown"
+    enr.index._paths[cg] = f"/system.slice/docker-{'b' * 64}.scope"  # noqa: SLF001 - what a later scan finds
+    ev = enr.enrich(Event("connect", 2, pid=20, cgroup_id=cg))
+    assert (ev.container_id, ev.runtime) == ("b" * 64, "docker") and resolved == [cg]
+    enr.enrich(Event("connect", 3, pid=20, cgroup_id=cg))
+    assert resolved == [cg]  # once
     assert enr.stats()["unknown_cgroups"] == 1 and enr.stats()["unknown_events"] == 1
 
 
