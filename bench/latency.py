@@ -235,7 +235,7 @@ def enforced_by_policy(loop: DaemonLoop, cid: str, n: int) -> dict[str, list[flo
     loop.set_mode("enforce", "pause-container")
     out: dict[str, list[float]] = {"paused": [], "stored": []}
     for i in range(n):
-        loop.daemon.acted.discard((cid, "pause-container"))  # act again on this container
+        loop.daemon.gate.forget(cid)  # act again on this container, whatever the burst window
         before, done = loop.store.total_findings(), len(loop.paused)
         proc = _exec_nc(cid, 1000 + i)
         stored = wait(grew(loop.store.total_findings, before), 10)

@@ -49,6 +49,11 @@ class ActionGate:
             self.last = {k: t for k, t in self.last.items() if now - t < self.quiet_s}
         return True
 
+    def forget(self, container_id: str) -> None:
+        """Act on this container's next finding at once (an operator released it, or a benchmark
+        measures one action per round)."""
+        self.last = {k: t for k, t in self.last.items() if k[0] != container_id}
+
 
 class Responder:
     def __init__(self, docker_client: Any = None, cgroupfs_root: Path | None = None,

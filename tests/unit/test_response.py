@@ -152,6 +152,8 @@ def test_action_gate_acts_once_per_burst_and_again_after_quiet() -> None:
     assert gate.admit(CID, "kill-container")  # another action too
     now[0] += 30.0  # unpaused by an operator, then misbehaves again
     assert gate.admit(CID, "pause-container")
+    gate.forget(CID)  # released at once
+    assert gate.admit(CID, "pause-container") and not gate.admit(CID, "pause-container")
 
 
 def test_action_gate_kills_each_process() -> None:
