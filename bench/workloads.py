@@ -25,7 +25,7 @@ def web_container(i: int, start_ns: int, seconds: int, seed: int = 1) -> Iterato
                 runtime="docker", cgroup_id=1000 + i)
     yield Event("exec", start_ns, pid=10, ppid=1, comm="sh", exe="/bin/sh",
                 args=("sh", "-c", "httpd -f -p 8080 & while true; do wget -q -O- 127.0.0.1:8080; sleep 1; done"),
-                pexe="/dev/fd/5", **base)
+                pexe="/usr/sbin/runc", **base)  # the container runtime, as the sensor names it
     yield Event("exec", start_ns + 1000, pid=11, ppid=10, comm="httpd", exe="/usr/sbin/httpd",
                 args=("httpd", "-f", "-p", "8080"), pexe="/bin/sh", **base)
     yield Event("listen", start_ns + 2000, pid=11, comm="httpd", exe="/usr/sbin/httpd", proto="tcp",
