@@ -31,6 +31,7 @@ from models.baseline import MODES, ImageBaseline
 from models.errors import ModelError
 from models.items import key_error
 from models.profile import DIMENSIONS
+from models.store import set_aside
 from sensor.errors import EX_DATAERR, EX_IOERR
 
 FORMAT = "cgsentry-decision"
@@ -138,16 +139,6 @@ def pending(store_dir: Path, owner: bool = True) -> tuple[list[tuple[Path, Decis
 def done(paths: list[Path]) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
-
-
-def set_aside(path: Path, why: str) -> str:
-    """Rename ``path`` to ``*.<why>-<ts>``; says where it went, or that it could not be moved."""
-    dest = path.with_name(f"{path.name}.{why}-{int(time.time())}")
-    try:
-        os.replace(path, dest)
-    except OSError as err:
-        return f"could not move it to {dest.name} ({err.strerror}), left in place"
-    return f"moved to {dest.name}"
 
 
 def apply(d: Decision, b: ImageBaseline) -> bool:

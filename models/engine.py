@@ -368,7 +368,7 @@ class ModelEngine:
                 applied.append(path)
             except Exception as err:  # noqa: BLE001 - one bad decision must not stop the sensor, now or at restart
                 if owner:
-                    log.error("decision %s: %s; %s", path, err, decisions.set_aside(path, "failed"))
+                    log.error("decision %s: %s; %s", path, err, store.set_aside(path, "failed"))
         return applied, touched
 
     def stats(self) -> dict[str, int]:

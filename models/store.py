@@ -133,10 +133,14 @@ def quarantine(err: UnreadableModel) -> str:
     """Move an unreadable model aside (``*.newer-<ts>`` or ``*.corrupt-<ts>``) so the owner can
     relearn the image without writing over it; the one line to report, saying where it went or
     that it could not be moved (then it is left in place)."""
-    path = err.path
-    dest = path.with_name(f"{path.name}.{'newer' if err.newer else 'corrupt'}-{int(time.time())}")
+    return f"{err}; {set_aside(err.path, 'newer' if err.newer else 'corrupt')}"
+
+
+def set_aside(path: Path, why: str) -> str:
+    """Rename ``path`` to ``*.<why>-<ts>``; says where it went, or that it could not be moved."""
+    dest = path.with_name(f"{path.name}.{why}-{int(time.time())}")
     try:
         os.replace(path, dest)
-    except OSError as os_err:
-        return f"{err}; could not move it to {dest.name} ({os_err.strerror}), left in place"
-    return f"{err}; moved to {dest.name}"
+    except OSError as err:
+        return f"could not move it to {dest.name} ({err.strerror}), left in place"
+    return f"moved to {dest.name}"

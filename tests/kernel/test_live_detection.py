@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -96,19 +96,22 @@ def test_bind_shell_served_by_nc(tracer: Tracer, busybox) -> None:  # type: igno
     assert "Reverse Shell in Container" in rules, rules
 
 
+def learn(tracer: Tracer, eng: ModelEngine, container_id: str, seconds: float,
+          done: Callable[[], bool] = lambda: False) -> None:
+    """Feed one container's live events to ``eng`` for ``seconds``, or until ``done()``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not done():
+        for ev in tracer.reader.poll_events():
+            tracer.watcher.observe(ev)
+            if ev.container_id == container_id:
+                eng.handle(ev)
+        time.sleep(0.05)
+
+
 def test_model_learns_live_container_and_flags_new_binary_within_1s(tracer: Tracer, busybox) -> None:  # type: ignore[no-untyped-def]
     eng = ModelEngine(ModelConfig(window_s=2, min_learn_s=6, stable_s=3))
     c = busybox("while true; do date >/dev/null; sleep 0.2; done")
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
-        for ev in tracer.reader.poll_events():
-            tracer.watcher.observe(ev)
-            if ev.container_id == c.id:
-                eng.handle(ev)
-        key = c.image.id
-        if eng.mode(key) == "alert":
-            break
-        time.sleep(0.05)
+    learn(tracer, eng, c.id, 40, done=lambda: eng.mode(c.image.id) == "alert")
     assert eng.mode(c.image.id) == "alert", "the image should auto-promote after stable learning"
     t_exec = time.time_ns()
     subprocess.run(["docker", "exec", c.id, "/usr/bin/nc", "127.0.0.1", "9"], capture_output=True, timeout=20)

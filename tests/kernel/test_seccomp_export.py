@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -17,6 +16,7 @@ from models.export import seccomp_profile
 from sensor.bpf_loader import ProbeOptions
 from sensor.tracer import Tracer
 from tests.conftest import BUSYBOX_IMAGE
+from tests.kernel.test_live_detection import learn
 
 pytestmark = [pytest.mark.kernel, pytest.mark.docker]
 
@@ -41,13 +41,7 @@ def test_exported_seccomp_profile_runs_learned_work_and_denies_the_rest(tracer: 
                                                                        tmp_path: Path) -> None:
     eng = ModelEngine(ModelConfig(window_s=2, min_learn_s=4, stable_s=2))
     c = busybox(f"sleep 0.5; while true; do /bin/sh -c '{WORK}'; sleep 0.2; done")
-    end = time.monotonic() + 8
-    while time.monotonic() < end:
-        for ev in tracer.reader.poll_events():
-            tracer.watcher.observe(ev)
-            if ev.container_id == c.id:
-                eng.handle(ev)
-        time.sleep(0.05)
+    learn(tracer, eng, c.id, 8)
     b = eng.images[c.image.id]
     learned = {int(k[0]) for k in b.profile.items["syscall"]}
     assert len(learned) >= 10, f"too few syscalls learned to mean anything: {sorted(learned)}"
