@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Protocol
 
 from collector.errors import CollectorError, InvalidArgument, NotFound, Unavailable
-from sensor.events import PRIORITIES, RATE_ANOMALY, Finding
+from sensor.events import ACTIONS, PRIORITIES, RATE_ANOMALY, Finding
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 1: initial schema
@@ -214,6 +214,10 @@ class SqlStore:
         # neither reopens the alert nor replaces its latest details.
         newer = "excluded.last_seen_ns >= alerts.last_seen_ns"
         latest = ", ".join(f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE alerts.{c} END" for c in _LATEST)
+        # The action column is the strongest action any occurrence took: an alert whose container
+        # was paused once still says so after later occurrences that were only alerted on (the
+        # finding itself, with its own action, is the latest occurrence's).
+        stronger = f"{_action_rank('excluded.action')} > {_action_rank('alerts.action')}"
         return (
             "INSERT INTO alerts (fingerprint, sensor_id, node, time_ns, first_seen_ns, last_seen_ns, count, "
             "status, comment, rule, priority, priority_rank, kind, image, container_id, container_name, pid, "
@@ -222,7 +226,8 @@ class SqlStore:
             f"last_seen_ns = {greatest}(alerts.last_seen_ns, excluded.last_seen_ns), "
             f"first_seen_ns = {least}(alerts.first_seen_ns, excluded.first_seen_ns), "
             "status = CASE WHEN excluded.last_seen_ns > alerts.last_seen_ns AND alerts.status IN "
-            f"('resolved', 'acknowledged') THEN 'open' ELSE alerts.status END, {latest}")
+            f"('resolved', 'acknowledged') THEN 'open' ELSE alerts.status END, {latest}, "
+            f"action = CASE WHEN {stronger} THEN excluded.action ELSE alerts.action END")
 
     @staticmethod
     def _alert_params(sensor_id: str, node: str, f: Finding) -> tuple[Any, ...]:
@@ -424,7 +429,12 @@ class _Tx:
 
 
 # Columns an alert takes from its latest occurrence (count and first/last seen aggregate).
-_LATEST = ("time_ns", "node", "container_name", "pid", "priority", "priority_rank", "action", "output", "finding")
+_LATEST = ("time_ns", "node", "container_name", "pid", "priority", "priority_rank", "output", "finding")
+
+
+def _action_rank(column: str) -> str:
+    """SQL for an action's strength, weakest first as in sensor.events.ACTIONS."""
+    return "CASE " + column + " " + " ".join(f"WHEN '{a}' THEN {i}" for i, a in enumerate(ACTIONS)) + " ELSE 0 END"
 _COLS = ("id, finding, count, first_seen_ns, last_seen_ns, status, sensor_id, node, comment, action")
 
 

@@ -225,3 +225,15 @@ def test_rate_anomalies_of_a_container_aggregate_whatever_process_ran_last(store
     store.ingest("s1", "n1", 2, [finding(2), Finding("new_process", "New Process", "WARNING", "x",
                                                      base.event.replace(exe="/bin/nc"), time_ns=base.time_ns)])
     assert len(store.list_alerts()) == 3  # model findings stay one alert per thing they are about
+
+
+def test_an_alert_keeps_the_strongest_action_any_occurrence_took(store: SqlStore) -> None:
+    """Latest-occurrence details once included the action, so an alert whose container was paused
+    read 'alert' after a later, merely alerted, occurrence; the audit alone remembered the pause."""
+    f = finding(1)
+    steps = [("pause-container", "pause-container"), ("alert", "pause-container"),
+             ("kill-container", "kill-container"), ("kill-process", "kill-container")]
+    for i, (taken, shown) in enumerate(steps, start=1):
+        store.ingest("s1", "n1", i, [_again(f, i * 1000, pid=100 + i).replace(action=taken)])
+        [row] = store.list_alerts()
+        assert (row.finding.action, row.finding.event.pid, row.count) == (shown, 100 + i, i)
