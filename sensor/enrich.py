@@ -88,6 +88,9 @@ class Enricher:
         # called with a cgroup id that was unknown and now resolves: what the kernel reports only
         # once (first-seen endpoints) went out unattributed, and should be reported again
         self.on_resolved: Callable[[int], object] | None = None
+        # called with a live accept whose local port the kernel did not know (its listener was
+        # bound by another process, or before the sensor started)
+        self.on_portless_accept: Callable[[Event], object] | None = None
         self.unknown_cgroups = 0  # distinct ids that were unknown when first seen
         self.unknown_events = 0
         self.cache_hits = 0
@@ -160,6 +163,8 @@ class Enricher:
         ev, changes = self._changes(ev)
         (ev.ppid, ev.exe, ev.args, ev.pexe, ev.ancestry, ev.container_id, ev.container_name, ev.image,
          ev.image_id, ev.runtime) = changes  # the order of _CHANGED_NAMES
+        if ev.kind == ACCEPT and not ev.sport and self.on_portless_accept is not None:
+            self.on_portless_accept(ev)  # may fill in sport: the event is still ours
         return ev
 
     def _changes(self, ev: Event) -> tuple[Event, _Changes]:

@@ -11,7 +11,7 @@ from typing import Iterator
 
 from sensor.bpf_loader import ProbeOptions, check_privileges
 from sensor.enrich import Enricher
-from sensor.events import ACCEPT, Event
+from sensor.events import Event
 from sensor.journal import JournalWriter
 from sensor.reader import RingReader
 from sensor.sockseed import process_listeners
@@ -34,21 +34,16 @@ class Tracer:
         self.enricher = Enricher.create(docker=docker)
         self._listener_scans: set[tuple[int, str]] = set()
         # the reader owns each freshly decoded event until it is enriched: fill it in, no copy
-        self.reader = RingReader(options, enrich=self._enrich)
+        self.reader = RingReader(options, enrich=self.enricher.enrich_owned)
         self.only_cgroup = self.enricher.container_cgroup_id(container) if container else None
         self.reader.start()
         self.probe = self.reader.probe
         self.enricher.on_resolved = self.probe.forget_net_seen
+        self.enricher.on_portless_accept = self._adopt_listeners
         self.probe.set_open_prefixes(prefixes if prefixes is not None else DEFAULT_SENSITIVE_PREFIXES)
         self.watcher = CgroupWatcher(self.probe, only=self.only_cgroup)
         self.watcher.mark_self_host(self.enricher.index)
         self.recorder = JournalWriter(record) if record else None
-
-    def _enrich(self, ev: Event) -> Event:
-        ev = self.enricher.enrich_owned(ev)
-        if ev.kind == ACCEPT and not ev.sport and ev.family in ("ipv4", "ipv6"):
-            self._adopt_listeners(ev)
-        return ev
 
     def _adopt_listeners(self, ev: Event) -> None:
         """An accept without its local port: the listener was bound by another process (a server
@@ -56,7 +51,7 @@ class Tracer:
         process's listeners are read from /proc once and given to the kernel's bind map, so its
         later accepts carry the port; this one gets it too when the process has one listener."""
         scanned = (ev.pid, ev.exe)  # a reused pid runs another binary, most likely: scanned again
-        if scanned in self._listener_scans:
+        if ev.family not in ("ipv4", "ipv6") or scanned in self._listener_scans:
             return
         if len(self._listener_scans) > 65536:
             self._listener_scans.clear()

@@ -328,3 +328,18 @@ def test_child_of_a_fork_only_parent_is_adopted_through_the_nearest_reported_anc
                           args=("nc", "-e", "/bin/sh"), cgroup_id=cg))
     assert (ev.exe, ev.comm, ev.ppid, ev.pexe) == ("/bin/nc", "nc", 30, "/bin/busybox")
     assert ev.ancestry[:2] == ("/bin/busybox", "/bin/busybox")  # the subshell, then sh itself
+
+
+def test_a_live_accept_without_its_port_is_handed_to_the_listener_lookup(tmp_path: Path) -> None:
+    enr, cg, _ = make(tmp_path)
+    asked: list[Event] = []
+
+    def lookup(ev: Event) -> None:
+        asked.append(ev)
+        ev.sport = 8080
+
+    enr.on_portless_accept = lookup
+    portless = enr.enrich_owned(Event("accept", 1, pid=20, cgroup_id=cg, family="ipv4"))
+    known = enr.enrich_owned(Event("accept", 2, pid=20, cgroup_id=cg, family="ipv4", sport=443))
+    assert asked == [portless] and portless.sport == 8080 and known.sport == 443
+    assert portless.exe == "/bin/sh"  # asked after enrichment: the lookup keys on pid and binary
