@@ -189,19 +189,24 @@ def _salvage(data: bytes) -> tuple[list[dict[str, Any]], int, bool]:
     pos, damaged, in_damage = 0, 0, False
     header = b"\x82"  # a map of two entries: how every record starts
     while pos < len(data):
-        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(data), 1 << 20))
+        # one unpacker per intact stretch, not per record: feeding copies the rest of the segment
+        start, unpacker = pos, msgpack.Unpacker(raw=False, strict_map_key=False,
+                                                max_buffer_size=max(len(data), 1 << 20))
         unpacker.feed(data[pos:])
-        try:
-            obj = unpacker.unpack()
-            ok = _is_record(obj) and (not records or obj["seq"] > records[-1]["seq"])
-        except Exception:  # noqa: BLE001 - any decoding failure is damage
-            ok = False
-        if ok:
+        while pos < len(data):
+            try:
+                obj = unpacker.unpack()
+                ok = _is_record(obj) and (not records or obj["seq"] > records[-1]["seq"])
+            except Exception:  # noqa: BLE001 - any decoding failure, a cut-off record too, is damage
+                ok = False
+            if not ok:
+                break
             if in_damage:
                 damaged, in_damage = damaged + 1, False
             records.append(obj)
-            pos += unpacker.tell()
-            continue
+            pos = start + unpacker.tell()
+        if pos >= len(data):
+            break
         in_damage = True
         nxt = data.find(header, pos + 1)
         if nxt < 0:
