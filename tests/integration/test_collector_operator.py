@@ -250,7 +250,7 @@ def test_routing_prefers_a_full_id_then_a_name_then_a_unique_prefix(tmp_path: Pa
     from types import SimpleNamespace
 
     from collector.errors import InvalidArgument, NotFound
-    from collector.server import Hub
+    from collector.sensorlink import Hub
 
     hub = Hub(SqlStore.open(str(tmp_path / "h.db")))
     db_id, other_id, named_db = "db" + "1" * 62, "db" + "2" * 62, "ab" + "3" * 62

@@ -1,0 +1,224 @@
+"""The analyst API: alerts, images and their modes, container actions, sensors, audit, rule sets.
+
+Every call is authenticated and authorised, and its CollectorError mapped to a status code, in
+one place (:func:`_rpc`). Container actions and pushes reach sensors through the :class:`Hub`
+of the sensor links.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+
+from collector.auth import AuthConfig, Identity, authenticate, require
+from collector.convert import (
+    STATUS_NAMES,
+    accept_message,
+    action_message,
+    action_reply,
+    alert_list,
+    alert_to_pb,
+    audit_list,
+    image_info,
+    image_list,
+    pb,
+    policy_message,
+    rpc,
+    rules_message,
+    ruleset_list,
+    ruleset_reply,
+    sensor_list,
+)
+from collector.errors import CollectorError, InvalidArgument, Unavailable, status_code
+from collector.images import check_seen, image_view, known_images
+from collector.sensorlink import Hub
+from collector.store import AlertRow, priority_rank
+
+log = logging.getLogger(__name__)
+Req = TypeVar("Req")
+Reply = TypeVar("Reply")
+
+
+def _rpc(role: str) -> Callable[[Callable[[AnalystServicer, Req, grpc.ServicerContext, Identity], Reply]],
+                                Callable[[AnalystServicer, Req, grpc.ServicerContext], Reply]]:
+    """Authenticate + authorise, then map CollectorError to its status code (the one place)."""
+    def wrap(fn: Callable[[AnalystServicer, Req, grpc.ServicerContext, Identity], Reply],
+             ) -> Callable[[AnalystServicer, Req, grpc.ServicerContext], Reply]:
+        @functools.wraps(fn)
+        def handler(self: AnalystServicer, request: Req, context: grpc.ServicerContext) -> Reply:
+            try:
+                ident = authenticate(self.auth, context.invocation_metadata(), context.auth_context())
+                require(ident, role)
+                return fn(self, request, context, ident)
+            except CollectorError as err:
+                log.warning("%s refused or failed: %s", fn.__name__, err)
+                context.abort(status_code(err), str(err))
+                raise  # not reached: abort raises
+        return handler
+    return wrap
+
+
+class AnalystServicer(rpc.AnalystServicer):
+    def __init__(self, hub: Hub, auth: AuthConfig) -> None:
+        self.hub, self.auth, self.store = hub, auth, hub.store
+
+    @_rpc("viewer")
+    def ListAlerts(self, req: pb.AlertQuery, ctx: Any, ident: Identity) -> pb.AlertList:  # noqa: N802
+        return alert_list(self._query(req))
+
+    def _query(self, req: pb.AlertQuery, after_id: int = 0) -> list[AlertRow]:
+        return self.store.list_alerts(**self._filters(req), limit=req.limit or 100, after_id=after_id)
+
+    @staticmethod
+    def _filters(req: pb.AlertQuery) -> dict[str, Any]:
+        return {"image": req.image, "since_ns": req.since_ns, "min_priority": req.min_priority,
+                "status": STATUS_NAMES.get(req.status, "")}
+
+    @_rpc("viewer")
+    def GetAlert(self, req: pb.AlertId, ctx: Any, ident: Identity) -> pb.Alert:  # noqa: N802
+        return alert_to_pb(self.store.get_alert(req.id))
+
+    def WatchAlerts(self, req: pb.AlertQuery, ctx: grpc.ServicerContext) -> Iterator[pb.Alert]:  # noqa: N802
+        try:
+            require(authenticate(self.auth, ctx.invocation_metadata(), ctx.auth_context()), "viewer")
+            if req.min_priority:
+                priority_rank(req.min_priority)  # refuse a bad query now, not inside the stream
+        except CollectorError as err:
+            ctx.abort(status_code(err), str(err))
+        rows = self.store.list_alerts(limit=1)
+        last = rows[0].id if rows else 0
+        last_audit = self.store.last_audit_id()
+        while ctx.is_active():
+            for row in self._query(req, after_id=last):
+                last = max(last, row.id)
+                yield alert_to_pb(row)
+            # a resolved or acknowledged alert that recurs is reopened under its old id: the
+            # audit trail says which, and a watching analyst sees it again
+            for audit_id, alert_id in self.store.reopened_after(last_audit):
+                last_audit = audit_id
+                if alert_id <= last:
+                    reopened = self.store.list_alerts(**self._filters(req), limit=1, only_id=alert_id)
+                    yield from (alert_to_pb(row) for row in reopened)
+            time.sleep(0.25)
+
+    @_rpc("responder")
+    def UpdateAlert(self, req: pb.AlertUpdate, ctx: Any, ident: Identity) -> pb.Alert:  # noqa: N802
+        status = STATUS_NAMES.get(req.status)
+        if status is None:
+            raise InvalidArgument("status must be acknowledged, resolved or suppressed")
+        row = self.store.update_alert(req.id, status, req.comment)
+        pushed = self._suppress_into_baseline(row, ident, req.comment) if status == "suppressed" else 0
+        self.store.audit(ident.name, f"alert {status}", str(req.id), req.comment,
+                         f"ok; baseline item sent to {pushed} sensor(s)" if pushed else "ok")
+        return alert_to_pb(row)
+
+    def _suppress_into_baseline(self, row: AlertRow, ident: Identity, comment: str) -> int:
+        """A model finding's item is accepted into the image's baseline on every sensor."""
+        f = row.finding
+        dim = f.explanation.get("dimension") if f.source == "model" else None
+        if not dim:
+            return 0  # rule hits: the alert stays suppressed; repeats aggregate into it
+        from models.profile import item_keys
+
+        keys = [k for d, k in item_keys(f.event) if d == dim]
+        if not keys:
+            return 0
+        msg = accept_message(f, dim, keys[0], ident.name, comment or f"alert {row.id} suppressed")
+        with self.hub.lock:
+            n = len(self.hub.sessions)
+        self.hub.broadcast(msg)
+        return n
+
+    @_rpc("viewer")
+    def ListImages(self, req: pb.Empty, ctx: Any, ident: Identity) -> pb.ImageList:  # noqa: N802
+        """Every image known from operator policies, sensor model snapshots and alerts."""
+        return image_list(image_info(i["image"], i["mode"], i["policy"], i["set_by"],
+                                     alerts=self.store.count_alerts(i["image"]), model=i["model"])
+                          for i in image_view(self.store))
+
+    @_rpc("admin")
+    def SetImageMode(self, req: pb.ImageModeRequest, ctx: Any, ident: Identity) -> pb.ImageInfo:  # noqa: N802
+        if req.mode not in ("learn", "alert", "enforce") or not req.image:
+            raise InvalidArgument("image and a mode of learn, alert or enforce are required")
+        if req.require_seen:
+            check_seen(req.image, known_images(self.store))
+        action = req.default_action or "alert"
+        policy = {"match": req.image, "default_action": action, "banned_processes": list(req.banned_processes)}
+        from rules.errors import RuleError
+        from rules.policy import PolicySet
+
+        try:
+            PolicySet.from_dict({"images": [{**policy, "mode": req.mode}]})
+        except RuleError as err:
+            raise InvalidArgument(str(err)) from err
+        self.store.set_image(req.image, req.mode, policy, ident.name)
+        self.store.audit(ident.name, f"image mode {req.mode}", req.image, f"default action {action}", "ok")
+        self.hub.broadcast(policy_message(req.image, req.mode, policy))
+        return image_info(req.image, req.mode, policy, f"operator {ident.name}")
+
+    @_rpc("responder")
+    def ContainerAction(self, req: pb.ContainerActionRequest, ctx: Any,  # noqa: N802
+                        ident: Identity) -> pb.ActionReply:
+        if req.action == pb.ACTION_KIND_UNSPECIFIED or not req.container_id:
+            raise InvalidArgument("container_id and an action (pause, unpause, kill, stop) are required")
+        session, container_id = self.hub.route(req.container_id)
+        request_id = uuid.uuid4().hex
+        waiter: tuple[threading.Event, list[pb.ActionResult]] = (threading.Event(), [])
+        self.hub.pending[request_id] = waiter
+        session.out.put(action_message(request_id, container_id, req.action, ident.name, req.reason))
+        if not waiter[0].wait(req.timeout_s or 10.0):
+            self.hub.pending.pop(request_id, None)
+            raise Unavailable(f"sensor {session.sensor_id} did not confirm the action in time")
+        return action_reply(waiter[1][0])
+
+    @_rpc("viewer")
+    def ListSensors(self, req: pb.Empty, ctx: Any, ident: Identity) -> pb.SensorList:  # noqa: N802
+        return sensor_list(self.store.sensors(), connected=set(self.hub.sessions))
+
+    @_rpc("viewer")
+    def ListAudit(self, req: pb.AuditQuery, ctx: Any, ident: Identity) -> pb.AuditList:  # noqa: N802
+        return audit_list(self.store.audit_entries(req.limit or 100))
+
+    @_rpc("admin")
+    def PushRules(self, req: pb.RuleSet, ctx: Any, ident: Identity) -> pb.RuleSetReply:  # noqa: N802
+        """Validate a rule set after the default library and the other pushed sets (in the order
+        sensors load them), store it, and send it to every connected sensor; empty YAML removes it."""
+        from rules.engine import default_rule_files
+        from rules.errors import RuleError
+        from rules.loader import load_sources
+        from rules.pushed import NAME
+
+        if not NAME.fullmatch(req.name):
+            raise InvalidArgument(f"rule set name {req.name!r}: use letters, digits, '.', '_' and '-'")
+        sets = {r["name"]: r["yaml"] for r in self.store.rulesets()}
+        sets.pop(req.name, None)
+        if req.yaml.strip():
+            sets[req.name] = req.yaml
+        library = [(str(p), p.read_text(encoding="utf-8")) for p in default_rule_files()]
+        try:
+            loaded = load_sources(library + [(f"pushed rule set {n}", sets[n]) for n in sorted(sets)])
+        except RuleError as err:
+            raise InvalidArgument(str(err)) from err
+        except Exception as err:  # noqa: BLE001 - pushed YAML is untrusted: a loader bug it hits is still a refusal
+            log.exception("PushRules %s: validating the rule set raised", req.name)
+            detail = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+            raise InvalidArgument(f"pushed rule set {req.name}: does not load: {detail}") from err
+        self.store.set_ruleset(req.name, req.yaml, ident.name)
+        self.hub.broadcast(rules_message(req.name, req.yaml))
+        n = sum(r.source_file == f"pushed rule set {req.name}" for r in loaded.rules)
+        self.store.audit(ident.name, "push rules" if req.yaml.strip() else "remove rules", req.name,
+                         f"{n} rules", "ok")
+        with self.hub.lock:
+            sensors = len(self.hub.sessions)
+        return ruleset_reply(req.name, n, sensors)
+
+    @_rpc("viewer")
+    def ListRuleSets(self, req: pb.Empty, ctx: Any, ident: Identity) -> pb.RuleSetList:  # noqa: N802
+        return ruleset_list(self.store.rulesets())

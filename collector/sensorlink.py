@@ -1,0 +1,200 @@
+"""The sensor link: one bidirectional stream per sensor, and the hub of connected sensors.
+
+A sensor says hello, then sends finding batches, heartbeats, model snapshots and the results of
+container actions; the collector acknowledges each batch only after the store committed it, and
+sends policies, rule sets, fleet baselines, accepted baseline items and container actions back
+through whichever link the sensor holds (:class:`Hub`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import grpc
+import msgpack
+
+from collector.auth import SENSOR, AuthConfig, Identity, authenticate, require
+from collector.convert import (
+    ACTION_NAMES,
+    ack_message,
+    baseline_message,
+    finding_from_pb,
+    pb,
+    policy_message,
+    rpc,
+    rules_message,
+)
+from collector.errors import CollectorError, InvalidArgument, NotFound, PermissionDenied, status_code
+from collector.export import Exporters
+from collector.store import SqlStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    sensor_id: str
+    node: str
+    version: str = ""  # from the hello; every heartbeat stores it again
+    out: queue.Queue[pb.CollectorMessage] = field(default_factory=lambda: queue.Queue(maxsize=10000))
+    containers: set[str] = field(default_factory=set)
+    images: set[str] = field(default_factory=set)
+    names: dict[str, str] = field(default_factory=dict)  # container name -> id, from its findings
+
+
+class Hub:
+    """Connected sensors, pending analyst actions, and the policies to push."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.sessions: dict[str, Session] = {}
+        self.pending: dict[str, tuple[threading.Event, list[pb.ActionResult]]] = {}
+        self.lock = threading.Lock()
+
+    def route(self, ref: str) -> tuple[Session, str]:
+        """The session of the sensor that sees container ``ref``, and the container's full id.
+
+        ``ref`` is a full id, a name, or a unique id prefix, tried in that order (as Docker does):
+        a name that happens to be hex, such as ``db`` or ``cafe``, is that container and not
+        whichever id starts with it. A prefix that matches several containers is refused."""
+        if not ref:
+            raise InvalidArgument("no container given (an id, a unique id prefix or a name)")
+        with self.lock:
+            for s in self.sessions.values():
+                if ref in s.containers:
+                    return s, ref
+            ids = [s.names[ref] for s in self.sessions.values() if ref in s.names]
+        for cid in ids + self.store.container_ids_named(ref):  # the freshest first, then alerts
+            with self.lock:
+                found = next((s for s in self.sessions.values() if cid in s.containers), None)
+            if found is not None:
+                return found, cid
+        with self.lock:
+            matches = {(s.sensor_id, c): s for s in self.sessions.values() for c in s.containers if c.startswith(ref)}
+        if len(matches) > 1:
+            raise InvalidArgument(f"container {ref!r} is ambiguous: {len(matches)} containers' ids start with it "
+                                  "(give more of the id, or the name)")
+        if matches:
+            (_sensor, cid), session = next(iter(matches.items()))
+            return session, cid
+        raise NotFound(f"no connected sensor sees container {ref} (by id or name)")
+
+    def broadcast(self, msg: pb.CollectorMessage, except_id: str = "") -> None:
+        with self.lock:
+            sessions = [s for s in self.sessions.values() if s.sensor_id != except_id]
+        for s in sessions:
+            try:
+                s.out.put_nowait(msg)
+            except queue.Full:
+                log.warning("sensor %s outbound queue full; dropping a push", s.sensor_id)
+
+    def policy_messages(self) -> list[pb.CollectorMessage]:
+        """What a sensor gets when it connects: image policies, then the pushed rule sets."""
+        return [policy_message(i["image"], i["mode"], i["policy"]) for i in self.store.images() if i["mode"]] + [
+            rules_message(r["name"], r["yaml"]) for r in self.store.rulesets()]
+
+
+class SensorLinkServicer(rpc.SensorLinkServicer):
+    def __init__(self, hub: Hub, auth: AuthConfig, exporters: Exporters) -> None:
+        self.hub, self.auth, self.exporters = hub, auth, exporters
+
+    def Connect(self, request_iterator: Iterator[pb.SensorMessage],  # noqa: N802
+                context: grpc.ServicerContext) -> Iterator[pb.CollectorMessage]:
+        try:
+            ident = authenticate(self.auth, context.invocation_metadata(), context.auth_context())
+            require(ident, SENSOR)
+            first = next(request_iterator, None)
+            session = self._hello(first, ident)
+        except CollectorError as err:
+            log.warning("sensor link refused: %s", err)
+            context.abort(status_code(err), str(err))
+            return
+        done = threading.Event()
+        threading.Thread(target=self._read, args=(session, request_iterator, done), daemon=True).start()
+        yield ack_message(0)  # welcome: the link is up
+        yield from self.hub.policy_messages()
+        try:
+            while not done.is_set() or not session.out.empty():
+                try:
+                    yield session.out.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+        finally:
+            # Under the lock, like the hello's write: a sensor that already reconnected on a new
+            # link stays up whatever order the two streams' ends and starts interleave in.
+            with self.hub.lock:
+                if self.hub.sessions.get(session.sensor_id) is session:
+                    del self.hub.sessions[session.sensor_id]
+                    self.hub.store.sensor_disconnected(session.sensor_id)
+
+    def _hello(self, first: pb.SensorMessage | None, ident: Identity) -> Session:
+        if first is None or first.WhichOneof("body") != "hello":
+            raise InvalidArgument("the first message on a sensor link must be hello")
+        hello = first.hello
+        if ident.role == SENSOR and hello.sensor_id != ident.name:
+            raise PermissionDenied(f"sensor {ident.name} may not report as {hello.sensor_id!r}")
+        session = Session(hello.sensor_id, hello.node, hello.version)
+        with self.hub.lock:
+            self.hub.sessions[session.sensor_id] = session
+            self.hub.store.upsert_sensor(session.sensor_id, hello.node, hello.version, {}, connected=True)
+        log.info("sensor %s (%s) connected", session.sensor_id, hello.node)
+        return session
+
+    def _read(self, s: Session, requests: Iterator[pb.SensorMessage], done: threading.Event) -> None:
+        try:
+            for msg in requests:
+                self._dispatch(s, msg)
+        except grpc.RpcError:
+            pass  # the sensor went away; it will resend what was not acked
+        except Exception:  # noqa: BLE001 - a bug in one message must not kill the link silently
+            log.exception("sensor link %s: error handling a message", s.sensor_id)
+        finally:
+            done.set()
+
+    def _dispatch(self, s: Session, msg: pb.SensorMessage) -> None:
+        kind = msg.WhichOneof("body")
+        if kind == "batch":
+            findings = [finding_from_pb(f) for f in msg.batch.findings]
+            for f in findings:
+                s.containers.add(f.event.container_id)
+                s.images.add(f.event.image_key)
+                if f.event.container_name:
+                    s.names[f.event.container_name] = f.event.container_id
+            if self.hub.store.ingest(s.sensor_id, s.node, msg.batch.seq, findings):
+                self.exporters.publish(s.sensor_id, s.node, findings)
+            s.out.put(ack_message(msg.batch.seq))
+        elif kind == "heartbeat":
+            s.containers.update(msg.heartbeat.containers)
+            self.hub.store.upsert_sensor(s.sensor_id, s.node, s.version, dict(msg.heartbeat.counters), True)
+        elif kind == "action_result":
+            self._action_result(s, msg.action_result)
+        elif kind == "snapshot":
+            self._snapshot(s, msg.snapshot)
+
+    def _action_result(self, s: Session, r: pb.ActionResult) -> None:
+        self.hub.store.audit(r.actor or f"sensor:{s.sensor_id}", ACTION_NAMES.get(r.action, "?"),
+                             r.container_id, r.reason, "ok" if r.ok else f"failed: {r.error}", r.latency_ms)
+        waiter = self.hub.pending.pop(r.request_id, None)
+        if waiter is not None:
+            waiter[1].append(r)
+            waiter[0].set()
+
+    def _snapshot(self, s: Session, snap: pb.ModelSnapshot) -> None:
+        """Store this sensor's baseline; merge all sensors' for the image; send it to the others."""
+        self.hub.store.put_snapshot(snap.image_key, s.sensor_id, snap.payload)
+        try:
+            from models.engine import merge_snapshots
+
+            parts = [msgpack.unpackb(p, raw=False, strict_map_key=False)
+                     for _, p in self.hub.store.snapshots(snap.image_key)]
+            merged = functools.reduce(merge_snapshots, parts)
+        except Exception as err:  # noqa: BLE001 - a bad snapshot must not break the link
+            log.warning("cannot merge snapshots of %s: %s", snap.image_key, err)
+            return
+        self.hub.broadcast(baseline_message(snap.image_key, msgpack.packb(merged, use_bin_type=True)),
+                           except_id=s.sensor_id)
