@@ -87,7 +87,7 @@ def test_falco_image_without_tag_and_registry_port() -> None:
 
 
 def test_parse_since_rejects_nonsense() -> None:
-    from collector.cli import parse_since
+    from collector.client import parse_since
 
     assert parse_since("") == 0
     assert parse_since("1700000000") == 1_700_000_000 * 10**9

@@ -1,0 +1,133 @@
+"""``cgsentry collector ...``: the server launcher (serve, pki, token).
+
+``serve`` checks its configuration (authentication, TLS files, the port, the metrics port) before
+it opens the database, so a refused start leaves nothing behind; SIGINT/SIGTERM stop it gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from collector.argtypes import int_in, listen_addr, webhook_url
+from collector.errors import CollectorError, InvalidArgument, Unavailable
+from sensor.errors import EX_NOPERM
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from collector.auth import AuthConfig, TokenStore
+    from collector.export import Exporters
+    from collector.server import TlsConfig, check_bindable, create_server
+    from collector.store import SqlStore
+    from collector.tlsprobe import check_pems
+
+    host = args.listen.rsplit(":", 1)[0].strip("[]")
+    if args.insecure and host not in ("127.0.0.1", "localhost", "::1"):
+        raise InvalidArgument("--insecure is allowed only on a loopback address")
+    tokens = TokenStore.existing(Path(args.tokens)) if args.tokens else TokenStore(None)
+    if not args.insecure and not args.tls_dir and not len(tokens):
+        raise InvalidArgument("no authentication configured: give --tokens FILE and/or --tls-dir DIR "
+                              "(or --insecure on loopback)")
+    tls = None
+    if args.tls_dir:
+        d = Path(args.tls_dir)
+        try:
+            cert, key, ca = ((d / n).read_bytes() for n in ("server.crt", "server.key", "ca.crt"))
+            tls = TlsConfig(cert, key, ca)
+        except OSError as err:
+            raise CollectorError(f"{d}: missing TLS files ({err.strerror}); run `cgsentry collector pki init`",
+                                 exit_code=66) from err
+        check_pems(str(d / "ca.crt"), ca, str(d / "server.crt"), cert, str(d / "server.key"), key)
+    check_bindable(args.listen)  # before the store: a refused start leaves no new database file behind
+    if args.metrics_port:
+        _start_metrics(args.metrics_port)
+    store = SqlStore.open(args.db)
+    try:
+        server, port = create_server(args.listen, store, AuthConfig(tokens, insecure=args.insecure,
+                                                                    mtls=tls is not None),
+                                     tls, Exporters(args.webhook or "", metrics=bool(args.metrics_port)))
+    except CollectorError:
+        store.close()
+        raise
+    print(f"collector listening on {args.listen.rsplit(':', 1)[0]}:{port} (db {args.db}, "
+          f"{'TLS' if tls else 'plaintext'}, {'no auth' if args.insecure else 'auth on'})", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.stop(grace=5).wait()
+    store.close()
+    return 0
+
+
+def _start_metrics(port: int) -> None:
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr="127.0.0.1")
+    except OSError as err:
+        code = EX_NOPERM if isinstance(err, PermissionError) else Unavailable.exit_code
+        raise CollectorError(f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}: {err.strerror}",
+                             exit_code=code) from None
+
+
+def cmd_pki(args: argparse.Namespace) -> int:
+    from collector import pki
+
+    d = Path(args.dir)
+    if args.pki_command == "init":
+        pki.init_ca(d, args.san)
+        print(f"CA and server certificate written to {d}")
+    elif args.pki_command == "client":
+        crt = pki.issue_client(d, args.name)
+        print(f"client certificate written to {crt} (use: cgsentry --ca {d / 'ca.crt'} --cert {crt} "
+              f"--key {crt.with_suffix('.key')} --token TOKEN ...; the token gives the role)")
+    else:
+        print(f"sensor certificate written to {pki.issue_sensor(d, args.name)}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from collector.auth import TokenStore
+
+    print(TokenStore(Path(args.tokens)).add(args.name, args.role))
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """The ``collector`` command and its subcommands, on the top-level parser's ``sub``."""
+    c = sub.add_parser("collector", help="run the collector, manage its PKI and tokens")
+    cs = c.add_subparsers(dest="collector_command", required=True)
+    s = cs.add_parser("serve")
+    s.add_argument("--listen", type=listen_addr, default="127.0.0.1:7443", help="HOST:PORT")
+    s.add_argument("--db", default="cgsentry.db", help="SQLite path or postgresql:// URL")
+    s.add_argument("--tls-dir", help="directory with ca.crt, server.crt, server.key (mTLS for sensors)")
+    s.add_argument("--tokens", help="tokens file (see `collector token add`)")
+    s.add_argument("--insecure", action="store_true", help="no TLS, no auth (loopback only)")
+    s.add_argument("--metrics-port", type=int_in(1, 65535), default=0, help="Prometheus /metrics on 127.0.0.1:PORT")
+    s.add_argument("--webhook", type=webhook_url, help="POST each finding in Falco JSON to this http(s) URL")
+    s.set_defaults(func=cmd_serve)
+    k = cs.add_parser("pki")
+    ks = k.add_subparsers(dest="pki_command", required=True)
+    i = ks.add_parser("init")
+    i.add_argument("--dir", required=True)
+    i.add_argument("--san", action="append", default=[])
+    i.set_defaults(func=cmd_pki)
+    n = ks.add_parser("sensor", help="a sensor's certificate (its CN is the sensor id)")
+    n.add_argument("name")
+    n.add_argument("--dir", required=True)
+    n.set_defaults(func=cmd_pki)
+    cl = ks.add_parser("client", help="an analyst's client certificate (never a sensor; roles come from tokens)")
+    cl.add_argument("name")
+    cl.add_argument("--dir", required=True)
+    cl.set_defaults(func=cmd_pki)
+    t = cs.add_parser("token")
+    ts = t.add_subparsers(dest="token_command", required=True)
+    ta = ts.add_parser("add")
+    ta.add_argument("name")
+    ta.add_argument("--role", required=True, choices=["viewer", "responder", "admin", "sensor"])
+    ta.add_argument("--tokens", required=True)
+    ta.set_defaults(func=cmd_token)
