@@ -39,7 +39,7 @@ from typing import Any, Callable
 import psutil
 
 from bench import overhead
-from sensor.daemon import Daemon, register
+from sensor.agent.daemon import Daemon, register
 from sensor.events import Event
 
 SIZES = {"exec": 3000, "connect": 40000}

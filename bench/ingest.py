@@ -1,9 +1,9 @@
 """Collector ingest: findings/s with several concurrent sensor streams, SQLite vs PostgreSQL.
 
 A real collector (gRPC on loopback, the production servicers and store) and N real sensor links
-(sensor/link.py: spool, batching, acks), each from its own thread. A stream is done when its last batch was acknowledged
-as stored (and its spool files must then hold nothing left to resend). Then the store is checked: the sum of alert
-counts must equal the findings sent (no loss, no double count), with 1 in 5 findings a repeat that
+(sensor/agent/link.py: spool, batching, acks), each from its own thread. A stream is done when its last batch
+was acknowledged as stored (and its spool files must then hold nothing left to resend). Then the store is checked:
+the sum of alert counts must equal the findings sent (no loss, no double count), with 1 in 5 findings a repeat that
 dedupes into an existing alert, and the alert rows must equal the distinct fingerprints sent. Findings
 vary over images, rules and containers. Batch ack latency is submit (spooled) -> ack received by the
 sensor, i.e. it includes the collector's commit: "paced" with one batch in flight per stream (first
@@ -30,8 +30,8 @@ from bench.workloads import deviation
 from collector.auth import AuthConfig, TokenStore
 from collector.server import create_server
 from collector.store import SqlStore, fingerprint
+from sensor.agent.link import CollectorLink, LinkConfig
 from sensor.events import Finding
-from sensor.link import CollectorLink, LinkConfig
 from sensor.spool import Spool
 
 BATCH = 50  # findings per submit: what a busy sensor flushes per tick

@@ -36,10 +36,10 @@ from collector.convert import pb, rpc
 from collector.server import create_server
 from collector.store import SqlStore
 from rules.engine import RuleEngine
+from sensor.agent.daemon import Daemon, register
+from sensor.agent.link import CollectorLink, LinkConfig
 from sensor.bpf_loader import ProbeOptions
-from sensor.daemon import Daemon, register
 from sensor.events import Finding
-from sensor.link import CollectorLink, LinkConfig
 from sensor.response import Responder
 from sensor.spool import Spool
 from sensor.tracer import Tracer
@@ -272,7 +272,7 @@ def paused_by_collector(loop: DaemonLoop, cid: str, n: int) -> dict[str, list[fl
 def collector_loop(n: int) -> dict[str, Any]:
     cid = start("cgsentry-latency-loop")
     tmp = Path(tempfile.mkdtemp(prefix="cgsentry-latency-loop-"))
-    logging.getLogger("sensor.daemon").setLevel(logging.ERROR)  # a warning per pause otherwise
+    logging.getLogger("sensor.agent.daemon").setLevel(logging.ERROR)  # a warning per pause otherwise
     loop = DaemonLoop(tmp)
     try:
         local = enforced_by_policy(loop, cid, n)

@@ -22,7 +22,7 @@ from collector.store import SqlStore
 
 log = logging.getLogger(__name__)
 _MODE_ORDER = ("learn", "alert", "enforce")
-# Actors the sensor's model lifecycle writes into its audit (models.baseline / sensor.daemon).
+# Actors the sensor's model lifecycle writes into its audit (models.baseline / sensor.agent.daemon).
 _ACTORS = {"auto-promotion": "sensor auto-promotion", "fleet-baseline": "fleet baseline",
            "collector": "operator"}
 

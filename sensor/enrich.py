@@ -213,6 +213,17 @@ class Enricher:
             return ev
         return ev.replace(exe=caller.exe)
 
+    def seen_containers(self) -> list[str]:
+        """Ids of the containers whose events were attributed (the cache's, so at most
+        ``MAX_CACHED`` cgroups ago), sorted; host and unknown cgroups are left out."""
+        return sorted({a.container_id for a in self._cache.values()
+                       if a.container_id and a.runtime not in (HOST, UNKNOWN)})
+
+    def cgroup_path(self, container_id: str) -> str:
+        """The cgroup path of a live container given an id prefix; "" when none matches."""
+        found = self.index.find_container(container_id)
+        return found[1] if found else ""
+
     def container_cgroup_id(self, id_or_name: str) -> int:
         """v2 cgroup id of a running container given an id prefix or a name; SensorError if unknown."""
         meta = self.runtime.find(id_or_name)

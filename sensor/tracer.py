@@ -1,13 +1,14 @@
 """The live source as one object: probe + reader + enricher + cgroup watcher (+ recorder).
 
-Used by ``trace`` and by the daemon, so both see exactly the same events.
+Used by ``trace`` and by the daemon, so both see exactly the same events. What the daemon needs
+of the parts (counters, kernel maps, container lookups) it asks the tracer for, here.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from sensor.bpf_loader import ProbeOptions, check_privileges
 from sensor.enrich import Enricher
@@ -29,7 +30,8 @@ class Tracer:
 
     def __init__(self, options: ProbeOptions | None = None, *, container: str | None = None,
                  docker: bool = True, record: Path | None = None,
-                 prefixes: list[tuple[str, int]] | None = None) -> None:
+                 prefixes: list[tuple[str, int]] | None = None,
+                 mode: Callable[[Event], str] | None = None) -> None:
         check_privileges()  # before anything else can warn: a non-root user gets one line
         self.enricher = Enricher.create(docker=docker)
         self._listener_scans: set[tuple[int, str]] = set()
@@ -42,6 +44,8 @@ class Tracer:
         self.enricher.on_portless_accept = self._adopt_listeners
         self.probe.set_open_prefixes(prefixes if prefixes is not None else DEFAULT_SENSITIVE_PREFIXES)
         self.watcher = CgroupWatcher(self.probe, only=self.only_cgroup)
+        if mode is not None:
+            self.watcher.mode = mode  # the daemon's: learn is profiled, enforce is urgent
         self.watcher.mark_self_host(self.enricher.index)
         self.recorder = JournalWriter(record) if record else None
 
@@ -63,19 +67,71 @@ class Tracer:
         if len(ports) == 1:
             ev.sport = ports.pop()
 
+    def poll(self) -> Iterator[Event]:
+        """One drain of the ring buffer, never waiting; nothing waiting, nothing yielded."""
+        return self._follow(self.reader.poll_events())
+
     def events(self, duration_s: float | None = None) -> Iterator[Event]:
+        """Batches of :meth:`poll` until ``duration_s`` has passed (None: for ever), 20 ms apart
+        while the ring is empty."""
         deadline = time.monotonic() + duration_s if duration_s else None
         while deadline is None or time.monotonic() < deadline:
             batch = self.reader.poll_events()
             if not batch:
                 time.sleep(0.02)
                 continue
-            for ev in batch:
-                self.watcher.observe(ev)
-                if self.recorder is not None:
-                    self.recorder.write(ev)
-                if self.only_cgroup is None or ev.cgroup_id == self.only_cgroup:
-                    yield ev
+            yield from self._follow(batch)
+
+    def _follow(self, batch: list[Event]) -> Iterator[Event]:
+        """Each event is shown to the cgroup watcher and written to the journal just before it is
+        yielded (so what the consumer makes of one event, an image's mode, holds for the next);
+        with ``container``, only its events are yielded."""
+        for ev in batch:
+            self.watcher.observe(ev)
+            if self.recorder is not None:
+                self.recorder.write(ev)
+            if self.only_cgroup is None or ev.cgroup_id == self.only_cgroup:
+                yield ev
+
+    # -- what the daemon asks of the parts -------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        """The reader's counters: delivered, kernel and queue drops, queue depth, decode errors."""
+        return self.reader.stats()
+
+    def syscall_counts(self) -> dict[tuple[int, int], int]:
+        """(cgroup id, syscall nr) -> count, from the kernel's profiler map."""
+        return self.probe.read_syscall_counts()
+
+    def kernel_counts(self) -> dict[tuple[int, int, bool], int]:
+        """(cgroup id, opcode, ok) -> totals the kernel counts instead of sending records."""
+        return self.probe.read_kernel_counts()
+
+    def program_stats(self) -> dict[str, tuple[int, int]]:
+        """Per BPF program, (run_time_ns, run_cnt) while kernel.bpf_stats_enabled is 1."""
+        return self.probe.program_stats()
+
+    def ban_exec(self, cgroup_id: int, comm: str) -> None:
+        """The kernel kills ``comm`` at exec in this cgroup."""
+        self.probe.ban_exec(cgroup_id, comm)
+
+    def unban_exec(self, cgroup_id: int, comm: str) -> None:
+        self.probe.unban_exec(cgroup_id, comm)
+
+    def set_open_prefixes(self, prefixes: list[tuple[str, int]]) -> None:
+        """The sensitive path prefixes the kernel reports opens under (replacing the last set)."""
+        self.probe.set_open_prefixes(prefixes)
+
+    def refresh_modes(self) -> None:
+        """Ask the mode of each cgroup's image again on its next event (a mode changed)."""
+        self.watcher.refresh()
+
+    def containers(self) -> list[str]:
+        """Ids of the containers seen (attributed), sorted."""
+        return self.enricher.seen_containers()
+
+    def cgroup_path(self, container_id: str) -> str:
+        """The cgroup path of a live container (id prefix); "" if there is none."""
+        return self.enricher.cgroup_path(container_id)
 
     def close(self) -> dict[str, object]:
         """Detach everything; returns the final counters."""

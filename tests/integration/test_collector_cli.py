@@ -16,7 +16,7 @@ from collector.cli import main
 from collector.server import TlsConfig, create_server
 from collector.store import SqlStore
 from sensor import __version__
-from sensor.link import CollectorLink, LinkCallbacks, LinkConfig
+from sensor.agent.link import CollectorLink, LinkCallbacks, LinkConfig
 from sensor.spool import Spool
 from tests.integration.test_collector_link import finding
 from tests.waiting import wait_for

@@ -16,8 +16,8 @@ from collector.auth import AuthConfig, TokenStore
 from collector.convert import pb, rpc
 from collector.server import create_server
 from collector.store import SqlStore
+from sensor.agent.link import CollectorLink, LinkCallbacks, LinkConfig
 from sensor.events import Finding
-from sensor.link import CollectorLink, LinkCallbacks, LinkConfig
 from sensor.response import ActionResult
 from sensor.spool import Spool
 from tests.waiting import wait_for

@@ -17,8 +17,8 @@ from collector.auth import AuthConfig, TokenStore
 from collector.server import TlsConfig, create_server
 from collector.store import SqlStore
 from models import store as model_store
+from sensor.agent.link import CollectorLink, LinkCallbacks, LinkConfig
 from sensor.events import Finding
-from sensor.link import CollectorLink, LinkCallbacks, LinkConfig
 from sensor.response import ActionResult
 from sensor.spool import Spool
 from tests.integration import test_collector_cli

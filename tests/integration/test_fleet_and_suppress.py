@@ -19,7 +19,7 @@ from collector.store import SqlStore
 from models import store as model_store
 from models.baseline import ModelConfig
 from models.engine import ModelEngine
-from sensor.link import CollectorLink, LinkCallbacks, LinkConfig
+from sensor.agent.link import CollectorLink, LinkCallbacks, LinkConfig
 from sensor.spool import Spool
 from tests.waiting import wait_for
 

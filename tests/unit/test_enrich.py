@@ -343,3 +343,15 @@ def test_a_live_accept_without_its_port_is_handed_to_the_listener_lookup(tmp_pat
     known = enr.enrich_owned(Event("accept", 2, pid=20, cgroup_id=cg, family="ipv4", sport=443))
     assert asked == [portless] and portless.sport == 8080 and known.sport == 443
     assert portless.exe == "/bin/sh"  # asked after enrichment: the lookup keys on pid and binary
+
+
+def test_seen_containers_and_cgroup_path(tmp_path: Path) -> None:
+    """What the daemon tells the collector (containers seen) and gives the responder (a path)."""
+    enr, cg, host_cg = make(tmp_path)
+    assert enr.seen_containers() == []
+    enr.enrich(Event("exec", 1, pid=20, exe="/bin/sh", args=("sh",), cgroup_id=host_cg))
+    enr.enrich(Event("exec", 2, pid=20, exe="/bin/sh", args=("sh",), cgroup_id=cg))
+    assert enr.seen_containers() == [CID]  # the host is left out
+    assert enr.cgroup_path(CID[:12]) == f"/docker/{CID}"
+    assert enr.cgroup_path("f00") == ""
+    assert enr.cgroup_path("") == ""

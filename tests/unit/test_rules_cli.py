@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.workloads import deviation, fleet
-from sensor.cli import main
+from sensor.agent.cli import main
 from sensor.journal import JournalWriter
 
 

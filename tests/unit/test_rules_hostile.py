@@ -57,7 +57,7 @@ def test_binary_rules_and_policy_files_are_data_errors(tmp_path: Path) -> None:
 
 
 def test_the_cli_prints_one_line_and_exits_65_for_a_binary_file(tmp_path: Path, capsys: Any) -> None:
-    from sensor.cli import main
+    from sensor.agent.cli import main
 
     (tmp_path / "ls").write_bytes(BINARY)
     assert main(["rules", "check", str(tmp_path / "ls")]) == 65

@@ -1,4 +1,4 @@
-"""``cgsentry-sensor``: doctor, trace, replay — and the commands other packages register.
+"""``cgsentry-sensor``: doctor, trace, replay — and the commands of the models, the rules and the daemon.
 
 Expected failures print one line (``cgsentry-sensor: <what and the fix>``) and return a sysexits
 code; tracebacks are for bugs only.
@@ -7,7 +7,6 @@ code; tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
-import importlib
 import itertools
 import json
 import logging
@@ -17,12 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Iterable
 
+from models import cli as models_cli
+from rules import cli as rules_cli
 from sensor import bpf_loader
+from sensor.agent import daemon
 from sensor.errors import EX_UNAVAILABLE, UsageParser, run_command
 from sensor.events import NETWORK_KINDS, Event
 
 PROG = "cgsentry-sensor"
-EXTENSIONS = ("models.cli", "rules.cli", "sensor.daemon")
 TRACE_KEYS = ("kind", "time", "pid", "ppid", "comm", "exe", "args", "uid", "cgroup_id",
               "container_id", "container_name", "image")
 NET_KEYS = ("proto", "family", "saddr", "sport", "daddr", "dport")
@@ -180,21 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true")
     r.add_argument("--speed", type=_speed, default=0.0, help="1.0 = real time; 0 = max (default)")
     r.set_defaults(func=cmd_replay)
-    _register_extensions(sub)
+    for register in (models_cli.register, rules_cli.register, daemon.register):  # model, rules, run
+        register(sub)
     return p
-
-
-def _register_extensions(sub: Any) -> None:
-    for name in EXTENSIONS:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-            continue
-        register = getattr(mod, "register", None)
-        if register is not None:
-            register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

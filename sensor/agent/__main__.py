@@ -1,0 +1,5 @@
+import sys
+
+from sensor.agent.cli import main
+
+sys.exit(main())
