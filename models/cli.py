@@ -20,10 +20,10 @@ import yaml
 from models import decisions, items, store
 from models.baseline import MODES, ImageBaseline, ModelConfig
 from models.decisions import Decision
-from models.engine import ModelEngine
 from models.errors import ModelError
 from models.export import network_policy, seccomp_profile
 from models.profile import DIMENSIONS
+from models.registry import BaselineRegistry
 from sensor.errors import EX_CANTCREAT, EX_IOERR
 
 DEFAULT_STORE = Path("/var/lib/cgsentry/models")
@@ -33,25 +33,25 @@ def store_dir(args: argparse.Namespace) -> Path:
     return Path(args.store or os.environ.get("CGSENTRY_MODEL_DIR") or DEFAULT_STORE)
 
 
-def _engine(args: argparse.Namespace) -> ModelEngine:
+def _registry(args: argparse.Namespace) -> BaselineRegistry:
     """The store, read-only: files it cannot use are reported (one line each) and left in place."""
-    eng = ModelEngine.open(store_dir(args), ModelConfig(), owner=False)  # the sensor owns the store
-    for err in eng.load_errors:
+    reg = BaselineRegistry.open(store_dir(args), ModelConfig(), owner=False)  # the sensor owns the store
+    for err in reg.load_errors:
         print(f"warning: {err}", file=sys.stderr)
-    return eng
+    return reg
 
 
 def _resolve(args: argparse.Namespace, *refs: str) -> list[ImageBaseline]:
     """Baselines by image, key or ``.model`` file path; the store is opened only if one needs it."""
-    eng: ModelEngine | None = None
+    reg: BaselineRegistry | None = None
     out: list[ImageBaseline] = []
     for ref in refs:
         path = Path(ref)
         if path.suffix == ".model" and path.exists():
             out.append(store.load(path, ModelConfig()))  # moves nothing, even if unreadable
             continue
-        eng = eng or _engine(args)
-        out.append(eng.get(ref))
+        reg = reg or _registry(args)
+        out.append(reg.get(ref))
     return out
 
 
@@ -69,10 +69,10 @@ def _sorted(b: ImageBaseline, dim: str, keys: Any = None) -> list[tuple[Any, ...
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    eng = _engine(args)
+    reg = _registry(args)
     rows: list[dict[str, Any]] = [{"image": b.image, "key": b.key, "mode": b.mode, "learned_s": round(b.learned_s()),
              "items": b.profile.size(), "containers": len(b.profile.containers)}
-            for b in eng.images.values()]
+            for b in reg.images.values()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -147,7 +147,7 @@ def _actor() -> str:
 
 
 def cmd_mode(args: argparse.Namespace) -> int:
-    b = _engine(args).get(args.image)
+    b = _registry(args).get(args.image)
     note = _decide(args, Decision("mode", b.key, _actor(), args.reason or "", mode=args.mode))
     print(f"{b.image or b.key}: mode {args.mode}{note}")
     return 0
@@ -155,7 +155,7 @@ def cmd_mode(args: argparse.Namespace) -> int:
 
 def cmd_item(args: argparse.Namespace) -> int:
     """accept: add an item to the baseline; reject: remove it. Both are audited."""
-    b = _engine(args).get(args.image)
+    b = _registry(args).get(args.image)
     key = items.parse_key(args.dimension, args.item)
     if args.model_command == "reject" and not b.profile.known(args.dimension, key):
         raise ModelError(f"{args.image}: {args.dimension} item {items.spelling(args.dimension, key)} is not in "

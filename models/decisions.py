@@ -20,7 +20,7 @@ import fcntl
 import os
 import time
 import uuid
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,6 +33,7 @@ from models.items import key_error
 from models.profile import DIMENSIONS
 from models.store import set_aside
 from sensor.errors import EX_DATAERR, EX_IOERR
+from sensor.files import atomic_write
 
 FORMAT = "cgsentry-decision"
 VERSION = 1
@@ -83,28 +84,19 @@ def inbox(store_dir: Path) -> Path:
 
 
 def post(store_dir: Path, d: Decision) -> Path:
-    """Queue ``d``: temp file, fsync, rename (a reader sees the whole decision or none). On any
-    failure the temp file is removed: the inbox holds whole decisions or nothing of them."""
+    """Queue ``d``, written atomically (sensor/files.py): a reader sees the whole decision or none,
+    and on any failure nothing of it stays in the inbox."""
     path = inbox(store_dir) / f"{d.time_ns:020d}-{d.id}{SUFFIX}"
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
         payload = msgpack.packb(d.to_dict(), use_bin_type=True)
     except (OverflowError, TypeError, ValueError) as err:
         raise ModelError(f"cannot queue decision: {err} (item {list(d.key)!r:.60})", exit_code=EX_DATAERR) from err
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        with suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise ModelError(f"cannot queue decision in {path.parent}: {err.strerror} (run as the sensor's "
-                             "user, or root)", exit_code=EX_IOERR) from err
-        raise
+        atomic_write(path, payload)
+    except OSError as err:
+        raise ModelError(f"cannot queue decision in {path.parent}: {err.strerror} (run as the sensor's "
+                         "user, or root)", exit_code=EX_IOERR) from err
     return path
 
 

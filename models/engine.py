@@ -2,23 +2,23 @@
 deviations into explained findings.
 
 Hot path per event: one dict lookup for the image, one per touched item; findings only for items
-never seen, once per (container, item).
+never seen, once per (container, item). The baselines themselves, their files and their lifecycle
+belong to models/registry.py; merging baselines across a fleet to models/fleet.py.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
-from models import decisions, store
+from models import fleet
 from models.baseline import ImageBaseline, ModelConfig, describe
-from models.errors import ModelError
 from models.explain import rate_finding
 from models.features import Window, add_event, add_syscalls, vector
+from models.fleet import merge_snapshots
 from models.profile import endpoint_key, item_keys
-from sensor.errors import EX_NOINPUT
+from models.registry import BaselineRegistry
 from sensor.events import (
     HOST,
     NEW_LISTEN_PORT,
@@ -30,6 +30,8 @@ from sensor.events import (
     Finding,
 )
 
+# merge_snapshots lives in models/fleet.py; it is also offered here, where the collector imports it
+__all__ = ["ModelEngine", "merge_snapshots"]
 log = logging.getLogger(__name__)
 _KIND = {"process": NEW_PROCESS, "parent": NEW_PARENT, "args": NEW_PROCESS,
          "listen": NEW_LISTEN_PORT, "inbound": NEW_LISTEN_PORT, "outbound": NEW_OUTBOUND,
@@ -46,80 +48,60 @@ _SHELLS = frozenset({"sh", "ash", "bash", "dash", "zsh", "ksh", "busybox"})
 
 
 class ModelEngine:
+    """Scores each event against its image's baseline (kept by a :class:`BaselineRegistry`) and
+    learns from it while the image learns: categorical items per event, rates per window of
+    ``config.window_s`` per container. The registry and fleet operations the sensor needs are
+    passed through (:meth:`get`, :meth:`mode`, :meth:`save_all`, :meth:`merge_snapshot`, ...)."""
+
     def __init__(self, config: ModelConfig | None = None, store_dir: Path | None = None,
-                 node: str = "") -> None:
-        self.config = config or ModelConfig()
-        self.store_dir = store_dir
-        self.node = node
-        self.images: dict[str, ImageBaseline] = {}
+                 node: str = "", registry: BaselineRegistry | None = None) -> None:
+        """A fresh in-memory registry from ``config``, ``store_dir`` and ``node``, unless
+        ``registry`` is given (then those three are its own)."""
+        self.registry = registry or BaselineRegistry(config, store_dir, node)
+        self.config = self.registry.config
+        self.node = self.registry.node
+        self._images = self.registry.images  # the same dict (never rebound), read on every event
         self._reported: set[tuple[str, str, tuple[Any, ...]]] = set()
         self._windows: dict[str, tuple[str, Window]] = {}  # container -> (image key, window)
         self._cgroups: dict[int, tuple[str, str]] = {}  # cgroup id -> (image key, container)
         self._last_counts: dict[tuple[int, int], int] = {}
-        self.load_errors: list[str] = []
         self.events = 0
         # True when the kernel counts repeated connects/accepts (first-seen filter): their
         # rates then come from observe_kernel_counts, not from events
         self.kernel_counts = False
-        self._loss_until_ns = 0  # engine-wide freeze, inherited by images first seen during loss
         self._last_net: dict[tuple[int, int, bool], int] = {}
 
     @classmethod
     def open(cls, store_dir: Path, config: ModelConfig | None = None, node: str = "",
              owner: bool = True) -> ModelEngine:
-        """Load every model in ``store_dir``; each file that cannot be used is listed in
-        ``load_errors``, never silently dropped. Only the ``owner`` (the sensor) moves such files
-        aside (corrupt or newer, models/store.py) so the image relearns; a reader (the CLI) leaves
-        them for whichever sensor can read them. Operators' queued decisions (models/decisions.py)
-        are applied; the owner also saves them and empties the inbox, a reader only sees them.
+        """An engine on the model store ``store_dir``: see :meth:`BaselineRegistry.open`."""
+        return cls(registry=BaselineRegistry.open(store_dir, config, node, owner))
 
-        ModelError (exit 66) if ``store_dir`` is not a readable directory — except that a missing
-        one is an empty store to its owner (a sensor's first start creates it)."""
-        eng = cls(config, store_dir, node)
-        for path in _model_files(store_dir, owner):
-            try:
-                b = store.load(path, eng.config)
-            except store.UnreadableModel as err:
-                eng._load_error(store.quarantine(err) if owner else f"{err}; skipped, left in place", owner)
-                continue
-            except ModelError as err:
-                eng._load_error(str(err), owner)
-                continue
-            eng.images[b.key] = b
-        if owner:
-            eng.apply_decisions(timeout_s=2.0)
-        else:
-            eng._apply_pending(owner=False)
-        return eng
+    @property
+    def images(self) -> dict[str, ImageBaseline]:
+        """The registry's baselines by image key (the same dict)."""
+        return self.registry.images
 
-    def _load_error(self, message: str, owner: bool) -> None:
-        """Keep ``message`` in ``load_errors``; the owner (the sensor) also logs it, a reader's
-        caller reports it (the CLI: one warning line each)."""
-        log.log(logging.ERROR if owner else logging.DEBUG, "%s", message)
-        self.load_errors.append(message)
+    @property
+    def store_dir(self) -> Path | None:
+        """The registry's model store; None keeps the baselines in memory only."""
+        return self.registry.store_dir
+
+    @store_dir.setter
+    def store_dir(self, path: Path | None) -> None:
+        self.registry.store_dir = path
+
+    @property
+    def load_errors(self) -> list[str]:
+        return self.registry.load_errors
 
     # -- learning and scoring ----------------------------------------------------------------
     def baseline(self, ev: Event) -> ImageBaseline | None:
         key = ev.image_key
         if key == HOST and not self.config.learn_host:
             return None
-        b = self.images.get(key)
-        if b is None:
-            b = self.images[key] = self._new_baseline(key, ev.image)
-        return b
-
-    def _new_baseline(self, key: str, image: str) -> ImageBaseline:
-        b = ImageBaseline(key, image, self.config)
-        repo = image.rsplit(":", 1)[0] if image else ""
-        for other in self.images.values():  # a new digest of a known repository: seed from it
-            if repo and other.image.rsplit(":", 1)[0] == repo and other.mode != "learn":
-                b.profile = b.profile.merge(other.profile)
-                b.life.seeded_from = other.key
-                break
-        if self.node:
-            b.profile.nodes.add(self.node)
-        b.life.frozen_until_ns = self._loss_until_ns
-        return b
+        b = self._images.get(key)
+        return b if b is not None else self.registry.for_image(key, ev.image)
 
     def handle(self, event: Event) -> list[Finding]:
         if event.kind in ("syscall",) and event.runtime == HOST:
@@ -133,7 +115,7 @@ class ModelEngine:
         self._cgroups[event.cgroup_id] = (b.key, event.container_id)
         out = self._items(b, event)
         out.extend(self._rate(b, event))
-        if b.maybe_promote(event.time_ns):
+        if b.maybe_promote(event.time_ns):  # auto-promotion, learn -> alert (models/baseline.py)
             log.info("image %s promoted to alert after %.0fs observed", b.key, b.learned_s())
         return out
 
@@ -201,7 +183,7 @@ class ModelEngine:
         return out
 
     def _close(self, key: str, container: str, w: Window, ev: Event | None) -> list[Finding]:
-        b = self.images.get(key)
+        b = self._images.get(key)
         if b is None:
             return []
         vec = vector(w, self.config.window_s)
@@ -218,7 +200,7 @@ class ModelEngine:
     def tick(self, now_ns: int) -> list[Finding]:
         """Apply operators' queued decisions (the sensor ticks every second), and close windows of
         containers idle for a whole window (they count as quiet windows)."""
-        self.apply_decisions()
+        self.registry.apply_decisions()
         out: list[Finding] = []
         for container, (key, w) in list(self._windows.items()):
             if now_ns - w.start_ns >= 2 * self.config.window_s * 1e9:
@@ -264,151 +246,32 @@ class ModelEngine:
         """Events were lost: freeze learning (all images, or one) for ``loss_freeze_s``."""
         if dropped <= 0:
             return
-        until = now_ns + int(self.config.loss_freeze_s * 1e9)
-        if image_key is None:
-            self._loss_until_ns = max(self._loss_until_ns, until)
-        for key, b in self.images.items():
-            if image_key is None or key == image_key:
-                b.life.frozen_until_ns = max(b.life.frozen_until_ns, until)
+        self.registry.freeze(now_ns + int(self.config.loss_freeze_s * 1e9), image_key)
 
-    # -- operations --------------------------------------------------------------------------
-    def get(self, image_key: str) -> ImageBaseline:
-        b = self.images.get(image_key) or next(
-            (x for x in self.images.values() if image_key in (x.image, x.key)), None)
-        if b is None:
-            raise ModelError(f"no model for image {image_key!r} (see `cgsentry-sensor model list`)",
-                             exit_code=66)
-        return b
-
-    def mode(self, image_key: str) -> str:
-        b = self.images.get(image_key)
-        return b.mode if b else "learn"
-
-    def set_mode(self, image_key: str, mode: str, actor: str, now_ns: int) -> None:
-        try:
-            self.get(image_key).set_mode(mode, actor, now_ns)
-        except ValueError as err:
-            raise ModelError(str(err), exit_code=64) from err
-
-    def record_would_enforce(self, image_key: str, kind: str) -> None:
-        b = self.images.get(image_key)
-        if b is not None:
-            b.life.would_enforce[kind] = b.life.would_enforce.get(kind, 0) + 1
-
-    def snapshot(self, image_key: str) -> dict[str, Any]:
-        return store.to_dict(self.get(image_key))
-
-    def merge_snapshot(self, data: dict[str, Any]) -> ImageBaseline:
-        """Merge a fleet baseline into ours: items and rate windows union; a fleet that has
-        finished learning lets a still-learning node skip relearning."""
-        remote = store.from_dict(data, self.config)
-        local = self.images.get(remote.key)
-        if local is None:
-            self.images[remote.key] = remote
-            return remote
-        local.profile = local.profile.merge(remote.profile)
-        local.rate = local.rate.merged(remote.rate)
-        if local.mode == "learn" and remote.mode != "learn":
-            local.set_mode(remote.mode, "fleet-baseline", remote.life.promoted_ns)
-        elif local.mode != "learn":
-            local.rate.fit()
-        return local
-
-    def save_all(self) -> list[Path]:
-        """Save every baseline, with the decisions queued until now applied first (so an operator's
-        decision made since the last tick is not written over), then remove them from the inbox."""
-        if self.store_dir is None:
-            return []
-        with decisions.locked(self.store_dir, timeout_s=1.0) as got:
-            if not got:
-                log.warning("model store %s stayed locked; saving anyway", self.store_dir)
-            applied, _ = self._apply_pending(owner=True)
-            paths = [store.save(b, self.store_dir) for b in self.images.values()]
-            decisions.done(applied)
-        return paths
-
-    def apply_decisions(self, timeout_s: float = 0.0) -> int:
-        """Apply queued operator decisions, save the baselines they touched, then empty the inbox
-        of them. Cheap when none wait; skipped (next tick) while a CLI holds the store lock, and
-        on an I/O error (logged; the decisions stay queued). Returns how many were consumed."""
-        if self.store_dir is None or not decisions.has_pending(self.store_dir):
-            return 0
-        try:
-            with decisions.locked(self.store_dir, timeout_s) as got:
-                if not got:
-                    return 0
-                applied, touched = self._apply_pending(owner=True)
-                for key in touched:
-                    store.save(self.images[key], self.store_dir)
-                decisions.done(applied)
-        except (OSError, ModelError) as err:
-            log.error("cannot apply queued model decisions in %s: %s", self.store_dir, err)
-            return 0
-        return len(applied)
-
-    def _apply_pending(self, owner: bool) -> tuple[list[Path], set[str]]:
-        """Apply queued decisions in memory: the paths of those now reflected in the baselines, and
-        the keys of the baselines that changed. The owner sets aside (logged) decisions it cannot
-        apply: unknown image, invalid."""
-        if self.store_dir is None:
-            return [], set()
-        found, errors = decisions.pending(self.store_dir, owner)
-        for err in errors:
-            self._load_error(err, owner)
-        applied: list[Path] = []
-        touched: set[str] = set()
-        for path, d in found:
-            b = self.images.get(d.image_key)
-            try:
-                if b is None:
-                    raise ValueError(f"no model for image {d.image_key!r}")
-                if decisions.apply(d, b):
-                    log.info("image %s: %s by %s applied", b.key, d.action, d.actor)
-                    touched.add(b.key)
-                applied.append(path)
-            except Exception as err:  # noqa: BLE001 - one bad decision must not stop the sensor, now or at restart
-                if owner:
-                    log.error("decision %s: %s; %s", path, err, store.set_aside(path, "failed"))
-        return applied, touched
+    def open_window(self, container_id: str) -> Window | None:
+        """The rate window ``container_id`` is filling now, None if it has none open."""
+        cur = self._windows.get(container_id)
+        return cur[1] if cur else None
 
     def stats(self) -> dict[str, int]:
-        out = {"model_images": len(self.images), "model_events": self.events}
-        for mode in ("learn", "alert", "enforce"):
-            out[f"model_images_{mode}"] = sum(1 for b in self.images.values() if b.mode == mode)
-        return out
+        images = self.registry.stats()
+        return {"model_images": images.pop("model_images"), "model_events": self.events, **images}
 
+    # -- the registry's and the fleet's operations, for the sensor ------------------------------
+    def get(self, image_key: str) -> ImageBaseline:
+        return self.registry.get(image_key)
 
-def _model_files(store_dir: Path, owner: bool) -> list[Path]:
-    """The store's ``*.model`` files, sorted; see :meth:`ModelEngine.open` for the errors."""
-    try:
-        names = os.listdir(store_dir)
-    except FileNotFoundError:
-        if owner:
-            return []
-        raise ModelError(f"no model store at {store_dir}", exit_code=EX_NOINPUT) from None
-    except NotADirectoryError:
-        raise ModelError(f"no model store at {store_dir} (it is a file, not a directory)",
-                         exit_code=EX_NOINPUT) from None
-    except OSError as err:
-        raise ModelError(f"cannot read model store {store_dir}: {err.strerror}", exit_code=EX_NOINPUT) from err
-    return sorted(store_dir / name for name in names if name.endswith(".model"))
+    def mode(self, image_key: str) -> str:
+        return self.registry.mode(image_key)
 
+    def set_mode(self, image_key: str, mode: str, actor: str, now_ns: int) -> None:
+        self.registry.set_mode(image_key, mode, actor, now_ns)
 
-def merge_snapshots(a: dict[str, Any], b: dict[str, Any], config: ModelConfig | None = None) -> dict[str, Any]:
-    """Associative, commutative merge of two snapshots of the same image (collector fleet view)."""
-    cfg = config or ModelConfig()
-    x, y = store.from_dict(a, cfg), store.from_dict(b, cfg)
-    x.profile = x.profile.merge(y.profile)
-    x.rate = x.rate.merged(y.rate)
-    order = ("learn", "alert", "enforce")
-    lx, ly = x.life, y.life
-    lx.mode = max(lx.mode, ly.mode, key=order.index)
-    for name in ("observed_ns", "last_active_ns", "last_new_observed_ns", "frozen_until_ns",
-                 "promoted_ns"):
-        setattr(lx, name, max(getattr(lx, name), getattr(ly, name)))
-    lx.seeded_from = max(lx.seeded_from, ly.seeded_from)
-    lx.would_enforce = {k: lx.would_enforce.get(k, 0) + ly.would_enforce.get(k, 0)
-                        for k in sorted(lx.would_enforce.keys() | ly.would_enforce.keys())}
-    lx.audit = sorted(lx.audit + [e for e in ly.audit if e not in lx.audit],
-                      key=lambda e: (e.get("time_ns", 0), str(e)))
-    return store.to_dict(x)
+    def record_would_enforce(self, image_key: str, kind: str) -> None:
+        self.registry.record_would_enforce(image_key, kind)
+
+    def save_all(self) -> list[Path]:
+        return self.registry.save_all()
+
+    def merge_snapshot(self, data: dict[str, Any]) -> ImageBaseline:
+        return fleet.adopt(self.registry, data)

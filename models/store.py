@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from models.errors import ModelError
 from models.features import SCORED_FEATURES
 from models.profile import ImageProfile
 from models.ratemodel import RateModel
+from sensor.files import atomic_write
 
 FORMAT = "cgsentry-model"
 VERSION = 2
@@ -98,17 +98,11 @@ def from_dict(data: Any, config: ModelConfig) -> ImageBaseline:
 
 
 def save(b: ImageBaseline, directory: Path) -> Path:
-    """Write atomically: temp file, fsync, rename (a crash leaves the old or the new file). The
-    temp file is this writer's own, so a CLI and the sensor saving at once cannot interleave."""
+    """Write atomically (sensor/files.py: a crash leaves the old or the new file; a CLI and the
+    sensor saving at once cannot interleave)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / file_name(b.key)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    payload = msgpack.packb(to_dict(b), use_bin_type=True)
-    with open(tmp, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, msgpack.packb(to_dict(b), use_bin_type=True))
     return path
 
 

@@ -17,6 +17,7 @@ from typing import Final
 from rules.errors import RuleError
 from rules.loader import RuleSet, load_files
 from sensor.errors import EX_IOERR
+from sensor.files import atomic_write
 
 log = logging.getLogger(__name__)
 NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a file name in every shell
@@ -84,9 +85,7 @@ class PushedRules:
             # checked in the order it will load in (sets may use each other's macros and lists)
             ruleset = load_files(self.base + sorted({*self.files(), target}), texts={target: text})
             self.dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.dir / f".{name}.tmp"
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, target)
+            atomic_write(target, text.encode("utf-8"))
         except RuleError as err:
             raise RuleError(str(err).replace(str(target), f"pushed rule set {name}")) from None
         except OSError as err:

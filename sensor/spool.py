@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import msgpack
 
 from sensor.events import Finding
+from sensor.files import atomic_write
 
 log = logging.getLogger(__name__)
 SEGMENT_BYTES = 1 << 20
@@ -57,9 +58,7 @@ class Spool:
                 if k in ("next_seq", "acked") and isinstance(v, int) and not isinstance(v, bool) and v >= 0}
 
     def _write_state(self) -> None:
-        tmp = self.dir / "state.json.tmp"
-        tmp.write_text(json.dumps({"next_seq": self.next_seq, "acked": self.acked}))
-        os.replace(tmp, self.dir / "state.json")
+        atomic_write(self.dir / "state.json", json.dumps({"next_seq": self.next_seq, "acked": self.acked}).encode())
 
     def _segments(self) -> list[Path]:
         return sorted(self.dir.glob("seg-*.msgpack"))
@@ -85,9 +84,7 @@ class Spool:
                 else:
                     self.torn_tails += 1
                     log.warning("spool segment %s: torn tail cut at byte %d", seg.name, len(kept))
-                tmp = seg.with_name(seg.name + ".tmp")
-                tmp.write_bytes(kept)
-                os.replace(tmp, seg)
+                atomic_write(seg, kept)
             for rec in records:
                 self.next_seq = max(self.next_seq, rec["seq"] + 1)
 

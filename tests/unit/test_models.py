@@ -12,9 +12,10 @@ import pytest
 from bench.workloads import DEVIATIONS, IMAGE_ID, SEC, deviation, fleet
 from models import store
 from models.baseline import ModelConfig
-from models.engine import ModelEngine, merge_snapshots
+from models.engine import ModelEngine
 from models.errors import ModelError
 from models.export import network_policy, seccomp_profile
+from models.fleet import merge_snapshots
 from sensor.events import Event
 from tests.unit.model_cli import model_cli
 
@@ -134,7 +135,7 @@ def test_merge_is_associative_and_commutative() -> None:
         eng = ModelEngine(CFG, node=f"node-{i}")
         for ev in fleet(1, 60 + 30 * i, seed=i + 3):
             eng.handle(ev.replace(container_id=f"{i}" * 64))
-        snaps.append(eng.snapshot(IMAGE_ID))
+        snaps.append(eng.registry.snapshot(IMAGE_ID))
     a, b, c = snaps
     left = merge_snapshots(merge_snapshots(a, b), c)
     right = merge_snapshots(a, merge_snapshots(b, c))
@@ -211,10 +212,10 @@ def test_connect_rates_from_kernel_counters() -> None:
     cg = evs[0].cgroup_id
     per_window: list[float] = []
     for ev in evs:
-        before = eng._windows.get(ev.container_id)  # noqa: SLF001
+        before = eng.open_window(ev.container_id)
         eng.handle(ev)
-        if before is not None and eng._windows[ev.container_id][1] is not before[1]:  # noqa: SLF001
-            per_window.append(before[1].counts.get("connects", 0.0))
+        if before is not None and eng.open_window(ev.container_id) is not before:
+            per_window.append(before.counts.get("connects", 0.0))
         # the kernel counter: one more connect per second since the container started
         eng.observe_kernel_counts({(cg, L.OP_CONNECT, True): (ev.time_ns - evs[0].time_ns) // SEC})
     assert per_window and all(c == 0 or c >= 5 for c in per_window)  # counted from the map, not events
@@ -234,8 +235,8 @@ def test_fork_and_exit_rates_from_kernel_counters_not_records() -> None:
     eng.observe_kernel_counts({(cg, L.OP_FORK, True): 40, (cg, L.OP_EXIT, True): 30})
     eng.observe_kernel_counts({(cg, L.OP_FORK, True): 45, (cg, L.OP_EXIT, True): 30})  # +5 forks
     eng.handle(ev.replace(kind="exit", time_ns=ev.time_ns + 1))
-    window = eng._windows[ev.container_id][1]  # noqa: SLF001
-    assert (window.counts.get("forks"), window.counts.get("exits")) == (45.0, 30.0)
+    window = eng.open_window(ev.container_id)
+    assert window is not None and (window.counts.get("forks"), window.counts.get("exits")) == (45.0, 30.0)
 
 
 def test_image_first_seen_during_loss_is_frozen_too() -> None:

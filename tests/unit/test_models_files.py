@@ -26,9 +26,10 @@ from models import decisions, items, store
 from models.baseline import ModelConfig
 from models.cli import register, summary
 from models.decisions import Decision
-from models.engine import ModelEngine, merge_snapshots
+from models.engine import ModelEngine
 from models.errors import ModelError
 from models.export import network_policy, seccomp_profile
+from models.fleet import merge_snapshots
 from models.profile import DIMENSIONS
 from sensor.errors import run_command
 from sensor.events import Event

@@ -70,9 +70,9 @@ def test_tick_closes_idle_windows_into_training() -> None:
         eng.handle(ev)
     before = len(eng.images[IMAGE_ID].rate.windows)
     assert eng.tick(evs[-1].time_ns + SEC) == []  # still inside its window: stays open
-    assert eng._windows  # noqa: SLF001
+    assert eng.open_window(evs[-1].container_id) is not None
     eng.tick(evs[-1].time_ns + 30 * SEC)
-    assert not eng._windows and len(eng.images[IMAGE_ID].rate.windows) == before + 1  # noqa: SLF001
+    assert eng.open_window(evs[-1].container_id) is None and len(eng.images[IMAGE_ID].rate.windows) == before + 1
 
 
 def test_would_enforce_counts_and_persist(tmp_path: Path) -> None:
