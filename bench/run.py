@@ -126,7 +126,10 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
                  "read_enrich_owned_eps": "journal replay + enrich (the decode + enrich target)",
                  "enrich_only_eps": "enrich alone"}
         lines += [f"| {label} | {int(pb[k]):,} |" for k, label in names.items() if k in pb]
-        lines += [f"| rate-window score (per container per window) | {tp['rate_window_score_ms']} ms |", ""]
+        lines.append(f"| rate-window score (per container per window) | {tp['rate_window_score_ms']} ms |")
+        lines += [f"| rule loader refuses {k.replace('_', ' ')} bomb | {v} ms |"
+                  for k, v in tp.get("rules_bomb_refusal_ms", {}).items()]
+        lines.append("")
     ad = results.get("adfa", {})
     sc = results.get("scenarios", {})
     if "results" in ad:

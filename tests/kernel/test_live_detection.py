@@ -108,24 +108,25 @@ def learn(tracer: Tracer, eng: ModelEngine, container_id: str, seconds: float,
         time.sleep(0.05)
 
 
-def test_model_learns_live_container_and_flags_new_binary_within_1s(tracer: Tracer, busybox) -> None:  # type: ignore[no-untyped-def]
+def test_model_learns_live_container_and_flags_new_binary(tracer: Tracer, busybox) -> None:  # type: ignore[no-untyped-def]
+    """Learn -> auto-promote -> a new binary is a new_process finding for that exec. How fast the
+    finding arrives is a benchmark (bench/latency.py: exec -> rule finding), not a test."""
     eng = ModelEngine(ModelConfig(window_s=2, min_learn_s=6, stable_s=3))
     c = busybox("while true; do date >/dev/null; sleep 0.2; done")
     learn(tracer, eng, c.id, 40, done=lambda: eng.mode(c.image.id) == "alert")
     assert eng.mode(c.image.id) == "alert", "the image should auto-promote after stable learning"
     t_exec = time.time_ns()
     subprocess.run(["docker", "exec", c.id, "/usr/bin/nc", "127.0.0.1", "9"], capture_output=True, timeout=20)
-    found: list[tuple[Finding, int]] = []
-    end = time.monotonic() + 10
+    found: list[Finding] = []
+    end = time.monotonic() + 10  # a failure guard, not a speed claim
     while not found and time.monotonic() < end:
         for ev in tracer.reader.poll_events():
             if ev.container_id == c.id:
-                found += [(f, time.time_ns()) for f in eng.handle(ev) if f.kind == "new_process"]
+                found += [f for f in eng.handle(ev) if f.kind == "new_process"]
         time.sleep(0.01)
     assert found, "no new_process finding"
-    f, seen_ns = found[0]
+    f = found[0]
     assert f.event.exe == "/usr/bin/nc" and f.explanation["learned_s"] >= 6
-    assert (seen_ns - f.event.time_ns) / 1e9 < 1.0  # kernel exec -> finding in userspace
     assert f.event.time_ns >= t_exec
 
 
