@@ -3,6 +3,7 @@ including the PostgreSQL fixture's own check (which once could skip while the ma
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,10 +29,10 @@ def test_the_postgres_check_is_the_servers_own_lookup(monkeypatch: pytest.Monkey
 
 
 def test_pg_ctl_on_path_is_used_when_initdb_is_beside_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(bench.pgserver.Path, "glob", lambda self, pattern: iter(()))
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: iter(()))
     for name in ("pg_ctl", "initdb"):
         (tmp_path / name).write_text("")
-    monkeypatch.setattr(bench.pgserver.shutil, "which", lambda name: str(tmp_path / name))
+    monkeypatch.setattr(shutil, "which", lambda name: str(tmp_path / name))
     assert bench.pgserver.server_bin() == tmp_path
     (tmp_path / "initdb").unlink()  # a pg_ctl wrapper alone cannot start a throwaway cluster
     assert bench.pgserver.server_bin() is None
