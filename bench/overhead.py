@@ -1,6 +1,12 @@
 """Overhead of the sensor on real workloads inside a container, against no sensor and the tools a
 user would reach for instead (BCC's execsnoop + tcpconnect, auditd with execve/connect rules).
 
+BCC's execsnoop and tcpconnect attach kprobes; on a kernel without them (this VM host) they fail
+at attach, the JSON says so (``bcc_peers``) and BCC's own ``trace`` tool on the execve and connect
+syscall tracepoints stands in: one line per call, like them. A BCC peer counts as running only
+once it has printed its header (printed after attaching), and the lines it wrote for the
+workload's own execs and connects are counted, so a peer that traced nothing cannot pass as cheap.
+
 Configurations alternate within each repetition (so drift hits all of them alike); each workload
 times only its own loop (bench/workload.c, a static binary bind-mounted into the container).
 Reports medians, min-max and the ratio to "none", plus the sensor's CPU seconds and peak RSS.
@@ -110,6 +116,125 @@ class Auditd(Config):
         return {}
 
 
+# A line of a BCC tool's output that records one of the workload's own operations (the workload
+# binary's comm is "workload"; execsnoop names the exec'd program).
+BCC_TOOLS: dict[str, tuple[list[str], Callable[[str], bool]]] = {
+    "exec": (["/usr/sbin/execsnoop-bpfcc"], lambda line: line.split()[-1:] == ["/bin/true"]),
+    "connect": (["/usr/sbin/tcpconnect-bpfcc"], lambda line: " workload " in line),
+}
+BCC_TRACE = ["/usr/sbin/trace-bpfcc", "t:syscalls:sys_enter_execve", "t:syscalls:sys_enter_connect"]
+TRACE_FUNCS = {"exec": "sys_enter_execve", "connect": "sys_enter_connect"}
+PEERS: dict[str, Any] = {}  # what happened to each BCC tool tried, for the JSON
+
+
+class BccTool(ProcConfig):
+    """BCC tools (Python scripts) writing to files; ready once every one has printed its header,
+    and a tool that exits instead is a :class:`BccToolFailed` naming its last error line."""
+
+    def __init__(self, name: str, tools: list[tuple[list[str], dict[str, Callable[[str], bool]]]], out_dir: Path):
+        super().__init__(name, [cmd for cmd, _ in tools], lambda: True, {"PYTHONUNBUFFERED": "1"})
+        self.tools, self.out_dir = tools, out_dir
+
+    def _paths(self, i: int) -> tuple[Path, Path]:
+        return self.out_dir / f"bcc{i}.out", self.out_dir / f"bcc{i}.err"
+
+    def start(self) -> None:
+        self.procs = []
+        for i, cmd in enumerate(self.cmds):
+            out, err = self._paths(i)
+            with open(out, "w") as o, open(err, "w") as e:
+                self.procs.append(subprocess.Popen(cmd, stdout=o, stderr=e, env={**os.environ, **(self.env or {})}))
+        deadline = time.monotonic() + 180  # compiling under load takes tens of seconds
+        while not all(self._paths(i)[0].read_text() for i in range(len(self.procs))):
+            dead = [i for i, p in enumerate(self.procs) if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                self._end()
+                i = dead[0] if dead else 0
+                lines = self._paths(i)[1].read_text().strip().splitlines() or ["no header within 180 s"]
+                raise BccToolFailed(" ".join(self.cmds[i]), lines[-1][:300])
+            time.sleep(0.2)
+        time.sleep(1.0)
+        self.ps = [psutil.Process(p.pid) for p in self.procs]
+        self.cpu0 = sum(_cpu(p) for p in self.ps)
+
+    def stop(self) -> dict[str, Any]:
+        alive = all(p.poll() is None for p in self.procs)
+        cpu = sum(_cpu(p) for p in self.ps) - self.cpu0
+        rss = sum(_tree_rss(p) for p in self.ps)
+        self._end()
+        traced: dict[str, int] = {}
+        lost = 0
+        for i, (_, match) in enumerate(self.tools):
+            out, err = self._paths(i)
+            lines = out.read_text().splitlines()[1:]
+            for wl, pred in match.items():
+                traced[wl] = traced.get(wl, 0) + sum(1 for line in lines if pred(line))
+            lost += sum(int(w) for line in err.read_text().splitlines() if line.startswith("Possibly lost")
+                        for w in line.split() if w.isdigit())
+        return {"cpu_s": round(cpu, 3), "rss_mb": round(rss / 1e6, 1), "ran_throughout": alive,
+                "traced": traced, "lost_samples": lost}
+
+    def _end(self) -> None:
+        for p in self.procs:
+            p.send_signal(2)  # SIGINT: the tools' own way to stop
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+class BccToolFailed(Exception):
+    def __init__(self, cmd: str, reason: str) -> None:
+        super().__init__(f"{cmd}: {reason}")
+        self.cmd, self.reason = cmd, reason
+
+
+def _tree_rss(p: psutil.Process) -> int:
+    """RSS of a process and its children (a BCC tool is a Python interpreter, maybe with helpers)."""
+    try:
+        return int(p.memory_info().rss) + sum(_rss(c) for c in p.children(recursive=True))
+    except psutil.Error:
+        return 0
+
+
+def bcc_peer(tmp: Path) -> tuple[BccTool | None, dict[str, Any]]:
+    """The BCC peer for the exec and connect storms: execsnoop and tcpconnect where they attach,
+    BCC's ``trace`` on the syscall tracepoints for whichever does not. Each is started once here to
+    prove it attaches; what happened to each goes into the JSON."""
+    tried: dict[str, Any] = {}
+    tools: list[tuple[list[str], dict[str, Callable[[str], bool]]]] = []
+    stand_in: list[str] = []
+    for wl, (cmd, pred) in BCC_TOOLS.items():
+        probe = BccTool(cmd[0], [(cmd, {wl: pred})], tmp)
+        try:
+            probe.start()
+        except BccToolFailed as err:
+            tried[Path(cmd[0]).name] = f"failed: {err.reason}"
+            stand_in.append(wl)
+            continue
+        probe.stop()
+        tried[Path(cmd[0]).name] = "attached"
+        tools.append((cmd, {wl: pred}))
+    if stand_in:
+        probes = [f"t:syscalls:{TRACE_FUNCS[wl]}" for wl in stand_in]
+        preds = {wl: _trace_line(TRACE_FUNCS[wl]) for wl in stand_in}
+        tools.append((BCC_TRACE[:1] + probes, preds))
+        tried["trace-bpfcc"] = f"stands in for {', '.join(stand_in)}: {' '.join(probes)}"
+    if not tools:
+        return None, tried
+    parts = [Path(cmd[0]).name.removesuffix("-bpfcc") for cmd, _ in tools]
+    if stand_in:
+        parts[-1] = f"trace ({'+'.join(stand_in)} syscall tracepoints)"
+    return BccTool("bcc: " + " + ".join(parts), tools, tmp), tried
+
+
+def _trace_line(func: str) -> Callable[[str], bool]:
+    """trace's lines are PID TID COMM FUNC [message]: the workload's own calls of ``func``."""
+    return lambda line: line.split()[2:4] == ["workload", func]
+
+
 def sensor_config(name: str, state: Path, ready_file: Path, extra: list[str]) -> ProcConfig:
     cmd = [sys.executable, "-m", "sensor", "run", "--state-dir", str(state), "--learn-s", "1e9", *extra]
 
@@ -160,8 +285,11 @@ def configs(tmp: Path, smoke: bool) -> list[Config]:
         return out
     floor_out = tmp / "floor.out"
     out.insert(1, _floor_config(floor_out))
-    bcc = [["/usr/sbin/execsnoop-bpfcc"], ["/usr/sbin/tcpconnect-bpfcc"]]
-    out.append(ProcConfig("bcc-execsnoop+tcpconnect", bcc, lambda: True))
+    peer, tried = bcc_peer(tmp)
+    PEERS.clear()
+    PEERS.update(tried)
+    if peer is not None:
+        out.append(peer)
     if shutil.which("auditctl") and shutil.which("auditd"):
         out.append(Auditd())
     return out
@@ -202,7 +330,7 @@ def run(smoke: bool = False, reps: int = 5, workloads: tuple[str, ...] | None = 
     subprocess.run(["docker", "run", "-d", "--name", NAME, "--network", "none", "-v", f"{tmp}:/bench:ro", IMAGE,
                     "sleep", "100000"], check=True, capture_output=True)
     samples: dict[str, dict[str, list[float]]] = {}
-    usage: dict[str, list[dict[str, float]]] = {}
+    usage: dict[str, list[dict[str, Any]]] = {}
     try:
         cfgs = configs(tmp, smoke)
         unknown = set(only or ()) - {c.name for c in cfgs}
@@ -258,7 +386,7 @@ def _finite(values: tuple[float, ...]) -> Any:
     return values[0] if len(values) == 1 else values
 
 
-def summarize(samples: dict[str, dict[str, list[float]]], usage: dict[str, list[dict[str, float]]],
+def summarize(samples: dict[str, dict[str, list[float]]], usage: dict[str, list[dict[str, Any]]],
               sizes: dict[str, int], reps: int, smoke: bool) -> dict[str, Any]:
     def cell(v: list[float], none: list[float], base: float) -> dict[str, Any]:
         ok = succeeded(v)
@@ -276,8 +404,15 @@ def summarize(samples: dict[str, dict[str, list[float]]], usage: dict[str, list[
         if usage.get(cfg) and usage[cfg][0]:
             table[cfg]["process"] = {"cpu_s_median": statistics.median(u["cpu_s"] for u in usage[cfg]),
                                      "rss_mb_peak": max(u["rss_mb"] for u in usage[cfg])}
-    return {"benchmark": "overhead", "smoke": smoke, "reps": reps, "sizes": sizes, "machine": machine(),
-            "results": table}
+            if "traced" in usage[cfg][0]:  # a BCC peer: proof that it ran and traced the workload
+                table[cfg]["process"]["per_rep"] = [
+                    {"ran_throughout": u["ran_throughout"], "lost_samples": u["lost_samples"],
+                     **{f"traced_{wl}": n for wl, n in u["traced"].items()}} for u in usage[cfg]]
+    out = {"benchmark": "overhead", "smoke": smoke, "reps": reps, "sizes": sizes, "machine": machine(),
+           "results": table}
+    if PEERS:
+        out["bcc_peers"] = dict(PEERS)
+    return out
 
 
 def machine() -> dict[str, Any]:

@@ -11,8 +11,18 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None) \
-    if Path("/usr/lib/postgresql").exists() else None
+
+def server_bin() -> Path | None:
+    """Debian's newest /usr/lib/postgresql/<version>/bin, else the directory of ``pg_ctl`` on PATH
+    (other distributions, source builds), provided ``initdb`` sits beside it; None if neither."""
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        candidates.append(Path(on_path).resolve().parent)
+    return next((d for d in candidates if (d / "pg_ctl").exists() and (d / "initdb").exists()), None)
+
+
+PG_BIN = server_bin()
 PORT = 5499
 
 

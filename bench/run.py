@@ -34,11 +34,13 @@ def run_one(name: str, smoke: bool) -> dict[str, Any]:
     from bench.overhead import machine
 
     out.setdefault("machine", machine())  # every result says where it was measured
+    out.setdefault("date", time.strftime("%Y-%m-%d"))  # ... and when, so prose can cite it
     return out
 
 
 def summary(results: dict[str, dict[str, Any]]) -> str:
-    lines = []
+    dates = sorted({str(r.get("date", "undated")) for r in results.values()})
+    lines = [f"From bench/results/*.json, measured {', '.join(dates)}.", ""]
     ov = results.get("overhead", {})
     if "results" in ov:
         m = ov["machine"]
@@ -52,6 +54,7 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
                      for w in ("exec", "connect", "getppid", "open", "host_getppid")]
             lines.append(f"| {cfg} | " + " | ".join(cells) + f" | {proc.get('cpu_s_median', '-')} | "
                          f"{proc.get('rss_mb_peak', '-')} |")
+        lines += _bcc_notes(ov)
         lines.append("")
         lines += _ci_table(ov, "the same run: median slowdown over pairs of one repetition, 95 % bootstrap interval",
                            ["exec", "connect"], " storm")
@@ -102,6 +105,7 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
         med = srv.get("median_requests_per_s", {})
         lines += [f"| {cfg} | {med[cfg]:,} | {pct:+.1f}% |" if cfg in med else f"| {cfg} | - | {pct:+.1f}% |"
                   for cfg, pct in over.items()]
+        lines += [f"\nDropped row {cfg}: {why}" for cfg, why in srv.get("dropped", {}).items()]
         lines.append("")
     ing = results.get("ingest", {})
     if "backends" in ing:
@@ -126,7 +130,10 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
                  "read_enrich_owned_eps": "journal replay + enrich (the decode + enrich target)",
                  "enrich_only_eps": "enrich alone"}
         lines += [f"| {label} | {int(pb[k]):,} |" for k, label in names.items() if k in pb]
-        lines += [f"| rate-window score (per container per window) | {tp['rate_window_score_ms']} ms |", ""]
+        lines.append(f"| rate-window score (per container per window) | {tp['rate_window_score_ms']} ms |")
+        lines += [f"| rule loader refuses {k.replace('_', ' ')} bomb | {v} ms |"
+                  for k, v in tp.get("rules_bomb_refusal_ms", {}).items()]
+        lines.append("")
     ad = results.get("adfa", {})
     sc = results.get("scenarios", {})
     if "results" in ad:
@@ -149,7 +156,7 @@ def _attribution(at: dict[str, Any]) -> list[str]:
              + " | ".join(f"{w} storm" for w in wls) + " |",
              "|---|" + "---|" * len(wls)]
     names = sorted({p for w in wls for p in at[w]["bpf"]["programs"]},
-                   key=lambda p: -max(at[w]["bpf"]["programs"].get(p, {}).get("us_per_op", 0) for w in wls))
+                   key=lambda p: (-max(at[w]["bpf"]["programs"].get(p, {}).get("us_per_op", 0) for w in wls), p))
     for p in names:
         cells = []
         for w in wls:
@@ -167,6 +174,20 @@ def _attribution(at: dict[str, Any]) -> list[str]:
                      f"**{pl[w]['processing_slowdown_pct']:+.1f}%** "
                      f"[{_fmt_ci(pl[w]['processing_slowdown_ci95_pct'])}]" for w in wls) + " |")
     return lines + [""]
+
+
+def _bcc_notes(ov: dict[str, Any]) -> list[str]:
+    """What happened to each BCC tool tried, and how much of the workload the BCC row traced."""
+    lines = [f"\nBCC tools: {tool} {what}." for tool, what in ov.get("bcc_peers", {}).items()]
+    for cfg, row in ov["results"].items():
+        for i, rep in enumerate(row.get("process", {}).get("per_rep", [])):
+            traced = ", ".join(f"{rep[f'traced_{wl}']:,} of {ov['sizes'][wl]:,} {wl}s"
+                               for wl in ("exec", "connect") if f"traced_{wl}" in rep)
+            lines.append(f"{cfg}, repetition {i + 1}: traced {traced}; ran throughout: {rep['ran_throughout']}; "
+                         f"lost samples: {rep['lost_samples']}.")
+    for cfg, why in ov.get("dropped", {}).items():
+        lines.append(f"\nDropped row {cfg}: {why}")
+    return lines
 
 
 def _fmt_ci(ci: Any) -> str:
@@ -242,6 +263,11 @@ def plot(results: dict[str, dict[str, Any]]) -> None:
     fig.savefig(RESULTS / "overhead.png", dpi=110)
 
 
+def stored(results_dir: Path = RESULTS) -> dict[str, dict[str, Any]]:
+    """The full-run results on disk by benchmark name (``name.json``; smoke runs are ``name.smoke.json``)."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json")) if "." not in p.stem}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
@@ -262,10 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = result
         (RESULTS / f"{name}{suffix}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     if not args.smoke:
-        for path in RESULTS.glob("*.json"):  # merge earlier full runs of benchmarks not rerun now
-            name = path.stem
-            if "." not in name and name not in results:
-                results[name] = json.loads(path.read_text())
+        results = {**stored(), **results}  # earlier full runs of benchmarks not rerun now
         (RESULTS / "summary.md").write_text(summary(results))
         README.write_text(splice(README.read_text(), summary(results)))
         plot(results)

@@ -82,7 +82,7 @@ def wrk(seconds: int) -> float:
 
 def server_run(seconds: int, reps: int, tmp: Path, smoke: bool) -> dict[str, Any]:
     """busybox httpd on the host network under wrk, with every configuration of bench/overhead.py
-    (no sensor, the floor, cgsentry alert and learning, BCC's tools, auditd), alternating."""
+    (no sensor, the floor, cgsentry alert and learning, the BCC peer, auditd), alternating."""
     from bench.overhead import configs
 
     name = "cgsentry-httpd"
@@ -102,8 +102,11 @@ def server_run(seconds: int, reps: int, tmp: Path, smoke: bool) -> dict[str, Any
                     cfg.stop()
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    from bench.overhead import PEERS
+
     base = statistics.median(res["none"])
-    return {"workload": "busybox httpd (host network, loopback) under wrk -t2 -c16", "requests_per_s": res,
+    return {"workload": "busybox httpd (host network, loopback) under wrk -t2 -c16", "bcc_peers": dict(PEERS),
+            "requests_per_s": res,
             "median_requests_per_s": {k: round(statistics.median(v)) for k, v in res.items()},
             "overhead_pct": {k: round((base / statistics.median(v) - 1) * 100, 1) for k, v in res.items()}}
 

@@ -1,6 +1,7 @@
 """Userspace stage rates, one core: decode (hand-built ring-buffer records), model scoring on a
-learned image, the default rule library, and all stages together. Complements
-bench/pipeline_bench.py (journal read + enrichment)."""
+learned image, the default rule library, and all stages together; and how long the rule loader
+takes to refuse hostile expansion bombs (tests/unit/test_rules_hostile.py checks that it refuses
+them). Complements bench/pipeline_bench.py (journal read + enrichment)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from bench.workloads import SEC, fleet
 from models.baseline import ModelConfig
 from models.engine import ModelEngine
 from rules.engine import RuleEngine
+from rules.errors import RuleError
+from rules.loader import load_text
 from sensor import layout as L
 from sensor.decode import Decoder
 
@@ -33,6 +36,33 @@ def rate(n: int, fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
     fn()
     return round(n / (time.perf_counter() - t0))
+
+
+def bombs() -> dict[str, str]:
+    """Rule files whose expansion is exponential; each must hit one of the loader's caps."""
+    rule = lambda cond: f"- rule: R\n  desc: d\n  condition: {cond}\n  output: o\n  priority: WARNING\n"  # noqa: E731
+    laughs = "- list: l0\n  items: &a0 [" + ", ".join(["x"] * 10) + "]\n" + "".join(
+        f"- list: l{i}\n  items: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 9))
+    lists = "- list: n0\n  items: [a, b, c, d, e, f, g, h, i, j]\n" + "".join(
+        f"- list: n{i}\n  items: [{', '.join([f'n{i - 1}'] * 10)}]\n" for i in range(1, 9))
+    macros = "- macro: m0\n  condition: proc.name = a\n" + "".join(
+        f"- macro: m{i}\n  condition: m{i - 1} or m{i - 1}\n" for i in range(1, 40))
+    return {"yaml_alias_laughs": laughs + rule("proc.name in (l8)"),
+            "nested_lists": lists + rule("proc.name in (n8)"), "doubling_macros": macros + rule("m39")}
+
+
+def refusal_ms(text: str, reps: int) -> float:
+    """Median milliseconds for load_text to refuse ``text``; a bomb that loads is a bench failure."""
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        try:
+            load_text(text, "bomb.yaml")
+        except RuleError:
+            times.append(time.perf_counter() - t0)
+        else:
+            raise SystemExit("bench: an expansion bomb loaded instead of being refused")
+    return round(sorted(times)[len(times) // 2] * 1000, 1)
 
 
 def run(smoke: bool = False) -> dict[str, Any]:
@@ -74,7 +104,8 @@ def run(smoke: bool = False) -> dict[str, Any]:
         "rules_default_library": rate(len(later), lambda: [rules.handle(e) for e in later]),
         "rules_on_decoded_mix": rate(len(mixed), lambda: [rules.handle(e) for e in mixed]),
         "decode_models_rules": rate(len(later), everything),
-    }, "rules_loaded": len(rules.rules()), "mode_after_learning": eng.mode(learn[0].image_key)}
+    }, "rules_bomb_refusal_ms": {name: refusal_ms(text, 1 if smoke else 5) for name, text in bombs().items()},
+        "rules_loaded": len(rules.rules()), "mode_after_learning": eng.mode(learn[0].image_key)}
 
 
 if __name__ == "__main__":

@@ -2,71 +2,29 @@
 
 Kernel, Docker and PostgreSQL tests skip with a clear reason on a laptop; under CI
 (``CGSENTRY_REQUIRE_KERNEL=1``) a missing prerequisite is a failure, so they can never silently
-stop running.
+stop running (tests/prereqs.py).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 
 import pytest
 
-REQUIRE = os.environ.get("CGSENTRY_REQUIRE_KERNEL", "") not in ("", "0")
-BUSYBOX_IMAGE = "cgsentry/busybox:latest"
+from tests.prereqs import BUSYBOX_IMAGE, CHECKS, missing
 
-
-def _kernel_missing() -> str | None:
-    if os.geteuid() != 0:
-        return "not root (BPF needs root or CAP_BPF+CAP_PERFMON)"
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        return "BCC missing (apt-get install python3-bpfcc)"
-    if not Path("/sys/kernel/tracing/events/sched").exists() and not Path(
-        "/sys/kernel/debug/tracing/events/sched"
-    ).exists():
-        return "tracefs not mounted (mount -t tracefs nodev /sys/kernel/tracing)"
-    return None
-
-
-def _docker_missing() -> str | None:
-    try:
-        import docker
-    except ImportError:
-        return "docker SDK missing (pip install docker)"
-    try:
-        client = docker.from_env(timeout=5)
-        client.ping()
-        client.images.get(BUSYBOX_IMAGE)
-    except Exception as err:  # noqa: BLE001 - any failure means "no usable Docker"
-        return f"Docker unusable ({type(err).__name__}: {str(err)[:120]}); run scripts/host-setup"
-    return None
-
-
-def _postgres_missing() -> str | None:
-    if shutil.which("pg_ctl") or list(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")):
-        return None
-    return "PostgreSQL server binaries missing (apt-get install postgresql)"
-
-
-_CHECKS = {"kernel": _kernel_missing, "docker": _docker_missing, "postgres": _postgres_missing}
 _cache: dict[str, str | None] = {}
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    for name, check in _CHECKS.items():
+    for name, check in CHECKS.items():
         if item.get_closest_marker(name) is None:
             continue
         if name not in _cache:
             _cache[name] = check()
         reason = _cache[name]
-        if reason is None:
-            continue
-        if REQUIRE:
-            pytest.fail(f"{name} test required by CGSENTRY_REQUIRE_KERNEL=1 but: {reason}")
-        pytest.skip(f"{name}: {reason}")
+        if reason is not None:
+            missing(name, reason)
 
 
 @pytest.fixture(scope="session")

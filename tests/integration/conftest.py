@@ -6,12 +6,14 @@ from typing import Iterator
 
 import pytest
 
-from bench.pgserver import PG_BIN, throwaway_postgres
+from bench.pgserver import throwaway_postgres
+from tests.prereqs import missing, postgres_missing
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    if PG_BIN is None:
-        pytest.skip("PostgreSQL server binaries missing")
+    reason = postgres_missing()
+    if reason is not None:
+        missing("postgres", reason)  # a failure under CGSENTRY_REQUIRE_KERNEL=1, like the marker
     with throwaway_postgres() as url:
         yield url

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -45,7 +46,10 @@ def run(capsys: Any, *argv: str) -> tuple[int, str, str]:
 def test_alerts_json_falco_show_ack(live: Any, capsys: Any, tmp_path: Path) -> None:
     server, toks, store = live
     link = CollectorLink(LinkConfig(server, sensor_id="sensor", token=toks["sensor"]), Spool(tmp_path / "sp")).start()
-    link.submit([finding(1), finding(2, container=1)])
+    second = finding(2, container=1)
+    second = dataclasses.replace(second, event=second.event.replace(ancestry=("/bin/sh", "/usr/bin/runc")),
+                                 explanation={"expected": ["/bin/date"], "learned_s": 60})
+    link.submit([finding(1), second])
     wait_for(lambda: store.count_alerts() == 2)
     link.close()
     rc, out, _ = run(capsys, "--server", server, "--token", toks["viewer"], "alerts", "list", "--json")
@@ -55,8 +59,14 @@ def test_alerts_json_falco_show_ack(live: Any, capsys: Any, tmp_path: Path) -> N
     falco = [json.loads(line) for line in out.splitlines()]
     assert all(set(f) >= FALCO_KEYS for f in falco) and falco[0]["priority"] == "Warning"
     assert falco[0]["output_fields"]["container.image.repository"] == "cgsentry/busybox"
-    rc, out, _ = run(capsys, "--server", server, "--token", toks["viewer"], "alerts", "show", str(rows[0]["id"]))
-    assert rc == 0 and "container" in out and "why." not in out or "ancestry" in out
+    shown = next(r for r in rows if r["exe"] == "/tmp/x2")
+    rc, out, _ = run(capsys, "--server", server, "--token", toks["viewer"], "alerts", "show", str(shown["id"]))
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0] == f"alert {shown['id']}  WARNING  New Process  [open]  x1", lines
+    assert "  container web-1 (010101010101)  image cgsentry/busybox:latest" in lines, lines
+    assert "  ancestry  /bin/sh <- /usr/bin/runc" in lines, lines
+    assert [line.split()[0] for line in lines if line.startswith("  why.")] == ["why.expected", "why.learned_s"]
     rc, _, err = run(capsys, "--server", server, "--token", toks["viewer"], "alerts", "ack", str(rows[0]["id"]))
     assert rc == 77 and err.startswith("cgsentry: not allowed") and err.count("\n") == 1
     rc, out, _ = run(capsys, "--server", server, "--token", toks["responder"], "alerts", "ack", str(rows[0]["id"]))

@@ -18,12 +18,13 @@ from models.baseline import ModelConfig
 from models.engine import ModelEngine
 from rules.engine import RuleEngine
 from sensor.bpf_loader import ProbeOptions
-from sensor.events import Finding
+from sensor.events import Event, Finding
 from sensor.tracer import Tracer
 from tests.kernel.test_bpf_sensor import collect_until, sentinel
 
 pytestmark = [pytest.mark.kernel, pytest.mark.docker]
 RULES = RuleEngine.load()
+IMAGE = "cgsentry/busybox:latest"
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +34,21 @@ def tracer() -> Iterator[Tracer]:
     t.close()
 
 
-def fired(tracer: Tracer, busybox, script: str, **kw) -> tuple[list[Finding], str]:  # type: ignore[no-untyped-def]
+def container_events(tracer: Tracer, busybox, script: str, **kw) -> tuple[list[Event], str]:  # type: ignore[no-untyped-def]
+    """Run ``script`` in a new container; return the events attributed to it, up to and including
+    the sentinel exec, which must itself carry the container and its image (else a broken
+    attribution would leave every later check looking at nothing)."""
     tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
     c = busybox(f"sleep 0.5; {script}; /bin/echo {tag}; sleep 30", **kw)
     events = collect_until(tracer, sentinel(tag))
-    return [f for ev in events if ev.container_id == c.id for f in RULES.handle(ev)], c.id
+    last = events[-1]
+    assert (last.container_id, last.image) == (c.id, IMAGE), f"sentinel not attributed: {last}"
+    return [ev for ev in events if ev.container_id == c.id], c.id
+
+
+def fired(tracer: Tracer, busybox, script: str, **kw) -> tuple[list[Finding], str]:  # type: ignore[no-untyped-def]
+    events, cid = container_events(tracer, busybox, script, **kw)
+    return [f for ev in events for f in RULES.handle(ev)], cid
 
 
 @pytest.mark.parametrize("script, rule", [
@@ -55,7 +66,7 @@ def test_rule_fires_on_real_behaviour(tracer: Tracer, busybox, script: str, rule
     hits = [f for f in findings if f.rule == rule]
     assert hits, f"{rule} did not fire; fired: {sorted({f.rule for f in findings})}"
     ev = hits[0].event
-    assert (ev.container_id, ev.image) == (cid, "cgsentry/busybox:latest")
+    assert (ev.container_id, ev.image) == (cid, IMAGE)
 
 
 def test_kernel_prefix_trie_reports_only_sensitive_opens(tracer: Tracer, busybox) -> None:  # type: ignore[no-untyped-def]
@@ -82,7 +93,14 @@ def test_escape_syscalls_in_unconfined_container(tracer: Tracer, busybox, script
 
 
 def test_benign_container_start_fires_nothing(tracer: Tracer, busybox) -> None:  # type: ignore[no-untyped-def]
-    findings, _ = fired(tracer, busybox, "ls / >/dev/null; date >/dev/null; cat /etc/hostname >/dev/null")
+    """No findings counts only once the container's own events are seen and attributed: the
+    explicit-path /bin/cat is always a real exec (bare applet names may run inside the shell)."""
+    events, _ = container_events(tracer, busybox, "ls / >/dev/null; date >/dev/null; cat /etc/hostname >/dev/null; "
+                                                  "/bin/cat /etc/hostname >/dev/null")
+    cats = [ev for ev in events if ev.kind == "exec" and ev.args == ("/bin/cat", "/etc/hostname")]
+    assert len(cats) == 1, [(ev.kind, ev.exe, ev.args) for ev in events]
+    assert (cats[0].exe, cats[0].image) == ("/bin/cat", IMAGE)
+    findings = [f for ev in events for f in RULES.handle(ev)]
     assert findings == [], [f.rule for f in findings]
 
 
@@ -108,24 +126,25 @@ def learn(tracer: Tracer, eng: ModelEngine, container_id: str, seconds: float,
         time.sleep(0.05)
 
 
-def test_model_learns_live_container_and_flags_new_binary_within_1s(tracer: Tracer, busybox) -> None:  # type: ignore[no-untyped-def]
+def test_model_learns_live_container_and_flags_new_binary(tracer: Tracer, busybox) -> None:  # type: ignore[no-untyped-def]
+    """Learn -> auto-promote -> a new binary is a new_process finding for that exec. How fast the
+    finding arrives is a benchmark (bench/latency.py: exec -> rule finding), not a test."""
     eng = ModelEngine(ModelConfig(window_s=2, min_learn_s=6, stable_s=3))
     c = busybox("while true; do date >/dev/null; sleep 0.2; done")
     learn(tracer, eng, c.id, 40, done=lambda: eng.mode(c.image.id) == "alert")
     assert eng.mode(c.image.id) == "alert", "the image should auto-promote after stable learning"
     t_exec = time.time_ns()
     subprocess.run(["docker", "exec", c.id, "/usr/bin/nc", "127.0.0.1", "9"], capture_output=True, timeout=20)
-    found: list[tuple[Finding, int]] = []
-    end = time.monotonic() + 10
+    found: list[Finding] = []
+    end = time.monotonic() + 10  # a failure guard, not a speed claim
     while not found and time.monotonic() < end:
         for ev in tracer.reader.poll_events():
             if ev.container_id == c.id:
-                found += [(f, time.time_ns()) for f in eng.handle(ev) if f.kind == "new_process"]
+                found += [f for f in eng.handle(ev) if f.kind == "new_process"]
         time.sleep(0.01)
     assert found, "no new_process finding"
-    f, seen_ns = found[0]
+    f = found[0]
     assert f.event.exe == "/usr/bin/nc" and f.explanation["learned_s"] >= 6
-    assert (seen_ns - f.event.time_ns) / 1e9 < 1.0  # kernel exec -> finding in userspace
     assert f.event.time_ns >= t_exec
 
 

@@ -256,7 +256,8 @@ def test_meta_from_inspect_document() -> None:
 def test_docker_runtime_caches_and_negative_caches() -> None:
     api = FakeDockerAPI({CID: ATTRS})
     rt = DockerRuntime(FakeDockerClient(api), follow_events=False)
-    assert rt.inspect(CID) == rt.inspect(CID) and api.calls == 1
+    assert rt.inspect(CID) == meta_from_attrs(ATTRS) and api.calls == 1
+    assert rt.inspect(CID) == meta_from_attrs(ATTRS) and api.calls == 1  # the second answer is cached
     assert rt.inspect("f" * 64) is None and rt.inspect("f" * 64) is None and api.calls == 2
     assert rt.find("web-1") is not None and api.calls == 2  # by name from the cache
     assert rt.stats()["runtime_errors"] == 0 and rt.stats()["runtime_available"] == 1

@@ -4,7 +4,6 @@ or quarantined, never fatal."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -165,37 +164,34 @@ def laughs(levels: int = 8, fan: int = 10) -> str:
     return "".join(out)
 
 
-def within(seconds: float, text: str, match: str) -> str:
-    start = time.monotonic()
-    message = refused(text, match)
-    assert time.monotonic() - start < seconds
-    return message
+# The caps are the behaviour: each bomb is refused by the message naming its cap, so nothing was
+# expanded past it. How long a refusal takes is measured in bench/throughput.py (rules_bomb_refusal_ms).
 
 
-def test_a_billion_laughs_of_yaml_aliases_is_refused_quickly() -> None:
-    within(5, laughs() + rule("proc.name in (l8)"), "aliases expand to more than 1000000 YAML nodes")
-    within(5, "- list: r\n  items: &r [a, *r]\n", "recursive YAML alias")
-    within(5, "- " + "[" * 20000 + "]" * 20000 + "\n", "invalid YAML: nested too deeply")
+def test_a_billion_laughs_of_yaml_aliases_is_refused() -> None:
+    refused(laughs() + rule("proc.name in (l8)"), "aliases expand to more than 1000000 YAML nodes")
+    refused("- list: r\n  items: &r [a, *r]\n", "recursive YAML alias")
+    refused("- " + "[" * 20000 + "]" * 20000 + "\n", "invalid YAML: nested too deeply")
     shared = "- list: a\n  items: &x [p, q]\n- list: b\n  items: *x\n"
     assert load_text(shared).lists["b"] == ["p", "q"]  # aliases themselves are fine
 
 
-def test_lists_of_lists_expanding_past_the_cap_are_refused_quickly() -> None:
+def test_lists_of_lists_expanding_past_the_cap_are_refused() -> None:
     def names(levels: int) -> str:  # list n<levels> names lists ... of 10**levels items in all
         return "- list: n0\n  items: [a, b, c, d, e, f, g, h, i, j]\n" + "".join(
             f"- list: n{i}\n  items: [{', '.join([f'n{i - 1}'] * 10)}]\n" for i in range(1, levels + 1))
 
-    message = within(5, names(8) + rule("proc.name in (n8)"), r"list n8 expands to more than 1000000 items")
+    message = refused(names(8) + rule("proc.name in (n8)"), r"list n8 expands to more than 1000000 items")
     assert message.startswith("t.yaml:19: rules[0].condition: ")
     assert len(load_text(names(5) + rule("proc.name in (n5)")).rules) == 1  # 100,000 items: fine
     many_rules = names(5) + "".join(rule("proc.name in (n5)", name=f"R{i}") for i in range(20))
-    within(10, many_rules, "expands to more than")  # the budget is the whole set's, not each rule's
+    refused(many_rules, "expands to more than")  # the budget is the whole set's, not each rule's
 
 
-def test_doubling_macros_are_refused_quickly() -> None:
+def test_doubling_macros_are_refused() -> None:
     macros = "- macro: m0\n  condition: proc.name = a\n" + "".join(
         f"- macro: m{i}\n  condition: m{i - 1} or m{i - 1}\n" for i in range(1, 40))
-    within(15, macros + rule("m39"), "expands to more than 100000 field tests")
+    refused(macros + rule("m39"), "expands to more than 100000 field tests")
 
 
 # 6. pushed sets: any failure quarantines (at start) or refuses (on push)

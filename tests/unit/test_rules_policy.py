@@ -73,8 +73,19 @@ def test_policy_errors(bad: dict, message: str) -> None:  # type: ignore[type-ar
 
 
 def test_round_trip() -> None:
+    """to_dict keeps every field given (defaults filled in), and reading it back changes nothing."""
     ps = PolicySet.from_dict(POLICY)
-    assert PolicySet.from_dict(ps.to_dict()).to_dict() == ps.to_dict()
+    assert ps.to_dict() == {
+        "default": {"match": "*", "mode": "", "banned_processes": [], "denied_outbound_ports": [],
+                    "default_action": "alert", "actions": []},
+        "images": [{"match": "cgsentry/busybox:*", "mode": "enforce", "banned_processes": ["nc", "/usr/bin/wget"],
+                    "denied_outbound_ports": [4444], "default_action": "alert",
+                    "actions": [{"when": "priority>=CRITICAL", "action": "kill-container"},
+                                {"when": "tag:T1059", "action": "pause-container"},
+                                {"when": "kind:new_process", "action": "pause-container"}],
+                    "allowed_listen_ports": [8080]}],
+    }
+    assert PolicySet.from_dict(ps.to_dict()) == ps
 
 
 def test_cached_answers_follow_policy_changes() -> None:

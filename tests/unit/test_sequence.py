@@ -60,7 +60,9 @@ def test_deterministic_for_same_input_and_seed() -> None:
     train = grammar_traces()
     trace = [4, 5, 3, 6, 5, 6, 3, 3]
     first = NgramLanguageModel().fit(train)
-    assert first.score(trace) == first.score(trace)
+    score = first.score(trace)
+    assert math.isfinite(score) and first.score([9, 9, 9, 9]) != score
+    assert first.score(trace) == score  # scoring another trace in between leaves no state behind
     assert first.score(trace) == NgramLanguageModel().fit(train).score(trace)
     np.testing.assert_array_equal(first.center, NgramLanguageModel().fit(train).center)
 
