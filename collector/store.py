@@ -10,7 +10,8 @@ A batch holding a value the store cannot keep (an integer past 64 bits, a NUL or
 in text, an explanation that is not a JSON object, a finding over :data:`MAX_FINDING_BYTES`) is
 refused whole with InvalidArgument before anything of it is written. Listings are pages bounded
 by count and by bytes (:data:`PAGE_BYTES`, under gRPC's 4 MiB message limit), with a cursor to go
-on.
+on. A SQLite file deleted or replaced under a running collector stops every write with
+Unavailable instead of acknowledging into an unlinked file.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -247,8 +249,12 @@ def _largest(f: Finding) -> str:
 class SqlStore:
     """Both backends; ``dialect`` is "sqlite" or "postgres"."""
 
-    def __init__(self, conn: Any, dialect: str) -> None:
+    def __init__(self, conn: Any, dialect: str, path: str = "") -> None:
         self.conn, self.dialect = conn, dialect
+        # The SQLite file this connection holds open: checked before every commit (one stat), so
+        # a file deleted or replaced under the collector stops writes instead of acknowledging
+        # them into an unlinked inode. "" (PostgreSQL, in-memory): nothing to check.
+        self.path, self._file_id = path, _file_id(path) if path else None
         # Every statement and close() hold this lock: one connection is shared by the server's
         # handler threads, and closing it while another thread is inside a query crashes sqlite3.
         self.lock = threading.RLock()
@@ -277,7 +283,24 @@ class SqlStore:
             conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as err:
             raise CollectorError(f"cannot open database {path}: {err}", exit_code=73) from err
-        return cls(conn, "sqlite")
+        on_disk = path and path != ":memory:" and not path.startswith("file:")
+        return cls(conn, "sqlite", os.path.abspath(path) if on_disk else "")
+
+    def check_file(self) -> None:
+        """Unavailable if the SQLite file at the store's path is no longer the one it holds open."""
+        if self._file_id is None:
+            return
+        why = "deleted"
+        try:
+            if _file_id(self.path) == self._file_id:
+                return
+            why = "replaced by another file"
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            why = f"unreadable ({err.strerror})"
+        raise Unavailable(f"database file {self.path} was {why} while the collector ran: writes are refused, "
+                          "not acknowledged into a file no one will read (restore it and restart the collector)")
 
     # -- plumbing ------------------------------------------------------------------------------
     def _q(self, sql: str) -> str:
@@ -652,6 +675,11 @@ class _Tx:
     def __exit__(self, exc_type: Any, *_: Any) -> None:
         try:
             if exc_type is None:
+                try:
+                    self.store.check_file()
+                except Unavailable:
+                    self._rollback()
+                    raise
                 self.store.conn.commit() if self.store.dialect == "postgres" else self.store.conn.execute("COMMIT")
             else:
                 self._rollback()
@@ -660,6 +688,11 @@ class _Tx:
 
     def _rollback(self) -> None:
         self.store.conn.rollback() if self.store.dialect == "postgres" else self.store.conn.execute("ROLLBACK")
+
+
+def _file_id(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 # Columns an alert takes from its latest occurrence (count and first/last seen aggregate).
