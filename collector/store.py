@@ -227,7 +227,7 @@ def _check_json(value: Any, where: str, depth: int) -> None:
     elif isinstance(value, Mapping):
         for key, v in value.items():
             if not isinstance(key, str):
-                raise InvalidArgument(f"{where}: key {key!r} is not text")
+                raise InvalidArgument(f"{where}: a key of type {type(key).__name__} is not text")
             check_text(key, f"{where}: key")
             _check_json(v, f"{where}.{key[:64]}", depth + 1)
     elif isinstance(value, (list, tuple)):
