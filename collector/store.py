@@ -5,20 +5,38 @@ acknowledged but stores nothing twice. Identical findings (same sensor, containe
 exe and args) aggregate into one alert with a count and first/last seen; the alert shows its
 latest occurrence (pid, args, action, explanation). A newer occurrence of a resolved or
 acknowledged alert reopens it (audited); a suppressed alert stays suppressed.
+
+A batch holding a value the store cannot keep (an integer past 64 bits, a NUL or a lone surrogate
+in text, an explanation that is not a JSON object, a finding over :data:`MAX_FINDING_BYTES`) is
+refused whole with InvalidArgument before anything of it is written. Listings are pages bounded
+by count and by bytes (:data:`PAGE_BYTES`, under gRPC's 4 MiB message limit), with a cursor to go
+on. A SQLite file deleted or replaced under a running collector stops every write with
+Unavailable instead of acknowledging into an unlinked file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
+import os
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Mapping, Protocol
 
 from collector.errors import CollectorError, InvalidArgument, NotFound, Unavailable
-from sensor.events import ACTIONS, PRIORITIES, RATE_ANOMALY, Finding
+from sensor.events import ACTIONS, PRIORITIES, RATE_ANOMALY, Event, Finding
+
+MAX_FINDING_BYTES = 1 << 20  # a finding's stored form (JSON: args, output, explanation and the rest)
+PAGE_BYTES = 3 << 20  # a listing page: under gRPC's default 4 MiB message limit, with room to spare
+MAX_COMMENT_BYTES = 64 << 10  # an analyst's comment on an alert
+UPDATE_STATUSES = ("acknowledged", "resolved", "suppressed")  # what an analyst may set an alert to
+_INT64 = 1 << 63
+_ROW_BYTES = 256  # a listed alert's fields besides its finding, comment, sensor id and node
+_MAX_DEPTH = 32  # nesting of an explanation's values
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 1: initial schema
@@ -61,11 +79,23 @@ class AlertRow:
     comment: str
 
 
+@dataclass
+class AlertPage:
+    """One page of a listing; ``cursor`` is "" at the end, else what gets the next page."""
+
+    rows: list[AlertRow]
+    cursor: str
+
+
 class Store(Protocol):
     def ingest(self, sensor_id: str, node: str, seq: int, findings: list[Finding]) -> bool: ...
     def list_alerts(self, image: str = "", since_ns: int = 0, min_priority: str = "",
-                    status: str = "", limit: int = 100, after_id: int = 0) -> list[AlertRow]: ...
-    def get_alert(self, alert_id: int) -> AlertRow: ...
+                    status: str = "", limit: int = 100, after_id: int = 0, only_id: int = 0,
+                    max_bytes: int = PAGE_BYTES) -> list[AlertRow]: ...
+    def list_page(self, image: str = "", since_ns: int = 0, min_priority: str = "", status: str = "",
+                  limit: int = 100, after_id: int = 0, only_id: int = 0, cursor: str = "",
+                  max_bytes: int = PAGE_BYTES) -> AlertPage: ...
+    def get_alert(self, alert_id: int, max_bytes: int = PAGE_BYTES) -> AlertRow: ...
 
 
 def priority_rank(name: str) -> int:
@@ -89,11 +119,142 @@ def fingerprint(sensor_id: str, f: Finding) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def check_text(value: Any, where: str) -> None:
+    """InvalidArgument unless ``value`` is text both backends can hold (no NUL: PostgreSQL's text
+    refuses it; no lone surrogate: it has no UTF-8 form)."""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{where}: expected text, got {type(value).__name__}")
+    if "\x00" in value:
+        raise InvalidArgument(f"{where}: text contains a NUL character, which the store cannot hold")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidArgument(f"{where}: text contains a lone surrogate (not valid UTF-8)") from None
+
+
+def check_int(value: Any, where: str, unsigned: bool = False) -> None:
+    """InvalidArgument unless ``value`` is an int that fits 64 bits (signed, or unsigned)."""
+    if type(value) is bool or not isinstance(value, int):
+        raise InvalidArgument(f"{where}: expected an integer, got {type(value).__name__}")
+    low, high = (0, 2 * _INT64) if unsigned else (-_INT64, _INT64)
+    if not low <= value < high:
+        kind = "an unsigned" if unsigned else "a signed"
+        raise InvalidArgument(f"{where}: {_int_text(value)} does not fit {kind} 64-bit integer")
+
+
+def _int_text(value: int) -> str:
+    return str(value) if value.bit_length() < 80 else f"a {value.bit_length()}-bit integer"
+
+
+# Event fields by type; cgroup ids and syscall arguments are unsigned 64-bit (the proto's uint64).
+_EVENT_CHECKS = tuple((f.name, str(f.type)) for f in dataclasses.fields(Event))
+_UNSIGNED = frozenset({"cgroup_id", "sc_args"})
+_EVENT_TEXT = tuple(n for n, kind in _EVENT_CHECKS if kind == "str")
+_EVENT_INTS = tuple(n for n, kind in _EVENT_CHECKS if kind == "int" and n not in _UNSIGNED)
+_FINDING_TEXT = ("kind", "rule", "priority", "output", "source", "action", "mode")
+
+
+def check_finding(f: Finding, where: str = "finding") -> str:
+    """The finding's stored form (JSON text), or InvalidArgument naming the field and why: a value
+    the store cannot hold, or a finding over :data:`MAX_FINDING_BYTES`."""
+    ev = f.event
+    if not isinstance(ev, Event):
+        raise InvalidArgument(f"{where}.event: expected an event, got {type(ev).__name__}")
+    # the common case in one cheap pass (plain ASCII text, small ints); anything else is checked in full
+    plain = all(type(v) is str and v.isascii() and "\x00" not in v for v in
+                [*(getattr(ev, n) for n in _EVENT_TEXT), *ev.args, *ev.ancestry, *f.tags,
+                 *(getattr(f, n) for n in _FINDING_TEXT)])
+    small = all(type(v) is int and -_INT64 <= v < _INT64 for v in
+                [*(getattr(ev, n) for n in _EVENT_INTS), f.time_ns])
+    if not (plain and small and type(ev.cgroup_id) is int and 0 <= ev.cgroup_id < 2 * _INT64 and
+            isinstance(ev.sc_args, tuple) and all(type(v) is int and 0 <= v < 2 * _INT64 for v in ev.sc_args)):
+        _check_fields(f, where)
+    for name in ("killed", "truncated"):
+        _check_field(getattr(ev, name), "bool", f"{where}.event.{name}", False)
+    _check_field(f.during_loss, "bool", f"{where}.during_loss", False)
+    if not isinstance(f.explanation, Mapping):
+        raise InvalidArgument(f"{where}.explanation: expected an object of named values, got "
+                              f"{type(f.explanation).__name__}")
+    _check_json(f.explanation, f"{where}.explanation", 0)
+    text = json.dumps(f.to_dict(), default=str)
+    if len(text) > MAX_FINDING_BYTES:
+        raise InvalidArgument(f"{where} is {len(text):,} bytes stored, over the limit of {MAX_FINDING_BYTES:,} "
+                              f"bytes (1 MiB) per finding; largest fields: {_largest(f)}")
+    return text
+
+
+def _check_fields(f: Finding, where: str) -> None:
+    """Every typed field of ``f``, one by one: InvalidArgument naming the first bad one."""
+    for name, kind in _EVENT_CHECKS:
+        _check_field(getattr(f.event, name), kind, f"{where}.event.{name}", name in _UNSIGNED)
+    for name in _FINDING_TEXT:
+        check_text(getattr(f, name), f"{where}.{name}")
+    check_int(f.time_ns, f"{where}.time_ns")
+    _check_field(f.tags, "tuple[str, ...]", f"{where}.tags", False)
+
+
+def _check_field(value: Any, kind: str, where: str, unsigned: bool) -> None:
+    if kind == "str":
+        check_text(value, where)
+    elif kind == "int":
+        check_int(value, where, unsigned)
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise InvalidArgument(f"{where}: expected true or false, got {type(value).__name__}")
+    else:  # tuple[str, ...] or tuple[int, ...]
+        if not isinstance(value, (tuple, list)):
+            raise InvalidArgument(f"{where}: expected a list, got {type(value).__name__}")
+        item = "int" if "int" in kind else "str"
+        for i, v in enumerate(value):
+            _check_field(v, item, f"{where}[{i}]", unsigned)
+
+
+def _check_json(value: Any, where: str, depth: int) -> None:
+    """An explanation value: JSON's types, finite numbers, integers within 64 bits (signed or
+    unsigned), text the store can hold, nested at most :data:`_MAX_DEPTH` deep. Other Python
+    objects are stored as their text, as before."""
+    if depth > _MAX_DEPTH:
+        raise InvalidArgument(f"{where}: nested more than {_MAX_DEPTH} deep")
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -_INT64 <= value < 2 * _INT64:
+            raise InvalidArgument(f"{where}: {_int_text(value)} does not fit a 64-bit integer")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidArgument(f"{where}: {value} is not a finite number (JSON has no NaN or infinity)")
+    elif isinstance(value, Mapping):
+        for key, v in value.items():
+            if not isinstance(key, str):
+                raise InvalidArgument(f"{where}: a key of type {type(key).__name__} is not text")
+            check_text(key, f"{where}: key")
+            _check_json(v, f"{where}.{key[:64]}", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_json(v, f"{where}[{i}]", depth + 1)
+    else:
+        check_text(value if isinstance(value, str) else str(value), where)
+
+
+def _largest(f: Finding) -> str:
+    """The three biggest fields of a finding's stored form, for an error message."""
+    d = f.to_dict()
+    sizes = {f"event.{k}": len(json.dumps(v, default=str)) for k, v in d.pop("event").items()}
+    sizes.update({k: len(json.dumps(v, default=str)) for k, v in d.items()})
+    top = sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+    return ", ".join(f"{k} {n:,} bytes" for k, n in top)
+
+
 class SqlStore:
     """Both backends; ``dialect`` is "sqlite" or "postgres"."""
 
-    def __init__(self, conn: Any, dialect: str) -> None:
+    def __init__(self, conn: Any, dialect: str, path: str = "") -> None:
         self.conn, self.dialect = conn, dialect
+        # The SQLite file this connection holds open: checked before every commit (one stat), so
+        # a file deleted or replaced under the collector stops writes instead of acknowledging
+        # them into an unlinked inode. "" (PostgreSQL, in-memory): nothing to check.
+        self.path, self._file_id = path, _file_id(path) if path else None
         # Every statement and close() hold this lock: one connection is shared by the server's
         # handler threads, and closing it while another thread is inside a query crashes sqlite3.
         self.lock = threading.RLock()
@@ -122,7 +283,24 @@ class SqlStore:
             conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as err:
             raise CollectorError(f"cannot open database {path}: {err}", exit_code=73) from err
-        return cls(conn, "sqlite")
+        on_disk = path and path != ":memory:" and not path.startswith("file:")
+        return cls(conn, "sqlite", os.path.abspath(path) if on_disk else "")
+
+    def check_file(self) -> None:
+        """Unavailable if the SQLite file at the store's path is no longer the one it holds open."""
+        if self._file_id is None:
+            return
+        why = "deleted"
+        try:
+            if _file_id(self.path) == self._file_id:
+                return
+            why = "replaced by another file"
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            why = f"unreadable ({err.strerror})"
+        raise Unavailable(f"database file {self.path} was {why} while the collector ran: writes are refused, "
+                          "not acknowledged into a file no one will read (restore it and restart the collector)")
 
     # -- plumbing ------------------------------------------------------------------------------
     def _q(self, sql: str) -> str:
@@ -172,7 +350,11 @@ class SqlStore:
 
     # -- ingest ----------------------------------------------------------------------------------
     def ingest(self, sensor_id: str, node: str, seq: int, findings: list[Finding]) -> bool:
-        """Store a batch once. False if (sensor, seq) was already stored (a replay)."""
+        """Store a batch once. False if (sensor, seq) was already stored (a replay).
+
+        InvalidArgument, before anything is written, if any part of the batch is a value the
+        store cannot hold (see :func:`check_finding`); the store stays usable."""
+        rows = self._batch_params(sensor_id, node, seq, findings)
         now = time.time_ns()
         with self._tx():
             exists = self._exec("SELECT 1 FROM batches WHERE sensor_id = ? AND seq = ?",
@@ -181,7 +363,6 @@ class SqlStore:
                 return False
             self._exec("INSERT INTO batches (sensor_id, seq, received_ns) VALUES (?, ?, ?)",
                        (sensor_id, seq, now))
-            rows = [self._alert_params(sensor_id, node, f) for f in findings]
             reopened = self._reopened(rows)
             # One executemany per batch: psycopg pipelines it (one round trip, not one per finding)
             self._exec_many(self._upsert_sql(), rows)
@@ -230,42 +411,116 @@ class SqlStore:
             f"action = CASE WHEN {stronger} THEN excluded.action ELSE alerts.action END")
 
     @staticmethod
-    def _alert_params(sensor_id: str, node: str, f: Finding) -> tuple[Any, ...]:
+    def _batch_params(sensor_id: str, node: str, seq: int, findings: list[Finding]) -> list[tuple[Any, ...]]:
+        """The alert upsert's parameters for every finding of a batch, once all were checked."""
+        try:
+            check_text(sensor_id, "sensor id")
+            check_text(node, "node")
+            if type(seq) is bool or not isinstance(seq, int) or not 0 <= seq < _INT64:
+                raise InvalidArgument(f"sequence number {_int_text(seq) if isinstance(seq, int) else seq!r} "
+                                      "is outside 0 to 2^63-1, which the store holds")
+            return [SqlStore._alert_params(sensor_id, node, f, check_finding(f, f"findings[{i}]"))
+                    for i, f in enumerate(findings)]
+        except InvalidArgument as err:
+            raise InvalidArgument(f"batch {seq} refused: {err}") from None
+
+    @staticmethod
+    def _alert_params(sensor_id: str, node: str, f: Finding, stored: str) -> tuple[Any, ...]:
         ev = f.event
         return (fingerprint(sensor_id, f), sensor_id, node, f.time_ns, f.time_ns, f.time_ns, f.rule, f.priority,
                 PRIORITIES.index(f.priority) if f.priority in PRIORITIES else 7, f.kind, ev.image,
-                ev.container_id, ev.container_name, ev.pid, ev.exe, f.action, f.output,
-                json.dumps(f.to_dict(), default=str))
+                ev.container_id, ev.container_name, ev.pid, ev.exe, f.action, f.output, stored)
 
     # -- queries ---------------------------------------------------------------------------------
     def list_alerts(self, image: str = "", since_ns: int = 0, min_priority: str = "", status: str = "",
-                    limit: int = 100, after_id: int = 0, only_id: int = 0) -> list[AlertRow]:
-        params: list[Any]
-        where, params = ["last_seen_ns >= ?", "id > ?"], [since_ns, after_id]
-        if only_id:
-            where.append("id = ?")
-            params.append(only_id)
-        if image:
-            where.append("image = ?")
-            params.append(image)
+                    limit: int = 100, after_id: int = 0, only_id: int = 0,
+                    max_bytes: int = PAGE_BYTES) -> list[AlertRow]:
+        """The first page of :meth:`list_page` (at most ``limit`` rows and ``max_bytes``)."""
+        return self.list_page(image, since_ns, min_priority, status, limit, after_id, only_id,
+                              max_bytes=max_bytes).rows
+
+    def list_page(self, image: str = "", since_ns: int = 0, min_priority: str = "", status: str = "",
+                  limit: int = 100, after_id: int = 0, only_id: int = 0, cursor: str = "",
+                  max_bytes: int = PAGE_BYTES) -> AlertPage:
+        """Alerts, newest last-seen first (by id after ``after_id`` if given), filtered; a page
+        ends at ``limit`` rows (1 to 10,000) or before its stored size passes ``max_bytes``
+        (0: :data:`PAGE_BYTES`), whichever comes first. A page holds at least one row; a row
+        bigger than the budget on its own comes with its bulky fields cut, visibly. Pass the
+        page's ``cursor`` back, with the same filters, for the next page. ``since_ns`` 0 means
+        no time filter (alerts before 1970 are listed too)."""
+        max_bytes = max_bytes if max_bytes > 0 else PAGE_BYTES
+        where, params = self._where(image, since_ns, min_priority, status, after_id, only_id, cursor)
+        order = "id ASC" if after_id else "last_seen_ns DESC, id DESC"
+        size = " + ".join(self._octets(c) for c in ("finding", "comment", "sensor_id", "node"))
+        with self.lock:  # sizes and rows from one connection without a write between them
+            sizes = self._exec(f"SELECT id, last_seen_ns, {size} FROM alerts WHERE {where} ORDER BY {order} "
+                               "LIMIT ?", (*params, max(1, min(limit, 10000)) + 1)).fetchall()
+            chosen: list[tuple[int, int]] = []
+            total = 0
+            for alert_id, last_seen_ns, n in sizes[:max(1, min(limit, 10000))]:
+                n = int(n or 0) + _ROW_BYTES
+                if chosen and total + n > max_bytes:
+                    break
+                chosen.append((int(alert_id), int(last_seen_ns)))
+                total += n
+            rows = self._rows([a for a, _ in chosen], max_bytes)
+        if len(chosen) == len(sizes):
+            return AlertPage(rows, "")
+        last_id, last_seen_ns = chosen[-1]
+        return AlertPage(rows, f"id:{last_id}" if after_id else f"{last_seen_ns}:{last_id}")
+
+    def _where(self, image: str, since_ns: int, min_priority: str, status: str, after_id: int, only_id: int,
+               cursor: str) -> tuple[str, list[Any]]:
+        where: list[str] = ["id > ?"]
+        params: list[Any] = [after_id]
+        value: int | str
+        for cond, value in (("last_seen_ns >= ?", since_ns), ("id = ?", only_id), ("image = ?", image),
+                            ("status = ?", status)):
+            if value:
+                where.append(cond)
+                params.append(value)
         if min_priority:
             where.append("priority_rank <= ?")
             params.append(priority_rank(min_priority))
-        if status:
-            where.append("status = ?")
-            params.append(status)
-        order = "id ASC" if after_id else "last_seen_ns DESC, id DESC"
-        rows = self._exec(f"SELECT {_COLS} FROM alerts WHERE {' AND '.join(where)} ORDER BY {order} "
-                          "LIMIT ?", (*params, max(1, min(limit, 10000)))).fetchall()
-        return [_row(r) for r in rows]
+        if cursor:
+            last_seen_ns, last_id = _parse_cursor(cursor, by_id=bool(after_id))
+            if after_id:
+                where.append("id > ?")
+                params.append(last_id)
+            else:
+                where.append("(last_seen_ns < ? OR (last_seen_ns = ? AND id < ?))")
+                params += [last_seen_ns, last_seen_ns, last_id]
+        return " AND ".join(where), params
 
-    def get_alert(self, alert_id: int) -> AlertRow:
+    def _octets(self, column: str) -> str:
+        """SQL for a text column's size in bytes (0 for NULL)."""
+        if self.dialect == "postgres":
+            return f"COALESCE(OCTET_LENGTH({column}), 0)"
+        return f"COALESCE(LENGTH(CAST({column} AS BLOB)), 0)"
+
+    def _rows(self, ids: list[int], max_bytes: int) -> list[AlertRow]:
+        """The alerts ``ids``, in that order, each cut to ``max_bytes`` if it is bigger."""
+        if not ids:
+            return []
+        found = {int(r[0]): r for r in self._exec(f"SELECT {_COLS} FROM alerts WHERE id IN "
+                                                 f"({', '.join('?' * len(ids))})", ids).fetchall()}
+        return [_row(found[i], max_bytes) for i in ids if i in found]
+
+    def get_alert(self, alert_id: int, max_bytes: int = PAGE_BYTES) -> AlertRow:
+        """One alert; if its stored finding is over ``max_bytes`` its bulky fields are cut, visibly."""
         row = self._exec(f"SELECT {_COLS} FROM alerts WHERE id = ?", (alert_id,)).fetchone()
         if row is None:
             raise NotFound(f"alert {alert_id} not found")
-        return _row(row)
+        return _row(row, max_bytes)
 
     def update_alert(self, alert_id: int, status: str, comment: str) -> AlertRow:
+        """Set an alert's status (one of :data:`UPDATE_STATUSES`) and comment."""
+        if status not in UPDATE_STATUSES:
+            raise InvalidArgument(f"alert status {status!r}: use one of {', '.join(UPDATE_STATUSES)}")
+        check_text(comment, "comment")
+        if len(comment.encode()) > MAX_COMMENT_BYTES:
+            raise InvalidArgument(f"comment is {len(comment.encode()):,} bytes, over the limit of "
+                                  f"{MAX_COMMENT_BYTES:,} bytes")
         with self._tx():
             self.get_alert(alert_id)
             self._exec("UPDATE alerts SET status = ?, comment = ? WHERE id = ?", (status, comment, alert_id))
@@ -420,12 +675,24 @@ class _Tx:
     def __exit__(self, exc_type: Any, *_: Any) -> None:
         try:
             if exc_type is None:
+                try:
+                    self.store.check_file()
+                except Unavailable:
+                    self._rollback()
+                    raise
                 self.store.conn.commit() if self.store.dialect == "postgres" else self.store.conn.execute("COMMIT")
             else:
-                self.store.conn.rollback() if self.store.dialect == "postgres" else self.store.conn.execute(
-                    "ROLLBACK")
+                self._rollback()
         finally:
             self.store.lock.release()
+
+    def _rollback(self) -> None:
+        self.store.conn.rollback() if self.store.dialect == "postgres" else self.store.conn.execute("ROLLBACK")
+
+
+def _file_id(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 # Columns an alert takes from its latest occurrence (count and first/last seen aggregate).
@@ -438,7 +705,52 @@ def _action_rank(column: str) -> str:
 _COLS = ("id, finding, count, first_seen_ns, last_seen_ns, status, sensor_id, node, comment, action")
 
 
-def _row(r: Any) -> AlertRow:
+def _row(r: Any, max_bytes: int = PAGE_BYTES) -> AlertRow:
     finding = Finding.from_dict(json.loads(r[1]))
     finding = finding.replace(action=r[9] or finding.action)
+    if len(r[1]) > max_bytes:  # stored before findings were limited, or a caller's small budget
+        finding = _shrunk(finding, len(r[1]), max_bytes)
     return AlertRow(int(r[0]), finding, int(r[2]), int(r[3]), int(r[4]), r[5], r[6], r[7], r[8] or "")
+
+
+def _parse_cursor(cursor: str, by_id: bool) -> tuple[int, int]:
+    """(last_seen_ns, id) from a cursor :meth:`SqlStore.list_page` returned."""
+    head, _, tail = cursor.partition(":")
+    try:
+        if by_id == (head == "id"):
+            return (0 if by_id else int(head)), int(tail)
+    except ValueError:
+        pass
+    raise InvalidArgument(f"malformed listing cursor {cursor[:80]!r}: pass back the cursor a page returned, "
+                          "with the same filters")
+
+
+_CUT_LISTS = ("args", "ancestry")
+
+
+def _shrunk(f: Finding, size: int, budget: int) -> Finding:
+    """``f`` (``size`` bytes stored) with every long text, list and the explanation cut to a share
+    of ``budget``, each cut saying so."""
+    keep = max(budget // 256, 64)  # ~25 fields of up to 4 UTF-8 bytes a character stay under budget
+    note = f"cut: the finding is {size:,} bytes stored, over the {budget:,}-byte page"
+
+    def text(s: str) -> str:
+        return s if len(s) <= keep else f"{s[:keep]}... [{len(s) - keep:,} characters {note}]"
+
+    def items(values: tuple[str, ...]) -> tuple[str, ...]:
+        out: list[str] = []
+        used = 0
+        for v in values:
+            if used + len(v) > keep:
+                return (*out, f"... [{len(values) - len(out):,} more items {note}]")
+            out.append(text(v))
+            used += len(out[-1])
+        return tuple(out)
+
+    ev = f.event.replace(**{n: text(getattr(f.event, n)) for n in _EVENT_TEXT},
+                         **{n: items(getattr(f.event, n)) for n in _CUT_LISTS})
+    explanation = f.explanation
+    if len(json.dumps(dict(explanation), default=str)) > keep:
+        explanation = {"cut": f"explanation {note}"}
+    return f.replace(event=ev, output=text(f.output), tags=items(f.tags), explanation=explanation,
+                     **{n: text(getattr(f, n)) for n in ("kind", "rule", "priority", "source", "action", "mode")})

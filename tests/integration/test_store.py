@@ -237,3 +237,155 @@ def test_an_alert_keeps_the_strongest_action_any_occurrence_took(store: SqlStore
         store.ingest("s1", "n1", i, [_again(f, i * 1000, pid=100 + i).replace(action=taken)])
         [row] = store.list_alerts()
         assert (row.finding.action, row.finding.event.pid, row.count) == (shown, 100 + i, i)
+
+
+# -- values the store cannot hold, sizes, statuses (issue 16 items 4, 5, 11) ----------------------
+
+_INT64 = 1 << 63
+
+
+def _bad(field: str) -> tuple[int, Finding]:
+    """(seq, finding) with one value the store cannot hold, in ``field``."""
+    f = finding(7, container=3)
+    bad = {"seq": (_INT64, f),
+           "event.pid": (2, f.replace(event=f.event.replace(pid=1 << 64))),
+           "event.cgroup_id": (2, f.replace(event=f.event.replace(cgroup_id=1 << 64))),
+           "event.sc_args[1]": (2, f.replace(event=f.event.replace(sc_args=(1, -1)))),
+           "event.args[1]": (2, f.replace(event=f.event.replace(args=("sh", "a\x00b")))),
+           "time_ns": (2, f.replace(time_ns=-62_135_596_800 * 10**9)),  # year 1
+           "event.time_ns": (2, f.replace(event=f.event.replace(time_ns=253_402_300_800 * 10**9))),  # year 10000
+           "explanation": (2, f.replace(explanation=[1, 2, 3])),  # type: ignore[arg-type]
+           "explanation.score": (2, f.replace(explanation={"score": float("nan")})),
+           "explanation.big[0]": (2, f.replace(explanation={"big": [10**40]})),
+           "output": (2, f.replace(output="\ud800 lone surrogate"))}
+    return bad[field]
+
+
+@pytest.mark.parametrize("field", ["seq", "event.pid", "event.cgroup_id", "event.sc_args[1]", "event.args[1]",
+                                   "time_ns", "event.time_ns", "explanation", "explanation.score",
+                                   "explanation.big[0]", "output"])
+def test_a_batch_the_store_cannot_hold_is_refused_whole_and_the_store_goes_on(store: SqlStore, field: str) -> None:
+    from collector.errors import InvalidArgument
+
+    seq, bad = _bad(field)
+    with pytest.raises(InvalidArgument) as info:
+        store.ingest("s1", "n1", seq, [finding(1), bad])  # the good finding comes first
+    message = str(info.value)
+    assert message.startswith(f"batch {seq} refused: ") and "\n" not in message
+    assert (field in message) if field == "seq" else (f"findings[1].{field}:" in message)
+    assert store.count_alerts() == 0 and store.list_alerts() == []  # nothing of the batch
+    if seq < _INT64:
+        assert store.ingest("s1", "n1", seq, [finding(1)]) is True  # the refused seq was not recorded
+    assert store.ingest("s1", "n1", 3, [finding(2, container=1)]) is True
+    assert store.count_alerts() == (2 if seq < _INT64 else 1)
+
+
+@pytest.mark.parametrize("time_ns", [-1, -_INT64, _INT64 - 1, 0])
+def test_an_extreme_time_that_fits_is_stored_and_listed(store: SqlStore, time_ns: int) -> None:
+    """Times before 1970 or near 2262 fit the store's 64-bit nanoseconds: listed, not hidden."""
+    from collector.export import alert_json
+
+    f = finding(1)
+    odd = f.replace(time_ns=time_ns, event=f.event.replace(time_ns=time_ns, exe="/odd"))
+    assert store.ingest("s1", "n1", 1, [odd, f]) is True
+    rows = store.list_alerts()
+    assert sorted(r.last_seen_ns for r in rows) == sorted([time_ns, f.time_ns])
+    row = next(r for r in rows if r.finding.event.exe == "/odd")
+    assert store.get_alert(row.id).finding.time_ns == time_ns
+    year = {-1: "1969-", -_INT64: "1677-", _INT64 - 1: "2262-", 0: "1970-"}[time_ns]
+    assert alert_json(row)["time"].startswith(year)
+    later = {r.id for r in store.list_alerts(since_ns=f.time_ns)}
+    assert later == {r.id for r in rows if r.last_seen_ns >= f.time_ns} and (row.id in later) == (time_ns > 0)
+
+
+@pytest.mark.parametrize("status", ["open", "bogus", "", "Resolved"])
+def test_update_alert_accepts_only_the_statuses_it_documents(store: SqlStore, status: str) -> None:
+    from collector.errors import InvalidArgument
+
+    store.ingest("s1", "n", 1, [finding(1)])
+    [row] = store.list_alerts()
+    store.update_alert(row.id, "resolved", "")
+    with pytest.raises(InvalidArgument) as info:
+        store.update_alert(row.id, status, "x")
+    assert str(info.value) == f"alert status {status!r}: use one of acknowledged, resolved, suppressed"
+    assert (store.get_alert(row.id).status, store.get_alert(row.id).comment) == ("resolved", "")
+
+
+def test_a_comment_the_store_cannot_hold_is_refused(store: SqlStore) -> None:
+    from collector.errors import InvalidArgument
+
+    store.ingest("s1", "n", 1, [finding(1)])
+    [row] = store.list_alerts()
+    with pytest.raises(InvalidArgument, match="over the limit of 65,536 bytes"):
+        store.update_alert(row.id, "acknowledged", "x" * (64 << 10 + 1))
+    with pytest.raises(InvalidArgument, match="NUL"):
+        store.update_alert(row.id, "acknowledged", "a\x00b")
+    assert store.get_alert(row.id).status == "open"
+
+
+def _big(i: int, size: int) -> Finding:
+    """A distinct alert whose stored finding is about ``size`` bytes (most of it in output)."""
+    f = finding(i, container=i)
+    return f.replace(output="o" * size, explanation={"i": i})
+
+
+def test_a_finding_over_the_size_limit_is_refused_naming_the_limit(store: SqlStore) -> None:
+    from collector.errors import InvalidArgument
+    from collector.store import MAX_FINDING_BYTES
+
+    huge_args = finding(2).event.replace(args=tuple("a" * 1000 for _ in range(1100)))
+    for bad, largest in ((_big(1, MAX_FINDING_BYTES), "output"),
+                         (finding(2).replace(event=huge_args), "event.args")):
+        with pytest.raises(InvalidArgument) as info:
+            store.ingest("s1", "n", 1, [finding(3), bad])
+        assert "over the limit of 1,048,576 bytes (1 MiB) per finding" in str(info.value)
+        assert f"largest fields: {largest} " in str(info.value)
+    assert store.count_alerts() == 0
+    assert store.ingest("s1", "n", 1, [_big(1, MAX_FINDING_BYTES - 4096)]) is True  # just under: stored
+
+
+def test_a_listing_pages_by_bytes_and_a_cursor_goes_on(store: SqlStore) -> None:
+    """Five findings of 0.9 MiB are 4.5 MiB: over gRPC's 4 MiB, so one page cannot hold them."""
+    from collector.store import PAGE_BYTES
+
+    for i in range(5):
+        store.ingest("s1", "n", i + 1, [_big(i, 900 << 10)])
+    page = store.list_page()
+    assert len(page.rows) == 3 and page.cursor
+    assert sum(len(r.finding.output) for r in page.rows) <= PAGE_BYTES
+    rest = store.list_page(cursor=page.cursor)
+    assert len(rest.rows) == 2 and rest.cursor == ""
+    ids = [r.id for r in page.rows + rest.rows]
+    assert len(set(ids)) == 5
+    assert [r.finding.explanation["i"] for r in page.rows + rest.rows] == [4, 3, 2, 1, 0]  # newest first
+    assert [r.id for r in store.list_alerts()] == ids[:3]  # the old call gets the first page
+    by_count = store.list_page(limit=2, max_bytes=10 << 20)
+    assert len(by_count.rows) == 2 and by_count.cursor
+    small = store.list_page(limit=2, after_id=ids[-1], max_bytes=1)  # at least one row, by id
+    assert [r.id for r in small.rows] == [ids[-2]] and small.cursor == f"id:{ids[-2]}"
+    assert [r.id for r in store.list_page(after_id=ids[-1], cursor=small.cursor, max_bytes=1).rows] == [ids[-3]]
+
+
+def test_a_malformed_cursor_is_refused(store: SqlStore) -> None:
+    from collector.errors import InvalidArgument
+
+    for cursor, after_id in (("nonsense", 0), ("id:3", 0), ("5:3", 1), ("x:y", 0)):
+        with pytest.raises(InvalidArgument, match="malformed listing cursor"):
+            store.list_page(cursor=cursor, after_id=after_id)
+
+
+def test_a_row_over_the_page_budget_is_listed_with_its_bulk_cut_visibly(store: SqlStore) -> None:
+    """A row can outgrow a page: a caller's small budget, or one an older collector stored."""
+    import json
+
+    store.ingest("s1", "n", 1, [_big(1, 200_000).replace(explanation={"blob": "e" * 100_000})])
+    [row] = store.list_alerts(max_bytes=50_000)
+    assert row.finding.output.startswith("o" * 100) and "characters cut: the finding is" in row.finding.output
+    [note] = row.finding.explanation.values()
+    assert note.startswith("explanation cut: the finding is 30") and note.endswith(" over the 50,000-byte page")
+    assert row.finding.event.exe == "/tmp/xmrig"  # short fields stay whole
+    legacy = json.dumps(_big(1, 6 << 20).to_dict())  # over 4 MiB: stored by a collector without limits
+    store._exec("UPDATE alerts SET finding = ? WHERE id = ?", (legacy, row.id))  # noqa: SLF001
+    store.conn.commit()
+    for got in (store.list_alerts()[0], store.get_alert(row.id)):
+        assert len(json.dumps(got.finding.to_dict())) < 1 << 20 and "cut" in got.finding.output
