@@ -7,7 +7,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from collector.convert import finding_to_pb
+from collector.convert import finding_from_pb, finding_to_pb, pb
 from rules.errors import RuleError
 from rules.loader import load_text
 from rules.policy import PolicySet
@@ -50,3 +50,11 @@ def test_a_spooled_batch_that_cannot_be_sent_is_skipped_and_counted(tmp_path: Pa
     assert [seq for seq, _ in batches] == [1, 3] and spool.corrupt_records == 1
     for _, batch in batches:
         [finding_to_pb(f) for f in batch]
+
+
+@pytest.mark.parametrize("text", ["[0,0]", '" "', "3", "null", "[" * 100_000 + "]" * 100_000])
+def test_an_explanation_that_is_not_a_json_object_is_kept_as_text(text: str) -> None:
+    """It became a Finding whose explanation was a list or a string, which raised wherever it was
+    read as a mapping (Finding.to_dict); one nested too deeply raised RecursionError."""
+    f = finding_from_pb(pb.Finding(kind="k", event=pb.Event(kind="exec"), explanation_json=text))
+    assert f.explanation == {"raw": text} and f.to_dict()["explanation"] == {"raw": text}

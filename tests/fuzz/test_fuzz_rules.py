@@ -73,7 +73,7 @@ def test_a_malformed_rules_file_loads_or_is_one_rule_error(tmp_path: Path, data:
     check_loads(write(tmp_path / "r.yaml", data))
 
 
-@fuzz(150)
+@fuzz(300)
 @given(condition=CONDITIONS, output=OUTPUTS)
 def test_a_loaded_rule_matches_and_renders_any_event(tmp_path: Path, condition: str, output: str) -> None:
     """Conditions that compile are evaluated against events of every kind, output rendered."""
