@@ -37,12 +37,14 @@ PORT_RANGE: Final = "the port must be a number from 1 to 65535"
 def check_webhook_url(text: str) -> str:
     """``text`` if it is a URL the webhook can POST to: http or https, a host, a port from 1 to
     65535 if one is given, no user or password (urllib would not send them, and the URL shows up in
-    logs), no spaces or control characters. Otherwise InvalidArgument, one line saying what is wrong."""
+    logs), ASCII without spaces or control characters. Otherwise InvalidArgument, one line saying what is wrong."""
     def bad(why: str) -> InvalidArgument:
         return InvalidArgument(f"webhook URL {text!r}: {why} (use http:// or https://HOST[:PORT]/PATH)")
 
     if any(c.isspace() or not c.isprintable() for c in text):
         raise bad("contains a space or a control character")
+    if not text.isascii():  # http.client cannot send it: every POST would fail, for ever
+        raise bad("contains a character that is not ASCII (percent-encode it, or use the punycode host)")
     try:
         url = urlsplit(text)
         port = url.port  # ValueError for a port that is not a number or past 65535

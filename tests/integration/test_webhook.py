@@ -185,6 +185,7 @@ def test_the_retry_delay_doubles_up_to_its_bound() -> None:
                                           ("http://hooks.example.com:99999/x", "port"),
                                           ("http://hooks.example.com/a b", "space or a control character"),
                                           ("http://hooks.example.com/\x1b[2J", "control character"),
+                                          ("http://hooks.example.com/é", "not ASCII"),
                                           ("file:///etc/passwd", "http or https"),
                                           ("http:///x", "no host")])
 def test_a_webhook_url_is_checked_whole_at_start(url: str, why: str, capsys: Any) -> None:
