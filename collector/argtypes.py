@@ -46,14 +46,11 @@ def listen_addr(text: str) -> str:
 
 
 def webhook_url(text: str) -> str:
-    """``--webhook``: an http:// or https:// URL with a host."""
-    from urllib.parse import urlsplit
+    """``--webhook``: an http:// or https:// URL with a host (collector.webhook.check_webhook_url)."""
+    from collector.errors import InvalidArgument
+    from collector.webhook import check_webhook_url
 
     try:
-        url = urlsplit(text)
-        ok = url.scheme in ("http", "https") and bool(url.hostname) and (url.port or 1) > 0
-    except ValueError:  # a port that is not a number or past 65535
-        ok = False
-    if not ok:
-        raise argparse.ArgumentTypeError(f"{text!r}: use an http:// or https:// URL (http(s)://HOST[:PORT]/PATH)")
-    return text
+        return check_webhook_url(text)
+    except InvalidArgument as err:
+        raise argparse.ArgumentTypeError(str(err)) from None

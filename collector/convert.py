@@ -77,7 +77,9 @@ def finding_to_pb(f: Finding) -> pb.Finding:
 def finding_from_pb(msg: pb.Finding) -> Finding:
     try:
         explanation = json.loads(msg.explanation_json) if msg.explanation_json else {}
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
+        explanation = None
+    if not isinstance(explanation, dict):  # valid JSON that is not an object ("[1]") is kept as text too
         explanation = {"raw": msg.explanation_json}
     return Finding(kind=msg.kind, rule=msg.rule, priority=msg.priority, output=msg.output,
                    event=event_from_pb(msg.event), time_ns=msg.time_ns, source=msg.source,

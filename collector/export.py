@@ -1,21 +1,17 @@
 """Alert exports: the JSON form of our alerts, Falco's output form (so existing alert routers
-such as falcosidekick accept them), a webhook, and Prometheus counters."""
+such as falcosidekick accept them), a webhook (collector/webhook.py), and Prometheus counters."""
 
 from __future__ import annotations
 
 import json
-import logging
-import queue
 import socket
-import threading
-import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
 from collector.store import AlertRow
+from collector.webhook import WebhookSender
 from sensor.events import Finding
 
-log = logging.getLogger(__name__)
 _FALCO_PRIORITY = {"EMERGENCY": "Emergency", "ALERT": "Alert", "CRITICAL": "Critical", "ERROR": "Error",
                    "WARNING": "Warning", "NOTICE": "Notice", "INFORMATIONAL": "Informational",
                    "DEBUG": "Debug"}
@@ -65,36 +61,32 @@ def alert_json(a: AlertRow) -> dict[str, Any]:
 
 
 class Exporters:
-    """Fan-out of newly stored findings: webhook (bounded queue, never blocks ingest), metrics."""
+    """Fan-out of newly stored findings: webhook (bounded queue, retried, never blocks ingest), metrics.
 
-    def __init__(self, webhook: str = "", metrics: bool = False) -> None:
-        self.webhook = webhook
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=10000)
-        self.dropped = 0
+    ``registry`` is the Prometheus registry the counters go to; by default the process's own (what
+    ``--metrics-port`` serves) when ``metrics`` is on, else a private one nobody serves (the
+    webhook's counters are kept either way). A bad webhook URL is InvalidArgument here, at start."""
+
+    def __init__(self, webhook: str = "", metrics: bool = False, *, registry: Any = None,
+                 **webhook_options: Any) -> None:
+        from prometheus_client import REGISTRY, CollectorRegistry, Counter
+
+        if registry is None:
+            registry = REGISTRY if metrics else CollectorRegistry()
         self._counter: Any = None
         if metrics:
-            from prometheus_client import Counter
-
             self._counter = Counter("cgsentry_findings_total", "Findings stored by the collector",
-                                    ["priority", "kind", "action"])
-        if webhook:
-            threading.Thread(target=self._post_loop, name="cgsentry-webhook", daemon=True).start()
+                                    ["priority", "kind", "action"], registry=registry)
+        self.webhook = WebhookSender(webhook, registry, **webhook_options) if webhook else None
 
     def publish(self, sensor_id: str, node: str, findings: list[Finding]) -> None:
         for f in findings:
             if self._counter is not None:
                 self._counter.labels(f.priority, f.kind, f.action).inc()
-            if self.webhook:
-                try:
-                    self._queue.put_nowait(falco_json(f, node))
-                except queue.Full:
-                    self.dropped += 1
+            if self.webhook is not None:
+                self.webhook.put(json.dumps(falco_json(f, node)).encode())
 
-    def _post_loop(self) -> None:
-        while True:
-            body = json.dumps(self._queue.get()).encode()
-            req = urllib.request.Request(self.webhook, body, {"Content-Type": "application/json"})
-            try:
-                urllib.request.urlopen(req, timeout=5).close()  # noqa: S310 - operator-given URL
-            except OSError as err:
-                log.warning("webhook %s failed: %s", self.webhook, err)
+    def close(self) -> None:
+        """Stop the webhook worker, if any."""
+        if self.webhook is not None:
+            self.webhook.close()

@@ -211,7 +211,7 @@ def _compile_rule(name: str, idx: int, item: dict[str, Any], macros: dict[str, s
     where: Callable[[str], str] = lambda key: _where(name, item, f"rules[{idx}].{key}")  # noqa: E731
     unknown = set(item) - RULE_KEYS - {"__line__"}
     if unknown:
-        raise RuleError(f"{where(sorted(unknown)[0])}: unknown key (keys: {', '.join(sorted(RULE_KEYS))})")
+        raise RuleError(f"{where(sorted(unknown, key=str)[0])}: unknown key (keys: {', '.join(sorted(RULE_KEYS))})")
     for key in ("condition", "output", "priority"):
         _text(item.get(key), where(key))
     if "desc" in item:
@@ -322,7 +322,8 @@ def _renderer(output: str, where: str) -> Callable[[Event], str]:
         text = output
         for token, get in compiled:
             value = get(ev)
-            text = text.replace(token, " ".join(value) if isinstance(value, tuple) else
+            # map(str): a tuple field may hold numbers (%evt.arg is a syscall's integer arguments)
+            text = text.replace(token, " ".join(map(str, value)) if isinstance(value, tuple) else
                                 (str(value) if value not in ("", None) else "<NA>"))
         return text.strip()
 

@@ -154,7 +154,7 @@ def _image(d: Any, where: str) -> ImagePolicy:
     unknown = set(d) - {"match", "mode", "banned_processes", "allowed_listen_ports",
                         "denied_outbound_ports", "default_action", "actions"}
     if unknown:
-        raise RuleError(f"{where}.{sorted(unknown)[0]}: unknown key")
+        raise RuleError(f"{where}.{sorted(unknown, key=str)[0]}: unknown key")
     mode = _word(d.get("mode") or "", f"{where}.mode")
     if mode and mode not in MODES:
         raise RuleError(f"{where}.mode: {mode!r} is not one of {', '.join(MODES)}")

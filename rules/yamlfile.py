@@ -1,4 +1,5 @@
-"""Rule and policy YAML, read defensively: UTF-8 text only, one-line parse errors, bounded size.
+"""Rule and policy YAML, read defensively: UTF-8 text only, one-line parse errors, bounded size
+(:data:`MAX_FILE_BYTES` on disk, checked before reading).
 
 YAML aliases let a kilobyte expand into gigabytes once anything walks the data ("billion laughs":
 anchors of lists of anchors). PyYAML's constructor shares aliased objects, so loading is cheap, but
@@ -11,6 +12,7 @@ refused too.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Final
 
@@ -19,6 +21,7 @@ import yaml
 from rules.errors import RuleError
 
 MAX_EXPANDED_NODES: Final = 1_000_000  # the whole library is ~10k; a real file never nears this
+MAX_FILE_BYTES: Final = 4 << 20  # the whole library is ~16 KB; a rules or policy file past 4 MiB is a mistake
 
 
 class BoundedLoader(yaml.SafeLoader):
@@ -66,13 +69,22 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 
 
 def read_text(path: Path, what: str) -> str:
-    """The file's text; RuleError (exit 66) if it cannot be read, (exit 65) if it is not UTF-8."""
+    """The file's text; RuleError (exit 66) if it cannot be read, (exit 65) if it is not UTF-8 or
+    is larger than :data:`MAX_FILE_BYTES` (refused before reading it: a 50 MB file costs a stat,
+    not a parse; a device or FIFO that never ends is cut off at the limit, not read forever)."""
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise RuleError(f"{path}: not a UTF-8 text file (a {what} is YAML text)") from None
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            data = b"" if size > MAX_FILE_BYTES else f.read(MAX_FILE_BYTES + 1)
     except OSError as err:
         raise RuleError(f"{path}: cannot read {what}: {err.strerror or err}", exit_code=66) from err
+    if size > MAX_FILE_BYTES or len(data) > MAX_FILE_BYTES:
+        shown = f"{size:,} bytes" if size > MAX_FILE_BYTES else f"over {MAX_FILE_BYTES:,} bytes"
+        raise RuleError(f"{path}: {what} too large ({shown}; the limit is {MAX_FILE_BYTES >> 20} MiB)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RuleError(f"{path}: not a UTF-8 text file (a {what} is YAML text)") from None
 
 
 def load(text: str, name: str, loader: type[BoundedLoader] = BoundedLoader) -> Any:

@@ -10,6 +10,7 @@ damaged record inside a segment costs only itself (see ``Spool._repair``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from typing import Any, Iterator
 
 import msgpack
 
-from sensor.events import Finding
+from sensor.events import Event, Finding
 from sensor.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class Spool:
             for rec in self._records(seg):
                 if rec["seq"] > floor:
                     try:
-                        batch = [Finding.from_dict(d) for d in rec["findings"]]
+                        batch = [_sendable(Finding.from_dict(d)) for d in rec["findings"]]
                     except Exception as err:  # noqa: BLE001 - a record that decodes but is not findings
                         self.corrupt_records += 1
                         log.warning("spool batch %s is not a list of findings (%s); skipped", rec.get("seq"), err)
@@ -167,6 +168,32 @@ class Spool:
                 "spool_acked": self.acked,
                 "spool_dropped_batches": self.dropped_batches, "spool_torn_tails": self.torn_tails,
                 "spool_corrupt_records": self.corrupt_records}
+
+
+# What a finding must hold to be sent (collector/proto: int64 fields, uint64 cgroup_id and sc_args):
+# a record that decodes but holds another type (a flipped type byte, a hand-edited file) would
+# otherwise stop the collector link with a TypeError when it converts the batch (found by fuzzing).
+_I64, _U64 = range(-(1 << 63), 1 << 63), range(1 << 64)
+_FINDING_TYPES: dict[str, type] = {"kind": str, "rule": str, "priority": str, "output": str, "time_ns": int,
+                                   "source": str, "action": str, "mode": str, "during_loss": bool}
+_EVENT_TYPES: dict[str, type] = {"kind": str, "time_ns": int, **{
+    f.name: type(f.default) for f in dataclasses.fields(Event) if f.default is not dataclasses.MISSING}}
+
+
+def _sendable(f: Finding) -> Finding:
+    """``f``, or ValueError naming the first field of the wrong type or range."""
+    for obj, types in ((f, _FINDING_TYPES), (f.event, _EVENT_TYPES)):
+        for name, want in types.items():
+            value = getattr(obj, name)
+            if not isinstance(value, want) or (
+                    want is int and value not in (_U64 if name == "cgroup_id" else _I64)):
+                raise ValueError(f"{name} is {type(value).__name__} {str(value)[:20]!r}")
+    ev = f.event
+    if not all(isinstance(t, str) for t in (*f.tags, *ev.args, *ev.ancestry)) \
+            or not all(isinstance(a, int) and a in _U64 for a in ev.sc_args):
+        raise ValueError("tags, args, ancestry or sc_args hold the wrong type")
+    json.dumps(f.explanation, default=str)  # as it is sent: TypeError for a key that is not text
+    return f
 
 
 def _is_record(obj: Any) -> bool:
