@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from collector.argtypes import MAX_TIMEOUT_S
 from collector.auth import AuthConfig, Identity, authenticate, require
 from collector.convert import (
     STATUS_NAMES,
@@ -168,12 +169,13 @@ class AnalystServicer(rpc.AnalystServicer):
                         ident: Identity) -> pb.ActionReply:
         if req.action == pb.ACTION_KIND_UNSPECIFIED or not req.container_id:
             raise InvalidArgument("container_id and an action (pause, unpause, kill, stop) are required")
+        timeout_s = action_timeout_s(req.timeout_s)  # before anything reaches a sensor
         session, container_id = self.hub.route(req.container_id)
         request_id = uuid.uuid4().hex
         waiter: tuple[threading.Event, list[pb.ActionResult]] = (threading.Event(), [])
         self.hub.pending[request_id] = waiter
         session.out.put(action_message(request_id, container_id, req.action, ident.name, req.reason))
-        if not waiter[0].wait(req.timeout_s or 10.0):
+        if not waiter[0].wait(timeout_s):
             self.hub.pending.pop(request_id, None)
             raise Unavailable(f"sensor {session.sensor_id} did not confirm the action in time")
         return action_reply(waiter[1][0])
@@ -222,3 +224,14 @@ class AnalystServicer(rpc.AnalystServicer):
     @_rpc("viewer")
     def ListRuleSets(self, req: pb.Empty, ctx: Any, ident: Identity) -> pb.RuleSetList:  # noqa: N802
         return ruleset_list(self.store.rulesets())
+
+
+def action_timeout_s(value: float) -> float:
+    """A container action's wait: 0 means the default (10 s); NaN, negative, infinite or past
+    MAX_TIMEOUT_S is refused (a NaN wait returns at once, a huge one holds the call for ever)."""
+    if value == 0:
+        return 10.0
+    if not 0 < value <= MAX_TIMEOUT_S:  # false for NaN too
+        raise InvalidArgument(f"timeout_s {value!r}: give more than 0 and at most {MAX_TIMEOUT_S:g} seconds "
+                              "(0 for the default of 10)")
+    return value

@@ -265,3 +265,23 @@ def test_routing_prefers_a_full_id_then_a_name_then_a_unique_prefix(tmp_path: Pa
         hub.route("ff")
     with pytest.raises(InvalidArgument):
         hub.route("")
+
+
+@pytest.mark.parametrize("timeout_s", [float("nan"), -1.0, float("inf"), 1e300, 3601.0])
+def test_a_container_action_with_a_bad_timeout_is_refused_before_the_sensor_acts(
+        live: Live, sensor_with: Any, timeout_s: float) -> None:
+    """Only the CLI checked --timeout: a raw API call with NaN returned at once (the sensor still
+    acted, the analyst read 'not confirmed'), and a huge one held a server thread for ever."""
+    import grpc
+
+    from collector.convert import pb, rpc
+
+    responder = FakeResponder()
+    sensor_with(responder)
+    with grpc.insecure_channel(live[0]) as channel, pytest.raises(grpc.RpcError) as err:
+        rpc.AnalystStub(channel).ContainerAction(
+            pb.ContainerActionRequest(container_id="web-0", action=pb.ACTION_KIND_PAUSE, timeout_s=timeout_s),
+            metadata=[("authorization", f"Bearer {live[1]['responder']}")], timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "timeout_s" in (err.value.details() or "")
+    assert responder.done == []  # nothing reached the sensor
