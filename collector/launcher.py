@@ -7,6 +7,7 @@ it opens the database, so a refused start leaves nothing behind; SIGINT/SIGTERM 
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import threading
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 from collector.argtypes import int_in, listen_addr, webhook_url
 from collector.errors import CollectorError, InvalidArgument, Unavailable
 from sensor.errors import EX_NOPERM
+
+log = logging.getLogger(__name__)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -31,6 +34,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not args.insecure and not args.tls_dir and not len(tokens):
         raise InvalidArgument("no authentication configured: give --tokens FILE and/or --tls-dir DIR "
                               "(or --insecure on loopback)")
+    if len(tokens) and not args.tls_dir and host not in ("127.0.0.1", "localhost", "::1"):
+        if not args.allow_plaintext_tokens:
+            raise InvalidArgument(f"--listen {args.listen}: tokens would cross the network in plaintext; give "
+                                  "--tls-dir DIR, listen on loopback, or say --allow-plaintext-tokens")
+        log.warning("serving tokens without TLS on %s: anyone on the path can read and reuse them", args.listen)
     tls = None
     if args.tls_dir:
         d = Path(args.tls_dir)
@@ -107,6 +115,8 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--tls-dir", help="directory with ca.crt, server.crt, server.key (mTLS for sensors)")
     s.add_argument("--tokens", help="tokens file (see `collector token add`)")
     s.add_argument("--insecure", action="store_true", help="no TLS, no auth (loopback only)")
+    s.add_argument("--allow-plaintext-tokens", action="store_true",
+                   help="accept bearer tokens without TLS on a non-loopback address (they can be sniffed)")
     s.add_argument("--metrics-port", type=int_in(1, 65535), default=0, help="Prometheus /metrics on 127.0.0.1:PORT")
     s.add_argument("--webhook", type=webhook_url, help="POST each finding in Falco JSON to this http(s) URL")
     s.set_defaults(func=cmd_serve)

@@ -185,3 +185,19 @@ def test_a_refused_start_creates_no_database(tmp_path: Path, capsys: Any) -> Non
         rc, _ = run(capsys, "collector", "serve", "--listen", f"127.0.0.1:{port}", "--db", str(tmp_path / "o.db"),
                     "--insecure")
     assert rc == 69 and not (tmp_path / "o.db").exists()
+
+
+def test_tokens_without_tls_off_loopback_are_refused_unless_asked_for(tmp_path: Path, capsys: Any,
+                                                                      caplog: Any) -> None:
+    """Bearer tokens on a plaintext non-loopback listener can be read off the wire and reused."""
+    tokens = TokenStore(tmp_path / "tokens")
+    tokens.add("admin", "admin")
+    serve = ["collector", "serve", "--listen", "0.0.0.0:7443", "--db", NO_DB, "--tokens", str(tmp_path / "tokens")]
+    rc, err = run(capsys, *serve)
+    assert rc == 65 and one_line(err) and "tokens would cross the network in plaintext" in err, err
+    rc, err = run(capsys, *serve, "--allow-plaintext-tokens")  # past the check: fails opening NO_DB
+    assert rc == 73 and "cannot open database" in err, err
+    assert "serving tokens without TLS on 0.0.0.0:7443" in caplog.text
+    rc, err = run(capsys, "collector", "serve", "--listen", "127.0.0.1:7443", "--db", NO_DB,
+                  "--tokens", str(tmp_path / "tokens"))  # loopback: no such refusal
+    assert "plaintext" not in err, err
