@@ -6,7 +6,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -19,28 +19,12 @@ from collector.store import SqlStore
 from sensor import __version__
 from sensor.agent.link import CollectorLink, LinkCallbacks, LinkConfig
 from sensor.spool import Spool
-from tests.integration.test_collector_link import finding
+from tests.integration.helpers import finding, run
 from tests.waiting import wait_for
 
 ALERT_KEYS = {"id", "time", "rule", "priority", "output", "image", "container_id", "container_name", "pid", "exe",
               "args", "action", "tags"}
 FALCO_KEYS = {"time", "rule", "priority", "output", "output_fields", "source", "tags", "hostname"}
-
-
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], SqlStore]]:
-    tokens = TokenStore(tmp_path / "tokens")
-    toks = {r: tokens.add(r, r) for r in ("viewer", "responder", "admin", "sensor")}
-    store = SqlStore.open(str(tmp_path / "c.db"))
-    server, port = create_server("127.0.0.1:0", store, AuthConfig(tokens))
-    yield f"127.0.0.1:{port}", toks, store
-    server.stop(0)
-
-
-def run(capsys: Any, *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out = capsys.readouterr()
-    return rc, out.out, out.err
 
 
 def test_alerts_json_falco_show_ack(live: Any, capsys: Any, tmp_path: Path) -> None:

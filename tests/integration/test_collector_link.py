@@ -11,22 +11,15 @@ from typing import Any
 import grpc
 import pytest
 
-from bench.workloads import deviation
 from collector.auth import AuthConfig, TokenStore
 from collector.convert import pb, rpc
 from collector.server import create_server
 from collector.store import SqlStore
 from sensor.agent.link import CollectorLink, LinkCallbacks, LinkConfig
-from sensor.events import Finding
 from sensor.response import ActionResult
 from sensor.spool import Spool
+from tests.integration.helpers import finding
 from tests.waiting import wait_for
-
-
-def finding(i: int, container: int = 0) -> Finding:
-    ev = deviation("new_binary", 1_700_000_000_000_000_000 + i, i=container).pop()
-    return Finding("new_process", "New Process", "WARNING", f"finding {i}", ev.replace(exe=f"/tmp/x{i}"),
-                   time_ns=ev.time_ns)
 
 
 def free_port() -> int:

@@ -21,14 +21,10 @@ from sensor.agent.link import CollectorLink, LinkCallbacks, LinkConfig
 from sensor.events import Finding
 from sensor.response import ActionResult
 from sensor.spool import Spool
-from tests.integration import test_collector_cli
-from tests.integration.test_collector_link import finding
-from tests.integration.test_fleet_and_suppress import learned
+from tests.integration.helpers import finding, learned, run
 from tests.waiting import wait_for
 
 Live = tuple[str, dict[str, str], SqlStore]
-live = test_collector_cli.live  # the fixture: a collector on port 0 with a token per role
-run = test_collector_cli.run
 
 
 def _as(live: Live, role: str) -> list[str]:

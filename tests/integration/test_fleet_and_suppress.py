@@ -11,27 +11,18 @@ from typing import Any
 import grpc
 import msgpack
 
-from bench.workloads import IMAGE_ID, deviation, fleet
+from bench.workloads import IMAGE_ID, deviation
 from collector.auth import AuthConfig, TokenStore
 from collector.convert import pb, rpc
 from collector.server import create_server
 from collector.store import SqlStore
 from models import store as model_store
-from models.baseline import ModelConfig
 from models.engine import ModelEngine
 from sensor.agent.link import CollectorLink, LinkCallbacks, LinkConfig
 from sensor.spool import Spool
+from tests.integration.helpers import FLEET_CFG as CFG
+from tests.integration.helpers import learned
 from tests.waiting import wait_for
-
-CFG = ModelConfig(min_learn_s=60, stable_s=30)
-
-
-def learned(containers: range, seconds: int = 200) -> ModelEngine:
-    eng = ModelEngine(CFG)
-    for ev in fleet(max(containers) + 1, seconds):
-        if int(ev.container_id[:2]) in containers:
-            eng.handle(ev)
-    return eng
 
 
 def test_fleet_baseline_reaches_the_other_sensor(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ from typing import Iterator
 import pytest
 
 from sensor.bpf_loader import ProbeOptions
-from sensor.events import Event
 from sensor.tracer import Tracer
+from tests.kernel.helpers import collect_until, sentinel
 
 pytestmark = [pytest.mark.kernel, pytest.mark.docker]
 
@@ -26,26 +26,6 @@ def tracer() -> Iterator[Tracer]:
     t = Tracer(ProbeOptions())
     yield t
     t.close()
-
-
-def collect_until(tracer: Tracer, pred, timeout_s: float = 15.0) -> list[Event]:  # type: ignore[no-untyped-def]
-    """Read events until ``pred(event)`` is true for one (the sentinel); return all read."""
-    out: list[Event] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        batch = tracer.reader.poll_events()
-        for ev in batch:
-            tracer.watcher.observe(ev)
-            out.append(ev)
-            if pred(ev):
-                return out
-        if not batch:
-            time.sleep(0.02)
-    raise AssertionError(f"sentinel not seen within {timeout_s}s ({len(out)} events read)")
-
-
-def sentinel(tag: str):  # type: ignore[no-untyped-def]
-    return lambda ev: ev.kind == "exec" and tag in ev.args
 
 
 def run_in(busybox, script: str, tag: str, network: str = "none"):  # type: ignore[no-untyped-def]

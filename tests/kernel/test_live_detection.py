@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -20,7 +20,7 @@ from rules.engine import RuleEngine
 from sensor.bpf_loader import ProbeOptions
 from sensor.events import Event, Finding
 from sensor.tracer import Tracer
-from tests.kernel.test_bpf_sensor import collect_until, sentinel
+from tests.kernel.helpers import collect_until, learn, sentinel
 
 pytestmark = [pytest.mark.kernel, pytest.mark.docker]
 RULES = RuleEngine.load()
@@ -112,18 +112,6 @@ def test_bind_shell_served_by_nc(tracer: Tracer, busybox) -> None:  # type: igno
     rules = {f.rule for f in findings}
     assert "Shell Spawned by Non-Shell Program in Container" in rules, rules
     assert "Reverse Shell in Container" in rules, rules
-
-
-def learn(tracer: Tracer, eng: ModelEngine, container_id: str, seconds: float,
-          done: Callable[[], bool] = lambda: False) -> None:
-    """Feed one container's live events to ``eng`` for ``seconds``, or until ``done()``."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not done():
-        for ev in tracer.reader.poll_events():
-            tracer.watcher.observe(ev)
-            if ev.container_id == container_id:
-                eng.handle(ev)
-        time.sleep(0.05)
 
 
 def test_model_learns_live_container_and_flags_new_binary(tracer: Tracer, busybox) -> None:  # type: ignore[no-untyped-def]

@@ -16,7 +16,7 @@ from models.export import seccomp_profile
 from sensor.bpf_loader import ProbeOptions
 from sensor.tracer import Tracer
 from tests.conftest import BUSYBOX_IMAGE
-from tests.kernel.test_live_detection import learn
+from tests.kernel.helpers import learn
 
 pytestmark = [pytest.mark.kernel, pytest.mark.docker]
 

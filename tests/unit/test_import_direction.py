@@ -187,3 +187,18 @@ importlib.import_module("numpy")
     assert check_source("sensor/agent/daemon.py", good + "import collector.convert\nfrom models import store\n") == []
     assert check_source("sensor/__main__.py", "from sensor.agent.cli import main\n") == []
     assert check_source("collector/server.py", "from rules.policy import PolicySet\nfrom models import engine\n") == []
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared test helpers live in helper modules (tests/waiting.py, tests/*/helpers.py) or
+    conftest fixtures: a test module imported by another runs its tests' imports twice and hides
+    what is shared (STYLE.md)."""
+    bad = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [f"{node.module}.{a.name}" for a in node.names] if isinstance(node, ast.ImportFrom) and node.module
+                else [])
+            bad += [f"{path.relative_to(ROOT)}:{node.lineno}: {n}" for n in names
+                    if n.startswith("tests.") and any(part.startswith("test_") for part in n.split("."))]
+    assert not bad, "\n".join(bad)
