@@ -37,12 +37,20 @@ from collector.convert import (
     ruleset_reply,
     sensor_list,
 )
-from collector.errors import CollectorError, InvalidArgument, Unavailable, status_code
+from collector.errors import (
+    CollectorError,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+    status_code,
+)
 from collector.images import check_seen, image_view, known_images
 from collector.sensorlink import Hub
 from collector.store import AlertRow, priority_rank
 
 log = logging.getLogger(__name__)
+REFUSAL_AUDIT_S = 10.0  # a refused call is audited at most once per actor and call in this time
 Req = TypeVar("Req")
 Reply = TypeVar("Reply")
 
@@ -54,12 +62,15 @@ def _rpc(role: str) -> Callable[[Callable[[AnalystServicer, Req, grpc.ServicerCo
              ) -> Callable[[AnalystServicer, Req, grpc.ServicerContext], Reply]:
         @functools.wraps(fn)
         def handler(self: AnalystServicer, request: Req, context: grpc.ServicerContext) -> Reply:
+            ident: Identity | None = None
             try:
                 ident = authenticate(self.auth, context.invocation_metadata(), context.auth_context())
                 require(ident, role)
                 return fn(self, request, context, ident)
             except CollectorError as err:
                 log.warning("%s refused or failed: %s", fn.__name__, err)
+                if isinstance(err, (Unauthenticated, PermissionDenied)):
+                    self.audit_refusal(ident.name if ident else "unauthenticated", fn.__name__, str(err))
                 context.abort(status_code(err), str(err))
                 raise  # not reached: abort raises
         return handler
@@ -69,6 +80,21 @@ def _rpc(role: str) -> Callable[[Callable[[AnalystServicer, Req, grpc.ServicerCo
 class AnalystServicer(rpc.AnalystServicer):
     def __init__(self, hub: Hub, auth: AuthConfig) -> None:
         self.hub, self.auth, self.store = hub, auth, hub.store
+        self._refusals_audited: dict[tuple[str, str], float] = {}  # (actor, call) -> monotonic time
+
+    def audit_refusal(self, actor: str, call: str, reason: str) -> None:
+        """Audit a call refused for who made it: once per actor and call per REFUSAL_AUDIT_S, so
+        that a client hammering without a token cannot flood the audit table. Actors are the
+        token store's names or "unauthenticated", so the map stays small."""
+        now = time.monotonic()
+        key = (actor, call)
+        if now - self._refusals_audited.get(key, -REFUSAL_AUDIT_S) < REFUSAL_AUDIT_S:
+            return
+        self._refusals_audited[key] = now
+        try:
+            self.store.audit(actor, f"refused {call}", "", reason, "refused")
+        except CollectorError as err:  # the refusal still goes out; the log says why it is not audited
+            log.warning("cannot audit a refused %s: %s", call, err)
 
     @_rpc("viewer")
     def ListAlerts(self, req: pb.AlertQuery, ctx: Any, ident: Identity) -> pb.AlertList:  # noqa: N802

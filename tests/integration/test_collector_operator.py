@@ -281,3 +281,17 @@ def test_a_container_action_with_a_bad_timeout_is_refused_before_the_sensor_acts
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "timeout_s" in (err.value.details() or "")
     assert responder.done == []  # nothing reached the sensor
+
+
+def test_refused_calls_are_audited_once_per_actor_and_call(live: Live, capsys: Any) -> None:
+    """A viewer trying a responder's action, and a caller with a wrong token, leave an audit
+    entry each; repeats within REFUSAL_AUDIT_S do not flood the table."""
+    for _ in range(3):
+        rc, _, err = run(capsys, *_as(live, "viewer"), "containers", "kill", "web-0")
+        assert rc == 77, err
+    rc, _, err = run(capsys, "--server", live[0], "--token", "cgs_not_a_token", "alerts", "list")
+    assert rc == 77, err
+    entries = [e for e in live[2].audit_entries(100) if e["result"] == "refused"]
+    assert sorted((e["actor"], e["action"]) for e in entries) == [
+        ("unauthenticated", "refused ListAlerts"), ("viewer", "refused ContainerAction")], entries
+    assert all(e["reason"] for e in entries)
