@@ -295,3 +295,22 @@ def test_refused_calls_are_audited_once_per_actor_and_call(live: Live, capsys: A
     assert sorted((e["actor"], e["action"]) for e in entries) == [
         ("unauthenticated", "refused ListAlerts"), ("viewer", "refused ContainerAction")], entries
     assert all(e["reason"] for e in entries)
+
+
+@pytest.mark.parametrize("role", ["admin", "responder", "viewer"])
+def test_only_sensor_identities_stream_findings(live: Live, role: str) -> None:
+    """An admin token could open a sensor link under any sensor's id, file findings there and take
+    that sensor's sequence numbers (its real batches were then acknowledged as duplicates)."""
+    import grpc
+
+    from collector.convert import pb, rpc
+
+    hello = pb.SensorMessage(hello=pb.Hello(sensor_id="sensor", node="n"))
+    with grpc.insecure_channel(live[0]) as channel:
+        replies = rpc.SensorLinkStub(channel).Connect(iter([hello]), timeout=5,
+                                                      metadata=[("authorization", f"Bearer {live[1][role]}")])
+        with pytest.raises(grpc.RpcError) as err:
+            next(replies)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert f"{role} ({role}) is not a sensor" in (err.value.details() or "")
+    assert live[2].sensors() == []  # nothing was registered under the sensor's name
