@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -197,14 +195,11 @@ class AnalystServicer(rpc.AnalystServicer):
             raise InvalidArgument("container_id and an action (pause, unpause, kill, stop) are required")
         timeout_s = action_timeout_s(req.timeout_s)  # before anything reaches a sensor
         session, container_id = self.hub.route(req.container_id)
-        request_id = uuid.uuid4().hex
-        waiter: tuple[threading.Event, list[pb.ActionResult]] = (threading.Event(), [])
-        self.hub.pending[request_id] = waiter
+        request_id, pending = self.hub.request(session.sensor_id, ident.name)
         session.out.put(action_message(request_id, container_id, req.action, ident.name, req.reason))
-        if not waiter[0].wait(timeout_s):
-            self.hub.pending.pop(request_id, None)
+        if not pending.done.wait(timeout_s):  # still pending: a late answer is audited under ident
             raise Unavailable(f"sensor {session.sensor_id} did not confirm the action in time")
-        return action_reply(waiter[1][0])
+        return action_reply(pending.results[0])
 
     @_rpc("viewer")
     def ListSensors(self, req: pb.Empty, ctx: Any, ident: Identity) -> pb.SensorList:  # noqa: N802

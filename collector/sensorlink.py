@@ -12,6 +12,8 @@ import functools
 import logging
 import queue
 import threading
+import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -47,14 +49,37 @@ class Session:
     names: dict[str, str] = field(default_factory=dict)  # container name -> id, from its findings
 
 
+@dataclass
+class Request:
+    """An analyst's container action sent to one sensor: who asked (the audit's actor, never a
+    string the sensor sends back), which sensor must answer, and the answer when it comes."""
+    sensor_id: str
+    actor: str
+    done: threading.Event = field(default_factory=threading.Event)
+    results: list[pb.ActionResult] = field(default_factory=list)
+
+
+MAX_REQUESTS = 4096  # actions remembered for a late answer; the oldest are forgotten first
+
+
 class Hub:
     """Connected sensors, pending analyst actions, and the policies to push."""
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
         self.sessions: dict[str, Session] = {}
-        self.pending: dict[str, tuple[threading.Event, list[pb.ActionResult]]] = {}
+        self.pending: OrderedDict[str, Request] = OrderedDict()  # request id -> action, until answered
         self.lock = threading.Lock()
+
+    def request(self, sensor_id: str, actor: str) -> tuple[str, Request]:
+        """Remember an action for ``sensor_id`` asked by ``actor``; its id goes with the command.
+        Kept after a time-out, so a late answer is still audited under who asked."""
+        request_id, req = uuid.uuid4().hex, Request(sensor_id, actor)
+        with self.lock:
+            self.pending[request_id] = req
+            while len(self.pending) > MAX_REQUESTS:
+                self.pending.popitem(last=False)
+        return request_id, req
 
     def route(self, ref: str) -> tuple[Session, str]:
         """The session of the sensor that sees container ``ref``, and the container's full id.
@@ -177,12 +202,26 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
             self._snapshot(s, msg.snapshot)
 
     def _action_result(self, s: Session, r: pb.ActionResult) -> None:
-        self.hub.store.audit(r.actor or f"sensor:{s.sensor_id}", ACTION_NAMES.get(r.action, "?"),
-                             r.container_id, r.reason, "ok" if r.ok else f"failed: {r.error}", r.latency_ms)
-        waiter = self.hub.pending.pop(r.request_id, None)
-        if waiter is not None:
-            waiter[1].append(r)
-            waiter[0].set()
+        """Audit an action's result under who asked for it: the analyst whose request this
+        answers, or the sensor itself for its own policy (no request id). The actor text the
+        sensor sends is never trusted, and an answer to another sensor's request is refused."""
+        with self.hub.lock:
+            req = self.hub.pending.get(r.request_id) if r.request_id else None
+            if req is not None and req.sensor_id == s.sensor_id:
+                del self.hub.pending[r.request_id]
+        result = "ok" if r.ok else f"failed: {r.error}"
+        if not r.request_id:
+            actor = f"sensor:{s.sensor_id} (own policy)"
+        elif req is None or req.sensor_id != s.sensor_id:
+            log.warning("sensor %s answered request %s, which was not sent to it: ignored", s.sensor_id,
+                        r.request_id[:64])
+            actor, result = f"sensor:{s.sensor_id}", f"refused: answer to a request not sent to it ({result})"
+        else:
+            actor = req.actor
+        self.hub.store.audit(actor, ACTION_NAMES.get(r.action, "?"), r.container_id, r.reason, result, r.latency_ms)
+        if req is not None and req.sensor_id == s.sensor_id:
+            req.results.append(r)
+            req.done.set()
 
     def _snapshot(self, s: Session, snap: pb.ModelSnapshot) -> None:
         """Store this sensor's baseline; merge all sensors' for the image; send it to the others."""

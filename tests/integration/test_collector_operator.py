@@ -314,3 +314,29 @@ def test_only_sensor_identities_stream_findings(live: Live, role: str) -> None:
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert f"{role} ({role}) is not a sensor" in (err.value.details() or "")
     assert live[2].sensors() == []  # nothing was registered under the sensor's name
+
+
+def test_an_action_result_is_audited_under_who_asked_never_the_sensors_word(live: Live) -> None:
+    """A sensor's own policy action is audited as the sensor's; a result naming another actor, or
+    answering a request that was never sent to this sensor, cannot put words in an analyst's mouth."""
+    import grpc
+
+    from collector.convert import pb, rpc
+    from tests.waiting import wait_for
+
+    def results() -> Iterator[Any]:
+        yield pb.SensorMessage(hello=pb.Hello(sensor_id="sensor", node="n"))
+        yield pb.SensorMessage(action_result=pb.ActionResult(
+            container_id="c1", action=pb.ACTION_KIND_KILL, ok=True, actor="admin", reason="rule hit"))
+        yield pb.SensorMessage(action_result=pb.ActionResult(
+            request_id="feedface", container_id="c2", action=pb.ACTION_KIND_PAUSE, ok=True, actor="alice"))
+        wait_for(lambda: len(live[2].audit_entries(10)) >= 2)
+
+    with grpc.insecure_channel(live[0]) as channel:
+        replies = rpc.SensorLinkStub(channel).Connect(results(), timeout=10,
+                                                      metadata=[("authorization", f"Bearer {live[1]['sensor']}")])
+        next(replies)  # the welcome
+        wait_for(lambda: len(live[2].audit_entries(10)) >= 2)
+    got = {e["target"]: (e["actor"], e["result"]) for e in live[2].audit_entries(10)}
+    assert got["c1"] == ("sensor:sensor (own policy)", "ok")
+    assert got["c2"][0] == "sensor:sensor" and got["c2"][1].startswith("refused: answer to a request not sent")
