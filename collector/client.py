@@ -277,7 +277,7 @@ def cmd_sensors(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from collector import convert
-    from collector.export import rfc3339
+    from sensor.events import rfc3339
 
     rows = [convert.audit_row(e) for e in Client(args).call("ListAudit", convert.audit_query(args.limit)).entries]
     width = max([len(r["target"]) for r in rows] + [6])  # whole targets: two images differ at the tag

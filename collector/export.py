@@ -5,21 +5,15 @@ from __future__ import annotations
 
 import json
 import socket
-from datetime import UTC, datetime
 from typing import Any
 
 from collector.store import AlertRow
 from collector.webhook import WebhookSender
-from sensor.events import Finding
+from sensor.events import Finding, rfc3339
 
 _FALCO_PRIORITY = {"EMERGENCY": "Emergency", "ALERT": "Alert", "CRITICAL": "Critical", "ERROR": "Error",
                    "WARNING": "Warning", "NOTICE": "Notice", "INFORMATIONAL": "Informational",
                    "DEBUG": "Debug"}
-
-
-def rfc3339(ns: int) -> str:
-    dt = datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 1_000_000_000:09d}Z"
 
 
 def _repo_tag(image: str) -> tuple[str, str]:

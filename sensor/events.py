@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final, Mapping
 
 # Event kinds. DESIGN.md §4 names the first seven; ``open`` and ``sys`` carry the sensitive-file
@@ -194,3 +195,10 @@ def _fields_of(ev: Event) -> list[tuple[str, Any]]:
 
 
 _EVENT_ORDER: Final = tuple(f.name for f in dataclasses.fields(Event))
+
+
+def rfc3339(time_ns: int) -> str:
+    """``time_ns`` (ns since the epoch, UTC) as RFC 3339 with nanoseconds: 2026-12-03T09:33:34.000000001Z.
+    Every time the project prints or exports is written by this one function."""
+    dt = datetime.fromtimestamp(time_ns // 1_000_000_000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{time_ns % 1_000_000_000:09d}Z"

@@ -12,7 +12,7 @@ import json
 import logging
 import signal
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Iterable
 
@@ -21,17 +21,12 @@ from rules import cli as rules_cli
 from sensor import bpf_loader
 from sensor.agent import daemon
 from sensor.errors import EX_UNAVAILABLE, UsageParser, run_command
-from sensor.events import NETWORK_KINDS, Event
+from sensor.events import NETWORK_KINDS, Event, rfc3339
 
 PROG = "cgsentry-sensor"
 TRACE_KEYS = ("kind", "time", "pid", "ppid", "comm", "exe", "args", "uid", "cgroup_id",
               "container_id", "container_name", "image")
 NET_KEYS = ("proto", "family", "saddr", "sport", "daddr", "dport")
-
-
-def rfc3339(time_ns: int) -> str:
-    dt = datetime.fromtimestamp(time_ns // 1_000_000_000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{time_ns % 1_000_000_000:09d}Z"
 
 
 def event_json(ev: Event) -> dict[str, Any]:
