@@ -176,7 +176,7 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
                 self._dispatch(s, msg)
         except grpc.RpcError:
             pass  # the sensor went away; it will resend what was not acked
-        except Exception:  # noqa: BLE001 - a bug in one message must not kill the link silently
+        except Exception:  # a bug in one message must not kill the link silently
             log.exception("sensor link %s: error handling a message", s.sensor_id)
         finally:
             done.set()

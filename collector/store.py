@@ -272,7 +272,7 @@ class SqlStore:
             except ImportError as err:
                 raise CollectorError("PostgreSQL store needs psycopg: pip install 'cgsentry[postgres]'",
                                      exit_code=69) from err
-            except Exception as err:  # noqa: BLE001 - psycopg.OperationalError and friends
+            except Exception as err:  # psycopg.OperationalError and friends
                 raise CollectorError(f"cannot connect to PostgreSQL: {str(err).splitlines()[0]}",
                                      exit_code=69) from err
             return cls(conn, "postgres")

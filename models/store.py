@@ -115,7 +115,7 @@ def load(path: Path, config: ModelConfig) -> ImageBaseline:
         raise ModelError(f"model {path}: cannot read: {err.strerror}", exit_code=66) from err
     try:
         data = msgpack.unpackb(raw, raw=False, strict_map_key=False)
-    except Exception as err:  # noqa: BLE001 - any msgpack failure means a corrupt file
+    except Exception as err:  # any msgpack failure means a corrupt file
         raise UnreadableModel(path, f"corrupt ({type(err).__name__})") from err
     try:
         return from_dict(data, config)

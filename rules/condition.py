@@ -356,7 +356,7 @@ class _Codegen:
             return "(" + f" {node.op} ".join(self.expr(c) for c in node.children) + ")"
         if node.op == "not":
             return f"(not {self.expr(node.children[0])})"
-        assert node.field is not None
+        assert node.field is not None  # noqa: S101 - type narrowing: the parser sets field on every field node
         if node.field.type == STRS and node.index is None and node.op == "cmp":
             return f"{self.const(_any_item(node))}(ev)"  # a test over each item: rare, a call
         x = self.getter(node)
@@ -365,7 +365,7 @@ class _Codegen:
         return self.test(node.cmp, node.values, x)
 
     def getter(self, node: Node) -> str:
-        assert node.field is not None
+        assert node.field is not None  # noqa: S101 - type narrowing: the parser sets field on every field node
         field, index = node.field, node.index
         x = f"ev.{field.attr}" if field.attr else f"{self.const(field.get)}(ev)"
         if index is None:
@@ -403,7 +403,7 @@ class _Codegen:
 
 def _any_item(node: Node) -> Pred:
     """A test on a several-valued field (proc.aname ...) that holds if any one item passes it."""
-    assert node.field is not None
+    assert node.field is not None  # noqa: S101 - type narrowing: the parser sets field on every field node
     get = node.field.get
     gen = _Codegen()
     body = gen.test(node.cmp, node.values, "x")

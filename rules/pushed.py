@@ -43,7 +43,7 @@ class PushedRules:
         while True:
             try:
                 return load_files(self.paths())
-            except Exception as err:  # noqa: BLE001 - see the docstring
+            except Exception as err:  # see the docstring
                 bad = self._culprit(err)
                 if bad is None:  # a base file: the operator's own rules must load
                     if isinstance(err, RuleError):
@@ -91,7 +91,7 @@ class PushedRules:
         except OSError as err:
             raise RuleError(f"pushed rule set {name}: cannot store in {self.dir}: {err.strerror or err}",
                             exit_code=EX_IOERR) from err
-        except Exception as err:  # noqa: BLE001 - untrusted text must never crash the sensor
+        except Exception as err:  # untrusted text must never crash the sensor
             raise RuleError(f"pushed rule set {name}: does not load: {_one_line(err)}") from err
         return ruleset
 

@@ -191,7 +191,7 @@ class BpfProbe:
         (default: the options' poll interval). Records submitted without a wakeup (see
         ``wake_batch``) do not end the wait, so the ring is drained after it either way.
         The ring is read through mmap (sensor/ringbuf.py), not libbpf's per-record callbacks."""
-        assert self._callback is not None and self._ring is not None
+        assert self._callback is not None and self._ring is not None  # noqa: S101 - type narrowing: set by open()
         self._ring.wait(self.options.poll_ms if timeout_ms is None else timeout_ms)
         self._ring.drain(self._callback)
 
@@ -339,7 +339,7 @@ class BpfProbe:
         sysctl ``kernel.bpf_stats_enabled`` is 1 (both stay where they were while it is 0; the
         counting itself costs ~20 ns a run, so it is off by default). Read from the programs'
         fdinfo, which is what ``bpftool prog show`` prints; names are BCC's function names."""
-        assert self._bpf is not None
+        assert self._bpf is not None  # noqa: S101 - type narrowing: set by load()
         out = {}
         for name, fn in self._bpf.funcs.items():
             try:

@@ -115,7 +115,7 @@ def _check_header(path: Path, unpacker: msgpack.Unpacker) -> dict[str, Any]:
         head = unpacker.unpack()
     except msgpack.OutOfData:
         raise DataError(f"journal {path}: empty file, not a cgsentry journal") from None
-    except Exception as err:  # noqa: BLE001 - any decode failure of the header
+    except Exception as err:  # any decode failure of the header
         raise DataError(f"journal {path}: not a cgsentry journal ({err})") from err
     if not isinstance(head, dict) or head.get("format") != FORMAT:
         raise DataError(f"journal {path}: not a cgsentry journal (bad header)")

@@ -256,7 +256,7 @@ class DockerRuntime:
         if stream is not None:
             try:
                 stream.close()
-            except Exception:  # noqa: BLE001 - closing a broken stream
+            except Exception:  # noqa: BLE001, S110 - closing a broken stream: nothing to report
                 pass
 
     def stats(self) -> dict[str, int]:

@@ -114,13 +114,13 @@ class CollectorLink:
                 backoff = 0.2
             except grpc.RpcError as err:
                 log.warning("collector link %s: %s", self.cfg.target, err.code().name)
-            except Exception:  # noqa: BLE001 - keep the link alive whatever happens
+            except Exception:  # keep the link alive whatever happens
                 log.exception("collector link error")
             self.connected.clear()
             if self._stop.is_set():
                 break
             self.reconnects += 1
-            self._stop.wait(backoff * (0.5 + random.random()))
+            self._stop.wait(backoff * (0.5 + random.random()))  # noqa: S311 - reconnect jitter, not a secret
             backoff = min(backoff * 2, self.cfg.backoff_max_s)
 
     def _session(self) -> None:

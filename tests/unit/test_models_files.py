@@ -181,7 +181,7 @@ def usable(b: Any) -> None:
     json.dumps(summary(b), default=str)
     json.dumps({"image": b.image, "key": b.key, "mode": b.mode, "learned_s": round(b.learned_s()),
                 "items": b.profile.size(), "containers": len(b.profile.containers)})
-    f"{(b.image or b.key)[:36]:<36} {b.mode:<8} {round(b.learned_s()):>7}s"  # noqa: B018 - model list's row
+    f"{(b.image or b.key)[:36]:<36} {b.mode:<8} {round(b.learned_s()):>7}s"  # model list's row
     for dim in DIMENSIONS:
         for key in sorted(b.profile.items[dim], key=items.sort_key):
             items.human(dim, key, b.profile.items[dim][key])
