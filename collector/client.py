@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from collector.argtypes import DEFAULT_SERVER, INT32_MAX, INT64_MAX, MAX_TIMEOUT_S, int_in, timeout_s
 from collector.errors import CollectorError, InvalidArgument, action_failure, from_rpc_error
 from sensor.errors import EX_DATAERR, EX_NOINPUT, EX_NOPERM, EX_USAGE
+from sensor.text import visible
 
 if TYPE_CHECKING:
     from collector import convert
@@ -125,9 +126,9 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
         print(f"{'ID':>5} {'LAST SEEN':<20} {'PRIORITY':<9} {'RULE':<38} {'CONTAINER':<16} {'ACTION':<16} "
               f"{'N':>4} STATUS")
         for r in rows:
-            print(f"{r['id']:>5} {r['last_seen'][:19]:<20} {r['priority']:<9} {r['rule'][:38]:<38} "
-                  f"{(r['container_name'] or r['container_id'][:12])[:16]:<16} {r['action']:<16} {r['count']:>4} "
-                  f"{r['status']}")
+            print(visible(f"{r['id']:>5} {r['last_seen'][:19]:<20} {r['priority']:<9} {r['rule'][:38]:<38} "
+                          f"{(r['container_name'] or r['container_id'][:12])[:16]:<16} {r['action']:<16} "
+                          f"{r['count']:>4} {r['status']}"))
     return 0
 
 
@@ -139,7 +140,7 @@ def cmd_alerts_show(args: argparse.Namespace) -> int:
         print(json.dumps(row, indent=2))
         return 0
     for line in _alert_lines(row):
-        print(line)
+        print(visible(line))
     return 0
 
 
@@ -296,7 +297,7 @@ def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], header: str,
     if header:
         print(header)
     for row in rows:
-        print(line(row))
+        print(visible(line(row)))
     return 0
 
 

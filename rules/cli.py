@@ -10,6 +10,7 @@ from typing import Any
 
 from rules.engine import RuleEngine, default_rule_files
 from rules.loader import load_files
+from sensor.text import visible
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -34,7 +35,7 @@ def cmd_test(args: argparse.Namespace) -> int:
                 print(json.dumps({"rule": f.rule, "priority": f.priority, "output": f.output,
                                   "time_ns": f.time_ns, "container_id": ev.container_id}))
             else:
-                print(f"{f.priority:<9} {f.rule}: {f.output}")
+                print(visible(f"{f.priority:<9} {f.rule}: {f.output}"))
     summary = ", ".join(f"{r}={c}" for r, c in counts.most_common()) or "nothing"
     print(f"# {n} events, {sum(counts.values())} would fire: {summary}",
           file=__import__("sys").stderr)

@@ -22,6 +22,7 @@ from sensor import bpf_loader
 from sensor.agent import daemon
 from sensor.errors import EX_UNAVAILABLE, UsageParser, run_command
 from sensor.events import NETWORK_KINDS, Event, rfc3339
+from sensor.text import visible
 
 PROG = "cgsentry-sensor"
 TRACE_KEYS = ("kind", "time", "pid", "ppid", "comm", "exe", "args", "uid", "cgroup_id",
@@ -56,7 +57,7 @@ def event_line(ev: Event) -> str:
     cname = (ev.container_name or ev.container_id[:12] or "?")[:20]
     image = (ev.image or "-")[:28]
     what = _what(ev)
-    return f"{ts} {cname:<20} {image:<28} {ev.pid:>7} {ev.comm[:15]:<15} {ev.kind:<7} {what}"
+    return visible(f"{ts} {cname:<20} {image:<28} {ev.pid:>7} {ev.comm[:15]:<15} {ev.kind:<7} {what}")
 
 
 def _what(ev: Event) -> str:

@@ -191,3 +191,26 @@ def test_the_old_link_of_a_reconnected_sensor_does_not_mark_it_down(live: Any, t
     assert store.sensors()[0]["connected"]
     new.close()
     wait_for(lambda: not store.sensors()[0]["connected"])
+
+
+def test_alerts_and_audit_show_hostile_text_escaped(live: Any, capsys: Any, tmp_path: Path) -> None:
+    """A command line, container name or audit reason chosen in a container cannot drive the
+    analyst's terminal: no ESC/BEL/CSI byte reaches it and no value starts a row of its own."""
+    server, toks, store = live
+    hostile = "\x1b[2J\x1b]8;;http://evil\x07x\n FAKE ROW\u202e"
+    f = finding(1)
+    f = dataclasses.replace(f, rule="New Process" + hostile, output="ran " + hostile,
+                            event=f.event.replace(args=("sh", hostile), container_name="web" + hostile))
+    link = CollectorLink(LinkConfig(server, sensor_id="sensor", token=toks["sensor"]), Spool(tmp_path / "sp")).start()
+    link.submit([f])
+    wait_for(lambda: store.count_alerts() == 1)
+    link.close()
+    store.audit("sensor:x", "kill", "c1", "reason " + hostile, "ok")
+    viewer = ("--server", server, "--token", toks["viewer"])
+    for argv, rows in ((("alerts", "list"), 2), (("alerts", "show", "1"), None), (("audit", "list"), 2)):
+        rc, out, err = run(capsys, *viewer, *argv)
+        assert rc == 0 and err == "", err
+        assert not any(c in out for c in "\x1b\x07\u202e"), (argv, out)
+        assert "\\x1b" in out and ("FAKE ROW" in out or argv == ("alerts", "list")), (argv, out)  # list cuts
+        if rows is not None:
+            assert len(out.splitlines()) == rows, (argv, out)

@@ -27,7 +27,7 @@ PACKAGES = ("sensor", "models", "rules", "collector")
 FIRST_PARTY = frozenset(PACKAGES) | {"bench", "scripts", "tests"}
 UNREADABLE = "a name computed at run time"
 VOCABULARY = frozenset({"sensor", "sensor.events", "sensor.errors", "sensor.syscalls", "sensor.layout",
-                        "sensor.journal", "sensor.files"})
+                        "sensor.journal", "sensor.files", "sensor.text"})
 ALLOWED = {
     "agent": {"agent", "sensing", "vocabulary", "models", "rules", "collector"},
     "collector": {"collector", "models", "rules", "vocabulary"},
