@@ -260,7 +260,7 @@ def cmd_containers(args: argparse.Namespace) -> int:
         return failure.exit_code if failure else 0
     if failure:
         raise failure
-    print(f"{out['action']} {args.id}: ok ({out['latency_ms']} ms via {r.method or '?'})")
+    print(visible(f"{out['action']} {args.id}: ok ({out['latency_ms']} ms via {r.method or '?'})"))
     return 0
 
 

@@ -67,10 +67,14 @@ def run_command(prog: str, handler: Callable[[Any], int], args: Any) -> int:
     Ctrl-C is 130; a closed pipe (``| head``) is success. Anything else is a bug: traceback."""
     import sys
 
+    from sensor.text import visible
+
     try:
         return int(handler(args))
     except CgsentryError as err:
-        print(f"{prog}: {err}", file=sys.stderr)
+        # an error may quote a sensor's or a container's words (a failed action's reason): one
+        # line, nothing a terminal would obey
+        print(visible(f"{prog}: {err}"), file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         return 130

@@ -53,3 +53,15 @@ def test_rules_test_prints_hostile_output_escaped(tmp_path: Path, capsys: pytest
     assert len(out.splitlines()) == 1 and "FAKE ROW" in out, out
     assert main(["rules", "test", "--events", str(journal), "--json"]) == 0  # JSON escapes by itself
     assert HOSTILE in json.loads(capsys.readouterr().out.splitlines()[0])["output"]
+
+
+def test_an_error_line_quoting_hostile_text_stays_one_harmless_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from sensor.errors import CgsentryError, run_command
+
+    def fail(_args: object) -> int:
+        raise CgsentryError("container said: " + HOSTILE)
+
+    assert run_command("cgsentry", fail, None) != 0
+    err = capsys.readouterr().err
+    _no_terminal_control(err)
+    assert err.count("\n") == 1 and "FAKE ROW" in err
