@@ -1,16 +1,19 @@
 """The analyst API: alerts, images and their modes, container actions, sensors, audit, rule sets.
 
 Every call is authenticated and authorised, and its CollectorError mapped to a status code, in
-one place (:func:`_rpc`). Container actions and pushes reach sensors through the :class:`Hub`
-of the sensor links.
+one place (:func:`_rpc`). Unary calls are plain functions the server runs on its thread pool;
+the one stream, :meth:`AnalystServicer.WatchAlerts`, is a coroutine on the server's loop.
+Container actions and pushes reach sensors through the :class:`Hub` of the sensor links.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 import grpc
@@ -48,6 +51,7 @@ from collector.sensorlink import Hub
 from collector.store import AlertRow, priority_rank
 
 log = logging.getLogger(__name__)
+WATCH_POLL_S = 0.25
 REFUSAL_AUDIT_S = 10.0  # a refused call is audited at most once per actor and call in this time
 Req = TypeVar("Req")
 Reply = TypeVar("Reply")
@@ -76,8 +80,8 @@ def _rpc(role: str) -> Callable[[Callable[[AnalystServicer, Req, grpc.ServicerCo
 
 
 class AnalystServicer(rpc.AnalystServicer):
-    def __init__(self, hub: Hub, auth: AuthConfig) -> None:
-        self.hub, self.auth, self.store = hub, auth, hub.store
+    def __init__(self, hub: Hub, auth: AuthConfig, io: Executor) -> None:
+        self.hub, self.auth, self.store, self.io = hub, auth, hub.store, io
         self._refusals_audited: dict[tuple[str, str], float] = {}  # (actor, call) -> monotonic time
 
     def audit_refusal(self, actor: str, call: str, reason: str) -> None:
@@ -110,28 +114,44 @@ class AnalystServicer(rpc.AnalystServicer):
     def GetAlert(self, req: pb.AlertId, ctx: Any, ident: Identity) -> pb.Alert:  # noqa: N802
         return alert_to_pb(self.store.get_alert(req.id))
 
-    def WatchAlerts(self, req: pb.AlertQuery, ctx: grpc.ServicerContext) -> Iterator[pb.Alert]:  # noqa: N802
+    async def WatchAlerts(self, req: pb.AlertQuery,  # noqa: N802
+                          ctx: grpc.aio.ServicerContext) -> AsyncIterator[pb.Alert]:
+        """New alerts (and reopened ones) as they are stored: a coroutine on the server's loop,
+        polling the store on the I/O pool, so a watching analyst holds no thread."""
         try:
             require(authenticate(self.auth, ctx.invocation_metadata(), ctx.auth_context()), "viewer")
             if req.min_priority:
                 priority_rank(req.min_priority)  # refuse a bad query now, not inside the stream
         except CollectorError as err:
-            ctx.abort(status_code(err), str(err))
+            await ctx.abort(status_code(err), str(err))
+            return
+        loop = asyncio.get_running_loop()
+        cursor = await loop.run_in_executor(self.io, self._watch_start)
+        while True:
+            alerts, cursor = await loop.run_in_executor(self.io, self._watch_step, req, cursor)
+            for alert in alerts:
+                yield alert
+            await asyncio.sleep(WATCH_POLL_S)
+
+    def _watch_start(self) -> tuple[int, int]:
         rows = self.store.list_alerts(limit=1)
-        last = rows[0].id if rows else 0
-        last_audit = self.store.last_audit_id()
-        while ctx.is_active():
-            for row in self._query(req, after_id=last):
-                last = max(last, row.id)
-                yield alert_to_pb(row)
-            # a resolved or acknowledged alert that recurs is reopened under its old id: the
-            # audit trail says which, and a watching analyst sees it again
-            for audit_id, alert_id in self.store.reopened_after(last_audit):
-                last_audit = audit_id
-                if alert_id <= last:
-                    reopened = self.store.list_alerts(**self._filters(req), limit=1, only_id=alert_id)
-                    yield from (alert_to_pb(row) for row in reopened)
-            time.sleep(0.25)
+        return (rows[0].id if rows else 0), self.store.last_audit_id()
+
+    def _watch_step(self, req: pb.AlertQuery, cursor: tuple[int, int]) -> tuple[list[pb.Alert], tuple[int, int]]:
+        """The alerts stored (or reopened) since ``cursor`` (last alert id, last audit id)."""
+        last, last_audit = cursor
+        out: list[pb.Alert] = []
+        for row in self._query(req, after_id=last):
+            last = max(last, row.id)
+            out.append(alert_to_pb(row))
+        # a resolved or acknowledged alert that recurs is reopened under its old id: the
+        # audit trail says which, and a watching analyst sees it again
+        for audit_id, alert_id in self.store.reopened_after(last_audit):
+            last_audit = audit_id
+            if alert_id <= last:
+                reopened = self.store.list_alerts(**self._filters(req), limit=1, only_id=alert_id)
+                out.extend(alert_to_pb(row) for row in reopened)
+        return out, (last, last_audit)
 
     @_rpc("responder")
     def UpdateAlert(self, req: pb.AlertUpdate, ctx: Any, ident: Identity) -> pb.Alert:  # noqa: N802

@@ -38,6 +38,11 @@ class Unavailable(CollectorError):
     status = "UNAVAILABLE"
 
 
+class DeadlineExceeded(CollectorError):
+    exit_code = EX_UNAVAILABLE
+    status = "DEADLINE_EXCEEDED"
+
+
 def status_code(err: CollectorError) -> Any:
     import grpc
 

@@ -1,21 +1,29 @@
 """The sensor link: one bidirectional stream per sensor, and the hub of connected sensors.
 
-A sensor says hello, then sends finding batches, heartbeats, model snapshots and the results of
-container actions; the collector acknowledges each batch only after the store committed it, and
-sends policies, rule sets, fleet baselines, accepted baseline items and container actions back
-through whichever link the sensor holds (:class:`Hub`).
+A sensor says hello (within :data:`HELLO_TIMEOUT_S`, or the stream is closed), then sends finding
+batches, heartbeats, model snapshots and the results of container actions; the collector
+acknowledges each batch only after the store committed it, and sends policies, rule sets, fleet
+baselines, accepted baseline items and container actions back through whichever link the sensor
+holds (:class:`Hub`).
+
+The link is a coroutine on the server's event loop (``grpc.aio``): an idle sensor costs a few
+kilobytes, not a thread. Whatever blocks (the store, the exporters) runs on the server's I/O
+thread pool; analysts' threads and pushes reach a link through its thread-safe :class:`Outbox`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import queue
 import threading
 import uuid
-from collections import OrderedDict
-from collections.abc import Iterator
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import grpc
 import msgpack
@@ -31,11 +39,65 @@ from collector.convert import (
     rpc,
     rules_message,
 )
-from collector.errors import CollectorError, InvalidArgument, NotFound, PermissionDenied, status_code
+from collector.errors import (
+    CollectorError,
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    status_code,
+)
 from collector.export import Exporters
 from collector.store import SqlStore
 
 log = logging.getLogger(__name__)
+HELLO_TIMEOUT_S = 5.0  # a stream that has not said hello by then is closed
+OUTBOX_SIZE = 10000
+T = TypeVar("T")
+
+
+class Outbox:
+    """Messages for one sensor link: put from any thread, taken by the link's coroutine.
+
+    Bounded: :meth:`put` raises ``queue.Full`` past ``maxsize`` unless ``force`` (acknowledgements,
+    which the sensor's own batches pace). The event is set through the loop, after the append,
+    so a getter that found the box empty and cleared the event under the lock always wakes."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None, maxsize: int = OUTBOX_SIZE) -> None:
+        self._loop = loop
+        self._items: deque[pb.CollectorMessage] = deque()
+        self._lock = threading.Lock()
+        self._ready = asyncio.Event()
+        self.maxsize = maxsize
+
+    def put(self, msg: pb.CollectorMessage, force: bool = False) -> None:
+        with self._lock:
+            if len(self._items) >= self.maxsize and not force:
+                raise queue.Full
+            self._items.append(msg)
+        if self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._ready.set)
+            except RuntimeError:  # the loop is closed: the link is gone, nobody waits
+                pass
+
+    put_nowait = put
+
+    def get_nowait(self) -> pb.CollectorMessage | None:
+        with self._lock:
+            return self._items.popleft() if self._items else None
+
+    async def get(self) -> pb.CollectorMessage:
+        while True:
+            with self._lock:
+                if self._items:
+                    return self._items.popleft()
+                self._ready.clear()
+            await self._ready.wait()
+
+    def empty(self) -> bool:
+        with self._lock:
+            return not self._items
 
 
 @dataclass
@@ -43,7 +105,7 @@ class Session:
     sensor_id: str
     node: str
     version: str = ""  # from the hello; every heartbeat stores it again
-    out: queue.Queue[pb.CollectorMessage] = field(default_factory=lambda: queue.Queue(maxsize=10000))
+    out: Outbox = field(default_factory=Outbox)
     containers: set[str] = field(default_factory=set)
     images: set[str] = field(default_factory=set)
     names: dict[str, str] = field(default_factory=dict)  # container name -> id, from its findings
@@ -125,61 +187,83 @@ class Hub:
 
 
 class SensorLinkServicer(rpc.SensorLinkServicer):
-    def __init__(self, hub: Hub, auth: AuthConfig, exporters: Exporters) -> None:
-        self.hub, self.auth, self.exporters = hub, auth, exporters
+    def __init__(self, hub: Hub, auth: AuthConfig, exporters: Exporters, io: Executor,
+                 hello_timeout_s: float = HELLO_TIMEOUT_S) -> None:
+        self.hub, self.auth, self.exporters, self.io = hub, auth, exporters, io
+        self.hello_timeout_s = hello_timeout_s
 
-    def Connect(self, request_iterator: Iterator[pb.SensorMessage],  # noqa: N802
-                context: grpc.ServicerContext) -> Iterator[pb.CollectorMessage]:
+    async def _blocking(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn`` (the store, the exporters) on the I/O pool, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.io, functools.partial(fn, *args))
+
+    async def Connect(self, request_iterator: AsyncIterator[pb.SensorMessage],  # noqa: N802
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.CollectorMessage]:
         try:
             ident = authenticate(self.auth, context.invocation_metadata(), context.auth_context())
             require(ident, SENSOR)
-            first = next(request_iterator, None)
-            session = self._hello(first, ident)
+            try:
+                first = await asyncio.wait_for(anext(request_iterator, None), self.hello_timeout_s)
+            except TimeoutError:
+                raise DeadlineExceeded(f"no hello within {self.hello_timeout_s:g} s: closing the stream") from None
+            session = await self._blocking(self._hello, first, ident, Outbox(asyncio.get_running_loop()))
         except CollectorError as err:
             log.warning("sensor link refused: %s", err)
-            context.abort(status_code(err), str(err))
+            await context.abort(status_code(err), str(err))
             return
-        done = threading.Event()
-        threading.Thread(target=self._read, args=(session, request_iterator, done), daemon=True).start()
-        yield ack_message(0)  # welcome: the link is up
-        yield from self.hub.policy_messages()
+        reader = asyncio.create_task(self._read(session, request_iterator))
         try:
-            while not done.is_set() or not session.out.empty():
-                try:
-                    yield session.out.get(timeout=0.2)
-                except queue.Empty:
-                    continue
+            yield ack_message(0)  # welcome: the link is up
+            for msg in await self._blocking(self.hub.policy_messages):
+                yield msg
+            while True:
+                take = asyncio.ensure_future(session.out.get())
+                await asyncio.wait({take, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if not take.done():  # the sensor stopped sending: flush what is queued, then end
+                    take.cancel()
+                    while (left := session.out.get_nowait()) is not None:
+                        yield left
+                    break
+                yield take.result()
+            if (why := reader.result()) is not None:
+                await context.abort(status_code(why), str(why))
         finally:
-            # Under the lock, like the hello's write: a sensor that already reconnected on a new
-            # link stays up whatever order the two streams' ends and starts interleave in.
-            with self.hub.lock:
-                if self.hub.sessions.get(session.sensor_id) is session:
-                    del self.hub.sessions[session.sensor_id]
-                    self.hub.store.sensor_disconnected(session.sensor_id)
+            reader.cancel()
+            await self._blocking(self._forget, session)
 
-    def _hello(self, first: pb.SensorMessage | None, ident: Identity) -> Session:
+    def _forget(self, session: Session) -> None:
+        # Under the lock, like the hello's write: a sensor that already reconnected on a new
+        # link stays up whatever order the two streams' ends and starts interleave in.
+        with self.hub.lock:
+            if self.hub.sessions.get(session.sensor_id) is session:
+                del self.hub.sessions[session.sensor_id]
+                self.hub.store.sensor_disconnected(session.sensor_id)
+
+    def _hello(self, first: pb.SensorMessage | None, ident: Identity, out: Outbox) -> Session:
         if first is None or first.WhichOneof("body") != "hello":
             raise InvalidArgument("the first message on a sensor link must be hello")
         hello = first.hello
         if ident.role == SENSOR and hello.sensor_id != ident.name:
             raise PermissionDenied(f"sensor {ident.name} may not report as {hello.sensor_id!r}")
-        session = Session(hello.sensor_id, hello.node, hello.version)
+        session = Session(hello.sensor_id, hello.node, hello.version, out)
         with self.hub.lock:
             self.hub.sessions[session.sensor_id] = session
             self.hub.store.upsert_sensor(session.sensor_id, hello.node, hello.version, {}, connected=True)
         log.info("sensor %s (%s) connected", session.sensor_id, hello.node)
         return session
 
-    def _read(self, s: Session, requests: Iterator[pb.SensorMessage], done: threading.Event) -> None:
+    async def _read(self, s: Session, requests: AsyncIterator[pb.SensorMessage]) -> CollectorError | None:
+        """Dispatch the sensor's messages in order; returns why the link must end, if it must."""
         try:
-            for msg in requests:
-                self._dispatch(s, msg)
+            async for msg in requests:
+                await self._blocking(self._dispatch, s, msg)
+        except CollectorError as err:  # e.g. a message that is not protobuf: the link ends with why
+            log.warning("sensor link %s: %s", s.sensor_id, err)
+            return err
         except grpc.RpcError:
             pass  # the sensor went away; it will resend what was not acked
         except Exception:  # a bug in one message must not kill the link silently
             log.exception("sensor link %s: error handling a message", s.sensor_id)
-        finally:
-            done.set()
+        return None
 
     def _dispatch(self, s: Session, msg: pb.SensorMessage) -> None:
         kind = msg.WhichOneof("body")
@@ -192,7 +276,7 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
                     s.names[f.event.container_name] = f.event.container_id
             if self.hub.store.ingest(s.sensor_id, s.node, msg.batch.seq, findings):
                 self.exporters.publish(s.sensor_id, s.node, findings)
-            s.out.put(ack_message(msg.batch.seq))
+            s.out.put(ack_message(msg.batch.seq), force=True)
         elif kind == "heartbeat":
             s.containers.update(msg.heartbeat.containers)
             self.hub.store.upsert_sensor(s.sensor_id, s.node, s.version, dict(msg.heartbeat.counters), True)
