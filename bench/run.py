@@ -19,7 +19,7 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parents[1] / "README.md"
 BEGIN, END = "<!-- bench:begin", "<!-- bench:end -->"
-BENCHES = ("throughput", "pipeline_bench", "scenarios", "adfa", "ingest", "latency", "overhead", "exec_ab",
+BENCHES = ("throughput", "pipeline_bench", "scenarios", "adfa", "ingest", "streams", "latency", "overhead", "exec_ab",
            "attribution", "drops", "scale", "ngram_kernel")
 KERNEL = {"latency", "overhead", "exec_ab", "attribution", "drops", "scale", "ngram_kernel"}
 
@@ -120,6 +120,16 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
                              f"{r.get('batch_ack_paced_p50_ms')}/{r.get('batch_ack_paced_p99_ms')} | "
                              f"{r.get('batch_ack_burst_p50_ms')}/{r.get('batch_ack_burst_p99_ms')} | "
                              f"{r['lossless'] and r.get('alert_rows') == r.get('alert_rows_expected')} |")
+        lines.append("")
+    st = results.get("streams", {})
+    if st.get("levels"):
+        lines += [f"| collector with idle sensor streams (one TCP connection each; {st['stored_alerts']:,} alerts "
+                  f"stored; {st['calls']} calls per kind) | sensors listed as connected | ListAlerts p50/p99 ms | "
+                  "ListSensors p50/p99 ms | collector RSS MB | collector threads |", "|---|---|---|---|---|---|"]
+        for lv in st["levels"]:
+            la, ls = lv["list_alerts"], lv["list_sensors"]
+            lines.append(f"| {lv['idle_streams']:,} | {lv['connected_seen']:,} | {la['p50_ms']}/{la['p99_ms']} | "
+                         f"{ls['p50_ms']}/{ls['p99_ms']} | {lv['collector_rss_mb']} | {lv['collector_threads']} |")
         lines.append("")
     tp = results.get("throughput", {})
     pb = results.get("pipeline_bench", {})

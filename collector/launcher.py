@@ -50,6 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                  exit_code=66) from err
         check_pems(str(d / "ca.crt"), ca, str(d / "server.crt"), cert, str(d / "server.key"), key)
     check_bindable(args.listen)  # before the store: a refused start leaves no new database file behind
+    _raise_open_files()
     if args.metrics_port:
         _start_metrics(args.metrics_port)
     store = SqlStore.open(args.db)
@@ -69,6 +70,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server.stop(grace=5).wait()
     store.close()
     return 0
+
+
+def _raise_open_files() -> None:
+    """Every sensor holds a connection: lift the soft open-files limit to the hard one (a
+    default soft limit of 1,024 would refuse the thousandth sensor), and say so if it stays low."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as err:
+            log.warning("cannot raise the open-files limit from %d: %s", soft, err)
+    if soft != resource.RLIM_INFINITY and soft < 4096:
+        log.warning("open-files limit is %d: at most about %d sensors can connect (raise it with ulimit -n or "
+                    "LimitNOFILE=)", soft, soft - 64)
 
 
 def _start_metrics(port: int) -> None:
