@@ -7,9 +7,9 @@ for their own identity.
 
 A client certificate alone (no token) makes its holder a sensor only if it is a sensor
 certificate: subject OU ``sensor`` (``pki sensor``). An OU ``client`` certificate (``pki client``,
-for analysts behind mTLS) gives no role at all. Certificates issued before the OU marker existed
-carry no OU; they are taken as sensor certificates so that existing sensors keep working — the
-CA only ever issued sensor certificates for clients then.
+for analysts behind mTLS) gives no role at all, and neither does a certificate without an OU (a
+CA certificate, or a sensor certificate issued before the marker existed): it is refused with how
+to re-issue it, never taken for a sensor.
 """
 
 from __future__ import annotations
@@ -133,7 +133,10 @@ def authenticate(cfg: AuthConfig, metadata: Any, auth_context: dict[str, Any]) -
     if cn:
         name = _text(cn[0])
         units = _cert_units(auth_context)
-        if units and SENSOR_UNIT not in units:
+        if not units:
+            raise Unauthenticated(f"certificate {name!r} carries no role (no OU): re-issue a sensor's with "
+                                  "`cgsentry collector pki sensor NAME --dir DIR`, or send a token")
+        if SENSOR_UNIT not in units:
             raise Unauthenticated(f"certificate {name!r} (OU {', '.join(units)}) is not a sensor certificate; "
                                   "a client certificate needs a token for a role")
         return Identity(name, SENSOR)

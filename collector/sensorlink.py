@@ -49,10 +49,12 @@ from collector.errors import (
 )
 from collector.export import Exporters
 from collector.store import SqlStore
+from sensor.events import HOST
 
 log = logging.getLogger(__name__)
 HELLO_TIMEOUT_S = 5.0  # a stream that has not said hello by then is closed
 OUTBOX_SIZE = 10000
+NOT_CONTAINERS = frozenset({HOST, "unknown"})  # what every sensor reports; no one holds them
 T = TypeVar("T")
 
 
@@ -109,6 +111,14 @@ class Session:
     containers: set[str] = field(default_factory=set)
     images: set[str] = field(default_factory=set)
     names: dict[str, str] = field(default_factory=dict)  # container name -> id, from its findings
+    _refused: set[str] = field(default_factory=set)  # claims already logged as refused
+
+    def refused(self, what: str) -> bool:
+        """Note a refused claim; True the first time (log it then), False after (or past 4,096)."""
+        if what in self._refused or len(self._refused) >= 4096:
+            return False
+        self._refused.add(what)
+        return True
 
 
 @dataclass
@@ -131,7 +141,39 @@ class Hub:
         self.store = store
         self.sessions: dict[str, Session] = {}
         self.pending: OrderedDict[str, Request] = OrderedDict()  # request id -> action, until answered
+        # container id -> (sensor id, reported in a finding) of the connected sensor that holds it
+        self.owners: dict[str, tuple[str, bool]] = {}
         self.lock = threading.Lock()
+
+    def claim(self, s: Session, container_id: str, image: str, reported: bool) -> bool:
+        """``s`` says it sees ``container_id`` (running ``image``); call with :attr:`lock` held.
+
+        The first connected sensor to report a container holds it: actions go to it. A finding
+        outranks a heartbeat's claim (a sensor that reports events of a container sees it); any
+        other second claim is logged once and not obeyed. True if ``s`` holds the container."""
+        if container_id in NOT_CONTAINERS:
+            return False
+        owner = self.owners.get(container_id)
+        if owner is not None and owner[0] != s.sensor_id and owner[0] in self.sessions:
+            if not (reported and not owner[1]):
+                if s.refused("container:" + container_id):
+                    log.warning("sensor %s claims container %s, which sensor %s reported first: not obeyed",
+                                s.sensor_id, container_id[:80], owner[0])
+                return False
+            log.warning("sensor %s reports container %s, which sensor %s only claimed: actions now go to %s",
+                        s.sensor_id, container_id[:80], owner[0], s.sensor_id)
+            self.sessions[owner[0]].containers.discard(container_id)
+        self.owners[container_id] = (s.sensor_id, reported or (owner is not None and owner == (s.sensor_id, True)))
+        s.containers.add(container_id)
+        if image:
+            s.images.add(image)
+        return True
+
+    def release(self, s: Session) -> None:
+        """``s`` is gone: the containers it held may be claimed by others. Call with the lock held."""
+        for cid in s.containers:
+            if self.owners.get(cid, ("",))[0] == s.sensor_id:
+                del self.owners[cid]
 
     def request(self, sensor_id: str, actor: str) -> tuple[str, Request]:
         """Remember an action for ``sensor_id`` asked by ``actor``; its id goes with the command.
@@ -211,6 +253,7 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
             await context.abort(status_code(err), str(err))
             return
         reader = asyncio.create_task(self._read(session, request_iterator))
+        take: asyncio.Future[pb.CollectorMessage] | None = None
         try:
             yield ack_message(0)  # welcome: the link is up
             for msg in await self._blocking(self.hub.policy_messages):
@@ -219,7 +262,6 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
                 take = asyncio.ensure_future(session.out.get())
                 await asyncio.wait({take, reader}, return_when=asyncio.FIRST_COMPLETED)
                 if not take.done():  # the sensor stopped sending: flush what is queued, then end
-                    take.cancel()
                     while (left := session.out.get_nowait()) is not None:
                         yield left
                     break
@@ -227,7 +269,9 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
             if (why := reader.result()) is not None:
                 await context.abort(status_code(why), str(why))
         finally:
-            reader.cancel()
+            for task in (take, reader):
+                if task is not None:
+                    task.cancel()
             await self._blocking(self._forget, session)
 
     def _forget(self, session: Session) -> None:
@@ -236,6 +280,7 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
         with self.hub.lock:
             if self.hub.sessions.get(session.sensor_id) is session:
                 del self.hub.sessions[session.sensor_id]
+                self.hub.release(session)
                 self.hub.store.sensor_disconnected(session.sensor_id)
 
     def _hello(self, first: pb.SensorMessage | None, ident: Identity, out: Outbox) -> Session:
@@ -246,6 +291,9 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
             raise PermissionDenied(f"sensor {ident.name} may not report as {hello.sensor_id!r}")
         session = Session(hello.sensor_id, hello.node, hello.version, out)
         with self.hub.lock:
+            old = self.hub.sessions.get(session.sensor_id)
+            if old is not None:  # the same sensor on a new link: it keeps what it held
+                session.containers, session.images, session.names = old.containers, old.images, old.names
             self.hub.sessions[session.sensor_id] = session
             self.hub.store.upsert_sensor(session.sensor_id, hello.node, hello.version, {}, connected=True)
         log.info("sensor %s (%s) connected", session.sensor_id, hello.node)
@@ -269,16 +317,19 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
         kind = msg.WhichOneof("body")
         if kind == "batch":
             findings = [finding_from_pb(f) for f in msg.batch.findings]
-            for f in findings:
-                s.containers.add(f.event.container_id)
-                s.images.add(f.event.image_key)
-                if f.event.container_name:
-                    s.names[f.event.container_name] = f.event.container_id
             if self.hub.store.ingest(s.sensor_id, s.node, msg.batch.seq, findings):
                 self.exporters.publish(s.sensor_id, s.node, findings)
+            with self.hub.lock:
+                for f in findings:
+                    ev = f.event
+                    if ev.container_id and self.hub.claim(s, ev.container_id, ev.image_key, True) and ev.container_name:
+                        s.names[ev.container_name] = ev.container_id
             s.out.put(ack_message(msg.batch.seq), force=True)
         elif kind == "heartbeat":
-            s.containers.update(msg.heartbeat.containers)
+            hb = msg.heartbeat
+            with self.hub.lock:
+                for cid in {*hb.containers, *hb.container_images}:
+                    self.hub.claim(s, cid, hb.container_images.get(cid, ""), False)
             self.hub.store.upsert_sensor(s.sensor_id, s.node, s.version, dict(msg.heartbeat.counters), True)
         elif kind == "action_result":
             self._action_result(s, msg.action_result)
@@ -308,7 +359,16 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
             req.done.set()
 
     def _snapshot(self, s: Session, snap: pb.ModelSnapshot) -> None:
-        """Store this sensor's baseline; merge all sensors' for the image; send it to the others."""
+        """Store this sensor's baseline; merge all sensors' for the image; send it to the others.
+        Only for an image the sensor runs (a container of it that this sensor holds, or findings
+        from it): a sensor cannot rewrite the fleet baseline of images it never ran."""
+        with self.hub.lock:
+            runs = snap.image_key in s.images or snap.image_key == HOST  # every sensor runs a host
+        if not runs:
+            if s.refused("snapshot:" + snap.image_key):
+                log.warning("sensor %s sent a model snapshot of %r, an image none of its containers runs: not stored",
+                            s.sensor_id, snap.image_key[:200])
+            return
         self.hub.store.put_snapshot(snap.image_key, s.sensor_id, snap.payload)
         try:
             from models.engine import merge_snapshots

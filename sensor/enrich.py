@@ -219,6 +219,11 @@ class Enricher:
         return sorted({a.container_id for a in self._cache.values()
                        if a.container_id and a.runtime not in (HOST, UNKNOWN)})
 
+    def seen_images(self) -> dict[str, str]:
+        """Container id -> image key (digest, else repo:tag) of the containers in the cache."""
+        return {a.container_id: a.image_id or a.image for a in self._cache.values()
+                if a.container_id and a.runtime not in (HOST, UNKNOWN) and (a.image_id or a.image)}
+
     def cgroup_path(self, container_id: str) -> str:
         """The cgroup path of a live container given an id prefix; "" when none matches."""
         found = self.index.find_container(container_id)

@@ -129,6 +129,10 @@ class Tracer:
         """Ids of the containers seen (attributed), sorted."""
         return self.enricher.seen_containers()
 
+    def container_images(self) -> dict[str, str]:
+        """Container id -> image key (the baseline it learns into) of the containers seen."""
+        return self.enricher.seen_images()
+
     def cgroup_path(self, container_id: str) -> str:
         """The cgroup path of a live container (id prefix); "" if there is none."""
         return self.enricher.cgroup_path(container_id)

@@ -88,7 +88,8 @@ class Daemon:
         cfg = LinkConfig(a.collector, sensor_id=a.sensor_id, node=a.node, token=a.token,
                          ca=Path(a.ca) if a.ca else None, cert=Path(a.cert) if a.cert else None,
                          key=Path(a.key) if a.key else None, heartbeat_s=2.0, snapshot_s=a.snapshot_s)
-        cb = LinkCallbacks(counters=self.counters, containers=self.tracer.containers, snapshots=self.snapshots,
+        cb = LinkCallbacks(counters=self.counters, containers=self.tracer.containers,
+                           container_images=self.tracer.container_images, snapshots=self.snapshots,
                            on_policy=self.on_policy, on_baseline=self.on_baseline,
                            on_rules=self.on_rules, cgroup_path=self.tracer.cgroup_path, on_accept=self.on_accept)
         return CollectorLink(cfg, Spool(state / "spool", a.spool_mb << 20), self.responder, cb).start()

@@ -47,6 +47,7 @@ class LinkConfig:
 class LinkCallbacks:
     counters: Callable[[], dict[str, int]] = dict
     containers: Callable[[], list[str]] = list
+    container_images: Callable[[], dict[str, str]] = dict  # container id -> image key
     snapshots: Callable[[], list[tuple[str, bytes]]] = list
     on_policy: Callable[[str, bytes], None] = lambda image, policy: None
     on_rules: Callable[[str, str], None] = lambda name, text: None
@@ -161,7 +162,7 @@ class CollectorLink:
     def _heartbeat(self) -> Any:
         return pb.SensorMessage(heartbeat=pb.Heartbeat(
             time_ns=time.time_ns(), counters={k: int(v) for k, v in self.cb.counters().items()},
-            containers=self.cb.containers()))
+            containers=self.cb.containers(), container_images=self.cb.container_images()))
 
     def _ticker(self) -> None:
         last_snap = time.monotonic()

@@ -5,15 +5,18 @@ stopped containers, TLS misconfiguration, and analyst client certificates."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import grpc
 import msgpack
 import pytest
 
 from bench.workloads import IMAGE_ID
 from collector import pki
 from collector.auth import AuthConfig, TokenStore
+from collector.convert import pb, rpc
 from collector.server import TlsConfig, create_server
 from collector.store import SqlStore
 from models import store as model_store
@@ -70,7 +73,8 @@ def test_images_list_shows_what_sensors_learn_and_promote(live: Live, capsys: An
              ("sha256:" + "c" * 64, _snapshot("cgsentry/nginx:1.25", "sha256:" + "c" * 64, "learn", {}))]
     link = CollectorLink(LinkConfig(server, sensor_id="sensor", token=live[1]["sensor"], heartbeat_s=0.1,
                                     snapshot_s=0.1), Spool(tmp_path / "sp"),
-                         callbacks=LinkCallbacks(snapshots=lambda: snaps)).start()
+                         callbacks=LinkCallbacks(snapshots=lambda: snaps, container_images=lambda: {
+                             "a" * 64: IMAGE_ID, "b" * 64: "sha256:" + "c" * 64})).start()
     wait_for(lambda: len(store.all_snapshots()) == 2)
     link.close()
     rc, _, _ = run(capsys, *_as(live, "admin"), "images", "mode", "cgsentry/redis:7", "enforce", "--action", "kill",
@@ -224,7 +228,9 @@ def test_client_certificates_are_never_sensors(tls_collector: Any, capsys: Any, 
     assert run(capsys, *tls, "--token", toks["viewer"], "alerts", "list")[0] == 0
 
 
-def test_sensor_certificates_from_before_the_marker_still_work(tls_collector: Any, tmp_path: Path) -> None:
+def test_certificates_without_a_role_are_refused(tls_collector: Any, tmp_path: Path) -> None:
+    """A CA-signed certificate with no OU (one issued before the marker, or the CA's own) is
+    not a sensor: the link is refused with how to re-issue it, and nothing is stored."""
     from cryptography import x509
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -233,10 +239,18 @@ def test_sensor_certificates_from_before_the_marker_still_work(tls_collector: An
                      ExtendedKeyUsageOID.CLIENT_AUTH)
     cert = x509.load_pem_x509_certificate(crt.read_bytes())
     assert not cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    channel = grpc.secure_channel(server, grpc.ssl_channel_credentials(
+        (d / "ca.crt").read_bytes(), (d / "sensor-old.key").read_bytes(), crt.read_bytes()))
+    hello = pb.SensorMessage(hello=pb.Hello(sensor_id="old", node="n"))
+    with pytest.raises(grpc.RpcError) as info:
+        list(rpc.SensorLinkStub(channel).Connect(iter([hello]), timeout=10))
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "carries no role" in (info.value.details() or "") and "pki sensor" in (info.value.details() or "")
     link = CollectorLink(LinkConfig(server, sensor_id="old", ca=d / "ca.crt", cert=crt,
                                     key=d / "sensor-old.key"), Spool(tmp_path / "sp")).start()
     link.submit([finding(1)])
-    wait_for(lambda: store.count_alerts() == 1)
+    time.sleep(1.5)
+    assert not link.connected.is_set() and store.count_alerts() == 0
     link.close()
 
 

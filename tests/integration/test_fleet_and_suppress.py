@@ -34,9 +34,15 @@ def test_fleet_baseline_reaches_the_other_sensor(tmp_path: Path) -> None:
     b = CollectorLink(LinkConfig(f"127.0.0.1:{port}", sensor_id="b"), Spool(tmp_path / "b"),
                       callbacks=LinkCallbacks(on_baseline=lambda k, p: received.append((k, p)))).start()
     wait_for(b.connected.is_set)
+    other = "sha256:" + "e" * 64
     a = CollectorLink(LinkConfig(f"127.0.0.1:{port}", sensor_id="a", heartbeat_s=0.2, snapshot_s=0.2),
-                      Spool(tmp_path / "a"), callbacks=LinkCallbacks(snapshots=lambda: [(IMAGE_ID, snap)])).start()
+                      Spool(tmp_path / "a"), callbacks=LinkCallbacks(
+                          snapshots=lambda: [(IMAGE_ID, snap), (other, snap)],
+                          container_images=lambda: {"c" * 64: IMAGE_ID})).start()
     wait_for(lambda: bool(received))
+    time.sleep(0.5)  # a few more snapshot rounds
+    # only the image a's containers run: a snapshot of another image changes no fleet baseline
+    assert {k for k, _ in received} == {IMAGE_ID} and store.snapshots(other) == []
     key, payload = received[0]
     b_eng = ModelEngine(CFG)
     merged = b_eng.merge_snapshot(msgpack.unpackb(payload, raw=False, strict_map_key=False))

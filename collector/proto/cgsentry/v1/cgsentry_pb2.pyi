@@ -158,7 +158,7 @@ class FindingBatch(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("time_ns", "counters", "containers")
+    __slots__ = ("time_ns", "counters", "containers", "container_images")
     class CountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -166,13 +166,22 @@ class Heartbeat(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class ContainerImagesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     TIME_NS_FIELD_NUMBER: _ClassVar[int]
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
     CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_IMAGES_FIELD_NUMBER: _ClassVar[int]
     time_ns: int
     counters: _containers.ScalarMap[str, int]
     containers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, time_ns: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., containers: _Optional[_Iterable[str]] = ...) -> None: ...
+    container_images: _containers.ScalarMap[str, str]
+    def __init__(self, time_ns: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., containers: _Optional[_Iterable[str]] = ..., container_images: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ModelSnapshot(_message.Message):
     __slots__ = ("image_key", "payload")
