@@ -93,6 +93,16 @@ def ack_message(seq: int) -> pb.CollectorMessage:
     return pb.CollectorMessage(ack=pb.Ack(seq=seq))
 
 
+MAX_REASON_CHARS = 2000  # a refusal's reason as sent to the sensor
+
+
+def refused_message(seq: int, reason: str) -> pb.CollectorMessage:
+    """Batch ``seq`` will never be stored, and why (cut to :data:`MAX_REASON_CHARS`)."""
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[:MAX_REASON_CHARS] + f"... [{len(reason) - MAX_REASON_CHARS:,} characters cut]"
+    return pb.CollectorMessage(refused=pb.BatchRefused(seq=seq, reason=reason))
+
+
 def policy_message(image: str, mode: str, policy: Mapping[str, Any]) -> pb.CollectorMessage:
     """An image's policy for the sensors: the policy's keys and the mode, as JSON."""
     return pb.CollectorMessage(policy=pb.ImagePolicy(image=image, policy_yaml=json.dumps(

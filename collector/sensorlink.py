@@ -14,7 +14,7 @@ import queue
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -28,14 +28,28 @@ from collector.convert import (
     finding_from_pb,
     pb,
     policy_message,
+    refused_message,
     rpc,
     rules_message,
 )
-from collector.errors import CollectorError, InvalidArgument, NotFound, PermissionDenied, status_code
+from collector.errors import (
+    CollectorError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    status_code,
+)
 from collector.export import Exporters
 from collector.store import SqlStore
 
 log = logging.getLogger(__name__)
+# What one sensor's link remembers (to route container actions), at most: past a cap the link is
+# refused with RESOURCE_EXHAUSTED, and the sensor's next link starts afresh.
+MAX_CONTAINERS = 65_536
+MAX_IMAGES = 4_096
+MAX_NAMES = 65_536
+MAX_KEY_CHARS = 512  # an id, name, image key or hello field; longer ones are no runtime's
 
 
 @dataclass
@@ -47,6 +61,39 @@ class Session:
     containers: set[str] = field(default_factory=set)
     images: set[str] = field(default_factory=set)
     names: dict[str, str] = field(default_factory=dict)  # container name -> id, from its findings
+    error: CollectorError | None = None  # why the link must end, with this status
+
+    def remember(self, containers: Iterable[str], images: Iterable[str] = (),
+                 names: Iterable[tuple[str, str]] = ()) -> None:
+        """Add the containers, image keys and (name, container id) pairs a batch or a heartbeat
+        names, all or nothing: ResourceExhausted if that would pass a cap (see MAX_CONTAINERS).
+        Empty keys and keys over MAX_KEY_CHARS are not remembered (no action can route by them).
+        The caller holds the hub's lock, which routing reads these under."""
+        def fits(key: str) -> bool:
+            return 0 < len(key) <= MAX_KEY_CHARS
+
+        new_containers = {c for c in containers if fits(c)} - self.containers
+        new_images = {i for i in images if fits(i)} - self.images
+        new_names = {n: c for n, c in names if fits(n) and fits(c)}
+        for total, cap, what in ((len(self.containers) + len(new_containers), MAX_CONTAINERS, "containers"),
+                                 (len(self.images) + len(new_images), MAX_IMAGES, "images"),
+                                 (len(self.names) + len(new_names.keys() - self.names.keys()), MAX_NAMES,
+                                  "container names")):
+            if total > cap:
+                raise ResourceExhausted(f"sensor {self.sensor_id} reported more than {cap:,} {what} on one link, "
+                                        "the most the collector remembers for a sensor: link closed (a new link "
+                                        "starts afresh)")
+        self.containers |= new_containers
+        self.images |= new_images
+        self.names.update(new_names)
+
+
+def check_hello(hello: pb.Hello) -> None:
+    """InvalidArgument if a hello's id, node or version is longer than any real one (it is kept
+    for the link's life and stored with every alert)."""
+    for name, value in (("sensor_id", hello.sensor_id), ("node", hello.node), ("version", hello.version)):
+        if len(value) > MAX_KEY_CHARS:
+            raise InvalidArgument(f"hello.{name} is {len(value):,} characters, over the limit of {MAX_KEY_CHARS}")
 
 
 @dataclass
@@ -149,6 +196,8 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
                     yield session.out.get(timeout=0.2)
                 except queue.Empty:
                     continue
+            if session.error is not None:
+                context.abort(status_code(session.error), str(session.error))
         finally:
             # Under the lock, like the hello's write: a sensor that already reconnected on a new
             # link stays up whatever order the two streams' ends and starts interleave in.
@@ -161,6 +210,7 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
         if first is None or first.WhichOneof("body") != "hello":
             raise InvalidArgument("the first message on a sensor link must be hello")
         hello = first.hello
+        check_hello(hello)
         if ident.role == SENSOR and hello.sensor_id != ident.name:
             raise PermissionDenied(f"sensor {ident.name} may not report as {hello.sensor_id!r}")
         session = Session(hello.sensor_id, hello.node, hello.version)
@@ -174,6 +224,9 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
         try:
             for msg in requests:
                 self._dispatch(s, msg)
+        except CollectorError as err:  # the link ends with this status; what was not acked is resent
+            log.warning("sensor link %s: %s", s.sensor_id, err)
+            s.error = err
         except grpc.RpcError:
             pass  # the sensor went away; it will resend what was not acked
         except Exception:  # a bug in one message must not kill the link silently
@@ -185,16 +238,21 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
         kind = msg.WhichOneof("body")
         if kind == "batch":
             findings = [finding_from_pb(f) for f in msg.batch.findings]
-            for f in findings:
-                s.containers.add(f.event.container_id)
-                s.images.add(f.event.image_key)
-                if f.event.container_name:
-                    s.names[f.event.container_name] = f.event.container_id
-            if self.hub.store.ingest(s.sensor_id, s.node, msg.batch.seq, findings):
+            with self.hub.lock:
+                s.remember([f.event.container_id for f in findings], [f.event.image_key for f in findings],
+                           [(f.event.container_name, f.event.container_id) for f in findings])
+            try:
+                stored = self.hub.store.ingest(s.sensor_id, s.node, msg.batch.seq, findings)
+            except InvalidArgument as err:  # never storable: this batch is refused, the link goes on
+                log.warning("sensor %s: %s", s.sensor_id, err)
+                s.out.put(refused_message(msg.batch.seq, str(err)))
+                return
+            if stored:
                 self.exporters.publish(s.sensor_id, s.node, findings)
             s.out.put(ack_message(msg.batch.seq))
         elif kind == "heartbeat":
-            s.containers.update(msg.heartbeat.containers)
+            with self.hub.lock:
+                s.remember(msg.heartbeat.containers)
             self.hub.store.upsert_sensor(s.sensor_id, s.node, s.version, dict(msg.heartbeat.counters), True)
         elif kind == "action_result":
             self._action_result(s, msg.action_result)
