@@ -113,8 +113,9 @@ class CollectorLink:
             try:
                 self._session()
                 backoff = 0.2
-            except grpc.RpcError as err:
-                log.warning("collector link %s: %s", self.cfg.target, err.code().name)
+            except grpc.RpcError as err:  # the collector's reason too (e.g. RESOURCE_EXHAUSTED: which cap)
+                log.warning("collector link %s: %s%s", self.cfg.target, err.code().name,
+                            f": {err.details()}" if err.details() else "")
             except Exception:  # keep the link alive whatever happens
                 log.exception("collector link error")
             self.connected.clear()
