@@ -48,10 +48,11 @@ from collector.errors import (
 )
 from collector.images import check_seen, image_view, known_images
 from collector.sensorlink import Hub
-from collector.store import AlertRow, priority_rank
+from collector.store import PAGE_BYTES, AlertRow, priority_rank
 
 log = logging.getLogger(__name__)
 WATCH_POLL_S = 0.25
+MIN_PAGE_BYTES = 64 << 10  # a listing page's smallest budget: a cut alert still fits in one
 REFUSAL_AUDIT_S = 10.0  # a refused call is audited at most once per actor and call in this time
 Req = TypeVar("Req")
 Reply = TypeVar("Reply")
@@ -100,7 +101,12 @@ class AnalystServicer(rpc.AnalystServicer):
 
     @_rpc("viewer")
     def ListAlerts(self, req: pb.AlertQuery, ctx: Any, ident: Identity) -> pb.AlertList:  # noqa: N802
-        return alert_list(self._query(req))
+        """One page: at most ``limit`` alerts (default 100) and ``max_bytes`` (see :func:`page_bytes`),
+        each alert itself bounded; ``next_cursor`` gets the next page, "" after the last."""
+        budget = page_bytes(req.max_bytes)
+        page = self.store.list_page(**self._filters(req), limit=req.limit or 100, cursor=req.cursor,
+                                    max_bytes=budget)
+        return alert_list(page.rows, page.cursor, budget)
 
     def _query(self, req: pb.AlertQuery, after_id: int = 0) -> list[AlertRow]:
         return self.store.list_alerts(**self._filters(req), limit=req.limit or 100, after_id=after_id)
@@ -276,3 +282,11 @@ def action_timeout_s(value: float) -> float:
         raise InvalidArgument(f"timeout_s {value!r}: give more than 0 and at most {MAX_TIMEOUT_S:g} seconds "
                               "(0 for the default of 10)")
     return value
+
+
+def page_bytes(requested: int) -> int:
+    """A listing page's budget in bytes: 0 for the store's page (PAGE_BYTES, under gRPC's 4 MiB
+    message limit), else ``requested`` within MIN_PAGE_BYTES..PAGE_BYTES; negative is refused."""
+    if requested < 0:
+        raise InvalidArgument(f"max_bytes {requested}: give 0 for the default page or a positive size")
+    return min(max(requested, MIN_PAGE_BYTES), PAGE_BYTES) if requested else PAGE_BYTES

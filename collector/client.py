@@ -108,11 +108,21 @@ def _alert_json(a: convert.pb.Alert) -> dict[str, Any]:
 
 
 def _alerts(client: Client, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Up to ``--limit`` alerts, page by page: the collector bounds each reply by size (under gRPC's
+    message limit), and its ``next_cursor`` gets the next page with the same filters."""
     from collector import convert
 
-    q = convert.alert_query(image=args.image or "", since_ns=parse_since(args.since),
-                            min_priority=args.priority or "", status=args.status or "", limit=args.limit)
-    return [_alert_json(a) for a in client.call("ListAlerts", q).alerts]
+    since_ns, cursor = parse_since(args.since), ""  # one time for every page: the same filters
+    rows: list[dict[str, Any]] = []
+    while len(rows) < args.limit:
+        q = convert.alert_query(image=args.image or "", since_ns=since_ns, min_priority=args.priority or "",
+                                status=args.status or "", limit=args.limit - len(rows), cursor=cursor)
+        page = client.call("ListAlerts", q)
+        rows += [_alert_json(a) for a in page.alerts]
+        if not page.next_cursor or not page.alerts:  # the last page (or a collector without cursors)
+            break
+        cursor = page.next_cursor
+    return rows
 
 
 def cmd_alerts_list(args: argparse.Namespace) -> int:

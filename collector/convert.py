@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["pb", "rpc", "event_to_pb", "event_from_pb", "finding_to_pb", "finding_from_pb",
            "ACTION_NAMES", "action_kind", "STATUS_NAMES", "status_value"]
 
+log = logging.getLogger(__name__)
 _EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(Event))
 _TUPLES = {"args", "ancestry", "sc_args"}
 ACTION_NAMES = {pb.ACTION_KIND_PAUSE: "pause", pb.ACTION_KIND_UNPAUSE: "unpause",
@@ -93,6 +95,16 @@ def ack_message(seq: int) -> pb.CollectorMessage:
     return pb.CollectorMessage(ack=pb.Ack(seq=seq))
 
 
+MAX_REASON_CHARS = 2000  # a refusal's reason as sent to the sensor
+
+
+def refused_message(seq: int, reason: str) -> pb.CollectorMessage:
+    """Batch ``seq`` will never be stored, and why (cut to :data:`MAX_REASON_CHARS`)."""
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[:MAX_REASON_CHARS] + f"... [{len(reason) - MAX_REASON_CHARS:,} characters cut]"
+    return pb.CollectorMessage(refused=pb.BatchRefused(seq=seq, reason=reason))
+
+
 def policy_message(image: str, mode: str, policy: Mapping[str, Any]) -> pb.CollectorMessage:
     """An image's policy for the sensors: the policy's keys and the mode, as JSON."""
     return pb.CollectorMessage(policy=pb.ImagePolicy(image=image, policy_yaml=json.dumps(
@@ -124,14 +136,34 @@ def action_message(request_id: str, container_id: str, action: pb.ActionKind, ac
 
 
 # -- analyst API: replies (collector side) ------------------------------------------------------
-def alert_to_pb(a: AlertRow) -> pb.Alert:
+def alert_to_pb(a: AlertRow, max_bytes: int = 0) -> pb.Alert:
+    """An alert as sent, at most ``max_bytes`` (0: the store's page, under gRPC's message limit).
+
+    The store cuts a finding bigger than a page, but an alert holds more than its finding (the
+    comment, the sensor's id and node, as a sensor or an older collector stored them): one whose
+    message would pass the budget is sent shortened, its bulky fields cut, each cut saying so
+    (:func:`collector.store.shrink_row`), never dropped and never failing the call or the watch."""
+    msg = _alert_pb(a)
+    size = msg.ByteSize()
+    from collector.store import PAGE_BYTES, shrink_row
+
+    budget = max_bytes or PAGE_BYTES
+    if size <= budget:
+        return msg
+    log.warning("alert %d is %d bytes as a message, over the %d-byte budget: sent shortened", a.id, size, budget)
+    return _alert_pb(shrink_row(a, size, budget))
+
+
+def _alert_pb(a: AlertRow) -> pb.Alert:
     return pb.Alert(id=a.id, finding=finding_to_pb(a.finding), count=a.count, first_seen_ns=a.first_seen_ns,
                     last_seen_ns=a.last_seen_ns, status=status_value(a.status), sensor_id=a.sensor_id,
                     node=a.node or "", comment=a.comment)
 
 
-def alert_list(rows: Iterable[AlertRow]) -> pb.AlertList:
-    return pb.AlertList(alerts=[alert_to_pb(a) for a in rows])
+def alert_list(rows: Iterable[AlertRow], next_cursor: str = "", max_bytes: int = 0) -> pb.AlertList:
+    """A page of alerts (each at most ``max_bytes``, see :func:`alert_to_pb`); ``next_cursor``
+    gets the next page ("" after the last)."""
+    return pb.AlertList(alerts=[alert_to_pb(a, max_bytes) for a in rows], next_cursor=next_cursor)
 
 
 def image_info(image: str, mode: str, policy: Mapping[str, Any], set_by: str, alerts: int = 0,
@@ -175,10 +207,11 @@ def empty() -> pb.Empty:
 
 
 def alert_query(image: str = "", since_ns: int = 0, min_priority: str = "", status: str = "",
-                limit: int = 0) -> pb.AlertQuery:
-    """``status`` by name ('' for any)."""
+                limit: int = 0, cursor: str = "", max_bytes: int = 0) -> pb.AlertQuery:
+    """``status`` by name ('' for any); ``cursor``: the previous page's ``next_cursor``."""
     return pb.AlertQuery(image=image, since_ns=since_ns, min_priority=min_priority,
-                         status=status_value(status) if status else pb.ALERT_STATUS_UNSPECIFIED, limit=limit)
+                         status=status_value(status) if status else pb.ALERT_STATUS_UNSPECIFIED, limit=limit,
+                         cursor=cursor, max_bytes=max_bytes)
 
 
 def alert_id(alert: int) -> pb.AlertId:

@@ -23,6 +23,13 @@ class InvalidArgument(CollectorError):
     status = "INVALID_ARGUMENT"
 
 
+class ResourceExhausted(CollectorError):
+    """A peer asked for more than the collector keeps for it (e.g. one sensor's containers)."""
+
+    exit_code = EX_DATAERR
+    status = "RESOURCE_EXHAUSTED"
+
+
 class Unauthenticated(CollectorError):
     exit_code = EX_NOPERM
     status = "UNAUTHENTICATED"

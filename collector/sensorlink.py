@@ -20,7 +20,7 @@ import queue
 import threading
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -36,6 +36,7 @@ from collector.convert import (
     finding_from_pb,
     pb,
     policy_message,
+    refused_message,
     rpc,
     rules_message,
 )
@@ -45,6 +46,7 @@ from collector.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     status_code,
 )
 from collector.export import Exporters
@@ -102,6 +104,14 @@ class Outbox:
             return not self._items
 
 
+# What one sensor's link remembers (to route container actions), at most: past a cap the link is
+# refused with RESOURCE_EXHAUSTED, and the sensor's next link starts afresh.
+MAX_CONTAINERS = 65_536
+MAX_IMAGES = 4_096
+MAX_NAMES = 65_536
+MAX_KEY_CHARS = 512  # an id, name, image key or hello field; longer ones are no runtime's
+
+
 @dataclass
 class Session:
     sensor_id: str
@@ -119,6 +129,36 @@ class Session:
             return False
         self._refused.add(what)
         return True
+
+    def check_room(self, containers: Iterable[str], images: Iterable[str] = (),
+                   names: Iterable[tuple[str, str]] = ()) -> None:
+        """ResourceExhausted if remembering these containers, image keys and (name, container id)
+        pairs would pass a cap (see MAX_CONTAINERS); checked before anything of the message is
+        stored. Empty keys and keys over MAX_KEY_CHARS do not count: they are never remembered.
+        The caller holds the hub's lock."""
+        new_containers = {c for c in containers if fits(c)} - self.containers
+        new_images = {i for i in images if fits(i)} - self.images
+        new_names = {n for n, c in names if fits(n) and fits(c)} - self.names.keys()
+        for total, cap, what in ((len(self.containers) + len(new_containers), MAX_CONTAINERS, "containers"),
+                                 (len(self.images) + len(new_images), MAX_IMAGES, "images"),
+                                 (len(self.names) + len(new_names), MAX_NAMES, "container names")):
+            if total > cap:
+                raise ResourceExhausted(f"sensor {self.sensor_id} reported more than {cap:,} {what} on one link, "
+                                        "the most the collector remembers for a sensor: link closed (a new link "
+                                        "starts afresh)")
+
+
+def fits(key: str) -> bool:
+    """A key the collector remembers: not empty, not longer than any runtime's."""
+    return 0 < len(key) <= MAX_KEY_CHARS
+
+
+def check_hello(hello: pb.Hello) -> None:
+    """InvalidArgument if a hello's id, node or version is longer than any real one (it is kept
+    for the link's life and stored with every alert)."""
+    for name, value in (("sensor_id", hello.sensor_id), ("node", hello.node), ("version", hello.version)):
+        if len(value) > MAX_KEY_CHARS:
+            raise InvalidArgument(f"hello.{name} is {len(value):,} characters, over the limit of {MAX_KEY_CHARS}")
 
 
 @dataclass
@@ -151,7 +191,7 @@ class Hub:
         The first connected sensor to report a container holds it: actions go to it. A finding
         outranks a heartbeat's claim (a sensor that reports events of a container sees it); any
         other second claim is logged once and not obeyed. True if ``s`` holds the container."""
-        if container_id in NOT_CONTAINERS:
+        if container_id in NOT_CONTAINERS or not fits(container_id):
             return False
         owner = self.owners.get(container_id)
         if owner is not None and owner[0] != s.sensor_id and owner[0] in self.sessions:
@@ -165,7 +205,7 @@ class Hub:
             self.sessions[owner[0]].containers.discard(container_id)
         self.owners[container_id] = (s.sensor_id, reported or (owner is not None and owner == (s.sensor_id, True)))
         s.containers.add(container_id)
-        if image:
+        if fits(image):
             s.images.add(image)
         return True
 
@@ -287,6 +327,7 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
         if first is None or first.WhichOneof("body") != "hello":
             raise InvalidArgument("the first message on a sensor link must be hello")
         hello = first.hello
+        check_hello(hello)
         if ident.role == SENSOR and hello.sensor_id != ident.name:
             raise PermissionDenied(f"sensor {ident.name} may not report as {hello.sensor_id!r}")
         session = Session(hello.sensor_id, hello.node, hello.version, out)
@@ -317,17 +358,27 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
         kind = msg.WhichOneof("body")
         if kind == "batch":
             findings = [finding_from_pb(f) for f in msg.batch.findings]
-            if self.hub.store.ingest(s.sensor_id, s.node, msg.batch.seq, findings):
+            with self.hub.lock:
+                s.check_room([f.event.container_id for f in findings], [f.event.image_key for f in findings],
+                             [(f.event.container_name, f.event.container_id) for f in findings])
+            try:
+                stored = self.hub.store.ingest(s.sensor_id, s.node, msg.batch.seq, findings)
+            except InvalidArgument as err:  # never storable: this batch is refused, the link goes on
+                log.warning("sensor %s: %s", s.sensor_id, err)
+                s.out.put(refused_message(msg.batch.seq, str(err)), force=True)
+                return
+            if stored:
                 self.exporters.publish(s.sensor_id, s.node, findings)
             with self.hub.lock:
                 for f in findings:
                     ev = f.event
-                    if ev.container_id and self.hub.claim(s, ev.container_id, ev.image_key, True) and ev.container_name:
+                    if self.hub.claim(s, ev.container_id, ev.image_key, True) and fits(ev.container_name):
                         s.names[ev.container_name] = ev.container_id
             s.out.put(ack_message(msg.batch.seq), force=True)
         elif kind == "heartbeat":
             hb = msg.heartbeat
             with self.hub.lock:
+                s.check_room([*hb.containers, *hb.container_images], hb.container_images.values())
                 for cid in {*hb.containers, *hb.container_images}:
                     self.hub.claim(s, cid, hb.container_images.get(cid, ""), False)
             self.hub.store.upsert_sensor(s.sensor_id, s.node, s.version, dict(msg.heartbeat.counters), True)

@@ -728,6 +728,20 @@ def _parse_cursor(cursor: str, by_id: bool) -> tuple[int, int]:
 _CUT_LISTS = ("args", "ancestry")
 
 
+def shrink_row(row: AlertRow, size: int, budget: int) -> AlertRow:
+    """``row`` (``size`` bytes as sent) cut to fit ``budget``: its finding as :meth:`SqlStore.get_alert`
+    cuts one, and its comment, sensor id and node (a sensor's hello or an older collector may have
+    stored any length there) cut to the same share, each cut saying so."""
+    keep = max(budget // 256, 64)
+    note = f"cut: the alert is {size:,} bytes, over the {budget:,}-byte message"
+
+    def text(s: str) -> str:
+        return s if len(s) <= keep else f"{s[:keep]}... [{len(s) - keep:,} characters {note}]"
+
+    return dataclasses.replace(row, finding=_shrunk(row.finding, size, budget), comment=text(row.comment),
+                               sensor_id=text(row.sensor_id), node=text(row.node or ""))
+
+
 def _shrunk(f: Finding, size: int, budget: int) -> Finding:
     """``f`` (``size`` bytes stored) with every long text, list and the explanation cut to a share
     of ``budget``, each cut saying so."""

@@ -6,6 +6,9 @@ survive restarts (the collector stores each (sensor, seq) once). When the spool 
 ``max_bytes`` the oldest unacknowledged segments are dropped — counted, never silently — and the
 caller is never blocked. A torn tail (crash mid-append) is cut off, earlier records kept; a
 damaged record inside a segment costs only itself (see ``Spool._repair``).
+
+A batch the collector refuses for good (it can never store it) is set aside in ``quarantine/``
+with the collector's reason (:meth:`Spool.quarantine`) and never resent, across restarts too.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from sensor.files import atomic_write
 
 log = logging.getLogger(__name__)
 SEGMENT_BYTES = 1 << 20
+QUARANTINE_FILES = 256  # refused batches kept for inspection; the oldest go first
 
 
 class Spool:
@@ -39,15 +43,19 @@ class Spool:
         state = self._read_state()
         self.next_seq: int = state.get("next_seq", 1)
         self.acked: int = state.get("acked", 0)
+        # batches past ``acked`` the collector refused: quarantined, so never pending again
+        self.refused: set[int] = {q for q in state.get("refused", ()) if q > self.acked}
+        self.quarantine_dir = self.dir / "quarantine"
         self.dropped_batches = 0
         self.torn_tails = 0
         self.corrupt_records = 0
         self._repair()
 
     # -- state -------------------------------------------------------------------------------
-    def _read_state(self) -> dict[str, int]:
-        """next_seq and acked from state.json; a missing or damaged file counts as empty (the
-        segments on disk then set next_seq, and an ack from the collector sets acked)."""
+    def _read_state(self) -> dict[str, Any]:
+        """next_seq, acked and refused from state.json; a missing or damaged file counts as empty
+        (the segments on disk then set next_seq, an ack from the collector sets acked, and a
+        refused batch is refused again)."""
         try:
             state = json.loads((self.dir / "state.json").read_text())
         except (OSError, ValueError):
@@ -55,11 +63,15 @@ class Spool:
         if not isinstance(state, dict):
             log.warning("spool state %s is not a JSON object; ignored", self.dir / "state.json")
             return {}
-        return {k: v for k, v in state.items()
-                if k in ("next_seq", "acked") and isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+        out: dict[str, Any] = {k: v for k, v in state.items()
+                               if k in ("next_seq", "acked") and _is_count(v)}
+        refused = state.get("refused", [])
+        out["refused"] = [q for q in refused if _is_count(q)] if isinstance(refused, list) else []
+        return out
 
     def _write_state(self) -> None:
-        atomic_write(self.dir / "state.json", json.dumps({"next_seq": self.next_seq, "acked": self.acked}).encode())
+        atomic_write(self.dir / "state.json", json.dumps({"next_seq": self.next_seq, "acked": self.acked,
+                                                          "refused": sorted(self.refused)}).encode())
 
     def _segments(self) -> list[Path]:
         return sorted(self.dir.glob("seg-*.msgpack"))
@@ -124,11 +136,12 @@ class Spool:
                 return
 
     def pending(self, after_seq: int | None = None) -> Iterator[tuple[int, list[Finding]]]:
-        """Unacknowledged batches in order (seq > acked, and > after_seq if given)."""
+        """Unacknowledged batches in order (seq > acked, and > after_seq if given), less the
+        quarantined ones."""
         floor = max(self.acked, after_seq or 0)
         for seg in self._segments():
             for rec in self._records(seg):
-                if rec["seq"] > floor:
+                if rec["seq"] > floor and rec["seq"] not in self.refused:
                     try:
                         batch = [_sendable(Finding.from_dict(d)) for d in rec["findings"]]
                     except Exception as err:  # noqa: BLE001 - a record that decodes but is not findings
@@ -143,12 +156,49 @@ class Spool:
             if seq <= self.acked:
                 return
             self.acked = seq
+            self.refused = {q for q in self.refused if q > seq}
             self._write_state()
             segs = self._segments()
             for i, seg in enumerate(segs[:-1]):
                 nxt = int(segs[i + 1].name[4:16])
                 if nxt - 1 <= seq:
                     seg.unlink()
+
+    def quarantine(self, seq: int, reason: str) -> Path | None:
+        """Set batch ``seq`` aside for good: the collector refused it for ``reason`` and will never
+        store it. Its record goes to ``quarantine/batch-<seq>.msgpack`` with the reason (findings
+        empty if the spool no longer holds it), it is never pending again, and one warning says
+        so. None if ``seq`` is acknowledged or quarantined already (a refusal said twice)."""
+        with self._lock:
+            if seq <= self.acked or seq in self.refused or not 0 < seq < self.next_seq:
+                return None
+            record = next((r for seg in self._segments() for r in self._records(seg) if r["seq"] == seq), None)
+            self.quarantine_dir.mkdir(exist_ok=True)
+            path = self.quarantine_dir / f"batch-{seq:012d}.msgpack"
+            atomic_write(path, msgpack.packb({"seq": seq, "reason": reason, "refused_ns": time.time_ns(),
+                                              "findings": record["findings"] if record else []},
+                                             use_bin_type=True, default=str))
+            self.refused.add(seq)
+            self._write_state()
+            for old in self.quarantine_files()[:-QUARANTINE_FILES]:
+                old.unlink()
+        log.warning("collector refused batch %d for good; set aside as %s: %s", seq, path, reason)
+        return path
+
+    def quarantine_files(self) -> list[Path]:
+        """The quarantined batches' files, oldest first."""
+        return sorted(self.quarantine_dir.glob("batch-*.msgpack")) if self.quarantine_dir.is_dir() else []
+
+    @property
+    def quarantined(self) -> int:
+        """Batches in quarantine now."""
+        return len(self.quarantine_files())
+
+    @staticmethod
+    def read_quarantined(path: Path) -> dict[str, Any]:
+        """A quarantine file: ``{"seq", "reason", "refused_ns", "findings"}`` (findings as dicts)."""
+        record: dict[str, Any] = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
+        return record
 
     def bytes(self) -> int:
         """Size on disk: whole segments, so acknowledged batches count until their segment goes."""
@@ -158,7 +208,8 @@ class Spool:
         """Batches on disk that the collector has not acknowledged yet (dropped ones are gone)."""
         segs = self._segments()
         first = int(segs[0].name[4:16]) if segs else self.next_seq
-        return max(0, self.next_seq - max(self.acked + 1, first))
+        refused = sum(1 for q in self.refused if q >= first)
+        return max(0, self.next_seq - max(self.acked + 1, first) - refused)
 
     def count(self) -> int:
         return sum(1 for _ in self.pending())
@@ -167,7 +218,7 @@ class Spool:
         return {"spool_bytes": self.bytes(), "spool_unacked": self.unacked(), "spool_next_seq": self.next_seq,
                 "spool_acked": self.acked,
                 "spool_dropped_batches": self.dropped_batches, "spool_torn_tails": self.torn_tails,
-                "spool_corrupt_records": self.corrupt_records}
+                "spool_corrupt_records": self.corrupt_records, "spool_quarantined_batches": self.quarantined}
 
 
 # What a finding must hold to be sent (collector/proto: int64 fields, uint64 cgroup_id and sc_args):
@@ -194,6 +245,10 @@ def _sendable(f: Finding) -> Finding:
         raise ValueError("tags, args, ancestry or sc_args hold the wrong type")
     json.dumps(f.explanation, default=str)  # as it is sent: TypeError for a key that is not text
     return f
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 def _is_record(obj: Any) -> bool:

@@ -251,7 +251,8 @@ class Daemon:
                "kernel_drops_with_room": s["kernel_drops_with_room"], "queue_drops": s["queue_drops"],
                "queue_depth": s["queue_depth"], "events": s["delivered"]}
         if self.link is not None:
-            out.update(spool_bytes=self.link.spool.bytes(), spool_unacked=self.link.spool.unacked())
+            out.update(spool_bytes=self.link.spool.bytes(), spool_unacked=self.link.spool.unacked(),
+                       spool_quarantined_batches=self.link.spool.quarantined)
         if self.bpf_ns_per_s is not None:
             out["bpf_run_ns_per_s"] = self.bpf_ns_per_s
         out.update(self.models.stats())

@@ -2,7 +2,8 @@
 
 ``submit`` only appends to the on-disk spool and wakes the sender, so a dead collector never
 blocks the event loop. On (re)connect every unacknowledged batch is resent (the collector dedups
-on sensor id + seq). Reconnects back off exponentially with jitter. Commands coming down —
+on sensor id + seq); a batch the collector refuses for good (BatchRefused) is quarantined in the
+spool with the reason instead. Reconnects back off exponentially with jitter. Commands coming down —
 container actions, image policies, rule sets, fleet baselines — go to callbacks.
 """
 
@@ -65,7 +66,7 @@ class CollectorLink:
         self._out: queue.Queue[Any] = queue.Queue(maxsize=10000)
         self._stop = threading.Event()
         self.connected = threading.Event()
-        self.sent = self.acked_batches = self.reconnects = 0
+        self.sent = self.acked_batches = self.reconnects = self.refused_batches = 0
         self._thread = threading.Thread(target=self._run, name="cgsentry-link", daemon=True)
 
     def start(self) -> CollectorLink:
@@ -113,8 +114,9 @@ class CollectorLink:
             try:
                 self._session()
                 backoff = 0.2
-            except grpc.RpcError as err:
-                log.warning("collector link %s: %s", self.cfg.target, err.code().name)
+            except grpc.RpcError as err:  # the collector's reason too (e.g. RESOURCE_EXHAUSTED: which cap)
+                log.warning("collector link %s: %s%s", self.cfg.target, err.code().name,
+                            f": {err.details()}" if err.details() else "")
             except Exception:  # keep the link alive whatever happens
                 log.exception("collector link error")
             self.connected.clear()
@@ -180,6 +182,9 @@ class CollectorLink:
         if kind == "ack":
             self.spool.ack(msg.ack.seq)
             self.acked_batches += 1
+        elif kind == "refused":  # before the ack of any later batch, which covers this one's seq
+            if self.spool.quarantine(msg.refused.seq, msg.refused.reason) is not None:
+                self.refused_batches += 1  # a batch sent twice (resent as it connected) is refused twice
         elif kind == "action":
             a = msg.action
             name = ACTION_NAMES.get(a.action, "")
@@ -196,7 +201,8 @@ class CollectorLink:
 
     def stats(self) -> dict[str, int]:
         return {"link_connected": int(self.connected.is_set()), "link_sent": self.sent,
-                "link_acked": self.acked_batches, "link_reconnects": self.reconnects, **self.spool.stats()}
+                "link_acked": self.acked_batches, "link_reconnects": self.reconnects,
+                "link_refused": self.refused_batches, **self.spool.stats()}
 
     def close(self, timeout_s: float = 3.0) -> None:
         """Give queued messages a moment to go out, then stop."""

@@ -14,9 +14,10 @@ from collector.convert import (
     finding_from_pb,
     finding_to_pb,
     pb,
+    refused_message,
     status_value,
 )
-from collector.errors import InvalidArgument
+from collector.errors import InvalidArgument, ResourceExhausted, status_code
 from collector.export import falco_json, rfc3339
 from collector.proto import build
 from sensor.events import CONNECT, EXEC, Event, Finding
@@ -94,3 +95,16 @@ def test_parse_since_rejects_nonsense() -> None:
     assert parse_since("2023-11-14T22:13:20Z") == 1_700_000_000 * 10**9
     with pytest.raises(InvalidArgument):
         parse_since("yesterday")
+
+
+def test_a_refusal_carries_its_batch_and_a_bounded_reason() -> None:
+    msg = refused_message(7, "batch 7 refused: " + "x" * 5000)
+    assert msg.WhichOneof("body") == "refused" and msg.refused.seq == 7
+    assert len(msg.refused.reason) < 2100 and msg.refused.reason.endswith("characters cut]")
+    assert refused_message(1 << 63, "short").refused.reason == "short"
+
+
+def test_resource_exhausted_has_its_status_code() -> None:
+    import grpc
+
+    assert status_code(ResourceExhausted("too many")) == grpc.StatusCode.RESOURCE_EXHAUSTED

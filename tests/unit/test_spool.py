@@ -148,7 +148,8 @@ def test_a_damaged_record_inside_a_segment_costs_only_itself(tmp_path: Path) -> 
     assert reopened.append([finding(5)]) == 6 and seqs(Spool(tmp_path)) == [1, 3, 4, 5, 6]
 
 
-@pytest.mark.parametrize("state", ["[1, 2]", '{"next_seq": "x"}', '{"next_seq": null, "acked": -3}', "{"])
+@pytest.mark.parametrize("state", ["[1, 2]", '{"next_seq": "x"}', '{"next_seq": null, "acked": -3}', "{",
+                                   '{"refused": ["x", -1, true, null]}', '{"refused": 7}'])
 def test_a_damaged_state_file_does_not_stop_the_spool(tmp_path: Path, state: str) -> None:
     spool = Spool(tmp_path)
     for i in range(3):
@@ -156,3 +157,43 @@ def test_a_damaged_state_file_does_not_stop_the_spool(tmp_path: Path, state: str
     (tmp_path / "state.json").write_text(state)
     reopened = Spool(tmp_path)
     assert seqs(reopened) == [1, 2, 3] and reopened.append([finding(3)]) == 4
+
+
+def test_a_refused_batch_is_quarantined_with_its_reason_and_never_pending_again(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    for i in range(4):
+        spool.append([finding(i)])
+    spool.ack(1)
+    path = spool.quarantine(3, "batch 3 refused: findings[0] is 2,000,000 bytes stored")
+    assert path is not None and path.parent == tmp_path / "quarantine"
+    record = Spool.read_quarantined(path)
+    assert record["seq"] == 3 and record["reason"] == "batch 3 refused: findings[0] is 2,000,000 bytes stored"
+    assert [Finding.from_dict(d) for d in record["findings"]] == [finding(2)]
+    assert seqs(spool) == [2, 4] and spool.unacked() == 2
+    assert spool.stats()["spool_quarantined_batches"] == 1
+    assert spool.quarantine(3, "again") is None and spool.quarantine(1, "acked") is None  # said twice, too late
+    assert spool.quarantine(99, "never sent") is None and spool.quarantined == 1
+    reopened = Spool(tmp_path)  # a restart does not resend it
+    assert seqs(reopened) == [2, 4] and reopened.quarantined == 1
+    reopened.ack(4)  # a later ack covers it: nothing left to remember
+    assert reopened.refused == set() and seqs(Spool(tmp_path)) == []
+
+
+def test_a_refused_batch_the_spool_dropped_is_still_recorded(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=4096)
+    for i in range(40):
+        spool.append([finding(i, pad=200)])
+    assert spool.dropped_batches > 0 and 1 not in seqs(spool)
+    path = spool.quarantine(1, "refused")
+    assert path is not None and Spool.read_quarantined(path)["findings"] == []
+
+
+def test_the_quarantine_keeps_the_newest_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sensor.spool.QUARANTINE_FILES", 2)
+    spool = Spool(tmp_path)
+    for i in range(4):
+        spool.append([finding(i)])
+    for seq in (1, 2, 3):
+        spool.quarantine(seq, f"bad {seq}")
+    assert [Spool.read_quarantined(p)["seq"] for p in spool.quarantine_files()] == [2, 3]
+    assert seqs(spool) == [4]

@@ -233,6 +233,14 @@ class Ack(_message.Message):
     seq: int
     def __init__(self, seq: _Optional[int] = ...) -> None: ...
 
+class BatchRefused(_message.Message):
+    __slots__ = ("seq", "reason")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    reason: str
+    def __init__(self, seq: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class ImagePolicy(_message.Message):
     __slots__ = ("image", "policy_yaml")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
@@ -288,20 +296,22 @@ class BaselineItem(_message.Message):
     def __init__(self, image: _Optional[str] = ..., image_key: _Optional[str] = ..., dimension: _Optional[str] = ..., key_json: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class CollectorMessage(_message.Message):
-    __slots__ = ("ack", "policy", "rules", "action", "baseline", "accept")
+    __slots__ = ("ack", "policy", "rules", "action", "baseline", "accept", "refused")
     ACK_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     RULES_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     BASELINE_FIELD_NUMBER: _ClassVar[int]
     ACCEPT_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     ack: Ack
     policy: ImagePolicy
     rules: RuleSet
     action: ContainerAction
     baseline: FleetBaseline
     accept: BaselineItem
-    def __init__(self, ack: _Optional[_Union[Ack, _Mapping]] = ..., policy: _Optional[_Union[ImagePolicy, _Mapping]] = ..., rules: _Optional[_Union[RuleSet, _Mapping]] = ..., action: _Optional[_Union[ContainerAction, _Mapping]] = ..., baseline: _Optional[_Union[FleetBaseline, _Mapping]] = ..., accept: _Optional[_Union[BaselineItem, _Mapping]] = ...) -> None: ...
+    refused: BatchRefused
+    def __init__(self, ack: _Optional[_Union[Ack, _Mapping]] = ..., policy: _Optional[_Union[ImagePolicy, _Mapping]] = ..., rules: _Optional[_Union[RuleSet, _Mapping]] = ..., action: _Optional[_Union[ContainerAction, _Mapping]] = ..., baseline: _Optional[_Union[FleetBaseline, _Mapping]] = ..., accept: _Optional[_Union[BaselineItem, _Mapping]] = ..., refused: _Optional[_Union[BatchRefused, _Mapping]] = ...) -> None: ...
 
 class Alert(_message.Message):
     __slots__ = ("id", "finding", "count", "first_seen_ns", "last_seen_ns", "status", "sensor_id", "node", "comment")
@@ -326,24 +336,30 @@ class Alert(_message.Message):
     def __init__(self, id: _Optional[int] = ..., finding: _Optional[_Union[Finding, _Mapping]] = ..., count: _Optional[int] = ..., first_seen_ns: _Optional[int] = ..., last_seen_ns: _Optional[int] = ..., status: _Optional[_Union[AlertStatus, str]] = ..., sensor_id: _Optional[str] = ..., node: _Optional[str] = ..., comment: _Optional[str] = ...) -> None: ...
 
 class AlertQuery(_message.Message):
-    __slots__ = ("image", "since_ns", "min_priority", "status", "limit")
+    __slots__ = ("image", "since_ns", "min_priority", "status", "limit", "cursor", "max_bytes")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     SINCE_NS_FIELD_NUMBER: _ClassVar[int]
     MIN_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     image: str
     since_ns: int
     min_priority: str
     status: AlertStatus
     limit: int
-    def __init__(self, image: _Optional[str] = ..., since_ns: _Optional[int] = ..., min_priority: _Optional[str] = ..., status: _Optional[_Union[AlertStatus, str]] = ..., limit: _Optional[int] = ...) -> None: ...
+    cursor: str
+    max_bytes: int
+    def __init__(self, image: _Optional[str] = ..., since_ns: _Optional[int] = ..., min_priority: _Optional[str] = ..., status: _Optional[_Union[AlertStatus, str]] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., max_bytes: _Optional[int] = ...) -> None: ...
 
 class AlertList(_message.Message):
-    __slots__ = ("alerts",)
+    __slots__ = ("alerts", "next_cursor")
     ALERTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
     alerts: _containers.RepeatedCompositeFieldContainer[Alert]
-    def __init__(self, alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ...) -> None: ...
+    next_cursor: str
+    def __init__(self, alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
 
 class AlertId(_message.Message):
     __slots__ = ("id",)
