@@ -33,6 +33,39 @@ SENSITIVE_SYSCALLS: Final = (
     "personality", "keyctl",
 )
 RawCallback = Callable[[bytes], None]
+PROFILES: Final = ("full", "lean")
+# The lean profile's hooks: (function in sensor.c, program type name, attach type name), attached
+# at the cgroup2 root through bpf_link so that they go away with the sensor, even on kill -9.
+LEAN_HOOKS: Final = (
+    ("lean_connect4", "CGROUP_SOCK_ADDR", "CGROUP_INET4_CONNECT"),
+    ("lean_connect6", "CGROUP_SOCK_ADDR", "CGROUP_INET6_CONNECT"),
+    ("lean_sendmsg4", "CGROUP_SOCK_ADDR", "CGROUP_UDP4_SENDMSG"),
+    ("lean_sendmsg6", "CGROUP_SOCK_ADDR", "CGROUP_UDP6_SENDMSG"),
+    ("lean_bind4", "CGROUP_SOCK", "CGROUP_INET4_POST_BIND"),
+    ("lean_bind6", "CGROUP_SOCK", "CGROUP_INET6_POST_BIND"),
+    ("lean_sockops", "SOCK_OPS", "CGROUP_SOCK_OPS"),
+)
+# What each profile sees, for the start banner and `doctor` (sensor.agent.cli prints it).
+DETECTIONS: Final = {
+    "full": {
+        "exec (full argv from the kernel), fork, exit (with exit code)": True,
+        "connect, accept, listen, bind: TCP, UDP, unix; each with its result": True,
+        "sensitive file opens (rules on open)": True,
+        "sensitive syscalls (ptrace, mount, setns, ...)": True,
+        "per-image syscall profile (while an image learns it)": True,
+    },
+    "lean": {
+        "exec, fork, exit (no exit code; argv read from /proc after the exec, so a process that exits "
+        "within milliseconds has none, and a busybox applet run through /proc/self/exe is named 'exe')": True,
+        "connect (TCP, UDP; attempt, outcome not known), accept, listen, UDP bind: v4 and v6": True,
+        "unix-socket connects": False,
+        "sensitive file opens (rules on open)": False,
+        "sensitive syscalls (ptrace, mount, setns, ...)": False,
+        "per-image syscall profile (while an image learns it)": True,
+    },
+}
+_BPF_LINK_CREATE: Final = 28
+_SYS_BPF: Final = 321  # x86_64
 
 
 @dataclass(frozen=True)
@@ -51,8 +84,11 @@ class ProbeOptions:
     wake_batch: int = 64
     poll_ms: int = 10
     fork_records: bool = False  # forks are counted in the kernel; True also sends each one up
+    profile: str = "full"  # "lean": no syscall tracepoint but the syscall profiler's (see LEAN_HOOKS)
 
     def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise SensorError(f"profile {self.profile!r}: must be one of {', '.join(PROFILES)}", exit_code=64)
         if self.ring_pages < 1 or self.ring_pages & (self.ring_pages - 1):
             raise SensorError(f"ring_pages={self.ring_pages}: must be a power of two (1, 2, 4, ...)",
                               exit_code=64)
@@ -173,11 +209,55 @@ class BpfProbe:
             raise SensorError(f"{err} (cgsentry needs BPF ring buffers: Linux 5.8 or later)",
                               exit_code=EX_OSERR) from err
         self._profiled: set[int] = set()
+        self._links: list[int] = []
+        if self.options.profile == "lean":
+            try:
+                self._go_lean(bcc)
+            except SensorError:
+                self.close()
+                raise
         seed = existing_sockets()
         self.seed_sockets(seed.non_tcp)
         self.seed_listeners(seed.listeners)
         self._profile_attached = True
         self._set_profile_attached(False)  # attached only while some cgroup is profiled
+
+    def _go_lean(self, bcc: Any) -> None:
+        """Detach every syscall tracepoint BCC attached at load (the syscall profiler's raw
+        tracepoint is attached only while an image learns), then attach the socket hooks at the
+        cgroup2 root. Each hook is a bpf_link: the kernel detaches it when the sensor's last fd
+        to it closes, so a crashed sensor leaves no program behind on the root cgroup."""
+        from sensor.containers import find_cgroup2_root
+
+        for tp in [k for k in self._bpf.tracepoint_fds if bytes(k).startswith(b"syscalls:")]:
+            self._bpf.detach_tracepoint(tp)
+        root = find_cgroup2_root()
+        try:
+            cg_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as err:
+            raise SensorError(f"lean profile: cannot open the cgroup2 root {root}: {err.strerror}",
+                              exit_code=EX_OSERR) from err
+        try:
+            for name, prog_type, attach in LEAN_HOOKS:
+                attach_type = getattr(bcc.BPFAttachType, attach)
+                try:
+                    fn = self._bpf.load_func(name.encode(), getattr(bcc.BPF, prog_type),
+                                             attach_type=-1 if prog_type == "SOCK_OPS" else attach_type)
+                except Exception as err:  # bcc raises bare Exception when the verifier refuses
+                    raise SensorError(f"lean profile: cannot load {name}: {str(err).splitlines()[-1:]} "
+                                      "(run with --profile full)", exit_code=EX_OSERR) from err
+                self._links.append(_link_create(fn.fd, cg_fd, attach_type, name, root))
+        finally:
+            os.close(cg_fd)
+
+    @property
+    def attached_syscall_tracepoints(self) -> list[str]:
+        """The syscall tracepoints attached now (the lean profile's promise: none but the
+        profiler's raw ``sys_enter`` while an image learns its syscalls)."""
+        if self._bpf is None:
+            return []
+        names = [bytes(k).decode() for k in self._bpf.tracepoint_fds if bytes(k).startswith(b"syscalls:")]
+        return names + (["raw_syscalls:sys_enter"] if self._profile_attached else [])
 
     @staticmethod
     def _check_headers() -> None:
@@ -352,12 +432,28 @@ class BpfProbe:
 
     def close(self) -> None:
         """Detach every program and free the maps (idempotent)."""
+        for fd in getattr(self, "_links", []):
+            os.close(fd)
+        self._links = []
         if self._ring is not None:
             self._ring.close()
             self._ring = None
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
+
+
+def _link_create(prog_fd: int, target_fd: int, attach_type: int, name: str, root: Path) -> int:
+    """BPF_LINK_CREATE (5.7+): attach ``prog_fd`` to the cgroup ``target_fd``; returns the link fd.
+    BCC 0.26 attaches cgroup programs with BPF_PROG_ATTACH, which outlives the process."""
+    attr = (ctypes.c_uint32 * 16)(prog_fd, target_fd, attach_type, 0)
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(_SYS_BPF, _BPF_LINK_CREATE, ctypes.byref(attr), ctypes.sizeof(attr))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise SensorError(f"lean profile: cannot attach {name} to {root}: {os.strerror(err)} "
+                          "(needs Linux 5.7+ and cgroup v2; or run with --profile full)", exit_code=EX_OSERR)
+    return int(fd)
 
 
 def detect_features() -> dict[str, bool]:

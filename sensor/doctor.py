@@ -90,8 +90,28 @@ def _docker() -> Check:
                      " only and pause/kill use the cgroup freezer", required=False)
 
 
+def _profiles() -> list[Check]:
+    """What each probe profile sees (--profile), and whether lean's socket hooks can attach here."""
+    import re
+
+    from sensor.containers import find_cgroup2_root
+
+    out = []
+    for name, what in bpf_loader.DETECTIONS.items():
+        sees = "; ".join(k for k, v in what.items() if v)
+        lacks = "; ".join(k for k, v in what.items() if not v)
+        out.append(Check(f"profile {name}", True, f"sees {sees}" + (f" | not: {lacks}" if lacks else ""),
+                         required=False))
+    root = find_cgroup2_root()
+    major, minor = (int(x) for x in re.findall(r"\d+", os.uname().release)[:2])
+    ok = (root / "cgroup.procs").exists() and (major, minor) >= (5, 7)
+    out.append(Check("lean hooks", ok, f"cgroup socket hooks attach at {root}" if ok else
+                     f"cgroup2 root {root} or bpf_link (Linux 5.7+) missing", "use --profile full", required=False))
+    return out
+
+
 CHECKS: tuple[Callable[[], Check | list[Check]], ...] = (
-    _privileges, _tracefs, _headers, _bcc, _features, _docker)
+    _privileges, _tracefs, _headers, _bcc, _features, _docker, _profiles)
 
 
 def run_checks() -> list[Check]:

@@ -76,6 +76,15 @@ class Attribution:
 HOST_ATTR: Final = Attribution(HOST, HOST, HOST, "", HOST)
 
 
+def proc_args(root: Path, pid: int) -> tuple[str, ...]:
+    """argv of a process from ``<root>/<pid>/cmdline``; () when it is gone (or has none)."""
+    try:
+        raw = (root / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return ()
+    return tuple(a.decode("utf-8", "replace") for a in raw.split(b"\0") if a)
+
+
 class Enricher:
     """Fills container and process-ancestry fields; keeps the process table current."""
 
@@ -158,8 +167,11 @@ class Enricher:
 
         Writes the same fields into the instance and returns it. Building another Event costs
         about as much as everything else here together, so the live reader — which owns each
-        event between decode and enrich — should call this one.
+        event between decode and enrich — should call this one. Live, an exec without argv (the
+        lean profile reads none in the kernel) takes it from /proc at once, while the process runs.
         """
+        if ev.kind == EXEC and not ev.args:
+            ev.args = proc_args(self.procs.root, ev.pid)
         ev, changes = self._changes(ev)
         (ev.ppid, ev.exe, ev.args, ev.pexe, ev.ancestry, ev.container_id, ev.container_name, ev.image,
          ev.image_id, ev.runtime) = changes  # the order of _CHANGED_NAMES

@@ -40,6 +40,7 @@ CG_URGENT: Final = 4
 
 F_KILLED: Final = 1
 F_ARGS_TRUNC: Final = 2
+F_NET_HOOK: Final = 8  # a lean-profile socket hook saw it before the operation: outcome unknown
 F_EXIT_SIGNAL: Final = 4
 
 PM_ANY: Final = 0

@@ -107,7 +107,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_trace(args: argparse.Namespace) -> int:
     options = bpf_loader.ProbeOptions(ring_pages=args.ring_pages, syscall_profile=args.syscalls,
                                       wake_batch=args.wake_batch, poll_ms=args.poll_ms,
-                                      fork_records=args.forks)
+                                      fork_records=args.forks, profile=args.profile,
+                                      sensitive=args.profile == "full")
     if args.dump_bpf:
         print("// cflags: " + " ".join(bpf_loader.cflags(options)))
         print(bpf_loader.source_text())
@@ -171,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--forks", action="store_true",
                    help="also show forks and the exits of processes that never exec'd (else kernel-counted)")
     t.add_argument("--no-docker", action="store_true", help="cgroup-only attribution")
+    t.add_argument("--profile", choices=bpf_loader.PROFILES, default="full",
+                   help="lean: no syscall tracepoint (exec/fork/exit from sched, network from socket hooks)")
     t.set_defaults(func=cmd_trace)
     r = sub.add_parser("replay", help="replay a recorded journal through the pipeline")
     r.add_argument("file", type=Path)

@@ -30,7 +30,7 @@ from rules.errors import RuleError
 from rules.policy import ImagePolicy, PolicyChecker, PolicySet
 from rules.pushed import PushedRules
 from sensor.agent.link import CollectorLink, LinkCallbacks, LinkConfig
-from sensor.bpf_loader import ProbeOptions, check_privileges
+from sensor.bpf_loader import DETECTIONS, PROFILES, ProbeOptions, check_privileges
 from sensor.errors import EX_CANTCREAT, SensorError
 from sensor.events import ACTIONS, BANNED_PROCESS, Event, Finding
 from sensor.pipeline import Sink
@@ -64,7 +64,9 @@ class Daemon:
         self.checker = PolicyChecker(self.policies)
         # every event goes to each sink in turn; the policy's findings come last
         self.sinks: tuple[Sink, ...] = (self.models, self.rules, self.checker)
-        options = ProbeOptions(ring_pages=args.ring_pages, wake_batch=args.wake_batch, poll_ms=args.poll_ms)
+        self.profile = choose_profile(args.profile, self.rules.rules())
+        options = ProbeOptions(ring_pages=args.ring_pages, wake_batch=args.wake_batch, poll_ms=args.poll_ms,
+                               profile=self.profile, sensitive=self.profile == "full")
         self.tracer = Tracer(options, docker=not args.no_docker, record=args.record,
                              prefixes=self.rules.open_prefixes(),
                              mode=self.effective_mode)  # learn: profiled; enforce: urgent
@@ -98,6 +100,7 @@ class Daemon:
     def run(self) -> int:
         print(f"cgsentry sensor running: {len(self.rules.rules())} rules, {len(self.models.images)} "
               f"baselines, collector {self.args.collector or '(none)'}", flush=True)
+        print(profile_banner(self.profile, self.rules.rules(), self.args.profile), flush=True)
         last_tick = time.monotonic()
         while not self.stop.is_set():
             idle = True
@@ -297,6 +300,38 @@ class Daemon:
         self.rule_pushes.append((name, text))
 
 
+NEEDS_SYSCALL_TRACEPOINTS = frozenset({"open", "sys"})  # event kinds only the full profile reports
+
+
+def choose_profile(asked: str, rules: Any) -> str:
+    """``auto``: lean unless a loaded rule can fire only on events lean does not report."""
+    if asked != "auto":
+        return str(asked)
+    return "full" if unavailable_rules("lean", rules) else "lean"
+
+
+def unavailable_rules(profile: str, rules: Any) -> list[str]:
+    """Names of the rules that can never fire under ``profile`` (every kind they match is one it
+    does not report); rules of any kind, or of some kind it reports, stay available."""
+    if profile == "full":
+        return []
+    return [r.name for r in rules if r.kinds and r.kinds <= NEEDS_SYSCALL_TRACEPOINTS]
+
+
+def profile_banner(profile: str, rules: Any, asked: str = "") -> str:
+    """What this sensor sees and what it does not, in a few lines, for start-up and the log."""
+    what = DETECTIONS[profile]
+    lines = [f"profile {profile}{' (auto)' if asked == 'auto' else ''}: sees "
+             + "; ".join(k for k, v in what.items() if v)]
+    lacks = [k for k, v in what.items() if not v]
+    if lacks:
+        lines.append("  not available: " + "; ".join(lacks))
+    gone = unavailable_rules(profile, rules)
+    if gone:
+        lines.append(f"  rules that cannot fire in this profile ({len(gone)}): " + ", ".join(sorted(gone)))
+    return "\n".join(lines)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     daemon = Daemon(args)
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -341,6 +376,9 @@ def register(sub: Any) -> None:
     p.add_argument("--poll-ms", type=int, default=10, metavar="MS", help="ring drain interval")
     p.add_argument("--record", type=Path, help="also write a msgpack journal")
     p.add_argument("--no-docker", action="store_true")
+    p.add_argument("--profile", choices=("auto", *PROFILES), default="auto",
+                   help="lean: no syscall tracepoint (socket hooks, sched tracepoints); full: every hook; "
+                        "auto (default): lean unless a loaded rule needs file opens or sensitive syscalls")
     p.add_argument("--duration", type=float, help="stop after S seconds")
     p.add_argument("--print-findings", action="store_true", help="also print findings as JSON lines")
     p.set_defaults(func=cmd_run)

@@ -49,6 +49,7 @@ enum op {
 #define F_KILLED 1        /* exec was killed in the kernel (banned process) */
 #define F_ARGS_TRUNC 2    /* more argv than ARGS_MAX or an arg longer than ARG_LEN */
 #define F_EXIT_SIGNAL 4   /* exit without exit_group(): killed by a signal or thread exit */
+#define F_NET_HOOK 8      /* from a cgroup socket hook (lean profile): before the operation, outcome unknown */
 
 struct hdr {              /* 64 bytes */
     u32 op;

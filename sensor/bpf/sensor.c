@@ -841,3 +841,214 @@ TRACEPOINT_PROBE(syscalls, sys_enter_keyctl) { return sys_enter_common(args, 250
 TRACEPOINT_PROBE(syscalls, sys_exit_keyctl) { return sys_exit_common(args->ret); }
 #endif
 #endif
+
+/* ---------------------------------------------------------------- lean profile: socket hooks -- */
+/* The lean profile attaches no syscall tracepoint at all: an attached sys_enter/sys_exit
+ * tracepoint, any one, makes every syscall of every task on the host take the slow tracing path
+ * (the "floor" bench/overhead.py measures). Network records come instead from cgroup socket hooks
+ * attached at the cgroup2 root, which run only on the operation they hook: connect (TCP and UDP),
+ * sendmsg with a destination (UDP), bind (a UDP bind is its listen), and sock_ops for TCP listen
+ * and for each accepted connection. Records keep the full profile's layout; F_NET_HOOK says the
+ * hook ran before the operation, so its outcome is not known. The loader loads and attaches these
+ * only in the lean profile, never beside the syscall network tracepoints. */
+struct listen_key {
+    u64 netns;            /* network namespace cookie: the same port in two pods is two listeners */
+    u16 port;
+    u16 family;
+    u32 _pad;
+};
+BPF_TABLE("lru_hash", struct listen_key, struct hdr, listeners, 16384);  /* TCP listener -> its header */
+/* One 32-bit context load: the verifier refuses the 64-bit load clang would merge two into. */
+#define CTX_WORD(field) (*(volatile u32 *)&(field))
+
+/* Failed reserves by kind; bpf_ringbuf_query is not allowed in socket programs, so no room split. */
+static __always_inline void count_drop_hook(u32 op)
+{
+    u64 *n = drops.lookup(&op);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+}
+
+/* The first-seen filter of net_seen for a hook's record: 1 if counted (not to be sent). */
+static __always_inline int hook_seen(u32 op, u64 cgroup_id, const char *comm, const u8 *addr, u16 port, u16 proto)
+{
+#if NET_DEDUP
+    struct net_key k = {};
+    k.cgroup_id = cgroup_id;
+    bpf_probe_read_kernel(k.comm, sizeof(k.comm), comm);
+    bpf_probe_read_kernel(k.addr, sizeof(k.addr), addr);
+    k.op = op;
+    k.port = port;
+    k.proto = proto;
+    k.ok = 1;
+    u64 *n = net_counts.lookup(&k);
+    if (n) {
+        __sync_fetch_and_add(n, 1);
+        return 1;
+    }
+    u64 one = 1;
+    return net_counts.insert(&k, &one) != 0;
+#else
+    return 0;
+#endif
+}
+
+/* One record from a hook, with the current task's header. */
+static __always_inline int hook_emit(u32 op, u16 family, u16 proto, const u8 *saddr, u16 sport,
+                                     const u8 *daddr, u16 dport)
+{
+    if (op != OP_LISTEN) {
+        char comm[16];
+        bpf_get_current_comm(comm, sizeof(comm));
+        if (hook_seen(op, bpf_get_current_cgroup_id(), comm, daddr, dport, proto))
+            return 0;
+    }
+    struct net_rec *r = events.ringbuf_reserve(sizeof(struct net_rec));
+    if (!r) {
+        count_drop_hook(op);
+        return 0;
+    }
+    __builtin_memset(r, 0, sizeof(*r));
+    fill_hdr(&r->h, op);
+    r->h.flags |= F_NET_HOOK;
+    r->family = family;
+    r->proto = proto;
+    r->sport = sport;
+    r->dport = dport;
+    bpf_probe_read_kernel(r->saddr, sizeof(r->saddr), saddr);
+    bpf_probe_read_kernel(r->daddr, sizeof(r->daddr), daddr);
+    events.ringbuf_submit(r, wake_for(&r->h, 0));
+    return 0;
+}
+
+static __always_inline u16 sa_proto(struct bpf_sock_addr *ctx)
+{
+    return ctx->protocol == 6 || ctx->protocol == 17 ? (u16)ctx->protocol : 0;
+}
+
+static __always_inline int hook_connect4(struct bpf_sock_addr *ctx, int udp_only)
+{
+    u8 zero[16] = {}, daddr[16] = {};
+    u32 ip = ctx->user_ip4;
+    if (udp_only && !ip)
+        return 1;
+    __builtin_memcpy(daddr, &ip, 4);
+    hook_emit(OP_CONNECT, 2, sa_proto(ctx), zero, 0, daddr, ntohs((u16)ctx->user_port));
+    return 1;
+}
+
+static __always_inline int hook_connect6(struct bpf_sock_addr *ctx, int udp_only)
+{
+    u8 zero[16] = {};
+    u32 ip[4];
+    ip[0] = CTX_WORD(ctx->user_ip6[0]);  /* context fields are read one word at a time */
+    ip[1] = CTX_WORD(ctx->user_ip6[1]);
+    ip[2] = CTX_WORD(ctx->user_ip6[2]);
+    ip[3] = CTX_WORD(ctx->user_ip6[3]);
+    if (udp_only && !(ip[0] | ip[1] | ip[2] | ip[3]))
+        return 1;
+    hook_emit(OP_CONNECT, 10, sa_proto(ctx), zero, 0, (u8 *)ip, ntohs((u16)ctx->user_port));
+    return 1;
+}
+
+int lean_connect4(struct bpf_sock_addr *ctx) { return hook_connect4(ctx, 0); }
+int lean_connect6(struct bpf_sock_addr *ctx) { return hook_connect6(ctx, 0); }
+int lean_sendmsg4(struct bpf_sock_addr *ctx) { return hook_connect4(ctx, 1); }
+int lean_sendmsg6(struct bpf_sock_addr *ctx) { return hook_connect6(ctx, 1); }
+
+/* After a successful bind: a UDP bind is that socket's listen (as in the full profile); a TCP
+ * bind is reported when it listens (sock_ops below). */
+static __always_inline int hook_bind(struct bpf_sock *sk, u16 family)
+{
+    if (sk->protocol != 17)
+        return 1;
+    u8 zero[16] = {}, saddr[16] = {};
+    if (family == 2) {
+        u32 ip = sk->src_ip4;
+        __builtin_memcpy(saddr, &ip, 4);
+    } else {
+        u32 ip[4];
+        ip[0] = CTX_WORD(sk->src_ip6[0]);
+        ip[1] = CTX_WORD(sk->src_ip6[1]);
+        ip[2] = CTX_WORD(sk->src_ip6[2]);
+        ip[3] = CTX_WORD(sk->src_ip6[3]);
+        __builtin_memcpy(saddr, ip, 16);
+    }
+    hook_emit(OP_LISTEN, family, 17, saddr, (u16)sk->src_port, zero, 0);
+    return 1;
+}
+
+int lean_bind4(struct bpf_sock *sk) { return hook_bind(sk, 2); }
+int lean_bind6(struct bpf_sock *sk) { return hook_bind(sk, 10); }
+
+/* sock_ops: TCP_LISTEN_CB runs in listen() (process context): report the listener and remember
+ * its header by (netns, port); PASSIVE_ESTABLISHED_CB runs in softirq for each accepted
+ * connection, where the current task is whoever was interrupted, so the record takes the
+ * listener's header. */
+static __always_inline void ops_addrs(struct bpf_sock_ops *ctx, u8 *local, u8 *remote)
+{
+    if (ctx->family == 2) {
+        u32 l = ctx->local_ip4, r = ctx->remote_ip4;
+        __builtin_memcpy(local, &l, 4);
+        __builtin_memcpy(remote, &r, 4);
+        return;
+    }
+    u32 l6[4], r6[4];
+    l6[0] = CTX_WORD(ctx->local_ip6[0]);
+    l6[1] = CTX_WORD(ctx->local_ip6[1]);
+    l6[2] = CTX_WORD(ctx->local_ip6[2]);
+    l6[3] = CTX_WORD(ctx->local_ip6[3]);
+    r6[0] = CTX_WORD(ctx->remote_ip6[0]);
+    r6[1] = CTX_WORD(ctx->remote_ip6[1]);
+    r6[2] = CTX_WORD(ctx->remote_ip6[2]);
+    r6[3] = CTX_WORD(ctx->remote_ip6[3]);
+    __builtin_memcpy(local, l6, 16);
+    __builtin_memcpy(remote, r6, 16);
+}
+
+int lean_sockops(struct bpf_sock_ops *ctx)
+{
+    u32 op = ctx->op;
+    if (op != BPF_SOCK_OPS_TCP_LISTEN_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+        return 1;
+    u16 family = (u16)ctx->family;
+    if (family != 2 && family != 10)
+        return 1;
+    u8 local[16] = {}, remote[16] = {};
+    ops_addrs(ctx, local, remote);
+    struct listen_key lk = {.netns = bpf_get_netns_cookie(ctx), .port = (u16)ctx->local_port, .family = family};
+    if (op == BPF_SOCK_OPS_TCP_LISTEN_CB) {
+        struct hdr h = {};
+        fill_hdr(&h, OP_LISTEN);
+        listeners.update(&lk, &h);
+        hook_emit(OP_LISTEN, family, 6, local, lk.port, remote, 0);
+        return 1;
+    }
+    struct hdr *lh = listeners.lookup(&lk);
+    if (!lh)
+        return 1;  /* a listener from before the sensor: its accepts are not attributed */
+    u16 rport = (u16)(ctx->remote_port >> 16);  /* network order, in the high half on little endian */
+    if (!rport)
+        rport = (u16)ctx->remote_port;
+    rport = ntohs(rport);
+    if (hook_seen(OP_ACCEPT, lh->cgroup_id, lh->comm, remote, lk.port, 6))
+        return 1;
+    struct net_rec *r = events.ringbuf_reserve(sizeof(struct net_rec));
+    if (!r) {
+        count_drop_hook(OP_ACCEPT);
+        return 1;
+    }
+    __builtin_memset(r, 0, sizeof(*r));
+    bpf_probe_read_kernel(&r->h, sizeof(r->h), lh);
+    r->h.op = OP_ACCEPT;
+    r->h.ktime_ns = bpf_ktime_get_ns();
+    r->h.flags = F_NET_HOOK;
+    r->family = family;
+    r->proto = 6;
+    r->sport = lk.port;
+    r->dport = rport;
+    bpf_probe_read_kernel(r->saddr, sizeof(r->saddr), local);
+    bpf_probe_read_kernel(r->daddr, sizeof(r->daddr), remote);
+    events.ringbuf_submit(r, wake_for(&r->h, 0));
+    return 1;
+}
