@@ -120,15 +120,17 @@ def _addr(family: int, raw: bytes) -> str:
 
 def _net(kind: str) -> Callable[[Decoder, bytes], Event]:
     with_saddr, with_daddr = kind != "connect", kind != "listen"
+    with_fd = kind == "connect"  # the socket, whose source address userspace reads (sensor/procfacts.py)
 
     def decode(d: Decoder, data: bytes) -> Event:
         head, cg, anc, _flags = d.header(data)
-        ret, _fd, fam, proto, sport, dport, _p, saddr, daddr, upath = L.NET.unpack_from(data, _HS)
+        ret, fd, fam, proto, sport, dport, _p, saddr, daddr, upath = L.NET.unpack_from(data, _HS)
         if fam == socket.AF_UNIX:
             return Event(kind, *head, cgroup_id=cg, ancestor_pid=anc, family="unix", path=_cstr(upath), ret=ret)
         return Event(kind, *head, cgroup_id=cg, ancestor_pid=anc, family=_FAMILIES.get(fam, ""),
                      proto=_PROTOS.get(proto, ""), saddr=_addr(fam, saddr) if with_saddr else "", sport=sport,
-                     daddr=_addr(fam, daddr) if with_daddr else "", dport=dport, ret=ret)
+                     daddr=_addr(fam, daddr) if with_daddr else "", dport=dport, ret=ret,
+                     sc_args=(fd,) if with_fd else ())
     return decode
 
 

@@ -31,6 +31,7 @@ from sensor.events import (
     SYS,
     Event,
 )
+from sensor.procfacts import ProcFacts
 from sensor.proctable import REAL_PROC, ProcessTable
 from sensor.runtime import DockerRuntime, NullRuntime, Runtime
 
@@ -76,13 +77,19 @@ class Attribution:
 HOST_ATTR: Final = Attribution(HOST, HOST, HOST, "", HOST)
 
 
+def _in_container(attr: Attribution) -> bool:
+    return not attr.is_host and attr.runtime != UNKNOWN
+
+
 class Enricher:
     """Fills container and process-ancestry fields; keeps the process table current."""
 
-    def __init__(self, index: CgroupIndex, runtime: Runtime, procs: ProcessTable) -> None:
+    def __init__(self, index: CgroupIndex, runtime: Runtime, procs: ProcessTable,
+                 facts: ProcFacts | None = None) -> None:
         self.index = index
         self.runtime = runtime
         self.procs = procs
+        self.facts = facts or ProcFacts(procs.root)  # argv, exe identity, socket stdio, connect sources
         self._cache: dict[int, Attribution] = {}
         self._unknown_ids: set[int] = set()
         # called with a cgroup id that was unknown and now resolves: what the kernel reports only
@@ -183,6 +190,9 @@ class Enricher:
             elif attr.is_host and ev.exe.startswith(("/dev/fd/", "/proc/")) and _FD_EXEC.fullmatch(ev.exe):
                 self.procs.admit(ev)
                 ev = self._self_copy(ev)
+            ev = self.facts.exec_event(ev, attr.image_id or attr.image or attr.runtime, _in_container(attr))
+        elif ev.kind == CONNECT and _in_container(attr):
+            ev = self.facts.connect_event(ev)
         ppid, exe, args, pexe, ancestry = self.procs.observe(ev, ev.kind in _WITH_ANCESTRY)
         return ev, (ppid, exe, args, pexe, ancestry, attr.container_id, attr.container_name, attr.image,
                     attr.image_id, attr.runtime)
@@ -248,4 +258,5 @@ class Enricher:
                "cgroup_misses": self.index.misses, "cgroup_scans": self.index.scans,
                "processes": len(self.procs), "runtime_errors": 0}
         out.update(self.runtime.stats())
+        out.update(self.facts.stats())
         return out

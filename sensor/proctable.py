@@ -253,8 +253,15 @@ def exec_name(root: Path, pid: int, exe: str, args: tuple[str, ...]) -> str:
             st = stat_in_root(base / "root", path)
         except OSError:
             continue
-        # the first hit is what a shell would have run: the name stands only if it is this binary
-        return path if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino) else exe
+        # the first hit is what a shell would have run: the name stands only if it is this binary,
+        # with its directory resolved as the live exec events' are (sensor/procfacts.py)
+        if (st.st_dev, st.st_ino) != (target.st_dev, target.st_ino):
+            return exe
+        directory, _, file = path.rpartition("/")
+        try:
+            return f"{resolve_in_root(base / 'root', directory or '/').rstrip('/')}/{file}"
+        except OSError:
+            return path
     return exe
 
 
@@ -287,6 +294,13 @@ def stat_in_root(root: Path, path: str) -> os.stat_result:
     """``stat`` of ``path`` inside another root (a container's ``/proc/<pid>/root``), following its
     symlinks there. Walking through the magic link alone would resolve an absolute link target,
     such as busybox's ``/bin/sh -> /bin/busybox``, against the sensor's own root."""
+    return os.stat(root / resolve_in_root(root, path).lstrip("/"))
+
+
+def resolve_in_root(root: Path, path: str) -> str:
+    """``path`` with every symlink in it followed inside ``root`` (absolute targets start again at
+    ``root``, never the sensor's own ``/``), as an absolute path in that root: ``/bin`` where
+    ``/bin -> usr/bin`` gives ``/usr/bin``. OSError if a component is missing or loops."""
     parts = [p for p in path.split("/") if p]
     done: list[str] = []
     hops = 0
@@ -309,7 +323,7 @@ def stat_in_root(root: Path, path: str) -> os.stat_result:
         if target.startswith("/"):
             done = []
         parts = [p for p in target.split("/") if p] + parts
-    return os.stat(root.joinpath(*done))
+    return "/" + "/".join(done)
 
 
 def read_proc(root: Path, pid: int) -> Proc | None:

@@ -61,6 +61,18 @@ def test_connect_and_listen_in_network_none_container(tracer, busybox) -> None: 
     assert accepts and accepts[0].sport == 8017 and accepts[0].daddr in ("", "127.0.0.1")
 
 
+def test_connect_carries_its_source_address(tracer, busybox) -> None:  # type: ignore[no-untyped-def]
+    """connect(2) names only the destination; the source comes from the socket's row in the
+    container's own /proc/PID/net/tcp (the client is kept alive by its stdin, so it can be read)."""
+    tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
+    c = run_in(busybox, "sleep 0.5; (sleep 20 | nc -l -p 8018 >/dev/null &) ; sleep 0.3; "
+               "(sleep 20 | nc 127.0.0.1 8018 >/dev/null &) ; sleep 0.5", tag)
+    events = [e for e in collect_until(tracer, sentinel(tag)) if e.container_id == c.id]
+    connects = [e for e in events if e.kind == "connect" and e.dport == 8018]
+    assert connects and connects[0].ret == 0
+    assert connects[0].saddr == "127.0.0.1" and connects[0].sport not in (0, 8018), connects[0]
+
+
 def test_host_process_is_host(tracer) -> None:  # type: ignore[no-untyped-def]
     tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
     subprocess.run(["/bin/echo", tag], check=True, capture_output=True)
