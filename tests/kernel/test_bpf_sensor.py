@@ -375,6 +375,40 @@ def test_argv_is_captured_up_to_its_limits_and_truncation_is_flagged(tracer, bus
     assert by_first["short"].args == ("/bin/echo", "short") and not by_first["short"].truncated
 
 
+def test_argument_on_a_page_not_faulted_in_is_read_from_proc(tracer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An argv string on a page the exec'ing process never touched (a file mapping, inherited over
+    fork without its page-table entries) cannot be read by BPF at execve entry; the kernel copy
+    fails, says so, and the enricher reads the argument from /proc/PID/cmdline after the exec."""
+    import ctypes
+    import mmap
+
+    from sensor.events import ARGS_FROM_PROC, ARGS_UNREAD
+
+    page = tmp_path / "argv-page"
+    page.write_bytes(b"3\0".ljust(mmap.PAGESIZE, b"\0"))
+    with open(page, "r+b") as f:
+        mm = mmap.mmap(f.fileno(), mmap.PAGESIZE)
+    arg = ctypes.addressof(ctypes.c_char.from_buffer(mm))  # its address only: the page stays untouched
+    path = ctypes.create_string_buffer(b"/bin/sleep")
+    argv = (ctypes.c_void_p * 3)(ctypes.addressof(path), arg, None)
+    envp = (ctypes.c_void_p * 1)(None)
+    execve = ctypes.CDLL(None, use_errno=True).execve
+    pid = os.fork()
+    if pid == 0:  # the child only execs (or leaves at once)
+        execve(path, argv, envp)
+        os._exit(127)
+    tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
+    time.sleep(0.3)
+    subprocess.run(["/bin/echo", tag], check=True, capture_output=True)
+    try:
+        events = collect_until(tracer, sentinel(tag))
+    finally:
+        os.waitpid(pid, 0)
+    ev = next(e for e in events if e.kind == "exec" and e.pid == pid)
+    assert ev.args == ("/bin/sleep", "3"), ev
+    assert ev.flags & ARGS_FROM_PROC and not ev.flags & ARGS_UNREAD
+
+
 def test_long_command_lines_arrive_whole(tracer, busybox) -> None:  # type: ignore[no-untyped-def]
     """A `sh -c` script of a few hundred bytes with many arguments (logrotate's postrotate shape)
     and a command line past 64 characters (a reverse shell's target) are not cut."""
