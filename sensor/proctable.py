@@ -27,6 +27,7 @@ from sensor.events import EXEC, EXIT, FORK, Event
 REAL_PROC: Final = Path("/proc")
 DEPTH: Final = 8  # ancestry entries kept per process
 _LIFECYCLE: Final = frozenset({FORK, EXEC, EXIT})
+_PLUMBING: Final = ("runc", "crun", "youki", "runsc", "containerd-shim", "conmon", "docker-init", "docker-proxy")
 _DEFAULT_PATH: Final = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")  # Docker's
 
 
@@ -107,7 +108,8 @@ class ProcessTable:
             proc = procs.get(parent)
             if proc is not None:
                 proc.has_children = True  # in a chain now: its changes must reach the caches
-                out.append(proc.exe)
+                if not (out and out[-1] == proc.exe and _plumbing(proc.exe)):
+                    out.append(proc.exe)
         return tuple(out), proc is not None or len(out) >= depth
 
     def observe(self, ev: Event, with_ancestry: bool) -> tuple[int, str, tuple[str, ...], str, tuple[str, ...]]:
@@ -205,6 +207,14 @@ class ProcessTable:
         proc = self._procs.pop(pid, None)
         if proc is not None and proc.has_children:
             self._generation += 1
+
+
+def _plumbing(exe: str) -> bool:
+    """A container runtime's own binary: runc forks and re-execs itself (runc, runc init, its
+    [1:CHILD] and [2:INIT] stages) and shims nest, so one runtime start would fill the ancestry with
+    the same name; consecutive repeats of these are shown once. A shell under a shell stays two."""
+    name = exe.rsplit("/", 1)[-1]
+    return name.startswith(_PLUMBING) or name in ("[runc]", "[exe]")
 
 
 def _seed_psutil() -> dict[int, Proc]:

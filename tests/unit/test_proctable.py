@@ -192,3 +192,19 @@ def test_cached_ancestry_matches_a_fresh_walk_under_random_churn(tmp_path: Path)
             table.observe(Event("connect", t, pid=pids[1], ppid=pids[2], ancestor_pid=pids[3]), True)
         probe = rng.randrange(1, 90)
         assert table.ancestry(probe) == walk(table, probe), (t, probe)
+
+
+def test_ancestry_shows_runtime_plumbing_once_and_keeps_nested_shells(tmp_path: Path) -> None:
+    """runc forks and re-execs itself on every start: one runtime start is one runc in the chain
+    (issue 20 item 6); a shell under a shell is still two shells."""
+    fake_proc(tmp_path, 1, 0, "/sbin/init", ["init"])
+    fake_proc(tmp_path, 10, 1, "/usr/bin/containerd-shim-runc-v2", ["shim"])
+    fake_proc(tmp_path, 11, 10, "/usr/bin/runc", ["runc"])
+    fake_proc(tmp_path, 12, 11, "/usr/bin/runc", ["runc", "init"])
+    fake_proc(tmp_path, 13, 12, "/usr/bin/runc", ["runc", "init"])
+    fake_proc(tmp_path, 20, 13, "/bin/sh", ["sh"])
+    fake_proc(tmp_path, 21, 20, "/bin/sh", ["sh", "-c", "x"])
+    fake_proc(tmp_path, 22, 21, "/bin/sleep", ["sleep", "1"])
+    table = ProcessTable(tmp_path)
+    assert table.ancestry(22) == ("/bin/sh", "/bin/sh", "/usr/bin/runc", "/usr/bin/containerd-shim-runc-v2",
+                                  "/sbin/init")
