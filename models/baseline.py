@@ -190,4 +190,6 @@ def fmt_item(dim: str, key: tuple[Any, ...]) -> str:
 def describe(dim: str, key: tuple[Any, ...], ev: Event) -> str:
     if dim in ("process", "parent"):
         return f"{ev.exe} (parent {ev.pexe or '?'}, uid {ev.uid})"
+    if dim == "outbound" and ev.saddr:  # the source is the socket's (sensor/procfacts.py)
+        return f"{fmt_item(dim, key)} ({ev.saddr}:{ev.sport}->{ev.daddr}:{ev.dport})"
     return fmt_item(dim, key)

@@ -191,3 +191,32 @@ def test_connect_gets_its_source_address_from_its_socket(tmp_path: Path) -> None
     rules = RuleEngine(load_text("- rule: C\n  desc: d\n  condition: evt.type = connect\n"
                                  "  output: '%fd.name'\n  priority: NOTICE\n"))
     assert rules.handle(ev)[0].output == "172.17.0.2:51234->10.9.8.7:443"
+
+
+def test_trace_shows_how_whole_a_command_line_is_and_a_socket_stdio() -> None:
+    from sensor.agent.cli import event_json, event_line
+
+    cut = exec_ev(1, "/bin/echo", ("echo", "x" * 10), truncated=True)
+    unread = exec_ev(2, "/bin/sh", ("sh", "", "s"), flags=ARGS_UNREAD)
+    read = exec_ev(3, "/bin/sh", ("sh", "-c", "s"), flags=ARGS_FROM_PROC)
+    shell = exec_ev(4, "/bin/sh", ("sh",), flags=STDIO_SOCKET, proto="tcp", family="ipv4", saddr="10.0.0.2",
+                    sport=40000, daddr="10.9.8.7", dport=443)
+    assert event_line(cut).endswith("/bin/echo xxxxxxxxxx [truncated]")
+    assert event_line(unread).endswith("/bin/sh  s [args unread]")
+    assert event_line(read).endswith("/bin/sh -c s")
+    assert event_line(shell).endswith("/bin/sh [stdio socket 10.0.0.2:40000->10.9.8.7:443]")
+    assert [event_json(e)["args_source"] for e in (cut, unread, read)] == ["kernel", "unread", "proc"]
+    assert event_json(cut)["truncated"] and "stdio_socket" not in event_json(cut)
+    assert event_json(shell)["stdio_socket"] == {"proto": "tcp", "family": "ipv4", "saddr": "10.0.0.2",
+                                                 "sport": 40000, "daddr": "10.9.8.7", "dport": 443}
+
+
+def test_new_outbound_finding_names_its_source() -> None:
+    eng = ModelEngine()
+    base = Event("connect", 1, pid=5, comm="curl", exe="/usr/bin/curl", container_id="c1", image="img:1",
+                 image_id=KEY, family="ipv4", proto="tcp", daddr="10.0.0.1", dport=80, saddr="172.17.0.2", sport=40000)
+    eng.handle(base)
+    eng.get(KEY).set_mode("alert", "test", 2)
+    [f] = eng.handle(base.replace(time_ns=3, daddr="10.9.8.7", dport=4444, sport=40001))
+    assert "tcp 10.9.8.0/24:4444 (172.17.0.2:40001->10.9.8.7:4444)" in f.output
+    assert f.explanation["seen"].endswith("(172.17.0.2:40001->10.9.8.7:4444)")
