@@ -190,7 +190,8 @@ class Enricher:
             elif attr.is_host and ev.exe.startswith(("/dev/fd/", "/proc/")) and _FD_EXEC.fullmatch(ev.exe):
                 self.procs.admit(ev)
                 ev = self._self_copy(ev)
-            ev = self.facts.exec_event(ev, attr.image_id or attr.image or attr.runtime, _in_container(attr))
+            ev = self.facts.exec_event(ev, attr.image_id or attr.image or attr.container_id, _in_container(attr),
+                                       ev.ppid or self.procs.ppid(ev.pid))
         elif ev.kind == CONNECT and _in_container(attr):
             ev = self.facts.connect_event(ev)
         ppid, exe, args, pexe, ancestry = self.procs.observe(ev, ev.kind in _WITH_ANCESTRY)

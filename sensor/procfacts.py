@@ -150,13 +150,15 @@ class ProcFacts:
         self.stdio_sockets = 0
         self.sources = 0
 
-    def exec_event(self, ev: Event, image_key: str, container: bool) -> Event:
+    def exec_event(self, ev: Event, image_key: str, container: bool, parent: int = 0) -> Event:
         """The exec with argv completed, its path's directory resolved and, in a container, a
-        shell's socket stdio noted. Returns ``ev`` itself when nothing changed."""
+        shell's socket stdio noted. ``parent`` (its parent's pid, if known) stands in for a
+        process that exited before its directory was resolved. Returns ``ev`` itself when nothing
+        changed."""
         changes: dict[str, object] = {}
         if ev.flags & ARGS_UNREAD:
             changes.update(self._args(ev))
-        exe = self.canonical(ev.pid, ev.exe, image_key)
+        exe = self.canonical(ev.pid, ev.exe, image_key, parent)
         if exe != ev.exe:
             changes["exe"] = exe
         if container and INTERPRETERS.fullmatch(exe.rsplit("/", 1)[-1] or ev.comm):
@@ -173,22 +175,31 @@ class ProcFacts:
         self.sources += 1
         return ev.replace(saddr=ends.saddr, sport=ends.sport)
 
-    def canonical(self, pid: int, path: str, image_key: str) -> str:
-        """``path`` with its directory resolved in the process's root (cached per image)."""
+    def canonical(self, pid: int, path: str, image_key: str, parent: int = 0) -> str:
+        """``path`` with its directory resolved in the process's root (cached per image); if the
+        process is gone already (a short ``true``), in its parent's, which shares its mounts
+        unless it changed them."""
         if not path.startswith("/") or path.startswith(_OPAQUE):
             return path
         directory, _, name = path.rpartition("/")
         key = (image_key, directory)
         resolved = self._dirs.get(key)
         if resolved is None:
-            try:
-                resolved = resolve_in_root(self.root / str(pid) / "root", directory or "/")
-            except OSError:
+            resolved = self._resolve(directory or "/", pid, parent)
+            if resolved is None:
                 return path  # gone before we looked, and the image's layout is not known yet
             if len(self._dirs) >= self.max_dirs:
                 self._dirs.clear()
             self._dirs[key] = resolved
         return f"{resolved.rstrip('/')}/{name}"
+
+    def _resolve(self, directory: str, pid: int, parent: int) -> str | None:
+        for who in (pid, parent) if parent else (pid,):
+            try:
+                return resolve_in_root(self.root / str(who) / "root", directory)
+            except OSError:
+                continue
+        return None
 
     def _args(self, ev: Event) -> dict[str, object]:
         try:

@@ -117,6 +117,9 @@ def test_merged_usr_paths_are_one_identity_and_applet_names_stay(tmp_path: Path)
     assert facts.canonical(40, "/usr/bin/sh", KEY) == "/usr/bin/sh"
     assert facts.canonical(41, "/bin/dash", KEY) == "/usr/bin/dash"  # gone, but the image's /bin is known
     assert facts.canonical(41, "/sbin/x", KEY) == "/sbin/x"  # unknown and gone: as reported
+    os.symlink("usr/sbin", root / "sbin")
+    (root / "usr" / "sbin").mkdir()
+    assert facts.canonical(41, "/sbin/x", KEY, parent=40) == "/usr/sbin/x"  # gone: its parent's root
     assert facts.canonical(40, "/proc/self/fd/3", KEY) == "/proc/self/fd/3"
     assert facts.canonical(40, "/memfd:x (deleted)", KEY) == "/memfd:x (deleted)"
 
