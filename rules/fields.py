@@ -60,9 +60,9 @@ def _base(path: str) -> str:
 
 
 def _stdio_socket(ev: Event) -> bool:
-    """An exec whose fd 0, 1 or 2 is a network socket (sensor/procfacts.py): its endpoints are the
-    socket's, local in saddr/sport, remote in daddr/dport, like a connect's."""
-    return ev.kind == "exec" and bool(ev.flags & STDIO_SOCKET)
+    """An exec whose fd 0, 1 or 2 is a network socket, or a connect whose socket its interpreter put
+    on fd 0-2 (sensor/procfacts.py): the socket's local end is in saddr/sport, remote in daddr/dport."""
+    return ev.kind in ("exec", "connect") and bool(ev.flags & STDIO_SOCKET)
 
 
 def _server(ev: Event) -> tuple[str, int]:
@@ -144,8 +144,8 @@ def _fields() -> list[Field]:
               indexed=True),
         _attr("proc.aexe", STRS, "ancestry", "ancestor executables", indexed=True),
         _attr("proc.is_exe_killed", BOOL, "killed"),
-        Field("proc.stdio_socket", BOOL, _stdio_socket, "at exec, the shell's or interpreter's stdin, stdout or "
-              "stderr is a network socket (remote end: fd.rip, fd.rport; both: fd.name)"),
+        Field("proc.stdio_socket", BOOL, _stdio_socket, "the shell's or interpreter's stdin, stdout or stderr is "
+              "a network socket, at exec or at its connect (remote end: fd.rip, fd.rport; both: fd.name)"),
         _attr("proc.args_truncated", BOOL, "truncated", "argv longer than the sensor keeps (64 entries, 4096 bytes)"),
         _attr("user.uid", INT, "uid"),
         Field("user.name", STR, lambda e: "root" if e.uid == 0 else str(e.uid)),

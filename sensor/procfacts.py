@@ -24,6 +24,9 @@ about a process come from ``/proc/<pid>`` in user space, once per event that nee
   relaying process is then the one with the socket, and it is not a shell.
 - **The source of a connect.** connect(2) carries only the destination; the local address and
   port are the socket's, read the same way by the descriptor the record carries (``sc_args[0]``).
+  An interpreter whose fd 0, 1 or 2 is that very socket by the time the record is read (it
+  dup2()ed it there: python's reverse shell before ``pty.spawn``) gets ``STDIO_SOCKET`` on the
+  connect: best effort, since the dup2 may come after the read.
 
 Shell checks and connect sources are looked up for container processes only: their cost (a few
 readlinks, one read of the namespace's socket table) is paid where findings are made.
@@ -102,13 +105,19 @@ def inet_socket(pid_dir: Path, inode: int) -> SocketEnds | None:
     return None
 
 
-def fd_socket(pid_dir: Path, fd: int) -> SocketEnds | None:
-    """The inet socket behind one of the process's descriptors; None if it is not one (or gone)."""
+def fd_inode(pid_dir: Path, fd: int) -> int:
+    """The socket inode behind one of the process's descriptors; 0 if it is not a socket (or gone)."""
     try:
         match = _SOCKET.fullmatch(os.readlink(pid_dir / "fd" / str(fd)))
     except OSError:
-        return None
-    return inet_socket(pid_dir, int(match.group(1))) if match else None
+        return 0
+    return int(match.group(1)) if match else 0
+
+
+def fd_socket(pid_dir: Path, fd: int) -> SocketEnds | None:
+    """The inet socket behind one of the process's descriptors; None if it is not one (or gone)."""
+    inode = fd_inode(pid_dir, fd)
+    return inet_socket(pid_dir, inode) if inode else None
 
 
 def within_limits(args: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
@@ -166,14 +175,24 @@ class ProcFacts:
         return ev.replace(**changes) if changes else ev
 
     def connect_event(self, ev: Event) -> Event:
-        """A successful (or in-progress) inet connect with its source address and port."""
+        """A successful (or in-progress) inet connect with its source address and port; by an
+        interpreter whose stdin/stdout/stderr is that socket by now, also ``STDIO_SOCKET``."""
         if ev.sport or ev.family not in ("ipv4", "ipv6") or ev.ret not in (0, -115) or not ev.sc_args:
             return ev
-        ends = fd_socket(self.root / str(ev.pid), ev.sc_args[0])
+        pid_dir = self.root / str(ev.pid)
+        inode = fd_inode(pid_dir, ev.sc_args[0])
+        ends = inet_socket(pid_dir, inode) if inode else None
         if ends is None or (ends.daddr, ends.dport) != (ev.daddr, ev.dport):
             return ev  # closed, or its number reused by another socket already
         self.sources += 1
-        return ev.replace(saddr=ends.saddr, sport=ends.sport)
+        flags = ev.flags
+        if INTERPRETERS.fullmatch(ev.exe.rsplit("/", 1)[-1] or ev.comm) and inode in (
+                fd_inode(pid_dir, fd) for fd in (0, 1, 2)):
+            # python's socket + os.dup2 onto 0-2 (then pty.spawn, or code run in-process): the
+            # process that wired itself to the socket, caught if it did so before this is read
+            flags |= STDIO_SOCKET
+            self.stdio_sockets += 1
+        return ev.replace(saddr=ends.saddr, sport=ends.sport, flags=flags)
 
     def canonical(self, pid: int, path: str, image_key: str, parent: int = 0) -> str:
         """``path`` with its directory resolved in the process's root (cached per image); if the

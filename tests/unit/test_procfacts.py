@@ -223,3 +223,23 @@ def test_new_outbound_finding_names_its_source() -> None:
     [f] = eng.handle(base.replace(time_ns=3, daddr="10.9.8.7", dport=4444, sport=40001))
     assert "tcp 10.9.8.0/24:4444 (172.17.0.2:40001->10.9.8.7:4444)" in f.output
     assert f.explanation["seen"].endswith("(172.17.0.2:40001->10.9.8.7:4444)")
+
+
+def test_interpreter_that_put_its_connected_socket_on_its_stdio_is_flagged_at_the_connect(tmp_path: Path) -> None:
+    """python: socket, connect, os.dup2 onto 0-2, then pty.spawn (the shell gets a pty): the
+    process that wired itself to the socket is python, and its connect says so if it is read after
+    the dup2. A client that merely connects (the socket on fd 5 only) is not flagged."""
+    enr, cg, procfs = enricher(tmp_path)
+    wired = {0: "socket:[4242]", 1: "socket:[4242]", 2: "socket:[4242]", 3: "socket:[4242]"}
+    proc_dir(procfs, 90, fds=wired, tcp=TCP)
+    proc_dir(procfs, 91, fds={0: "/dev/null", 1: "pipe:[1]", 2: "pipe:[1]", 3: "socket:[4242]"}, tcp=TCP)
+    proc_dir(procfs, 92, fds=wired, tcp=TCP)
+    base = Event("connect", 1, comm="python3", exe="/usr/bin/python3", cgroup_id=cg, family="ipv4", proto="tcp",
+                 daddr="10.9.8.7", dport=443, sc_args=(3,))
+    shell = enr.enrich(base.replace(pid=90))
+    assert shell.flags & STDIO_SOCKET and (shell.saddr, shell.sport) == ("172.17.0.2", 51234)
+    assert not enr.enrich(base.replace(pid=91)).flags & STDIO_SOCKET
+    assert not enr.enrich(base.replace(pid=92, comm="nginx", exe="/usr/sbin/nginx")).flags & STDIO_SOCKET
+    rules = RuleEngine(load_files(default_rule_files()))
+    hits = [f for f in rules.handle(shell) if f.rule == "Reverse Shell in Container"]
+    assert hits and "172.17.0.2:51234->10.9.8.7:443" in hits[0].output
