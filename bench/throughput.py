@@ -24,8 +24,8 @@ from sensor.decode import Decoder
 def records(n: int) -> list[bytes]:
     """A realistic mix of raw records: exec with args, fork, exit, connect."""
     hdr = lambda op: L.HDR.pack(op, 100, 100, 0, 0, 0, 1_000, 4242, b"sh", 1, 0)  # noqa: E731
-    argv = b"".join(a.ljust(L.ARG_LEN, b"\0") for a in (b"wget", b"-q", b"http://127.0.0.1:8080/"))
-    mix = [hdr(L.OP_EXEC) + L.EXEC.pack(100, 3, b"/usr/bin/wget", argv.ljust(L.ARGS_MAX * L.ARG_LEN, b"\0")),
+    argv = b"".join(a + b"\0" for a in (b"wget", b"-q", b"http://127.0.0.1:8080/"))
+    mix = [hdr(L.OP_EXEC) + L.EXEC.pack(100, 3, len(argv), 0, b"/usr/bin/wget") + argv,
            hdr(L.OP_FORK) + L.FORK.pack(100, 101), hdr(L.OP_EXIT) + L.EXIT.pack(0, 0),
            hdr(L.OP_CONNECT) + L.NET.pack(0, 3, socket.AF_INET, 6, 0, 8080, 0, b"", socket.inet_aton("127.0.0.1"),
                                           b"")]

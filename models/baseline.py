@@ -1,9 +1,13 @@
 """One image's baseline: profile + rate model + lifecycle (learn -> alert -> enforce).
 
-Learning counts *observed* time (time during which any container of the image produced events,
-gaps longer than ``window_s`` not counted), not wall time, and auto-promotes to ``alert`` once
-the profile has been stable (no new items) for ``stable_s`` of observed time. While the sensor is
-losing events the baseline is frozen: nothing is learned, and findings carry ``during_loss``.
+"Learned" time is *observed* time in learning mode only (time during which any container of the
+image produced events, gaps longer than ``window_s`` not counted): what the baseline was built
+from, so it stops growing once the image alerts. Auto-promotion to ``alert`` follows NeuVector's
+rule instead, on wall time: once the image has been learning for ``min_learn_s`` and nothing new
+was seen for the last ``stable_s`` (the engine checks on every event and every tick, so an idle
+image is promoted too). A share of observed time was a poor clock: a quiet service that runs for
+hours is observed for minutes. While the sensor is losing events the baseline is frozen: nothing
+is learned, nothing is promoted, and findings carry ``during_loss``.
 """
 
 from __future__ import annotations
@@ -41,10 +45,16 @@ class Lifecycle:
     promoted_ns: int = 0
     audit: list[dict[str, Any]] = field(default_factory=list)
     would_enforce: dict[str, int] = field(default_factory=dict)
+    learn_started_ns: int = 0  # wall time learning (re)started: first event, relearn, mode -> learn
+    last_new_ns: int = 0  # wall time the last new item was learned
 
     def tick(self, time_ns: int, gap_ns: int) -> None:
-        if self.last_active_ns and 0 < time_ns - self.last_active_ns <= gap_ns:
-            self.observed_ns += time_ns - self.last_active_ns
+        """An event at ``time_ns``: observed time grows only while learning."""
+        if self.mode == "learn":
+            if not self.learn_started_ns:
+                self.learn_started_ns = time_ns
+            if self.last_active_ns and 0 < time_ns - self.last_active_ns <= gap_ns:
+                self.observed_ns += time_ns - self.last_active_ns
         self.last_active_ns = max(self.last_active_ns, time_ns)
 
     def frozen(self, time_ns: int) -> bool:
@@ -72,25 +82,40 @@ class ImageBaseline:
                                 "reason": reason})
         if mode != "learn" and self.life.mode == "learn":
             self.life.promoted_ns = time_ns
+        if mode == "learn" and self.life.mode != "learn":
+            self.life.learn_started_ns = time_ns
         self.life.mode = mode
 
     def learned_s(self) -> float:
         return self.life.observed_ns / 1e9
 
-    def stable_s(self) -> float:
-        return (self.life.observed_ns - self.life.last_new_observed_ns) / 1e9
+    def stable_s(self, now_ns: int = 0) -> float:
+        """Wall seconds since learning last saw something new (or began), as of ``now_ns``
+        (default: the image's latest event); negative while an extension holds it back."""
+        life = self.life
+        return ((now_ns or life.last_active_ns) - max(life.last_new_ns, life.learn_started_ns)) / 1e9
+
+    def learning_s(self, now_ns: int = 0) -> float:
+        """Wall seconds since learning (re)started, as of ``now_ns`` (default: the latest event)."""
+        start = self.life.learn_started_ns
+        return ((now_ns or self.life.last_active_ns) - start) / 1e9 if start else 0.0
 
     def maybe_promote(self, time_ns: int) -> bool:
+        """learn -> alert once learning has run ``min_learn_s`` and nothing was new for ``stable_s``
+        (both wall time, as of ``time_ns``)."""
         cfg = self.config
-        if (self.mode == "learn" and cfg.auto_promote and self.learned_s() >= cfg.min_learn_s
-                and self.stable_s() >= cfg.stable_s and not self.life.frozen(time_ns)):
+        if (self.mode == "learn" and cfg.auto_promote and self.life.learn_started_ns
+                and self.learning_s(time_ns) >= cfg.min_learn_s and self.stable_s(time_ns) >= cfg.stable_s
+                and not self.life.frozen(time_ns)):
             self.set_mode("alert", "auto-promotion", time_ns,
-                          f"profile stable for {self.stable_s():.0f}s of {self.learned_s():.0f}s observed")
+                          f"nothing new for {self.stable_s(time_ns):.0f}s of {self.learning_s(time_ns):.0f}s "
+                          f"learning ({self.learned_s():.0f}s observed)")
             return True
         return False
 
-    def note_new_item(self) -> None:
+    def note_new_item(self, time_ns: int) -> None:
         self.life.last_new_observed_ns = self.life.observed_ns
+        self.life.last_new_ns = max(self.life.last_new_ns, time_ns)
 
     def relearn(self, actor: str, time_ns: int) -> None:
         audit = self.life.audit
@@ -99,9 +124,13 @@ class ImageBaseline:
 
     def extend(self, actor: str, time_ns: int, extra_s: float) -> None:
         """Back to learning for at least ``extra_s`` more observed seconds."""
+        if self.life.mode != "learn":
+            self.life.learn_started_ns = time_ns
         self.life.mode = "learn"
         self.life.last_new_observed_ns = self.life.observed_ns + int(extra_s * 1e9) - int(
             self.config.stable_s * 1e9)
+        # promotion needs stable_s without news: that point is moved extra_s ahead
+        self.life.last_new_ns = max(time_ns, self.life.last_active_ns) + int((extra_s - self.config.stable_s) * 1e9)
         self.life.audit.append({"time_ns": time_ns, "actor": actor, "action": f"extend {extra_s:.0f}s",
                                 "reason": ""})
 
@@ -161,4 +190,6 @@ def fmt_item(dim: str, key: tuple[Any, ...]) -> str:
 def describe(dim: str, key: tuple[Any, ...], ev: Event) -> str:
     if dim in ("process", "parent"):
         return f"{ev.exe} (parent {ev.pexe or '?'}, uid {ev.uid})"
+    if dim == "outbound" and ev.saddr:  # the source is the socket's (sensor/procfacts.py)
+        return f"{fmt_item(dim, key)} ({ev.saddr}:{ev.sport}->{ev.daddr}:{ev.dport})"
     return fmt_item(dim, key)

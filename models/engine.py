@@ -130,7 +130,7 @@ class ModelEngine:
                 continue
             if learning:
                 if not frozen and b.profile.learn(dim, key, ev, self.node):
-                    b.note_new_item()
+                    b.note_new_item(ev.time_ns)
                 continue
             if dim == "parent" and new_process or dim == "args" and not self._args_stable(b, ev):
                 continue
@@ -179,6 +179,7 @@ class ModelEngine:
             cur[1].endpoints.add(endpoint_key(ev))
         if ev.kind == "exec":
             cur[1].note_exec(ev.exe)
+        cur[1].note_process(ev.pid, ev.exe, ev)
         cur[1].last_event = ev
         return out
 
@@ -201,6 +202,9 @@ class ModelEngine:
         """Apply operators' queued decisions (the sensor ticks every second), and close windows of
         containers idle for a whole window (they count as quiet windows)."""
         self.registry.apply_decisions()
+        for b in list(self._images.values()):  # an idle learning image is promoted too (wall time)
+            if b.mode == "learn" and b.maybe_promote(now_ns):
+                log.info("image %s promoted to alert while idle after %.0fs observed", b.key, b.learned_s())
         out: list[Finding] = []
         for container, (key, w) in list(self._windows.items()):
             if now_ns - w.start_ns >= 2 * self.config.window_s * 1e9:

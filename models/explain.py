@@ -1,6 +1,8 @@
 """Explanations of rate findings: the features that moved, which test fired and in which direction
 (both scores read "higher = more unusual"), what the window ran and where it connected, and the
-window's last event labelled as such (it is a sample of the window, not the anomaly itself)."""
+processes behind the window's events with their ancestry (the top contributors), and the window's
+last event labelled as such (a sample of the window, not the anomaly itself). The finding's event
+is the top contributor's latest event, so an alert names a process and its parents."""
 
 from __future__ import annotations
 
@@ -18,10 +20,16 @@ def rate_finding(b: ImageBaseline, container: str, s: RateScore, w: Window, ev: 
     why = _rate_reasons(s)
     window = _window_summary(w, b.config.window_s)
     last = f"last event of the window: {_event_text(ev)}"
+    top_procs = [(pid, exe, n, e) for pid, exe, n, e in w.top_processes() if isinstance(e, Event)]
+    if top_procs:
+        ev = top_procs[0][3]  # the finding is about the top contributor: its pid, exe and parents
+    processes = [{"pid": pid, "exe": exe, "events": n, "ancestry": list(e.ancestry)} for pid, exe, n, e in top_procs]
+    who = "processes " + ", ".join(_process_text(p) for p in processes) if processes else "processes unknown"
     endpoints = [fmt_item("outbound", k) for k in sorted(w.endpoints, key=repr)[:5]]
     return Finding(kind=RATE_ANOMALY, rule="Rate Anomaly", priority=priority,
                    output=f"rate anomaly in image {b.image or b.key} container "
-                          f"{ev.container_name or container[:12]}: {top}; {'; '.join(why)}; {window}; {last}",
+                          f"{ev.container_name or container[:12]}: {top}; {'; '.join(why)}; {window}; {who}; "
+                          f"{last}",
                    event=ev, time_ns=ev.time_ns, source="model", tags=("baseline", "rate"),
                    explanation={"score": s.score, "threshold": s.threshold, "reasons": why,
                                 "top_features": [list(t) for t in s.top],
@@ -29,6 +37,7 @@ def rate_finding(b: ImageBaseline, container: str, s: RateScore, w: Window, ev: 
                                 "seen": top, "window": window,
                                 "window_execs": [list(x) for x in w.top_exes()],
                                 "window_endpoints": endpoints,
+                                "window_processes": processes,
                                 "evidence": last, **b.context()},
                    mode=b.mode, during_loss=b.life.frozen(ev.time_ns))
 
@@ -49,6 +58,13 @@ def _window_summary(w: Window, window_s: float) -> str:
     ends = ", ".join(fmt_item("outbound", k) for k in sorted(w.endpoints, key=repr)[:3])
     more = f" (+{len(w.endpoints) - 3} more)" if len(w.endpoints) > 3 else ""
     return f"in the {window_s:.0f}s window: executables {exes}; endpoints {ends + more or 'none'}"
+
+
+def _process_text(p: dict[str, object]) -> str:
+    """"/usr/bin/wget (pid 42, 37 events, under /bin/sh < /usr/sbin/nginx)"."""
+    ancestry = p["ancestry"]
+    under = f", under {' < '.join(map(str, ancestry[:4]))}" if isinstance(ancestry, list) and ancestry else ""
+    return f"{p['exe'] or '?'} (pid {p['pid']}, {p['events']} events{under})"
 
 
 def _event_text(ev: Event) -> str:

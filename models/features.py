@@ -10,7 +10,7 @@ mode, so the rate model fits and scores only :data:`SCORED_FEATURES`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
@@ -25,6 +25,7 @@ PROFILER_FEATURES: Final = tuple(f for f in FEATURES if f.startswith("sc_"))
 # Available in every mode: what the rate model is trained and scored on.
 SCORED_FEATURES: Final = tuple(f for f in FEATURES if f not in PROFILER_FEATURES)
 MAX_EXES_PER_WINDOW: Final = 256  # distinct executables counted per window (memory bound)
+MAX_PROCS_PER_WINDOW: Final = 256  # distinct processes counted per window (memory bound)
 
 _CLASSES: Final = {
     "file": ("open", "read", "write", "close", "stat", "fstat", "lstat", "lseek", "pread", "pwrite",
@@ -54,6 +55,9 @@ class Window:
     endpoints: set[tuple[object, ...]] = field(default_factory=set)
     last_event: object = None  # the window's latest event: a finding's evidence
     exes: dict[str, int] = field(default_factory=dict)  # executables run in the window: count
+    # (pid, exe) -> [events, its latest event]: who the window's events came from. Repeats the
+    # kernel only counts (connects to a known endpoint, forks) are not in it: their first record is.
+    procs: dict[tuple[int, str], list[Any]] = field(default_factory=dict)
 
     def add(self, name: str, n: float = 1.0) -> None:
         self.counts[name] = self.counts.get(name, 0.0) + n
@@ -64,6 +68,20 @@ class Window:
 
     def top_exes(self, n: int = 3) -> list[tuple[str, int]]:
         return sorted(self.exes.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+    def note_process(self, pid: int, exe: str, event: object) -> None:
+        """One event of process ``pid`` running ``exe``; ``event`` is kept as its latest."""
+        entry = self.procs.get((pid, exe))
+        if entry is not None:
+            entry[0] += 1
+            entry[1] = event
+        elif len(self.procs) < MAX_PROCS_PER_WINDOW:
+            self.procs[(pid, exe)] = [1, event]
+
+    def top_processes(self, n: int = 3) -> list[tuple[int, str, int, Any]]:
+        """The ``n`` processes with the most events in the window: (pid, exe, events, latest event)."""
+        ranked = sorted(self.procs.items(), key=lambda kv: (-kv[1][0], kv[0]))[:n]
+        return [(pid, exe, count, ev) for (pid, exe), (count, ev) in ranked]
 
 
 _KIND_FEATURE: Final = {"exec": "execs", "fork": "forks", "exit": "exits", "accept": "accepts",

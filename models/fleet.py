@@ -13,7 +13,7 @@ from models import store
 from models.baseline import MODES, ImageBaseline, ModelConfig
 from models.registry import BaselineRegistry
 
-_LATEST = ("observed_ns", "last_active_ns", "last_new_observed_ns", "frozen_until_ns", "promoted_ns")
+_LATEST = ("observed_ns", "last_active_ns", "last_new_observed_ns", "frozen_until_ns", "promoted_ns", "last_new_ns")
 
 
 def adopt(registry: BaselineRegistry, snapshot: dict[str, Any]) -> ImageBaseline:
@@ -44,6 +44,7 @@ def merge_snapshots(a: dict[str, Any], b: dict[str, Any], config: ModelConfig | 
     lx.mode = max(lx.mode, ly.mode, key=MODES.index)
     for name in _LATEST:
         setattr(lx, name, max(getattr(lx, name), getattr(ly, name)))
+    lx.learn_started_ns = min((t for t in (lx.learn_started_ns, ly.learn_started_ns) if t), default=0)
     lx.seeded_from = max(lx.seeded_from, ly.seeded_from)
     lx.would_enforce = {k: lx.would_enforce.get(k, 0) + ly.would_enforce.get(k, 0)
                         for k in sorted(lx.would_enforce.keys() | ly.would_enforce.keys())}

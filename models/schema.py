@@ -31,7 +31,8 @@ COUNT: Final = (0, 2**63 - 1)
 SEED: Final = (0, 2**32 - 1)  # what IsolationForest's random_state takes
 WINDOW_MAX: Final = float(np.finfo(np.float32).max)  # the forest fits and scores in float32
 _LIFE_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(Lifecycle))
-_LIFE_TIMES: Final = ("last_active_ns", "last_new_observed_ns", "frozen_until_ns", "promoted_ns")
+_LIFE_TIMES: Final = ("last_active_ns", "last_new_observed_ns", "frozen_until_ns", "promoted_ns",
+                      "learn_started_ns", "last_new_ns")
 _AUDIT_TEXT: Final = ("actor", "action", "reason", "decision")
 
 

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Final
 
-from sensor.events import Event
+from sensor.events import ARGS_FROM_PROC, ARGS_UNREAD, STDIO_SOCKET, Event
 
 STR: Final = "str"
 INT: Final = "int"
@@ -59,18 +59,24 @@ def _base(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
 
+def _stdio_socket(ev: Event) -> bool:
+    """An exec whose fd 0, 1 or 2 is a network socket, or a connect whose socket its interpreter put
+    on fd 0-2 (sensor/procfacts.py): the socket's local end is in saddr/sport, remote in daddr/dport."""
+    return ev.kind in ("exec", "connect") and bool(ev.flags & STDIO_SOCKET)
+
+
 def _server(ev: Event) -> tuple[str, int]:
-    return (ev.daddr, ev.dport) if ev.kind == "connect" else (ev.saddr, ev.sport)
+    return (ev.daddr, ev.dport) if ev.kind in ("connect", "exec") else (ev.saddr, ev.sport)
 
 
 def _client(ev: Event) -> tuple[str, int]:
-    return (ev.saddr, ev.sport) if ev.kind == "connect" else (ev.daddr, ev.dport)
+    return (ev.saddr, ev.sport) if ev.kind in ("connect", "exec") else (ev.daddr, ev.dport)
 
 
 def _fd_name(ev: Event) -> str:
     if ev.kind == "open" or ev.family == "unix":
         return ev.path
-    if ev.kind in ("connect", "accept", "listen"):
+    if ev.kind in ("connect", "accept", "listen") or _stdio_socket(ev):
         (cip, cport), (sip, sport) = _client(ev), _server(ev)
         return f"{cip}:{cport}->{sip}:{sport}" if ev.kind != "listen" else f"{sip}:{sport}"
     return ""
@@ -79,7 +85,7 @@ def _fd_name(ev: Event) -> str:
 def _fd_type(ev: Event) -> str:
     if ev.kind == "open":
         return "file"
-    return ev.family
+    return ev.family if ev.kind != "exec" or _stdio_socket(ev) else ""
 
 
 def _typechar(ev: Event) -> str:
@@ -87,7 +93,13 @@ def _typechar(ev: Event) -> str:
 
 
 def _cmdline(ev: Event) -> str:
-    return " ".join((ev.comm, *ev.args[1:])) if ev.args else ev.comm
+    """comm and arguments; a command line the sensor could not get whole says so at its end."""
+    line = " ".join((ev.comm, *ev.args[1:])) if ev.args else ev.comm
+    if ev.truncated:
+        line += " [truncated]"
+    if ev.kind == "exec" and ev.flags & ARGS_UNREAD and not ev.flags & ARGS_FROM_PROC:
+        line += " [arguments unread]"
+    return line
 
 
 def _image_repo(ev: Event) -> str:
@@ -132,6 +144,9 @@ def _fields() -> list[Field]:
               indexed=True),
         _attr("proc.aexe", STRS, "ancestry", "ancestor executables", indexed=True),
         _attr("proc.is_exe_killed", BOOL, "killed"),
+        Field("proc.stdio_socket", BOOL, _stdio_socket, "the shell's or interpreter's stdin, stdout or stderr is "
+              "a network socket, at exec or at its connect (remote end: fd.rip, fd.rport; both: fd.name)"),
+        _attr("proc.args_truncated", BOOL, "truncated", "argv longer than the sensor keeps (64 entries, 4096 bytes)"),
         _attr("user.uid", INT, "uid"),
         Field("user.name", STR, lambda e: "root" if e.uid == 0 else str(e.uid)),
         _attr("group.gid", INT, "gid"),
@@ -155,7 +170,7 @@ def _fields() -> list[Field]:
         Field("fd.cport", INT, lambda e: _client(e)[1], "client port"),
         Field("fd.dip", STR, lambda e: _server(e)[0], "destination (server) IP"),
         Field("fd.dport", INT, lambda e: _server(e)[1], "destination (server) port"),
-        Field("fd.lip", STR, lambda e: e.saddr if e.kind != "connect" else ""),
+        Field("fd.lip", STR, lambda e: e.saddr),
         _attr("fd.lport", INT, "sport"),
         _attr("fd.rip", STR, "daddr"),
         _attr("fd.rport", INT, "dport"),

@@ -148,7 +148,7 @@ def cflags(options: ProbeOptions) -> list[str]:
         f"-DTASK_STORAGE={int(has_task_storage())}",
         f"-DFORK_RECORDS={int(options.fork_records)}",
         f"-DARGS_MAX={L.ARGS_MAX}",
-        f"-DARG_LEN={L.ARG_LEN}",
+        f"-DARGS_SIZE={L.ARGS_SIZE}",
         "-Wno-macro-redefined",
     ]
     if options.sensitive:

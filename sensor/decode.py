@@ -15,7 +15,7 @@ from typing import Callable, Final
 from sensor import layout as L
 from sensor import syscalls
 from sensor.errors import DataError
-from sensor.events import Event
+from sensor.events import ARGS_UNREAD, Event
 
 _FAMILIES: Final = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6", socket.AF_UNIX: "unix"}
 _PROTOS: Final = {6: "tcp", 17: "udp"}
@@ -48,8 +48,8 @@ class Decoder:
         fn = DECODERS.get(op)
         if fn is None:
             raise DecodeError(f"unknown opcode {op}")
-        if len(data) < L.RECORD_SIZES[op]:
-            raise DecodeError(f"{L.OP_NAMES[op]} record of {len(data)} bytes, need {L.RECORD_SIZES[op]}")
+        if len(data) < L.MIN_RECORD_SIZES[op]:
+            raise DecodeError(f"{L.OP_NAMES[op]} record of {len(data)} bytes, need {L.MIN_RECORD_SIZES[op]}")
         return fn(self, data)
 
     def header(self, data: bytes) -> tuple[_Head, int, int, int]:
@@ -65,13 +65,24 @@ _HDR: Final = L.HDR.unpack_from
 _HS: Final = L.HDR.size
 
 
+_ARGS_AT: Final = L.HDR.size + L.EXEC.size
+
+
 def _exec(d: Decoder, data: bytes) -> Event:
+    """argv arrives as NUL-terminated strings back to back (a cut last one has no NUL); an entry the
+    kernel could not read is empty and the record says so (F_ARGS_FAULT, kept in ``flags`` for the
+    enricher, which reads the command line from /proc instead)."""
     head, cg, anc, flags = d.header(data)
-    _old, argc, filename, blob = L.EXEC.unpack_from(data, _HS)
-    arg_len = L.ARG_LEN
-    args = tuple(_cstr(blob[i:i + arg_len]) for i in range(0, min(argc, L.ARGS_MAX) * arg_len, arg_len))
+    _old, argc, args_len, _pad, filename = L.EXEC.unpack_from(data, _HS)
+    blob = data[_ARGS_AT:_ARGS_AT + min(args_len, L.ARGS_SIZE)]
+    if len(blob) < min(args_len, L.ARGS_SIZE):
+        raise DecodeError(f"exec record of {len(data)} bytes, its argv needs {_ARGS_AT + args_len}")
+    parts = blob.split(b"\0")
+    if blob.endswith(b"\0"):
+        parts.pop()  # the last entry's terminator, not an entry
+    args = tuple(a.decode("utf-8", "replace") for a in parts[:min(argc, L.ARGS_MAX)])
     return Event("exec", *head, _cstr(filename), args, cg, ancestor_pid=anc, killed=bool(flags & L.F_KILLED),
-                 truncated=bool(flags & L.F_ARGS_TRUNC))
+                 truncated=bool(flags & L.F_ARGS_TRUNC), flags=ARGS_UNREAD if flags & L.F_ARGS_FAULT else 0)
 
 
 def _fork(d: Decoder, data: bytes) -> Event:
@@ -109,15 +120,17 @@ def _addr(family: int, raw: bytes) -> str:
 
 def _net(kind: str) -> Callable[[Decoder, bytes], Event]:
     with_saddr, with_daddr = kind != "connect", kind != "listen"
+    with_fd = kind == "connect"  # the socket, whose source address userspace reads (sensor/procfacts.py)
 
     def decode(d: Decoder, data: bytes) -> Event:
         head, cg, anc, _flags = d.header(data)
-        ret, _fd, fam, proto, sport, dport, _p, saddr, daddr, upath = L.NET.unpack_from(data, _HS)
+        ret, fd, fam, proto, sport, dport, _p, saddr, daddr, upath = L.NET.unpack_from(data, _HS)
         if fam == socket.AF_UNIX:
             return Event(kind, *head, cgroup_id=cg, ancestor_pid=anc, family="unix", path=_cstr(upath), ret=ret)
         return Event(kind, *head, cgroup_id=cg, ancestor_pid=anc, family=_FAMILIES.get(fam, ""),
                      proto=_PROTOS.get(proto, ""), saddr=_addr(fam, saddr) if with_saddr else "", sport=sport,
-                     daddr=_addr(fam, daddr) if with_daddr else "", dport=dport, ret=ret)
+                     daddr=_addr(fam, daddr) if with_daddr else "", dport=dport, ret=ret,
+                     sc_args=(fd,) if with_fd else ())
     return decode
 
 

@@ -23,6 +23,8 @@ from sensor.containers import CgroupIndex, parse_cgroup_path
 from sensor.errors import EX_NOINPUT, SensorError
 from sensor.events import (
     ACCEPT,
+    ARGS_FROM_PROC,
+    ARGS_UNREAD,
     CONNECT,
     EXEC,
     HOST,
@@ -31,6 +33,7 @@ from sensor.events import (
     SYS,
     Event,
 )
+from sensor.procfacts import ProcFacts
 from sensor.proctable import REAL_PROC, ProcessTable
 from sensor.runtime import DockerRuntime, NullRuntime, Runtime
 
@@ -85,13 +88,19 @@ def proc_args(root: Path, pid: int) -> tuple[str, ...]:
     return tuple(a.decode("utf-8", "replace") for a in raw.split(b"\0") if a)
 
 
+def _in_container(attr: Attribution) -> bool:
+    return not attr.is_host and attr.runtime != UNKNOWN
+
+
 class Enricher:
     """Fills container and process-ancestry fields; keeps the process table current."""
 
-    def __init__(self, index: CgroupIndex, runtime: Runtime, procs: ProcessTable) -> None:
+    def __init__(self, index: CgroupIndex, runtime: Runtime, procs: ProcessTable,
+                 facts: ProcFacts | None = None) -> None:
         self.index = index
         self.runtime = runtime
         self.procs = procs
+        self.facts = facts or ProcFacts(procs.root)  # argv, exe identity, socket stdio, connect sources
         self._cache: dict[int, Attribution] = {}
         self._unknown_ids: set[int] = set()
         # called with a cgroup id that was unknown and now resolves: what the kernel reports only
@@ -170,8 +179,9 @@ class Enricher:
         event between decode and enrich — should call this one. Live, an exec without argv (the
         lean profile reads none in the kernel) takes it from /proc at once, while the process runs.
         """
-        if ev.kind == EXEC and not ev.args:
+        if ev.kind == EXEC and not ev.args and not ev.flags & ARGS_UNREAD:
             ev.args = proc_args(self.procs.root, ev.pid)
+            ev.flags |= ARGS_FROM_PROC if ev.args else ARGS_UNREAD
         ev, changes = self._changes(ev)
         (ev.ppid, ev.exe, ev.args, ev.pexe, ev.ancestry, ev.container_id, ev.container_name, ev.image,
          ev.image_id, ev.runtime) = changes  # the order of _CHANGED_NAMES
@@ -195,6 +205,10 @@ class Enricher:
             elif attr.is_host and ev.exe.startswith(("/dev/fd/", "/proc/")) and _FD_EXEC.fullmatch(ev.exe):
                 self.procs.admit(ev)
                 ev = self._self_copy(ev)
+            ev = self.facts.exec_event(ev, attr.image_id or attr.image or attr.container_id, _in_container(attr),
+                                       ev.ppid or self.procs.ppid(ev.pid))
+        elif ev.kind == CONNECT and _in_container(attr):
+            ev = self.facts.connect_event(ev)
         ppid, exe, args, pexe, ancestry = self.procs.observe(ev, ev.kind in _WITH_ANCESTRY)
         return ev, (ppid, exe, args, pexe, ancestry, attr.container_id, attr.container_name, attr.image,
                     attr.image_id, attr.runtime)
@@ -265,4 +279,5 @@ class Enricher:
                "cgroup_misses": self.index.misses, "cgroup_scans": self.index.scans,
                "processes": len(self.procs), "runtime_errors": 0}
         out.update(self.runtime.stats())
+        out.update(self.facts.stats())
         return out

@@ -50,6 +50,14 @@ FINDING_KINDS: Final = (
     BANNED_PROCESS,
 )
 
+# Bits of ``Event.flags`` on an ``exec`` (on ``open`` it holds open(2)'s flags): how its argv
+# was obtained and what its standard descriptors are.
+ARGS_UNREAD: Final = 8  # the kernel could not read some argv (page not faulted in): entries empty
+ARGS_FROM_PROC: Final = 16  # ... so args were read from /proc/PID/cmdline after the exec instead
+# fd 0, 1 or 2 is a network socket: its endpoints are in saddr/sport/daddr/dport (also set on the
+# connect of an interpreter that put the connected socket on its fd 0-2)
+STDIO_SOCKET: Final = 32
+
 # Response actions, weakest first.
 ACTIONS: Final = ("none", "alert", "kill-process", "pause-container", "kill-container")
 
@@ -108,10 +116,10 @@ class Event:
     sc_args: tuple[int, ...] = ()
     # files
     path: str = ""  # open: the path; connect with family "unix": the socket path
-    flags: int = 0  # open(2) flags
+    flags: int = 0  # open: open(2) flags; exec: ARGS_UNREAD, ARGS_FROM_PROC, STDIO_SOCKET; connect: STDIO_SOCKET
     # exec outcome
     killed: bool = False  # killed in the kernel at exec (banned process in enforce mode)
-    truncated: bool = False  # argv longer than the kernel captures (12 args x 63 bytes)
+    truncated: bool = False  # argv longer than the kernel captures (64 entries, 4096 bytes): the rest is cut
 
     @property
     def image_key(self) -> str:

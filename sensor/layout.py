@@ -10,8 +10,8 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-ARGS_MAX: Final = 12
-ARG_LEN: Final = 64
+ARGS_MAX: Final = 64  # argv entries captured per exec
+ARGS_SIZE: Final = 4096  # argv bytes captured per exec, NULs included (the documented limit)
 PATH_LEN: Final = 256
 UNIX_PATH_LEN: Final = 64
 PREFIX_MAX: Final = 64
@@ -40,8 +40,9 @@ CG_URGENT: Final = 4
 
 F_KILLED: Final = 1
 F_ARGS_TRUNC: Final = 2
-F_NET_HOOK: Final = 8  # a lean-profile socket hook saw it before the operation: outcome unknown
+F_NET_HOOK: Final = 16  # a lean-profile socket hook saw it before the operation: outcome unknown
 F_EXIT_SIGNAL: Final = 4
+F_ARGS_FAULT: Final = 8
 
 PM_ANY: Final = 0
 PM_WRITE: Final = 1
@@ -49,7 +50,8 @@ PM_MEM: Final = 2
 
 # struct hdr: op pid tid uid gid flags ktime_ns cgroup_id comm[16] _reserved
 HDR: Final = struct.Struct("<6IQQ16sII")
-EXEC: Final = struct.Struct(f"<II{PATH_LEN}s{ARGS_MAX * ARG_LEN}s")  # after the header
+# old_pid argc args_len _pad filename; then args_len bytes of argv (the record is cut there)
+EXEC: Final = struct.Struct(f"<IIII{PATH_LEN}s")  # after the header
 FORK: Final = struct.Struct("<II")
 EXIT: Final = struct.Struct("<iI")
 # ret fd family proto sport dport _pad saddr daddr unix_path
@@ -63,8 +65,8 @@ PREFIX_KEY: Final = struct.Struct(f"<I{PREFIX_LEN}s")
 # cgroup_id comm[16] addr[16] op port proto ok _pad
 NET_KEY: Final = struct.Struct("<Q16s16sIHHII")
 
-RECORD_SIZES: Final = {
-    OP_EXEC: HDR.size + EXEC.size,
+RECORD_SIZES: Final = {  # sizeof each record struct
+    OP_EXEC: HDR.size + EXEC.size + ARGS_SIZE,
     OP_FORK: HDR.size + FORK.size,
     OP_EXIT: HDR.size + EXIT.size,
     OP_CONNECT: HDR.size + NET.size,
@@ -75,12 +77,15 @@ RECORD_SIZES: Final = {
     OP_SYS: HDR.size + SYS.size,
 }
 
+# The fewest bytes a record of each opcode can have: an exec record is sent only as far as its argv.
+MIN_RECORD_SIZES: Final = {**RECORD_SIZES, OP_EXEC: HDR.size + EXEC.size}
+
 # C struct name -> (size, {field: offset}) as the C compiler must lay it out.
 C_LAYOUT: Final = {
     "hdr": (64, {"op": 0, "pid": 4, "tid": 8, "uid": 12, "gid": 16, "flags": 20,
                  "ktime_ns": 24, "cgroup_id": 32, "comm": 40, "ppid": 56, "anc": 60}),
-    "exec_rec": (RECORD_SIZES[OP_EXEC], {"old_pid": 64, "argc": 68, "filename": 72,
-                                          "args": 72 + PATH_LEN}),
+    "exec_rec": (RECORD_SIZES[OP_EXEC], {"old_pid": 64, "argc": 68, "args_len": 72, "filename": 80,
+                                          "args": 80 + PATH_LEN}),
     "fork_rec": (72, {"parent_pid": 64, "child_pid": 68}),
     "exit_rec": (72, {"exit_code": 64}),
     "net_rec": (RECORD_SIZES[OP_CONNECT], {"ret": 64, "fd": 72, "family": 76, "proto": 78,

@@ -27,6 +27,7 @@ from sensor.events import EXEC, EXIT, FORK, Event
 REAL_PROC: Final = Path("/proc")
 DEPTH: Final = 8  # ancestry entries kept per process
 _LIFECYCLE: Final = frozenset({FORK, EXEC, EXIT})
+_PLUMBING: Final = ("runc", "crun", "youki", "runsc", "containerd-shim", "conmon", "docker-init", "docker-proxy")
 _DEFAULT_PATH: Final = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")  # Docker's
 
 
@@ -107,7 +108,8 @@ class ProcessTable:
             proc = procs.get(parent)
             if proc is not None:
                 proc.has_children = True  # in a chain now: its changes must reach the caches
-                out.append(proc.exe)
+                if not (out and out[-1] == proc.exe and _plumbing(proc.exe)):
+                    out.append(proc.exe)
         return tuple(out), proc is not None or len(out) >= depth
 
     def observe(self, ev: Event, with_ancestry: bool) -> tuple[int, str, tuple[str, ...], str, tuple[str, ...]]:
@@ -207,6 +209,14 @@ class ProcessTable:
             self._generation += 1
 
 
+def _plumbing(exe: str) -> bool:
+    """A container runtime's own binary: runc forks and re-execs itself (runc, runc init, its
+    [1:CHILD] and [2:INIT] stages) and shims nest, so one runtime start would fill the ancestry with
+    the same name; consecutive repeats of these are shown once. A shell under a shell stays two."""
+    name = exe.rsplit("/", 1)[-1]
+    return name.startswith(_PLUMBING) or name in ("[runc]", "[exe]")
+
+
 def _seed_psutil() -> dict[int, Proc]:
     import psutil
 
@@ -253,8 +263,15 @@ def exec_name(root: Path, pid: int, exe: str, args: tuple[str, ...]) -> str:
             st = stat_in_root(base / "root", path)
         except OSError:
             continue
-        # the first hit is what a shell would have run: the name stands only if it is this binary
-        return path if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino) else exe
+        # the first hit is what a shell would have run: the name stands only if it is this binary,
+        # with its directory resolved as the live exec events' are (sensor/procfacts.py)
+        if (st.st_dev, st.st_ino) != (target.st_dev, target.st_ino):
+            return exe
+        directory, _, file = path.rpartition("/")
+        try:
+            return f"{resolve_in_root(base / 'root', directory or '/').rstrip('/')}/{file}"
+        except OSError:
+            return path
     return exe
 
 
@@ -287,6 +304,13 @@ def stat_in_root(root: Path, path: str) -> os.stat_result:
     """``stat`` of ``path`` inside another root (a container's ``/proc/<pid>/root``), following its
     symlinks there. Walking through the magic link alone would resolve an absolute link target,
     such as busybox's ``/bin/sh -> /bin/busybox``, against the sensor's own root."""
+    return os.stat(root / resolve_in_root(root, path).lstrip("/"))
+
+
+def resolve_in_root(root: Path, path: str) -> str:
+    """``path`` with every symlink in it followed inside ``root`` (absolute targets start again at
+    ``root``, never the sensor's own ``/``), as an absolute path in that root: ``/bin`` where
+    ``/bin -> usr/bin`` gives ``/usr/bin``. OSError if a component is missing or loops."""
     parts = [p for p in path.split("/") if p]
     done: list[str] = []
     hops = 0
@@ -309,7 +333,7 @@ def stat_in_root(root: Path, path: str) -> os.stat_result:
         if target.startswith("/"):
             done = []
         parts = [p for p in target.split("/") if p] + parts
-    return os.stat(root.joinpath(*done))
+    return "/" + "/".join(done)
 
 
 def read_proc(root: Path, pid: int) -> Proc | None:

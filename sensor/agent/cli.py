@@ -21,7 +21,7 @@ from rules import cli as rules_cli
 from sensor import bpf_loader
 from sensor.agent import daemon
 from sensor.errors import EX_UNAVAILABLE, UsageParser, run_command
-from sensor.events import NETWORK_KINDS, Event, rfc3339
+from sensor.events import ARGS_FROM_PROC, ARGS_UNREAD, NETWORK_KINDS, STDIO_SOCKET, Event, rfc3339
 from sensor.text import visible
 
 PROG = "cgsentry-sensor"
@@ -45,7 +45,10 @@ def event_json(ev: Event) -> dict[str, Any]:
     if ev.kind == "sys":
         out["sc_args"] = list(ev.sc_args)
     if ev.kind == "exec":
-        out.update(pexe=ev.pexe, ancestry=list(ev.ancestry), killed=ev.killed)
+        out.update(pexe=ev.pexe, ancestry=list(ev.ancestry), killed=ev.killed, truncated=ev.truncated,
+                   args_source=_args_source(ev))
+        if ev.flags & STDIO_SOCKET:  # a shell or interpreter with a network socket as stdio
+            out["stdio_socket"] = {k: getattr(ev, k) for k in NET_KEYS}
     if ev.family == "unix":
         out["path"] = ev.path
     return out
@@ -60,9 +63,20 @@ def event_line(ev: Event) -> str:
     return visible(f"{ts} {cname:<20} {image:<28} {ev.pid:>7} {ev.comm[:15]:<15} {ev.kind:<7} {what}")
 
 
+def _args_source(ev: Event) -> str:
+    """Where an exec's argv came from: the kernel, /proc after the exec (the kernel could not read
+    a page), or nowhere whole ("unread": some entries are empty)."""
+    if ev.flags & ARGS_FROM_PROC:
+        return "proc"
+    return "unread" if ev.flags & ARGS_UNREAD else "kernel"
+
+
 def _what(ev: Event) -> str:
     if ev.kind == "exec":
-        return f"{ev.exe} {' '.join(ev.args[1:])}" + (" [KILLED]" if ev.killed else "")
+        marks = [m for m, on in (("[truncated]", ev.truncated), ("[args unread]", _args_source(ev) == "unread"),
+                                 (f"[stdio socket {ev.saddr}:{ev.sport}->{ev.daddr}:{ev.dport}]",
+                                  bool(ev.flags & STDIO_SOCKET)), ("[KILLED]", ev.killed)) if on]
+        return " ".join([ev.exe, *ev.args[1:], *marks]) if len(ev.args) > 1 or marks else f"{ev.exe} "
     if ev.kind in ("connect", "accept"):
         peer = ev.path if ev.family == "unix" else f"{ev.daddr}:{ev.dport}"
         return f"{ev.proto or ev.family} -> {peer} ret={ev.ret}"

@@ -11,10 +11,10 @@
 #define CGSENTRY_H
 
 #ifndef ARGS_MAX
-#define ARGS_MAX 12           /* argv entries captured per exec */
+#define ARGS_MAX 64           /* argv entries captured per exec */
 #endif
-#ifndef ARG_LEN
-#define ARG_LEN 64            /* bytes per argv entry, NUL included */
+#ifndef ARGS_SIZE
+#define ARGS_SIZE 4096        /* bytes of argv captured per exec, NULs included; a power of two */
 #endif
 #define PATH_LEN 256          /* exec filename and sensitive open paths */
 #define UNIX_PATH_LEN 64      /* AF_UNIX connect destination (docker.sock etc.) */
@@ -47,9 +47,11 @@ enum op {
 
 /* flags in record headers */
 #define F_KILLED 1        /* exec was killed in the kernel (banned process) */
-#define F_ARGS_TRUNC 2    /* more argv than ARGS_MAX or an arg longer than ARG_LEN */
+#define F_ARGS_TRUNC 2    /* more argv than ARGS_MAX entries or ARGS_SIZE bytes: the rest is cut */
 #define F_EXIT_SIGNAL 4   /* exit without exit_group(): killed by a signal or thread exit */
-#define F_NET_HOOK 8      /* from a cgroup socket hook (lean profile): before the operation, outcome unknown */
+#define F_ARGS_FAULT 8    /* an argv entry (or argv itself) was not readable: its page was not
+                           * faulted in yet; the entry is empty and userspace reads it later */
+#define F_NET_HOOK 16     /* from a cgroup socket hook (lean profile): before the operation, outcome unknown */
 
 struct hdr {              /* 64 bytes */
     u32 op;
@@ -65,12 +67,16 @@ struct hdr {              /* 64 bytes */
     u32 anc;              /* nearest ancestor that exec'd or predates the sensor (userspace knows it) */
 };
 
+/* Sent only up to args[args_len]: the ring holds what was used, not ARGS_SIZE per exec. */
 struct exec_rec {
     struct hdr h;
     u32 old_pid;
     u32 argc;             /* entries captured in args */
+    u32 args_len;         /* bytes of args used */
+    u32 _pad;
     char filename[PATH_LEN];
-    char args[ARGS_MAX][ARG_LEN];
+    char args[ARGS_SIZE]; /* argv as NUL-terminated strings back to back, like /proc/PID/cmdline;
+                           * a cut last entry has no NUL */
 };
 
 struct fork_rec {

@@ -48,15 +48,27 @@ BPF_HASH(banned, struct ban_key, u32, 1024);   /* (cgroup id, comm) -> kill at e
 BPF_HASH(syscall_counts, struct sc_key, u64, 65536);  /* (cgroup, nr) -> count */
 BPF_LPM_TRIE(prefixes, struct prefix_key, u32, PREFIX_MAX);  /* path prefix -> mode mask */
 /* argv captured at execve entry, until sched_process_exec copies it into the exec record. Its own
- * type, not an exec_rec: the hash update copies the whole value, and the filename and header
- * (320 bytes) are filled at exec anyway. */
+ * type, not an exec_rec: the map update copies the whole value, and the filename and header
+ * (336 bytes) are filled at exec anyway. */
 struct argv_buf {
     u32 argc;
-    u32 flags;            /* F_ARGS_TRUNC */
-    char args[ARGS_MAX][ARG_LEN];
+    u32 flags;            /* F_ARGS_TRUNC, F_ARGS_FAULT */
+    u32 len;              /* bytes of args used */
+    u32 _pad;
+    char args[ARGS_SIZE];
 };
-BPF_HASH(exec_args, u32, struct argv_buf, 4096);   /* tid -> argv captured at execve entry */
-BPF_PERCPU_ARRAY(scratch, struct exec_rec, 1);
+/* Per-CPU scratch: an exec record or an argv buffer, and room behind it for one whole string
+ * read: each argv entry is read with a constant bound of ARGS_SIZE at a masked offset, which
+ * the verifier can prove inside the value; what spills past ARGS_SIZE is never sent. */
+struct exec_scratch {
+    struct exec_rec r;
+    char spill[ARGS_SIZE];
+};
+/* tid -> argv captured at execve entry. An LRU: a failed execve leaves its entry behind (no exit
+ * hook joins it), and an LRU ages such entries out instead of filling up. 1024 execs in flight
+ * at once is far beyond what a host does; each entry is ARGS_SIZE + 16 bytes, preallocated. */
+BPF_TABLE("lru_hash", u32, struct argv_buf, exec_args, 1024);
+BPF_PERCPU_ARRAY(scratch, struct exec_scratch, 1);
 BPF_HASH(exit_codes, u32, s32, 16384);             /* tgid -> exit_group() status */
 BPF_TABLE("lru_hash", u64, u16, sock_types, MAX_SOCKETS);   /* (tgid << 32 | fd) -> 17 or PROTO_OTHER; absent: TCP */
 BPF_TABLE("lru_hash", u64, struct net_rec, bound, MAX_SOCKETS); /* (tgid << 32 | fd) -> bind address */
@@ -193,39 +205,69 @@ static __always_inline u64 wake_for(struct hdr *h, int urgent)
 
 /* syscalls:sys_enter_execve(at) (since 4.7): the only place argv is readable without walking the
  * new mm. Captured per tid and joined at sched_process_exec; a failed exec leaves an entry that
- * the next exec of that tid overwrites (bounded map, so a leak cannot grow). */
+ * the next exec of that tid overwrites or the LRU ages out.
+ *
+ * Up to ARGS_MAX entries and ARGS_SIZE bytes (NULs included) are kept whole; beyond that the rest
+ * is cut and F_ARGS_TRUNC says so. A string whose page is not in memory yet (argv built in
+ * freshly mapped memory, or swapped out) cannot be read here: BPF may not fault pages in. The
+ * entry is then left empty and F_ARGS_FAULT asks userspace to read /proc/PID/cmdline instead
+ * (sensor/procfacts.py), which by then holds the new image's argv. */
 static __always_inline int capture_argv(const char *const *argv)
 {
     u32 zero = 0, tid = (u32)bpf_get_current_pid_tgid();
-    struct argv_buf *r = (struct argv_buf *)scratch.lookup(&zero);  /* an exec_rec is bigger */
-    if (!r)
+    struct argv_buf *b = (struct argv_buf *)scratch.lookup(&zero);  /* an exec_scratch is bigger */
+    if (!b)
         return 0;
-    r->argc = 0;
-    r->flags = 0;
-#pragma unroll
+    /* The running offset, count and flags live in the map value, not in registers: the verifier
+     * does not track values through map memory, so the paths of one iteration (read, fault, cut)
+     * end in equal states and are pruned; tracked in registers, each path's offset range would
+     * differ and 64 iterations would multiply them past the verifier's limit. */
+    b->argc = 0;
+    b->flags = 0;
+    b->len = 0;
+    b->_pad = 0;
     for (int i = 0; i < ARGS_MAX; i++) {
         const char *p = NULL;
-        bpf_probe_read_user(&p, sizeof(p), &argv[i]);
+        if (bpf_probe_read_user(&p, sizeof(p), &argv[i])) {
+            b->flags |= F_ARGS_FAULT;  /* argv itself not readable: userspace reads it all */
+            break;
+        }
         if (!p)
             break;
-        r->args[i][0] = 0;
-        if (bpf_probe_read_user_str(r->args[i], ARG_LEN, p) == ARG_LEN) {
-            /* the buffer is full: an entry of exactly ARG_LEN - 1 bytes fits (its NUL is the
-             * last byte), a longer one was cut; only the user's byte there tells them apart */
-            char last = 0;
-            bpf_probe_read_user(&last, 1, p + ARG_LEN - 1);
-            if (last)
-                r->flags |= F_ARGS_TRUNC;
+        u32 off = b->len;
+        if (off >= ARGS_SIZE) {
+            b->flags |= F_ARGS_TRUNC;
+            break;
         }
-        r->argc = i + 1;
+        char *dst = b->args + (off & (ARGS_SIZE - 1));
+        long n = bpf_probe_read_user_str(dst, ARGS_SIZE, p);
+        if (n <= 0) {
+            dst[0] = 0;  /* not faulted in: an empty entry in its place */
+            n = 1;
+            b->flags |= F_ARGS_FAULT;
+        } else if (n == ARGS_SIZE) {
+            /* the read was cut at ARGS_SIZE - 1 bytes unless that is exactly the entry's length;
+             * only the user's byte there tells them apart */
+            char last = 0;
+            bpf_probe_read_user(&last, 1, p + ARGS_SIZE - 1);
+            if (last)
+                b->flags |= F_ARGS_TRUNC;
+        }
+        b->argc = i + 1;
+        if (off + n > ARGS_SIZE) {
+            b->len = ARGS_SIZE;  /* the entry ran past the end: its head is kept, without a NUL */
+            b->flags |= F_ARGS_TRUNC;
+            break;
+        }
+        b->len = off + n;
         if (i == ARGS_MAX - 1) {
             const char *next = NULL;
             bpf_probe_read_user(&next, sizeof(next), &argv[i + 1]);
             if (next)
-                r->flags |= F_ARGS_TRUNC;
+                b->flags |= F_ARGS_TRUNC;
         }
     }
-    exec_args.update(&tid, r);
+    exec_args.update(&tid, b);
     return 0;
 }
 
@@ -238,16 +280,19 @@ TRACEPOINT_PROBE(syscalls, sys_enter_execveat) { return capture_argv(args->argv)
  * processes that fork() without exec() appear only as fork records. */
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
-    struct exec_rec *r = events.ringbuf_reserve(sizeof(struct exec_rec));
-    if (!r) {
-        count_drop(OP_EXEC);
+    /* Built in scratch and sent with ringbuf_output, only as long as its argv: a reserve must
+     * be of constant size, and ARGS_SIZE bytes for every `true` would fill the ring 10x faster. */
+    u32 zero = 0;
+    struct exec_rec *r = (struct exec_rec *)scratch.lookup(&zero);
+    if (!r)
         return 0;
-    }
     struct lineage *l = fill_hdr(&r->h, OP_EXEC);
     if (l)
         l->flags |= LN_EXECED;
     r->old_pid = args->old_pid;
     r->argc = 0;
+    r->args_len = 0;
+    r->_pad = 0;
     TP_DATA_LOC_READ_STR(r->filename, filename, sizeof(r->filename));
     /* argv stays in a hash keyed by the exec'ing thread (old_pid), not in task storage: every
      * exec'ing child is a fresh task, and creating its storage (~5.8 us) cost more than the
@@ -255,13 +300,15 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     u32 key = args->old_pid;
     struct argv_buf *a = exec_args.lookup(&key);
     if (a) {
-        u32 argc = a->argc;
-        if (argc > ARGS_MAX)
-            argc = ARGS_MAX;
-        r->argc = argc;
-        r->h.flags |= a->flags & F_ARGS_TRUNC;
-        /* only the entries captured: the decoder reads args[0..argc) and no further */
-        bpf_probe_read_kernel(r->args, argc * ARG_LEN, a->args);
+        u32 len = a->len;
+        if (len > ARGS_SIZE)
+            len = ARGS_SIZE;
+        r->argc = a->argc;
+        r->args_len = len;
+        r->h.flags |= a->flags & (F_ARGS_TRUNC | F_ARGS_FAULT);
+        /* only the bytes captured: the decoder reads args[0..args_len) and no further; the mask
+         * keeps the bound provable (the scratch has ARGS_SIZE spare bytes behind args) */
+        bpf_probe_read_kernel(r->args, len & (2 * ARGS_SIZE - 1), a->args);
         exec_args.delete(&key);
     }
     u32 cg_flags = cgroup_flags(r->h.cgroup_id);
@@ -278,7 +325,9 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
             r->h.flags |= F_KILLED;
         }
     }
-    events.ringbuf_submit(r, wake_flags((r->h.flags & F_KILLED) || (cg_flags & CG_URGENT)));
+    u32 size = (sizeof(*r) - ARGS_SIZE + r->args_len) & (2 * ARGS_SIZE - 1);
+    if (events.ringbuf_output(r, size, wake_flags((r->h.flags & F_KILLED) || (cg_flags & CG_URGENT))))
+        count_drop(OP_EXEC);
     return 0;
 }
 
@@ -692,7 +741,7 @@ static __always_inline int open_enter(const char *filename, u32 oflags, u32 mode
     if (cgroup_flags(cg) & CG_HOST)
         return 0;
     u32 zero = 0, tid = (u32)bpf_get_current_pid_tgid();
-    struct exec_rec *s = scratch.lookup(&zero);  /* reuse: big enough for an open_rec */
+    struct exec_scratch *s = scratch.lookup(&zero);  /* reuse: big enough for an open_rec */
     if (!s)
         return 0;
     struct open_rec *r = (struct open_rec *)s;

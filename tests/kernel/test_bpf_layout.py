@@ -5,9 +5,9 @@ asks the real compiler. Every ``sizeof``/``offsetof`` is compiled into the ``max
 throw-away array map (offsets +1, since a map cannot have 0 entries), so clang's own constant
 evaluation is read back without attaching anything — about half a second.
 
-Why not BCC's ctypes ``Leaf`` types: BCC 0.26 flattens ``char args[ARGS_MAX][ARG_LEN]`` to a
-one-dimensional ``char[ARGS_MAX]``, so ``sizeof(exec_rec.Leaf)`` is 340 while clang lays out
-1096 bytes; a comparison against Leaf would test BCC's type printer, not the layout.
+Why not BCC's ctypes ``Leaf`` types: BCC 0.26 flattened the former ``char args[ARGS_MAX][ARG_LEN]``
+to a one-dimensional ``char[ARGS_MAX]`` (340 bytes where clang laid out 1096); a comparison against
+Leaf would test BCC's type printer, not the layout.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _program() -> str:
 def compiled() -> Iterator[Compiled]:
     from bcc import BPF  # kernel tier only; production code imports bcc in bpf_loader alone
 
-    flags = [f for f in cflags(ProbeOptions()) if f.startswith("-DA")]  # ARGS_MAX, ARG_LEN
+    flags = [f for f in cflags(ProbeOptions()) if f.startswith("-DA")]  # ARGS_MAX, ARGS_SIZE
     bpf = BPF(text=_program(), cflags=[f"-I{BPF_DIR}", *flags])
     try:
         out: Compiled = {}

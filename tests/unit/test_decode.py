@@ -8,27 +8,51 @@ import pytest
 
 from sensor import layout as L
 from sensor.decode import DecodeError, Decoder
+from sensor.events import ARGS_UNREAD
 
 
 def hdr(op: int, pid: int = 42, flags: int = 0, comm: bytes = b"sh", cg: int = 7, ppid: int = 0) -> bytes:
     return L.HDR.pack(op, pid, pid + 1, 1000, 1001, flags, 5_000, cg, comm, ppid, 0)
 
 
-def argv_blob(*args: bytes) -> bytes:
-    return b"".join(a.ljust(L.ARG_LEN, b"\0") for a in args).ljust(L.ARGS_MAX * L.ARG_LEN, b"\0")
+def exec_rec(flags: int, exe: bytes, argc: int, *args: bytes, cut: bytes = b"") -> bytes:
+    """An exec record as the kernel sends it: argv NUL-terminated back to back, then a cut entry."""
+    blob = b"".join(a + b"\0" for a in args) + cut
+    return hdr(L.OP_EXEC, flags=flags) + L.EXEC.pack(42, argc, len(blob), 0, exe) + blob
 
 
 DEC = Decoder(offset_ns=1_000_000)
 
 
 def test_exec_with_args_and_killed_flag() -> None:
-    data = hdr(L.OP_EXEC, flags=L.F_KILLED | L.F_ARGS_TRUNC) + L.EXEC.pack(
-        42, 3, b"/usr/bin/nc", argv_blob(b"nc", b"-l", b"-p", b"ignored-beyond-argc"))
+    data = exec_rec(L.F_KILLED | L.F_ARGS_TRUNC, b"/usr/bin/nc", 3, b"nc", b"-l", b"-p", b"ignored-beyond-argc")
     ev = DEC(data)
     assert (ev.kind, ev.exe, ev.args) == ("exec", "/usr/bin/nc", ("nc", "-l", "-p"))
     assert (ev.pid, ev.tid, ev.uid, ev.gid, ev.cgroup_id, ev.comm) == (42, 43, 1000, 1001, 7, "sh")
     assert ev.time_ns == 5_000 + 1_000_000
     assert ev.killed and ev.truncated
+
+
+def test_exec_argv_is_whole_past_64_bytes_and_a_cut_entry_is_kept() -> None:
+    script = b"for f in /var/log/nginx/*.log; do [ -s $f ] && kill -USR1 $(cat /run/nginx.pid); done"
+    ev = DEC(exec_rec(0, b"/bin/sh", 3, b"sh", b"-c", script))
+    assert ev.args == ("sh", "-c", script.decode()) and not ev.truncated
+    cut = DEC(exec_rec(L.F_ARGS_TRUNC, b"/bin/echo", 3, b"echo", b"a", cut=b"x" * 100))
+    assert cut.args == ("echo", "a", "x" * 100) and cut.truncated
+    empty = DEC(exec_rec(0, b"/bin/echo", 3, b"echo", b"", b"b"))
+    assert empty.args == ("echo", "", "b")  # an empty argument is an argument
+
+
+def test_exec_entry_the_kernel_could_not_read_is_marked() -> None:
+    ev = DEC(exec_rec(L.F_ARGS_FAULT, b"/bin/sh", 3, b"sh", b"", b"script"))
+    assert ev.args == ("sh", "", "script") and ev.flags & ARGS_UNREAD
+    assert not DEC(exec_rec(0, b"/bin/sh", 1, b"sh")).flags
+
+
+def test_exec_record_shorter_than_its_argv_is_refused() -> None:
+    data = exec_rec(0, b"/bin/sh", 2, b"sh", b"-c")
+    with pytest.raises(DecodeError, match="argv needs"):
+        DEC(data[:-2])
 
 
 def test_fork_exit() -> None:

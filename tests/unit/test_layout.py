@@ -24,8 +24,9 @@ def test_record_sizes_match_c_layout_table() -> None:
 def test_constants_agree_with_header_text() -> None:
     text = HEADER.read_text()
     defines = dict(re.findall(r"#define (\w+) (\d+)", text))
-    for name in ("ARGS_MAX", "ARG_LEN", "PATH_LEN", "UNIX_PATH_LEN", "PREFIX_MAX", "PREFIX_LEN", "PROFILE_SLOTS",
-                 "CG_HOST", "CG_PROFILE", "CG_URGENT", "F_KILLED", "F_ARGS_TRUNC", "PM_WRITE", "PM_MEM"):
+    for name in ("ARGS_MAX", "ARGS_SIZE", "PATH_LEN", "UNIX_PATH_LEN", "PREFIX_MAX", "PREFIX_LEN", "PROFILE_SLOTS",
+                 "CG_HOST", "CG_PROFILE", "CG_URGENT", "F_KILLED", "F_ARGS_TRUNC", "F_ARGS_FAULT",
+                 "PM_WRITE", "PM_MEM"):
         assert int(defines[name]) == getattr(L, name), name
     ops = dict(re.findall(r"(OP_\w+) = (\d+)", text))
     for name, value in ops.items():

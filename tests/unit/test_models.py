@@ -66,10 +66,40 @@ def test_observed_time_and_auto_promotion() -> None:
     assert 110 < eng2.images[IMAGE_ID].learned_s() < 125
 
 
+def test_learned_time_counts_only_learning_and_promotion_follows_wall_time_without_news() -> None:
+    """issue 20 item 6: "baseline learned 82s" grew in alert mode, and promotion waited for a share
+    of observed time that a quiet service takes hours to collect (NeuVector's rule instead)."""
+    eng = ModelEngine(CFG)
+    evs = fleet(1, 240)
+    for ev in evs:
+        eng.handle(ev)
+    b = eng.images[IMAGE_ID]
+    assert b.mode == "alert" and 60 <= b.learned_s() <= 70  # frozen at promotion, not 240
+    promoted = b.life.promoted_ns
+    # a quiet image: an event every 45 s is never "observed" time, yet after min_learn_s of wall
+    # time with nothing new it is promoted
+    quiet = ModelEngine(CFG)
+    t0 = evs[0].time_ns
+    for i in range(3):
+        quiet.handle(Event("exec", t0 + i * 45 * SEC, pid=10 + i, exe="/bin/date", comm="date", uid=0,
+                           container_id="c1", image="img:1", image_id=IMAGE_ID, pexe="/bin/sh"))
+    q = quiet.images[IMAGE_ID]
+    assert q.mode == "alert" and q.learned_s() == 0 and q.life.audit[-1]["actor"] == "auto-promotion"
+    news = ModelEngine(CFG)  # something new every 20 s: never 30 s without news, never promoted
+    for i in range(12):
+        news.handle(Event("exec", t0 + i * 20 * SEC, pid=10 + i, exe=f"/bin/new{i}", comm="x", uid=0,
+                          container_id="c1", image="img:1", image_id=IMAGE_ID, pexe="/bin/sh"))
+    assert news.images[IMAGE_ID].mode == "learn"
+    assert news.tick(t0 + 250 * SEC) == [] and news.images[IMAGE_ID].mode == "alert"  # then quiet
+    assert promoted > 0
+
+
 @pytest.mark.parametrize("kind", DEVIATIONS)
 def test_each_injected_deviation_is_found_with_reasons(kind: str) -> None:
-    eng = learned()
+    # learned for all 240 s, then promoted: "learned" counts only time in learning mode
+    eng = learned(cfg=ModelConfig(min_learn_s=60, stable_s=30, auto_promote=False))
     t = fleet(3, 240)[-1].time_ns + SEC
+    eng.set_mode(IMAGE_ID, "alert", "test", t)
     out = [f for ev in deviation(kind, t) for f in eng.handle(ev)] + eng.tick(t + 60 * SEC)
     assert out, kind
     f = out[0]

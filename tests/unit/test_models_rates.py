@@ -178,3 +178,22 @@ def test_unknown_scored_feature_or_newer_format_is_quarantined(tmp_path: Path) -
     ModelEngine.open(tmp_path, CFG)
     assert not bad.exists() and not newer.exists()
     assert list(tmp_path.glob("bad.model.corrupt-*")) and list(tmp_path.glob("newer.model.newer-*"))
+
+
+def test_rate_finding_names_the_top_processes_and_their_ancestry() -> None:
+    """issue 20 item 6: a rate anomaly carries the processes behind it (most events in the window
+    first) with their ancestry, and the finding's event is the top one's, not whatever came last."""
+    eng, end = profiled_engine()
+    t = end + SEC
+    base = deviation("new_binary", t)[0].replace(ancestry=("/bin/sh", "/usr/sbin/httpd"), pexe="/bin/sh")
+    storm = [base.replace(time_ns=t + k * 10_000_000, pid=4242, exe="/usr/bin/wget", comm="wget") for k in range(300)]
+    storm.append(base.replace(time_ns=t + 4 * SEC, pid=77, exe="/bin/sleep", comm="sleep", args=("sleep", "1"),
+                              ancestry=("/bin/sh",)))
+    out = [f for ev in storm for f in eng.handle(ev)] + eng.tick(t + 60 * SEC)
+    [f] = [f for f in out if f.kind == RATE_ANOMALY]
+    procs = f.explanation["window_processes"]
+    assert procs[0] == {"pid": 4242, "exe": "/usr/bin/wget", "events": 300,
+                        "ancestry": ["/bin/sh", "/usr/sbin/httpd"]}
+    assert procs[1]["pid"] == 77 and procs[1]["events"] == 1
+    assert "/usr/bin/wget (pid 4242, 300 events, under /bin/sh < /usr/sbin/httpd)" in f.output
+    assert (f.event.pid, f.event.exe, f.event.ancestry) == (4242, "/usr/bin/wget", ("/bin/sh", "/usr/sbin/httpd"))

@@ -73,7 +73,9 @@ def test_seed_finds_a_bare_name_where_the_process_path_finds_it_first(tmp_path: 
         os.symlink(rootfs, procfs / str(pid) / "root")
         (procfs / str(pid) / "environ").write_bytes(env)
     assert read_proc(procfs, 20).exe == "/usr/bin/sleep"  # type: ignore[union-attr]  # Docker's default PATH
-    assert read_proc(procfs, 21).exe == "/bin/sleep"  # type: ignore[union-attr]  # its own PATH says /bin first
+    # its own PATH says /bin first: found as /bin/sleep, named by its one identity, as the live exec
+    # of /bin/sleep is (sensor/procfacts.py resolves the directory: issue 20 item 4)
+    assert read_proc(procfs, 21).exe == "/usr/bin/sleep"  # type: ignore[union-attr]
 
 
 def test_ancestry_nearest_first_with_depth(tmp_path: Path) -> None:
@@ -190,3 +192,19 @@ def test_cached_ancestry_matches_a_fresh_walk_under_random_churn(tmp_path: Path)
             table.observe(Event("connect", t, pid=pids[1], ppid=pids[2], ancestor_pid=pids[3]), True)
         probe = rng.randrange(1, 90)
         assert table.ancestry(probe) == walk(table, probe), (t, probe)
+
+
+def test_ancestry_shows_runtime_plumbing_once_and_keeps_nested_shells(tmp_path: Path) -> None:
+    """runc forks and re-execs itself on every start: one runtime start is one runc in the chain
+    (issue 20 item 6); a shell under a shell is still two shells."""
+    fake_proc(tmp_path, 1, 0, "/sbin/init", ["init"])
+    fake_proc(tmp_path, 10, 1, "/usr/bin/containerd-shim-runc-v2", ["shim"])
+    fake_proc(tmp_path, 11, 10, "/usr/bin/runc", ["runc"])
+    fake_proc(tmp_path, 12, 11, "/usr/bin/runc", ["runc", "init"])
+    fake_proc(tmp_path, 13, 12, "/usr/bin/runc", ["runc", "init"])
+    fake_proc(tmp_path, 20, 13, "/bin/sh", ["sh"])
+    fake_proc(tmp_path, 21, 20, "/bin/sh", ["sh", "-c", "x"])
+    fake_proc(tmp_path, 22, 21, "/bin/sleep", ["sleep", "1"])
+    table = ProcessTable(tmp_path)
+    assert table.ancestry(22) == ("/bin/sh", "/bin/sh", "/usr/bin/runc", "/usr/bin/containerd-shim-runc-v2",
+                                  "/sbin/init")

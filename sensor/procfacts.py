@@ -1,0 +1,248 @@
+"""Process facts the kernel record cannot carry, read from procfs while the process still runs.
+
+The BPF programs read only tracepoint arguments and helpers (DESIGN principle 2), so some facts
+about a process come from ``/proc/<pid>`` in user space, once per event that needs them:
+
+- **argv the kernel could not read.** A string whose page was not faulted in yet cannot be read
+  by BPF (it may not sleep to fault it in); the record marks it (``ARGS_UNREAD``) and the command
+  line is read from ``/proc/<pid>/cmdline``, which after the exec holds the new image's argv. It
+  is used only where it agrees with every entry the kernel did read, and is marked
+  ``ARGS_FROM_PROC``; if the process is gone first, ``ARGS_UNREAD`` stays and the entries stay
+  empty.
+- **One identity per executable.** ``/bin/sh`` and ``/usr/bin/sh`` are one file where ``/usr`` is
+  merged (``/bin -> usr/bin``), and a baseline that learned one would call the other new. The
+  directory part of an exec'd path is resolved inside the process's own root (its symlinks
+  followed, as the kernel did); the file name is kept, since busybox applets are symlinks to one
+  binary and their names are what tells them apart. Resolutions are cached per image and
+  directory: an image's file system layout is the same in all its containers, and a process that
+  exits before its directory was resolved still gets the image's answer.
+- **Reverse shells by what they are.** A shell or interpreter whose stdin, stdout or stderr is a
+  TCP/UDP socket at exec, whoever set that up (``nc -e``, python's ``os.dup2`` then ``sh -i``, a
+  socket inherited from a parent): the event gets ``STDIO_SOCKET`` and the socket's endpoints,
+  looked up by inode in the process's own ``/proc/<pid>/net/{tcp,udp}{,6}``. What this misses: a
+  relay that keeps the socket and gives the shell a pty or pipes (python's ``pty.spawn``); the
+  relaying process is then the one with the socket, and it is not a shell.
+- **The source of a connect.** connect(2) carries only the destination; the local address and
+  port are the socket's, read the same way by the descriptor the record carries (``sc_args[0]``).
+  An interpreter whose fd 0, 1 or 2 is that very socket by the time the record is read (it
+  dup2()ed it there: python's reverse shell before ``pty.spawn``) gets ``STDIO_SOCKET`` on the
+  connect: best effort, since the dup2 may come after the read.
+
+Shell checks and connect sources are looked up for container processes only: their cost (a few
+readlinks, one read of the namespace's socket table) is paid where findings are made.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from sensor import layout as L
+from sensor.events import ARGS_FROM_PROC, ARGS_UNREAD, STDIO_SOCKET, Event
+from sensor.proctable import REAL_PROC, resolve_in_root
+
+INTERPRETERS: Final = re.compile(
+    r"(?:sh|ash|bash|dash|zsh|ksh|mksh|csh|tcsh|fish|busybox|python[0-9.]*|perl[0-9.]*|ruby[0-9.]*|php[0-9.]*|node(?:js)?|lua[0-9.]*"
+    r"|tclsh[0-9.]*|irb|pwsh|awk|gawk|mawk|nawk)")
+_OPAQUE: Final = ("/proc/", "/dev/fd/", "/memfd:")  # paths that do not name a directory entry
+_SOCKET: Final = re.compile(r"socket:\[(\d+)\]")
+_TABLES: Final = (("tcp", "tcp", "ipv4"), ("tcp6", "tcp", "ipv6"), ("udp", "udp", "ipv4"), ("udp6", "udp", "ipv6"))
+_MAPPED_V4: Final = bytes(10) + b"\xff\xff"
+
+
+@dataclass(frozen=True)
+class SocketEnds:
+    """An inet socket's protocol and both endpoints, as the kernel's socket tables list them."""
+
+    proto: str  # tcp | udp
+    family: str  # ipv4 | ipv6
+    saddr: str
+    sport: int
+    daddr: str
+    dport: int
+
+
+def proc_addr(hex_addr: str) -> bytes:
+    """/proc/net/tcp prints each 32-bit word of an address as a host-order hex number."""
+    words = [bytes.fromhex(hex_addr[i:i + 8]) for i in range(0, len(hex_addr), 8)]
+    if sys.byteorder == "little":
+        words = [w[::-1] for w in words]
+    return b"".join(words)
+
+
+def addr_text(raw: bytes) -> str:
+    """Text of a 4- or 16-byte address; IPv4-mapped IPv6 (dual-stack sockets) prints as IPv4."""
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw)
+    if raw[:12] == _MAPPED_V4:
+        return socket.inet_ntop(socket.AF_INET, raw[12:])
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+def inet_socket(pid_dir: Path, inode: int) -> SocketEnds | None:
+    """The inet socket with this inode in the process's network namespace; None if not one."""
+    want = str(inode)
+    for table, proto, family in _TABLES:
+        try:
+            text = (pid_dir / "net" / table).read_text(encoding="ascii", errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines()[1:]:
+            cols = line.split()
+            if len(cols) < 10 or cols[9] != want:
+                continue
+            try:
+                (laddr, lport), (raddr, rport) = cols[1].split(":"), cols[2].split(":")
+                return SocketEnds(proto, family, addr_text(proc_addr(laddr)), int(lport, 16),
+                                  addr_text(proc_addr(raddr)), int(rport, 16))
+            except ValueError:
+                return None
+    return None
+
+
+def fd_inode(pid_dir: Path, fd: int) -> int:
+    """The socket inode behind one of the process's descriptors; 0 if it is not a socket (or gone)."""
+    try:
+        match = _SOCKET.fullmatch(os.readlink(pid_dir / "fd" / str(fd)))
+    except OSError:
+        return 0
+    return int(match.group(1)) if match else 0
+
+
+def fd_socket(pid_dir: Path, fd: int) -> SocketEnds | None:
+    """The inet socket behind one of the process's descriptors; None if it is not one (or gone)."""
+    inode = fd_inode(pid_dir, fd)
+    return inet_socket(pid_dir, inode) if inode else None
+
+
+def within_limits(args: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
+    """argv cut to what the kernel would have kept (ARGS_MAX entries, ARGS_SIZE bytes with NULs),
+    and whether anything was cut."""
+    out: list[str] = []
+    room = L.ARGS_SIZE
+    for arg in args[:L.ARGS_MAX]:
+        raw = arg.encode("utf-8", "surrogateescape")
+        if len(raw) + 1 > room:
+            out.append(raw[:room].decode("utf-8", "replace"))
+            return tuple(out), True
+        out.append(arg)
+        room -= len(raw) + 1
+    return tuple(out), len(args) > L.ARGS_MAX
+
+
+def agrees(kernel: tuple[str, ...], proc: tuple[str, ...], truncated: bool) -> bool:
+    """Every entry the kernel did read (non-empty) is the same in procfs' argv at its place, and
+    the counts match (procfs may be longer only where the kernel cut)."""
+    if len(proc) < len(kernel) or (len(proc) > len(kernel) and not truncated and kernel):
+        return False
+    for i, k in enumerate(kernel):
+        cut = truncated and i == len(kernel) - 1  # the kernel kept only this entry's head
+        if k and not (proc[i].startswith(k) if cut else proc[i] == k):
+            return False
+    return True
+
+
+class ProcFacts:
+    """Completes exec and connect events from procfs (see the module doc); counts what it did."""
+
+    def __init__(self, procfs_root: Path = REAL_PROC, max_dirs: int = 16384) -> None:
+        self.root = procfs_root
+        self.max_dirs = max_dirs
+        self._dirs: dict[tuple[str, str], str] = {}  # (image key, directory) -> resolved directory
+        self.args_from_proc = 0
+        self.args_unread = 0
+        self.stdio_sockets = 0
+        self.sources = 0
+
+    def exec_event(self, ev: Event, image_key: str, container: bool, parent: int = 0) -> Event:
+        """The exec with argv completed, its path's directory resolved and, in a container, a
+        shell's socket stdio noted. ``parent`` (its parent's pid, if known) stands in for a
+        process that exited before its directory was resolved. Returns ``ev`` itself when nothing
+        changed."""
+        changes: dict[str, object] = {}
+        if ev.flags & ARGS_UNREAD:
+            changes.update(self._args(ev))
+        exe = self.canonical(ev.pid, ev.exe, image_key, parent)
+        if exe != ev.exe:
+            changes["exe"] = exe
+        if container and INTERPRETERS.fullmatch(exe.rsplit("/", 1)[-1] or ev.comm):
+            changes.update(self._stdio(ev, changes.get("flags", ev.flags)))  # type: ignore[arg-type]
+        return ev.replace(**changes) if changes else ev
+
+    def connect_event(self, ev: Event) -> Event:
+        """A successful (or in-progress) inet connect with its source address and port; by an
+        interpreter whose stdin/stdout/stderr is that socket by now, also ``STDIO_SOCKET``."""
+        if ev.sport or ev.family not in ("ipv4", "ipv6") or ev.ret not in (0, -115) or not ev.sc_args:
+            return ev
+        pid_dir = self.root / str(ev.pid)
+        inode = fd_inode(pid_dir, ev.sc_args[0])
+        ends = inet_socket(pid_dir, inode) if inode else None
+        if ends is None or (ends.daddr, ends.dport) != (ev.daddr, ev.dport):
+            return ev  # closed, or its number reused by another socket already
+        self.sources += 1
+        flags = ev.flags
+        if INTERPRETERS.fullmatch(ev.exe.rsplit("/", 1)[-1] or ev.comm) and inode in (
+                fd_inode(pid_dir, fd) for fd in (0, 1, 2)):
+            # python's socket + os.dup2 onto 0-2 (then pty.spawn, or code run in-process): the
+            # process that wired itself to the socket, caught if it did so before this is read
+            flags |= STDIO_SOCKET
+            self.stdio_sockets += 1
+        return ev.replace(saddr=ends.saddr, sport=ends.sport, flags=flags)
+
+    def canonical(self, pid: int, path: str, image_key: str, parent: int = 0) -> str:
+        """``path`` with its directory resolved in the process's root (cached per image); if the
+        process is gone already (a short ``true``), in its parent's, which shares its mounts
+        unless it changed them."""
+        if not path.startswith("/") or path.startswith(_OPAQUE):
+            return path
+        directory, _, name = path.rpartition("/")
+        key = (image_key, directory)
+        resolved = self._dirs.get(key)
+        if resolved is None:
+            resolved = self._resolve(directory or "/", pid, parent)
+            if resolved is None:
+                return path  # gone before we looked, and the image's layout is not known yet
+            if len(self._dirs) >= self.max_dirs:
+                self._dirs.clear()
+            self._dirs[key] = resolved
+        return f"{resolved.rstrip('/')}/{name}"
+
+    def _resolve(self, directory: str, pid: int, parent: int) -> str | None:
+        for who in (pid, parent) if parent else (pid,):
+            try:
+                return resolve_in_root(self.root / str(who) / "root", directory)
+            except OSError:
+                continue
+        return None
+
+    def _args(self, ev: Event) -> dict[str, object]:
+        try:
+            raw = (self.root / str(ev.pid) / "cmdline").read_bytes()
+        except OSError:
+            raw = b""
+        proc = tuple(a.decode("utf-8", "replace") for a in raw.split(b"\0")[:-1]) if raw else ()
+        if not proc or not agrees(ev.args, proc, ev.truncated):
+            self.args_unread += 1
+            return {}
+        self.args_from_proc += 1
+        args, cut = within_limits(proc)
+        return {"args": args, "truncated": cut, "flags": (ev.flags & ~ARGS_UNREAD) | ARGS_FROM_PROC}
+
+    def _stdio(self, ev: Event, flags: int) -> dict[str, object]:
+        pid_dir = self.root / str(ev.pid)
+        for fd in (0, 1, 2):
+            ends = fd_socket(pid_dir, fd)
+            if ends is not None:
+                self.stdio_sockets += 1
+                return {"flags": flags | STDIO_SOCKET, "proto": ends.proto, "family": ends.family,
+                        "saddr": ends.saddr, "sport": ends.sport, "daddr": ends.daddr, "dport": ends.dport}
+        return {}
+
+    def stats(self) -> dict[str, int]:
+        return {"args_from_proc": self.args_from_proc, "args_unread": self.args_unread,
+                "stdio_sockets": self.stdio_sockets, "connect_sources": self.sources}
