@@ -35,6 +35,7 @@ from sensor.errors import EX_CANTCREAT, SensorError
 from sensor.events import ACTIONS, BANNED_PROCESS, Event, Finding
 from sensor.pipeline import Sink
 from sensor.response import ActionGate, Responder
+from sensor.runtimes import add_cri_socket_option
 from sensor.spool import Spool
 from sensor.tracer import Tracer
 
@@ -66,10 +67,11 @@ class Daemon:
         self.sinks: tuple[Sink, ...] = (self.models, self.rules, self.checker)
         options = ProbeOptions(ring_pages=args.ring_pages, wake_batch=args.wake_batch, poll_ms=args.poll_ms)
         self.tracer = Tracer(options, docker=not args.no_docker, record=args.record,
+                             cri_sockets=args.cri_socket or None,
                              prefixes=self.rules.open_prefixes(),
                              mode=self.effective_mode)  # learn: profiled; enforce: urgent
         self.models.kernel_counts = True
-        self.responder = Responder.create(use_docker=not args.no_docker)
+        self.responder = Responder.create(use_docker=not args.no_docker, cri_for=self.tracer.cri_for)
         self.gate = ActionGate()  # one pause/kill per container per burst of findings
         self.banned: dict[int, set[str]] = {}
         self.pending: list[Finding] = []
@@ -339,6 +341,7 @@ def register(sub: Any) -> None:
     p.add_argument("--poll-ms", type=int, default=10, metavar="MS", help="ring drain interval")
     p.add_argument("--record", type=Path, help="also write a msgpack journal")
     p.add_argument("--no-docker", action="store_true")
+    add_cri_socket_option(p)
     p.add_argument("--duration", type=float, help="stop after S seconds")
     p.add_argument("--print-findings", action="store_true", help="also print findings as JSON lines")
     p.set_defaults(func=cmd_run)

@@ -1,0 +1,188 @@
+"""The CRI client against an in-process CRI server and against sockets that hang, answer garbage
+or are gone: lookups answer None within the deadline and then at once, never raise."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from concurrent import futures
+from pathlib import Path
+from typing import Any, Iterator
+
+import grpc
+import pytest
+
+from sensor.containers import CgroupIndex, ContainerRef
+from sensor.cri import CriRuntime
+from sensor.cri_proto.v1 import cri_pb2 as pb
+from sensor.cri_proto.v1 import cri_pb2_grpc
+from sensor.enrich import Enricher
+from sensor.events import Event
+from sensor.proctable import ProcessTable
+from sensor.response import Responder
+from sensor.runtimes import MultiRuntime, parse_socket
+
+CID = "c" * 64
+SID = "5" * 64
+UID = "6f0c4e2a-1b2c-4d5e-8f90-123456789abc"
+
+
+class FakeCri(cri_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc]
+    """One pod with one container; counts the calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.stopped: list[tuple[str, int]] = []
+
+    def _pod(self) -> Any:
+        return pb.PodSandboxStatus(id=SID, metadata=pb.PodSandboxMetadata(name="web-1", uid=UID, namespace="payments"),
+                                   labels={"app": "web"}, annotations={"a": "1"})
+
+    def ContainerStatus(self, request: Any, context: Any) -> Any:
+        self.calls.append("ContainerStatus")
+        if request.container_id != CID:
+            context.abort(grpc.StatusCode.NOT_FOUND, "no such container")
+        st = pb.ContainerStatus(id=CID, metadata=pb.ContainerMetadata(name="app"),
+                                image=pb.ImageSpec(image="docker.io/library/nginx:1.27"),
+                                image_ref="docker.io/library/nginx@sha256:" + "d" * 64,
+                                labels={"io.kubernetes.container.name": "app"})
+        return pb.ContainerStatusResponse(status=st, info={"info": json.dumps({"sandboxID": SID, "pid": 7})})
+
+    def PodSandboxStatus(self, request: Any, context: Any) -> Any:
+        self.calls.append("PodSandboxStatus")
+        return pb.PodSandboxStatusResponse(status=self._pod())
+
+    def ListPodSandbox(self, request: Any, context: Any) -> Any:
+        self.calls.append("ListPodSandbox")
+        p = self._pod()
+        return pb.ListPodSandboxResponse(items=[pb.PodSandbox(id=SID, metadata=p.metadata, labels=p.labels)])
+
+    def ListContainers(self, request: Any, context: Any) -> Any:
+        self.calls.append("ListContainers")
+        return pb.ListContainersResponse(containers=[pb.Container(
+            id=CID, pod_sandbox_id=SID, metadata=pb.ContainerMetadata(name="app"),
+            image=pb.ImageSpec(image="docker.io/library/nginx:1.27"), image_ref="sha256:" + "e" * 64)])
+
+    def StopContainer(self, request: Any, context: Any) -> Any:
+        self.stopped.append((request.container_id, request.timeout))
+        return pb.StopContainerResponse()
+
+
+@pytest.fixture
+def cri(tmp_path: Path) -> Iterator[tuple[FakeCri, str]]:
+    fake = FakeCri()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    cri_pb2_grpc.add_RuntimeServiceServicer_to_server(fake, server)
+    path = str(tmp_path / "cri.sock")
+    server.add_insecure_port(f"unix://{path}")
+    server.start()
+    yield fake, path
+    server.stop(0)
+
+
+def test_a_container_first_seen_in_an_event_is_resolved_on_demand(cri: tuple[FakeCri, str]) -> None:
+    fake, path = cri
+    rt = CriRuntime(path, follow=False)
+    meta = rt.inspect(CID)
+    assert meta is not None
+    assert (meta.name, meta.pod, meta.namespace, meta.pod_uid) == ("app", "web-1", "payments", UID)
+    assert dict(meta.labels) == {"app": "web"} and dict(meta.annotations)["a"] == "1"
+    assert meta.image == "docker.io/library/nginx:1.27" and meta.image_digest.endswith("d" * 64)
+    assert rt.inspect(CID) is meta and fake.calls == ["ContainerStatus", "PodSandboxStatus"]  # cached
+    assert rt.inspect("f" * 64) is None and rt.inspect("f" * 64) is None  # unknown: asked once
+    assert fake.calls.count("ContainerStatus") == 2
+    assert rt.find("payments/web-1/app") is meta
+    rt.close()
+
+
+def test_the_poller_lists_pods_and_containers(cri: tuple[FakeCri, str]) -> None:
+    fake, path = cri
+    rt = CriRuntime(path, follow=False)
+    assert rt.poll_once() == 1
+    meta = rt.inspect(CID)
+    assert meta is not None and meta.pod == "web-1" and meta.image_id == "sha256:" + "e" * 64
+    assert "ContainerStatus" not in fake.calls
+    rt.close()
+
+
+def test_stop_container_and_the_responder_says_cri(cri: tuple[FakeCri, str]) -> None:
+    fake, path = cri
+    runtime = MultiRuntime(None, [CriRuntime(path, follow=False)])
+    res = Responder(None, cri_for=runtime.cri_for).kill(CID, "")
+    assert res.ok and res.method == "cri.StopContainer" and fake.stopped == [(CID, 0)]
+    runtime.close()
+
+
+def _serve(path: str, reply: bytes | None) -> socket.socket:
+    """A unix socket that accepts and then says nothing (reply None) or writes garbage."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(8)
+
+    def loop() -> None:
+        conns = []
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conns.append(conn)
+            if reply is not None:
+                try:
+                    conn.sendall(reply)
+                except OSError:
+                    pass
+
+    threading.Thread(target=loop, daemon=True).start()
+    return srv
+
+
+@pytest.mark.parametrize("reply", [None, b"HTTP/1.1 200 OK\r\n\r\n" + bytes(range(256)) * 4])
+def test_a_hanging_or_garbage_socket_costs_one_deadline_then_nothing(tmp_path: Path, reply: bytes | None) -> None:
+    """The first lookup ends at its deadline (or at once on garbage); while the circuit is open
+    the next 50 reach no socket at all (the lookup count stays at one)."""
+    path = str(tmp_path / "bad.sock")
+    srv = _serve(path, reply)
+    rt = CriRuntime(path, timeout_s=0.3, follow=False)
+    assert rt.inspect(CID) is None and rt.errors == 1 and not rt.available
+    assert all(rt.inspect(f"{i:064x}") is None for i in range(50))
+    assert rt.lookups == 1 and rt.errors == 1
+    assert rt.poll_once() == 0
+    rt.close()
+    srv.close()
+
+
+def test_a_vanished_socket_leaves_the_event_with_its_cgroup_path(tmp_path: Path) -> None:
+    (tmp_path / "cg" / "kubepods" / "besteffort" / f"pod{UID}" / CID).mkdir(parents=True)
+    (tmp_path / "proc").mkdir()
+    runtime = MultiRuntime(None, [CriRuntime(str(tmp_path / "gone.sock"), timeout_s=0.3, follow=False)])
+    enr = Enricher(CgroupIndex(tmp_path / "cg", rescan_ms=0), runtime, ProcessTable(tmp_path / "proc"))
+    cg = enr.index.id_of(f"/kubepods/besteffort/pod{UID}/{CID}")
+    ev = enr.enrich(Event("exec", 1, pid=1, cgroup_id=cg))
+    assert (ev.container_id, ev.runtime, ev.image) == (CID, "kubepods", "")
+    attr = enr.attribution(cg)
+    assert attr.pod_uid == UID and attr.cgroup_path == f"/kubepods/besteffort/pod{UID}/{CID}"
+    runtime.close()
+
+
+def test_routing_by_the_runtime_the_path_names(cri: tuple[FakeCri, str]) -> None:
+    _, path = cri
+    runtime = MultiRuntime(None, [CriRuntime(path, follow=False)])
+    assert runtime.inspect_ref(ContainerRef("docker", CID)) is None  # no Docker: never asks CRI
+    assert runtime.inspect_ref(ContainerRef("kubepods", CID, UID, "besteffort")) is not None
+    runtime.close()
+
+
+@pytest.mark.parametrize(("text", "kind"), [
+    ("/run/containerd/containerd.sock", "containerd"), ("unix:///run/crio/crio.sock", "crio"),
+    ("crio=/x/y.sock", "crio"),
+])
+def test_socket_option(text: str, kind: str) -> None:
+    assert parse_socket(text).name == kind
+
+
+@pytest.mark.parametrize("text", ["", "docker=/var/run/docker.sock", "containerd="])
+def test_bad_socket_option_says_what_to_give(text: str) -> None:
+    with pytest.raises(ValueError, match="--cri-socket"):
+        parse_socket(text)
