@@ -28,10 +28,48 @@ POD_UID_LABEL: Final = "io.kubernetes.pod.uid"
 CONTAINER_LABEL: Final = "io.kubernetes.container.name"
 
 
+class Circuit:
+    """gRPC calls with a deadline. NOT_FOUND answers None; any other failure (socket gone, runtime
+    hung, garbage on the wire) answers None too and opens the circuit for ``BACKOFF_S``, during
+    which calls answer None without reaching the socket. ``available`` until a call fails."""
+
+    BACKOFF_S: Final = 5.0
+
+    def __init__(self, what: str, timeout_s: float) -> None:
+        import grpc
+
+        self.what, self.timeout_s, self._grpc = what, timeout_s, grpc
+        self.available = True
+        self.errors = 0
+        self.down_until = 0.0
+
+    def call(self, fn: Any, request: Any, method: str, metadata: tuple[tuple[str, str], ...] = ()) -> Any:
+        if time.monotonic() < self.down_until:
+            return None
+        try:
+            reply = fn(request, timeout=self.timeout_s, metadata=metadata or None)
+        except self._grpc.RpcError as err:
+            if err.code() == self._grpc.StatusCode.NOT_FOUND:
+                return None
+            self._degrade(f"{method}: {err.code().name} {err.details() or ''}".strip())
+            return None
+        except Exception as err:  # noqa: BLE001 - garbage on the wire: degrade, counted
+            self._degrade(f"{method}: {type(err).__name__}: {err}")
+            return None
+        self.available = True
+        return reply
+
+    def _degrade(self, why: str) -> None:
+        self.errors += 1
+        if self.available:
+            log.warning("%s unavailable (%s): attributing its containers by cgroup only", self.what, why[:200])
+        self.available = False
+        self.down_until = time.monotonic() + self.BACKOFF_S
+
+
 class CriRuntime:
     """One CRI runtime socket. Lookups never raise; :meth:`stop` returns an error text or ""."""
 
-    BACKOFF_S: Final = 5.0
     GRACE_S: Final = 60.0  # a container the runtime denied is not asked again this long
 
     def __init__(self, socket: str, *, name: str = "containerd", timeout_s: float = 1.0,
@@ -52,9 +90,8 @@ class CriRuntime:
         self._seen_gone: dict[str, float] = {}  # id -> when the poller first missed it
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._down_until = 0.0
-        self.available = True  # until a call fails (as DockerRuntime)
-        self.errors = self.lookups = self.polls = 0
+        self._circuit = Circuit(f"CRI runtime {name} at {socket}", timeout_s)
+        self.lookups = self.polls = 0
         self.version = ""
         if follow:
             threading.Thread(target=self._poll_loop, name=f"cgsentry-cri-{name}", daemon=True).start()
@@ -87,30 +124,20 @@ class CriRuntime:
         self._channel.close()
 
     # -- calls -----------------------------------------------------------------------------------
-    def _call(self, method: str, request: Any) -> Any:
-        """One RPC with the deadline; None for NOT_FOUND; circuit opened on anything else."""
-        if time.monotonic() < self._down_until:
-            return None
-        try:
-            reply = getattr(self._stub, method)(request, timeout=self.timeout_s)
-        except self._grpc.RpcError as err:
-            if err.code() == self._grpc.StatusCode.NOT_FOUND:
-                return None
-            self._degrade(f"{method}: {err.code().name} {err.details() or ''}".strip())
-            return None
-        except Exception as err:  # noqa: BLE001 - garbage on the wire: degrade, counted
-            self._degrade(f"{method}: {type(err).__name__}: {err}")
-            return None
-        self.available = True
-        return reply
+    @property
+    def available(self) -> bool:
+        return self._circuit.available
 
-    def _degrade(self, why: str) -> None:
-        self.errors += 1
-        if self.available:
-            log.warning("CRI runtime %s at %s unavailable (%s): attributing its containers by cgroup only",
-                        self.name, self.socket, why[:200])
-        self.available = False
-        self._down_until = time.monotonic() + self.BACKOFF_S
+    @property
+    def errors(self) -> int:
+        return self._circuit.errors
+
+    @property
+    def _down_until(self) -> float:
+        return self._circuit.down_until
+
+    def _call(self, method: str, request: Any) -> Any:
+        return self._circuit.call(getattr(self._stub, method), request, method)
 
     def probe(self) -> str:
         """The runtime's name and version, or raise OSError with why not (for ``doctor``)."""

@@ -93,8 +93,6 @@ class Enricher:
     def __init__(self, index: CgroupIndex, runtime: Runtime, procs: ProcessTable) -> None:
         self.index = index
         self.runtime = runtime
-        # containerd namespaces whose "/<namespace>/<name>" cgroups are containers (``ctr run``)
-        self.containerd_namespaces: frozenset[str] = CONTAINERD_NAMESPACES
         self.procs = procs
         self._cache: dict[int, Attribution] = {}
         self._unknown_ids: set[int] = set()
@@ -148,7 +146,8 @@ class Enricher:
             self._unknown_ids.discard(cgroup_id)
             if self.on_resolved is not None:
                 self.on_resolved(cgroup_id)
-        ref = parse_cgroup_path(path, self.containerd_namespaces)
+        # containerd's namespaces (when its API is there) say which /<namespace>/<name> are containers
+        ref = parse_cgroup_path(path, getattr(self.runtime, "containerd_namespaces", CONTAINERD_NAMESPACES))
         if ref is None:
             return HOST_ATTR
         meta = self._inspect(ref)

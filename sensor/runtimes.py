@@ -3,7 +3,8 @@
 The cgroup path names the runtime (:func:`sensor.containers.parse_cgroup_path`); this module sends
 the lookup to that runtime's API: Docker to the Docker Engine, ``containerd``/``crio`` and Kubernetes
 pods under the cgroupfs driver (``kubepods``, whose path does not name the runtime) to the CRI
-sockets, plain containerd namespaces (``ctr run``) to containerd's own API. Podman's containers are
+sockets, plain containerd namespaces (``ctr run``) to containerd's own API on the first containerd
+socket. Podman's containers are
 attributed from their cgroup path alone (no libpod REST client yet: its service is rarely running).
 A runtime without a socket costs nothing: its containers keep what the path says.
 """
@@ -15,7 +16,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sensor.containers import ContainerRef
+from sensor.containers import CONTAINERD_NAMESPACES, ContainerRef
 from sensor.runtime import ContainerMeta, DockerRuntime, Runtime
 
 # (kind, name, socket path), in the order a kubelet would look for them.
@@ -107,6 +108,7 @@ class MultiRuntime:
                timeout_s: float = 1.0) -> MultiRuntime:
         """The live wiring: Docker if asked, a CRI client per CRI socket that exists (the given
         ones are used even if missing now: a runtime may start after the sensor)."""
+        from sensor.containerd import ContainerdRuntime
         from sensor.cri import CriRuntime
 
         sockets = cri_sockets if cri_sockets else [s for s in candidate_sockets() if s.kind == "cri" and s.exists()]
@@ -116,26 +118,36 @@ class MultiRuntime:
             if os.path.realpath(s.path) not in seen:
                 seen.add(os.path.realpath(s.path))
                 clients.append(CriRuntime(s.path, name=s.name, timeout_s=timeout_s))
-        return cls(DockerRuntime() if docker else None, clients)
+        first = next((c.socket for c in clients if c.name == "containerd"), None)
+        plain = ContainerdRuntime(first, timeout_s=timeout_s) if first is not None else None
+        return cls(DockerRuntime() if docker else None, clients, plain)
 
     def _for(self, ref: ContainerRef) -> list[Any]:
         if ref.runtime == "docker":
             return [self.docker] if self.docker is not None else []
         if ref.runtime in ("containerd", "crio"):
-            named = [c for c in self.cri if c.name == ref.runtime]
-            plain = [self.containerd] if self.containerd is not None and ref.runtime == "containerd" else []
-            return named + plain
+            return [c for c in self.cri if c.name == ref.runtime]
         if ref.runtime == "kubepods":
             return list(self.cri)
         return []
 
     def inspect_ref(self, ref: ContainerRef) -> ContainerMeta | None:
-        """Metadata of the container a cgroup path names, from the runtime that made it."""
+        """Metadata of the container a cgroup path names, from the runtime that made it: a plain
+        containerd namespace from containerd's own API, the rest by runtime."""
+        if ref.runtime == "containerd" and ref.namespace not in ("", "k8s.io") and self.containerd is not None:
+            meta: ContainerMeta | None = self.containerd.inspect_in(ref.namespace, ref.container_id)
+            return meta
         for client in self._for(ref):
-            meta: ContainerMeta | None = client.inspect(ref.container_id)
+            meta = client.inspect(ref.container_id)
             if meta is not None:
                 return meta
         return None
+
+    @property
+    def containerd_namespaces(self) -> frozenset[str]:
+        """containerd's namespaces whose ``/<namespace>/<name>`` cgroups are containers."""
+        names: frozenset[str] = self.containerd.namespaces if self.containerd is not None else CONTAINERD_NAMESPACES
+        return names
 
     def _all(self) -> list[Any]:
         return [c for c in (self.docker, *self.cri, self.containerd) if c is not None]

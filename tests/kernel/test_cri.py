@@ -5,7 +5,8 @@ of a plain containerd namespace (``ctr run``) and of rootful podman, seen by the
   started in it: an exec there is attributed to its namespace, pod, container, labels and image id;
 - the sensor daemon in enforce mode pauses that container (cgroup.freeze: CRI has no pause) and a
   kill through the responder uses CRI StopContainer;
-- ``ctr run`` in the default namespace: attributed to containerd by its /<namespace>/<name> cgroup;
+- ``ctr run`` in the default namespace: containerd by its /<namespace>/<name> cgroup, named with its
+  image and manifest digest by containerd's own API;
 - podman where it is installed.
 """
 
@@ -171,8 +172,13 @@ def test_ctr_run_in_a_plain_namespace_is_containerd(tmp_path: Path) -> None:
                        check=True, capture_output=True, timeout=60)
         # ctr's own command line carries the tag too: the sentinel is the echo inside
         ev = collect_until(tracer, lambda e: sentinel(tag)(e) and e.exe.endswith("/echo"))[-1]
-        assert (ev.container_id, ev.runtime) == (name, "containerd")
-        assert tracer.enricher.attribution(ev.cgroup_id).cgroup_path == f"/default/{name}"
+        assert (ev.container_id, ev.container_name, ev.runtime, ev.image) == (name, name, "containerd", IMAGE)
+        listed = subprocess.run([*CTR, "-n", "default", "images", "ls"], check=True, capture_output=True,
+                                text=True).stdout  # REF TYPE DIGEST ...: the manifest digest
+        digest = next(line.split()[2] for line in listed.splitlines() if line.startswith(IMAGE + " "))
+        attr = tracer.enricher.attribution(ev.cgroup_id)
+        assert ev.image_id == digest and attr.image_digest == f"{IMAGE}@{digest}"
+        assert attr.cgroup_path == f"/default/{name}"
     finally:
         tracer.close()
         subprocess.run([*CTR, "-n", "default", "task", "kill", "-s", "SIGKILL", name], capture_output=True, timeout=30)

@@ -13,8 +13,17 @@ from typing import Any, Iterator
 import grpc
 import pytest
 
+from sensor.containerd import ContainerdRuntime
 from sensor.containers import CgroupIndex, ContainerRef
 from sensor.cri import CriRuntime
+from sensor.cri_proto.containerd import (
+    containers_pb2,
+    containers_pb2_grpc,
+    images_pb2,
+    images_pb2_grpc,
+    namespaces_pb2,
+    namespaces_pb2_grpc,
+)
 from sensor.cri_proto.v1 import cri_pb2 as pb
 from sensor.cri_proto.v1 import cri_pb2_grpc
 from sensor.enrich import Enricher
@@ -186,3 +195,48 @@ def test_socket_option(text: str, kind: str) -> None:
 def test_bad_socket_option_says_what_to_give(text: str) -> None:
     with pytest.raises(ValueError, match="--cri-socket"):
         parse_socket(text)
+
+
+class FakeContainerd(containers_pb2_grpc.ContainersServicer, images_pb2_grpc.ImagesServicer,  # type: ignore[misc]
+                     namespaces_pb2_grpc.NamespacesServicer):
+    """A container "job7" in namespace "ci" only: the namespace must come in the header."""
+
+    def Get(self, request: Any, context: Any) -> Any:
+        ns = dict(context.invocation_metadata()).get("containerd-namespace")
+        if isinstance(request, images_pb2.GetImageRequest):
+            return images_pb2.GetImageResponse(image=images_pb2.Image(
+                name=request.name, target=images_pb2.Descriptor(digest="sha256:" + "7" * 64)))
+        if ns != "ci" or request.id != "job7":
+            context.abort(grpc.StatusCode.NOT_FOUND, "container not found")
+        return containers_pb2.GetContainerResponse(container=containers_pb2.Container(
+            id="job7", image="docker.io/library/alpine:3", labels={"team": "ci"}))
+
+    def List(self, request: Any, context: Any) -> Any:
+        return namespaces_pb2.ListNamespacesResponse(namespaces=[namespaces_pb2.Namespace(name=n)
+                                                                 for n in ("default", "k8s.io", "ci")])
+
+
+def test_plain_containerd_namespaces_through_containerds_api(tmp_path: Path) -> None:
+    fake = FakeContainerd()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    containers_pb2_grpc.add_ContainersServicer_to_server(fake, server)
+    images_pb2_grpc.add_ImagesServicer_to_server(fake, server)
+    namespaces_pb2_grpc.add_NamespacesServicer_to_server(fake, server)
+    path = str(tmp_path / "containerd.sock")
+    server.add_insecure_port(f"unix://{path}")
+    server.start()
+    plain = ContainerdRuntime(path, follow=False)
+    runtime = MultiRuntime(None, [], plain)
+    try:
+        assert plain.refresh_namespaces() == frozenset({"default", "ci"})  # k8s.io is CRI's
+        (tmp_path / "cg" / "ci" / "job7").mkdir(parents=True)
+        (tmp_path / "proc").mkdir()
+        enr = Enricher(CgroupIndex(tmp_path / "cg", rescan_ms=0), runtime, ProcessTable(tmp_path / "proc"))
+        ev = enr.enrich(Event("exec", 1, pid=1, cgroup_id=enr.index.id_of("/ci/job7")))
+        assert (ev.container_id, ev.runtime, ev.image, ev.image_id) == (
+            "job7", "containerd", "docker.io/library/alpine:3", "sha256:" + "7" * 64)
+        assert dict(enr.attribution(ev.cgroup_id).labels) == {}  # not a pod: no pod labels
+        assert plain.inspect_in("default", "job7") is None and plain.available  # NOT_FOUND is no failure
+    finally:
+        runtime.close()
+        server.stop(0)
