@@ -99,11 +99,7 @@ def _runtime_sockets(cri: list[Socket] | None = None) -> list[Check]:
     for sock in sockets:
         if not sock.exists():
             continue
-        if sock.kind == "cri":
-            out.append(_probe_cri(sock))
-        else:
-            out.append(Check(f"{sock.name} socket", True, f"{sock.path} (attributed from the cgroup path: "
-                             "no libpod API client yet)", required=False))
+        out.append(_probe_cri(sock) if sock.kind == "cri" else _probe_podman(sock))
     for sock in sockets:
         missing = not sock.exists()
         if missing and (cri or sock.kind == "podman"):
@@ -128,6 +124,16 @@ def _probe_cri(sock: Socket) -> Check:
     finally:
         client.close()
     return Check(f"{sock.name} cri", True, f"{sock.path}: {version}", required=False)
+
+
+def _probe_podman(sock: Socket) -> Check:
+    from sensor.podman import PodmanRuntime
+
+    try:
+        version = PodmanRuntime(sock.path, timeout_s=2.0).probe()
+    except OSError as err:
+        return Check("podman api", False, f"{sock.path}: {err}", FIXES["podman"], required=False)
+    return Check("podman api", True, f"{sock.path}: {version}", required=False)
 
 
 CHECKS: tuple[Callable[[], Check | list[Check]], ...] = (

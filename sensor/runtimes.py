@@ -4,9 +4,8 @@ The cgroup path names the runtime (:func:`sensor.containers.parse_cgroup_path`);
 the lookup to that runtime's API: Docker to the Docker Engine, ``containerd``/``crio`` and Kubernetes
 pods under the cgroupfs driver (``kubepods``, whose path does not name the runtime) to the CRI
 sockets, plain containerd namespaces (``ctr run``) to containerd's own API on the first containerd
-socket. Podman's containers are
-attributed from their cgroup path alone (no libpod REST client yet: its service is rarely running).
-A runtime without a socket costs nothing: its containers keep what the path says.
+socket, podman's to its libpod REST API when ``podman system service`` runs. A runtime without a
+socket costs nothing: its containers keep what the path says.
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ FIXES: Final = {
     "docker": "start dockerd, or set DOCKER_HOST",
     "containerd": "start containerd with its CRI plugin enabled, or give --cri-socket PATH",
     "crio": "start crio, or give --cri-socket crio=PATH",
-    "podman": "run `podman system service --time=0 unix:///run/podman/podman.sock` (podman containers "
-              "are attributed from their cgroup path without it)",
+    "podman": "run `podman system service --time=0 unix:///run/podman/podman.sock` (or enable podman.socket); "
+              "without it podman containers are attributed from their cgroup path only",
 }
 
 
@@ -98,10 +97,11 @@ class MultiRuntime:
     tried in order for a cgroup whose path does not say which runtime made it.
     """
 
-    def __init__(self, docker: Runtime | None, cri: list[Any], containerd: Any = None) -> None:
+    def __init__(self, docker: Runtime | None, cri: list[Any], containerd: Any = None, podman: Any = None) -> None:
         self.docker = docker
         self.cri = cri
         self.containerd = containerd
+        self.podman = podman
 
     @classmethod
     def create(cls, docker: bool = True, cri_sockets: list[Socket] | None = None,
@@ -110,6 +110,7 @@ class MultiRuntime:
         ones are used even if missing now: a runtime may start after the sensor)."""
         from sensor.containerd import ContainerdRuntime
         from sensor.cri import CriRuntime
+        from sensor.podman import PodmanRuntime
 
         sockets = cri_sockets if cri_sockets else [s for s in candidate_sockets() if s.kind == "cri" and s.exists()]
         seen: set[str] = set()
@@ -120,7 +121,9 @@ class MultiRuntime:
                 clients.append(CriRuntime(s.path, name=s.name, timeout_s=timeout_s))
         first = next((c.socket for c in clients if c.name == "containerd"), None)
         plain = ContainerdRuntime(first, timeout_s=timeout_s) if first is not None else None
-        return cls(DockerRuntime() if docker else None, clients, plain)
+        podman_sock = Socket("podman", "podman", PODMAN_SOCKET)
+        podman = PodmanRuntime(podman_sock.path, timeout_s) if podman_sock.exists() else None
+        return cls(DockerRuntime() if docker else None, clients, plain, podman)
 
     def _for(self, ref: ContainerRef) -> list[Any]:
         if ref.runtime == "docker":
@@ -129,6 +132,8 @@ class MultiRuntime:
             return [c for c in self.cri if c.name == ref.runtime]
         if ref.runtime == "kubepods":
             return list(self.cri)
+        if ref.runtime == "podman":
+            return [self.podman] if self.podman is not None else []
         return []
 
     def inspect_ref(self, ref: ContainerRef) -> ContainerMeta | None:
@@ -150,7 +155,7 @@ class MultiRuntime:
         return names
 
     def _all(self) -> list[Any]:
-        return [c for c in (self.docker, *self.cri, self.containerd) if c is not None]
+        return [c for c in (self.docker, *self.cri, self.containerd, self.podman) if c is not None]
 
     def inspect(self, container_id: str) -> ContainerMeta | None:
         for client in self._all():

@@ -3,8 +3,10 @@ or are gone: lookups answer None within the deadline and then at once, never rai
 
 from __future__ import annotations
 
+import http.server
 import json
 import socket
+import socketserver
 import threading
 from concurrent import futures
 from pathlib import Path
@@ -28,6 +30,7 @@ from sensor.cri_proto.v1 import cri_pb2 as pb
 from sensor.cri_proto.v1 import cri_pb2_grpc
 from sensor.enrich import Enricher
 from sensor.events import Event
+from sensor.podman import PodmanRuntime
 from sensor.proctable import ProcessTable
 from sensor.response import Responder
 from sensor.runtimes import MultiRuntime, parse_socket
@@ -240,3 +243,58 @@ def test_plain_containerd_namespaces_through_containerds_api(tmp_path: Path) -> 
     finally:
         runtime.close()
         server.stop(0)
+
+
+class _Libpod(http.server.BaseHTTPRequestHandler):
+    """A libpod service: one container, everything else 404; ``garbage`` answers non-JSON."""
+
+    garbage = False
+
+    def do_GET(self) -> None:
+        if self.garbage:
+            body, status = b"\x00\xffnot json", 200
+        elif self.path == f"/v4.0.0/libpod/containers/{CID}/json":
+            body, status = json.dumps({"Id": CID, "Name": "web", "ImageName": "docker.io/library/nginx:1.27",
+                                       "Image": "e" * 64, "ImageDigest": "sha256:" + "d" * 64,
+                                       "Config": {"Labels": {"app": "web"}}, "State": {"Pid": 9}}).encode(), 200
+        else:
+            body, status = b'{"cause": "no such container"}', 404
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def get_request(self) -> Any:
+        conn, _ = super().get_request()
+        return conn, ("local", 0)
+
+
+@pytest.mark.parametrize("garbage", [False, True])
+def test_podman_through_its_libpod_api(tmp_path: Path, garbage: bool) -> None:
+    handler = type("H", (_Libpod,), {"garbage": garbage})
+    path = str(tmp_path / "podman.sock")
+    server = _UnixHTTPServer(path, handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    rt = PodmanRuntime(path, timeout_s=1.0)
+    runtime = MultiRuntime(None, [], None, rt)
+    try:
+        meta = runtime.inspect_ref(ContainerRef("podman", CID))
+        if garbage:
+            assert meta is None and rt.errors == 1 and not rt.available
+            assert runtime.inspect_ref(ContainerRef("podman", "f" * 64)) is None and rt.lookups == 1  # circuit
+        else:
+            assert meta is not None and (meta.name, meta.image, meta.image_id) == (
+                "web", "docker.io/library/nginx:1.27", "sha256:" + "e" * 64)
+            assert meta.image_digest == "docker.io/library/nginx@sha256:" + "d" * 64 and dict(meta.labels) == {
+                "app": "web"}
+            assert runtime.inspect_ref(ContainerRef("podman", "f" * 64)) is None and rt.available  # 404
+    finally:
+        server.shutdown()
+        server.server_close()
