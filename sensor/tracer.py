@@ -130,6 +130,12 @@ class Tracer:
         """Ids of the containers seen (attributed), sorted."""
         return self.enricher.seen_containers()
 
+    def resolve(self, target: str) -> str:
+        """The full id of the container a runtime knows by this name (Docker name, CRI
+        ``namespace/pod/container``, id prefix); "" when none does."""
+        meta = self.enricher.runtime.find(target) if target else None
+        return meta.id if meta is not None else ""
+
     def cri_for(self, container_id: str) -> object:
         """The CRI client that knows a container (the responder stops CRI containers with it)."""
         runtime = self.enricher.runtime

@@ -92,7 +92,8 @@ class Daemon:
                          key=Path(a.key) if a.key else None, heartbeat_s=2.0, snapshot_s=a.snapshot_s)
         cb = LinkCallbacks(counters=self.counters, containers=self.tracer.containers, snapshots=self.snapshots,
                            on_policy=self.on_policy, on_baseline=self.on_baseline,
-                           on_rules=self.on_rules, cgroup_path=self.tracer.cgroup_path, on_accept=self.on_accept)
+                           on_rules=self.on_rules, cgroup_path=self.tracer.cgroup_path, on_accept=self.on_accept,
+                           resolve=self.tracer.resolve)
         return CollectorLink(cfg, Spool(state / "spool", a.spool_mb << 20), self.responder, cb).start()
 
     # -- the loop ----------------------------------------------------------------------------

@@ -115,6 +115,7 @@ def test_an_exec_in_a_cri_pod_names_its_namespace_pod_container_labels_and_image
         assert dict(attr.annotations)["cgsentry.test/why"] == "kernel tier"
         # by namespace/pod/container, as `cgsentry containers pause` will name it
         assert tracer.enricher.container_cgroup_id(f"payments/{pod.config.metadata.name}/app") == ev.cgroup_id
+        assert tracer.resolve(f"payments/{pod.config.metadata.name}/app") == pod.id  # a collector action's target
     finally:
         tracer.close()
 
