@@ -68,7 +68,7 @@ class Circuit:
 
 
 class CriRuntime:
-    """One CRI runtime socket. Lookups never raise; :meth:`stop` returns an error text or ""."""
+    """One CRI runtime socket. Lookups never raise; :meth:`stop_container` returns an error text or ""."""
 
     GRACE_S: Final = 60.0  # a container the runtime denied is not asked again this long
 
@@ -162,7 +162,7 @@ class CriRuntime:
         pod = self._pod(sandbox_id)
         st = reply.status
         return self._remember(_meta(st.id, st.metadata.name, st.image.image, st.image_ref,
-                                    getattr(st, "image_id", ""), st.labels, st.annotations, pod, self.name,
+                                    st.image_id, st.labels, st.annotations, pod, self.name,
                                     started_ns=st.started_at))
 
     def _pod(self, sandbox_id: str) -> Any:
@@ -195,7 +195,7 @@ class CriRuntime:
             return len(self._cache)
         fresh = {}
         for c in listed.containers:
-            fresh[c.id] = _meta(c.id, c.metadata.name, c.image.image, c.image_ref, getattr(c, "image_id", ""),
+            fresh[c.id] = _meta(c.id, c.metadata.name, c.image.image, c.image_ref, c.image_id,
                                 c.labels, c.annotations, self._pods.get(c.pod_sandbox_id), self.name,
                                 started_ns=c.created_at)
         with self._lock:
