@@ -41,6 +41,7 @@ lint: venv
 
 proto: venv
 	$(VPY) -m collector.proto.build
+	$(VPY) -m sensor.cri_proto.build
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

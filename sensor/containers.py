@@ -28,6 +28,10 @@ _BARE: Final = re.compile(rf"^{_HEX64}$")
 _POD: Final = re.compile(r"pod(?P<uid>[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})"
                          r"(?:\.slice)?$")
 _QOS: Final = re.compile(r"^(?:kubepods-)?(?P<qos>besteffort|burstable)(?:\.slice|-pod.*)?$")
+# containerd namespaces whose cgroups are "/<namespace>/<container id>" (``ctr run``: the id is the
+# name the user chose, not 64 hex digits). "default" is ctr's; others come from containerd's API.
+CONTAINERD_NAMESPACES: Final = frozenset({"default"})
+_CTR_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$")  # containerd's identifier rule
 _RUNTIMES: Final = {"docker": "docker", "cri-containerd": "containerd", "crio": "crio",
                     "libpod": "podman", "nerdctl": "containerd"}
 
@@ -38,21 +42,26 @@ class ContainerRef:
 
     ``runtime`` is docker | containerd | crio | podman | kubepods (a Kubernetes container under the
     cgroupfs driver, whose path does not name the runtime). ``pod_uid`` uses dashes; ``qos`` is
-    besteffort | burstable | guaranteed for pod containers, "" otherwise.
+    besteffort | burstable | guaranteed for pod containers, "" otherwise. ``namespace`` is the
+    containerd namespace when the path names one (``/default/<id>``, ``/k8s.io/<id>``).
     """
 
     runtime: str
     container_id: str
     pod_uid: str = ""
     qos: str = ""
+    namespace: str = ""
 
 
-def parse_cgroup_path(path: str) -> ContainerRef | None:
+def parse_cgroup_path(path: str, containerd_namespaces: frozenset[str] = CONTAINERD_NAMESPACES,
+                      ) -> ContainerRef | None:
     """Parse a cgroup path (relative to the v2 root); None for host cgroups and garbage.
 
     The innermost container-looking component wins, so docker-in-docker
     (``/docker/<outer>/docker/<inner>``) names the inner container, and sub-cgroups a runtime
     makes inside a container (``crio-<id>.scope/container``) still name the container.
+    ``/<namespace>/<name>`` is a plain containerd container (``ctr run``) only for a namespace in
+    ``containerd_namespaces``: the shape alone is any two-level cgroup.
     """
     parts = [p for p in path.strip().strip("/").split("/") if p]
     for i in range(len(parts) - 1, -1, -1):
@@ -61,7 +70,10 @@ def parse_cgroup_path(path: str) -> ContainerRef | None:
             runtime, cid = found
             # "slice:prefix:id" carries its pod slice inside the component itself
             pod_uid, qos = _pod_of([*parts[:i], parts[i].split(":", 1)[0]])
-            return ContainerRef(runtime, cid, pod_uid, qos)
+            ns = parts[i - 1] if runtime == "containerd" and i == 1 and parts[i] == cid else ""
+            return ContainerRef(runtime, cid, pod_uid, qos, ns)
+    if len(parts) == 2 and parts[0] in containerd_namespaces and _CTR_ID.match(parts[1]):
+        return ContainerRef("containerd", parts[1], namespace=parts[0])
     return None
 
 

@@ -9,6 +9,7 @@ from typing import Callable
 
 from sensor import bpf_loader
 from sensor.errors import CgsentryError
+from sensor.runtimes import FIXES, Socket, candidate_sockets
 
 
 @dataclass(frozen=True)
@@ -110,15 +111,61 @@ def _profiles() -> list[Check]:
     return out
 
 
+def _runtime_sockets(cri: list[Socket] | None = None) -> list[Check]:
+    """Each runtime socket found (CRI ones asked for their version), and a fix for those missing:
+    the operator's ``--cri-socket`` paths each, else one line for CRI and one for podman."""
+    out: list[Check] = []
+    sockets = [s for s in candidate_sockets(cri) if s.kind != "docker"]  # Docker has its own check
+    for sock in sockets:
+        if not sock.exists():
+            continue
+        out.append(_probe_cri(sock) if sock.kind == "cri" else _probe_podman(sock))
+    for sock in sockets:
+        missing = not sock.exists()
+        if missing and (cri or sock.kind == "podman"):
+            out.append(Check(f"{sock.name} socket", False, f"{sock.path} missing", FIXES[sock.name],
+                             required=False))
+    if not cri and not any(s.exists() for s in sockets if s.kind == "cri"):
+        paths = ", ".join(dict.fromkeys(s.path for s in sockets if s.kind == "cri"))
+        out.append(Check("cri socket", False, f"none of {paths}", FIXES["containerd"] + "; Kubernetes "
+                         "pods are then named by their cgroup path only", required=False))
+    return out
+
+
+def _probe_cri(sock: Socket) -> Check:
+    from sensor.cri import CriRuntime
+
+    client = CriRuntime(sock.path, name=sock.name, timeout_s=2.0, follow=False)
+    try:
+        version = client.probe()
+    except OSError as err:
+        return Check(f"{sock.name} cri", False, f"{sock.path}: {err}",
+                     f"{FIXES[sock.name]} (is its CRI plugin disabled?)", required=False)
+    finally:
+        client.close()
+    return Check(f"{sock.name} cri", True, f"{sock.path}: {version}", required=False)
+
+
+def _probe_podman(sock: Socket) -> Check:
+    from sensor.podman import PodmanRuntime
+
+    try:
+        version = PodmanRuntime(sock.path, timeout_s=2.0).probe()
+    except OSError as err:
+        return Check("podman api", False, f"{sock.path}: {err}", FIXES["podman"], required=False)
+    return Check("podman api", True, f"{sock.path}: {version}", required=False)
+
+
 CHECKS: tuple[Callable[[], Check | list[Check]], ...] = (
     _privileges, _tracefs, _headers, _bcc, _features, _docker, _profiles)
 
 
-def run_checks() -> list[Check]:
+def run_checks(cri_sockets: list[Socket] | None = None) -> list[Check]:
     out: list[Check] = []
     for fn in CHECKS:
         res = fn()
         out.extend(res if isinstance(res, list) else [res])
+    out.extend(_runtime_sockets(cri_sockets))
     return out
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Final
 
-from sensor.containers import CgroupIndex, parse_cgroup_path
+from sensor.containers import CONTAINERD_NAMESPACES, CgroupIndex, ContainerRef, parse_cgroup_path
 from sensor.errors import EX_NOINPUT, SensorError
 from sensor.events import (
     ACCEPT,
@@ -35,7 +35,8 @@ from sensor.events import (
 )
 from sensor.procfacts import ProcFacts
 from sensor.proctable import REAL_PROC, ProcessTable
-from sensor.runtime import DockerRuntime, NullRuntime, Runtime
+from sensor.runtime import ContainerMeta, NullRuntime, Runtime
+from sensor.runtimes import MultiRuntime, Socket
 
 UNKNOWN: Final = "unknown"
 RETRY_NS: Final = 250_000_000  # re-ask the runtime about containers it did not know yet
@@ -70,6 +71,16 @@ class Attribution:
     runtime: str
     resolved_ns: int = 0  # monotonic time of the lookup (for retries of incomplete entries)
     complete: bool = True  # False: runtime metadata (or the path) missing, retry later
+    # What CRI runtimes add: the Kubernetes pod (labels as sorted pairs, hashable). Not on Event
+    # yet: the wire format (collector/proto) gains them with the k8s fields of issue 17 item 3;
+    # until then `Enricher.attribution(ev.cgroup_id)` gives them for an event.
+    pod: str = ""
+    namespace: str = ""
+    pod_uid: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()  # kept here, not on every event (they can be large)
+    image_digest: str = ""
+    cgroup_path: str = ""
 
     @property
     def is_host(self) -> bool:
@@ -116,9 +127,13 @@ class Enricher:
 
     @classmethod
     def create(cls, docker: bool = True, procfs_root: Path = REAL_PROC,
-               cgroupfs_root: Path | None = None) -> Enricher:
-        """The live wiring: v2 cgroup index, Docker (or no) runtime, process table seeded from procfs."""
-        runtime: Runtime = DockerRuntime() if docker else NullRuntime()
+               cgroupfs_root: Path | None = None, cri_sockets: list[Socket] | None = None,
+               runtimes: bool = True) -> Enricher:
+        """The live wiring: v2 cgroup index, the runtimes (Docker unless ``docker`` is False; the
+        CRI sockets given, else those found when Docker is asked for too), process table seeded
+        from procfs. ``runtimes`` False, or neither Docker nor a CRI socket: cgroup-only."""
+        use = runtimes and (docker or bool(cri_sockets))  # --no-docker alone: cgroup-only, as before
+        runtime: Runtime = MultiRuntime.create(docker, cri_sockets) if use else NullRuntime()
         return cls(CgroupIndex(cgroupfs_root), runtime, ProcessTable(procfs_root))
 
     def attribution(self, cgroup_id: int) -> Attribution:
@@ -149,15 +164,29 @@ class Enricher:
             self._unknown_ids.discard(cgroup_id)
             if self.on_resolved is not None:
                 self.on_resolved(cgroup_id)
-        ref = parse_cgroup_path(path)
+        # containerd's namespaces (when its API is there) say which /<namespace>/<name> are containers
+        ref = parse_cgroup_path(path, getattr(self.runtime, "containerd_namespaces", CONTAINERD_NAMESPACES))
         if ref is None:
             return HOST_ATTR
-        meta = self.runtime.inspect(ref.container_id)
+        meta = self._inspect(ref)
         if meta is None:
             # Gone mid-lookup or no runtime API: what the cgroup path says is still the truth.
             return Attribution(ref.container_id, ref.container_id[:12], "", "", ref.runtime,
-                               time.monotonic_ns(), complete=isinstance(self.runtime, NullRuntime))
-        return Attribution(ref.container_id, meta.name, meta.image, meta.image_id, ref.runtime)
+                               time.monotonic_ns(), complete=isinstance(self.runtime, NullRuntime),
+                               pod_uid=ref.pod_uid, cgroup_path=path)
+        return Attribution(ref.container_id, meta.name, meta.image, meta.image_id, ref.runtime,
+                           pod=meta.pod, namespace=meta.namespace, pod_uid=meta.pod_uid or ref.pod_uid,
+                           labels=tuple(sorted(meta.labels.items())) if meta.pod_uid or meta.pod else (),
+                           annotations=tuple(sorted(meta.annotations.items())),
+                           image_digest=meta.image_digest, cgroup_path=path)
+
+    def _inspect(self, ref: ContainerRef) -> ContainerMeta | None:
+        """The runtime the path names, when the runtime routes (MultiRuntime); else by id."""
+        by_ref = getattr(self.runtime, "inspect_ref", None)
+        if by_ref is not None:
+            meta: ContainerMeta | None = by_ref(ref)
+            return meta
+        return self.runtime.inspect(ref.container_id)
 
     def enrich(self, ev: Event) -> Event:
         """A copy of the event with container fields, ppid, exe, args, parent exe and ancestry filled in.
@@ -260,8 +289,8 @@ class Enricher:
         meta = self.runtime.find(id_or_name)
         found = self.index.find_container(meta.id if meta is not None else id_or_name)
         if found is None:
-            hint = "" if isinstance(self.runtime, DockerRuntime) and self.runtime.available else (
-                "; without the Docker API only container id prefixes resolve")
+            hint = "" if getattr(self.runtime, "available", False) else (
+                "; without a runtime API only container id prefixes resolve")
             raise SensorError(f"container {id_or_name!r} not found under {self.index.root} "
                               f"(is it running? see `docker ps`{hint})", exit_code=EX_NOINPUT)
         return found[0]

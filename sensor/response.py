@@ -1,8 +1,10 @@
 """Local response: pause, unpause, stop or kill a container, or kill one process — at once.
 
-The Docker Engine API is the first choice (``docker inspect`` then tells the truth); for any
-other runtime, or when Docker is unreachable, the cgroup itself is used: v2 ``cgroup.freeze`` /
-``cgroup.kill`` (5.2+ / 5.14+), else the v1 freezer. Results are values (ok + one-line error),
+The Docker Engine API is the first choice (``docker inspect`` then tells the truth); a CRI
+container (containerd, CRI-O) is stopped or killed with CRI ``StopContainer``, so the kubelet sees
+an exited container rather than one that vanished; CRI has no pause, so pause is the cgroup's. For
+any other runtime, or when its API is unreachable, the cgroup itself is used: v2 ``cgroup.freeze``
+/ ``cgroup.kill`` (5.2+ / 5.14+), else the v1 freezer. Results are values (ok + one-line error),
 never exceptions, so every attempt can be audited. The host is never a target.
 """
 
@@ -27,7 +29,7 @@ class ActionResult:
     ok: bool
     error: str = ""
     latency_ms: float = 0.0
-    method: str = ""  # docker | cgroup.freeze | cgroup.kill | freezer-v1 | signal
+    method: str = ""  # docker | cri.StopContainer | cgroup.freeze | cgroup.kill | freezer-v1 | signal
 
 
 class ActionGate:
@@ -56,15 +58,20 @@ class ActionGate:
 
 
 class Responder:
+    """``cri_for(container_id)`` gives the CRI client (``stop_container(id, timeout_s) -> error``)
+    that knows a container, or None; without it CRI containers are stopped through their cgroup."""
+
     def __init__(self, docker_client: Any = None, cgroupfs_root: Path | None = None,
-                 v1_freezer_root: Path = Path("/sys/fs/cgroup/freezer"), procfs_root: Path = Path("/proc")) -> None:
+                 v1_freezer_root: Path = Path("/sys/fs/cgroup/freezer"), procfs_root: Path = Path("/proc"),
+                 cri_for: Callable[[str], Any] | None = None) -> None:
         self.docker = docker_client
         self.v2_root = cgroupfs_root or find_cgroup2_root()
         self.v1_root = v1_freezer_root
         self.procfs = procfs_root
+        self.cri_for = cri_for
 
     @classmethod
-    def create(cls, use_docker: bool = True) -> Responder:
+    def create(cls, use_docker: bool = True, cri_for: Callable[[str], Any] | None = None) -> Responder:
         client = None
         if use_docker:
             try:
@@ -74,7 +81,7 @@ class Responder:
                 client.ping()
             except Exception:  # noqa: BLE001 - no Docker: cgroup fallback only
                 client = None
-        return cls(client)
+        return cls(client, cri_for=cri_for)
 
     def pause(self, container_id: str, cgroup_path: str = "") -> ActionResult:
         return self._do("pause", container_id, cgroup_path, lambda c: c.pause(),
@@ -85,10 +92,11 @@ class Responder:
                         lambda p: self._freeze(p, False))
 
     def kill(self, container_id: str, cgroup_path: str = "") -> ActionResult:
-        return self._do("kill", container_id, cgroup_path, lambda c: c.kill(), self._cgroup_kill)
+        return self._do("kill", container_id, cgroup_path, lambda c: c.kill(), self._cgroup_kill, cri_wait_s=0)
 
     def stop(self, container_id: str, cgroup_path: str = "") -> ActionResult:
-        return self._do("stop", container_id, cgroup_path, lambda c: c.stop(timeout=5), self._cgroup_kill)
+        return self._do("stop", container_id, cgroup_path, lambda c: c.stop(timeout=5), self._cgroup_kill,
+                        cri_wait_s=5)
 
     def kill_process(self, pid: int, container_id: str) -> ActionResult:
         """SIGKILL to ``pid`` only while it is still that container's process.
@@ -130,17 +138,24 @@ class Responder:
         return fn(container_id, cgroup_path)
 
     def _do(self, action: str, container_id: str, cgroup_path: str, via_docker: Callable[[Any], None],
-            via_cgroup: Callable[[str], str]) -> ActionResult:
+            via_cgroup: Callable[[str], str], cri_wait_s: int | None = None) -> ActionResult:
+        """Docker, then (stop/kill: ``cri_wait_s`` set) CRI StopContainer, then the cgroup."""
         start = time.monotonic()
         if not container_id or container_id == HOST or cgroup_path == "/":
             return ActionResult(action, container_id, False, "refusing to act on the host")
         errors = []
-        if self.docker is not None:
+        cri = self.cri_for(container_id) if self.cri_for is not None and cri_wait_s is not None else None
+        if self.docker is not None and cri is None:
             try:
                 via_docker(self.docker.containers.get(container_id))
                 return ActionResult(action, container_id, True, "", _ms(start), "docker")
             except Exception as err:  # noqa: BLE001 - fall back to the cgroup
                 errors.append(f"docker: {_docker_error(err)}")
+        if cri is not None and cri_wait_s is not None:
+            error = cri.stop_container(container_id, cri_wait_s)
+            if not error:
+                return ActionResult(action, container_id, True, "", _ms(start), "cri.StopContainer")
+            errors.append(f"cri {cri.name}: {error}")
         if cgroup_path and cgroup_path != "/":
             try:
                 method = via_cgroup(cgroup_path)

@@ -36,6 +36,9 @@ class ContainerMeta:
     namespace: str = ""
     pid: int = 0
     started_ns: int = 0
+    pod_uid: str = ""  # Kubernetes pod uid (CRI runtimes)
+    annotations: Mapping[str, str] = field(default_factory=dict)  # pod and container annotations (CRI)
+    image_digest: str = ""  # repository digest, repo@sha256:... (when the runtime knows one)
 
 
 class Runtime(Protocol):

@@ -15,6 +15,7 @@ from sensor.enrich import Enricher
 from sensor.events import Event
 from sensor.journal import JournalWriter
 from sensor.reader import RingReader
+from sensor.runtimes import MultiRuntime, Socket
 from sensor.sockseed import process_listeners
 from sensor.watch import CgroupWatcher
 
@@ -29,11 +30,11 @@ class Tracer:
     """Live events, enriched; ``container`` limits output to one container (id prefix or name)."""
 
     def __init__(self, options: ProbeOptions | None = None, *, container: str | None = None,
-                 docker: bool = True, record: Path | None = None,
+                 docker: bool = True, record: Path | None = None, cri_sockets: list[Socket] | None = None,
                  prefixes: list[tuple[str, int]] | None = None,
                  mode: Callable[[Event], str] | None = None) -> None:
         check_privileges()  # before anything else can warn: a non-root user gets one line
-        self.enricher = Enricher.create(docker=docker)
+        self.enricher = Enricher.create(docker=docker, cri_sockets=cri_sockets)
         self._listener_scans: set[tuple[int, str]] = set()
         # the reader owns each freshly decoded event until it is enriched: fill it in, no copy
         self.reader = RingReader(options, enrich=self.enricher.enrich_owned)
@@ -132,6 +133,17 @@ class Tracer:
     def container_images(self) -> dict[str, str]:
         """Container id -> image key (the baseline it learns into) of the containers seen."""
         return self.enricher.seen_images()
+
+    def resolve(self, target: str) -> str:
+        """The full id of the container a runtime knows by this name (Docker name, CRI
+        ``namespace/pod/container``, id prefix); "" when none does."""
+        meta = self.enricher.runtime.find(target) if target else None
+        return meta.id if meta is not None else ""
+
+    def cri_for(self, container_id: str) -> object:
+        """The CRI client that knows a container (the responder stops CRI containers with it)."""
+        runtime = self.enricher.runtime
+        return runtime.cri_for(container_id) if isinstance(runtime, MultiRuntime) else None
 
     def cgroup_path(self, container_id: str) -> str:
         """The cgroup path of a live container (id prefix); "" if there is none."""

@@ -62,4 +62,13 @@ def postgres_missing() -> str | None:
     return None
 
 
-CHECKS = {"kernel": kernel_missing, "docker": docker_missing, "postgres": postgres_missing}
+CRI_SOCKET = "/run/cgsentry-containerd/containerd.sock"  # scripts/host-setup's containerd with CRI
+
+
+def cri_missing() -> str | None:
+    if not Path(CRI_SOCKET).is_socket():
+        return f"no containerd with CRI at {CRI_SOCKET} (run scripts/host-setup)"
+    return None
+
+
+CHECKS = {"kernel": kernel_missing, "docker": docker_missing, "postgres": postgres_missing, "cri": cri_missing}

@@ -22,6 +22,7 @@ from sensor import bpf_loader
 from sensor.agent import daemon
 from sensor.errors import EX_UNAVAILABLE, UsageParser, run_command
 from sensor.events import ARGS_FROM_PROC, ARGS_UNREAD, NETWORK_KINDS, STDIO_SOCKET, Event, rfc3339
+from sensor.runtimes import add_cri_socket_option
 from sensor.text import visible
 
 PROG = "cgsentry-sensor"
@@ -105,7 +106,7 @@ def _emit(events: Iterable[Event], as_json: bool, out: IO[str]) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from sensor.doctor import can_run, run_checks
 
-    checks = run_checks()
+    checks = run_checks(args.cri_socket or None)
     if args.json:
         print(json.dumps([c.__dict__ for c in checks], indent=2))
     else:
@@ -130,7 +131,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from sensor.tracer import Tracer
 
     tracer = Tracer(options, container=args.container, docker=not args.no_docker,
-                    record=args.record)
+                    record=args.record, cri_sockets=args.cri_socket or None)
     signal.signal(signal.SIGTERM, _exit_on_signal)  # unwind: the journal is flushed, BPF detached
     try:
         _emit(tracer.events(args.duration), args.json, sys.stdout)
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     d = sub.add_parser("doctor", help="check that the sensor can run here, with fixes")
     d.add_argument("--json", action="store_true")
+    add_cri_socket_option(d)
     d.set_defaults(func=cmd_doctor)
     t = sub.add_parser("trace", help="print live events, one per line")
     t.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -185,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--poll-ms", type=int, default=10, metavar="MS", help="ring drain interval")
     t.add_argument("--forks", action="store_true",
                    help="also show forks and the exits of processes that never exec'd (else kernel-counted)")
-    t.add_argument("--no-docker", action="store_true", help="cgroup-only attribution")
+    t.add_argument("--no-docker", action="store_true", help="cgroup-only attribution (unless --cri-socket)")
+    add_cri_socket_option(t)
     t.add_argument("--profile", choices=bpf_loader.PROFILES, default="full",
                    help="lean: no syscall tracepoint (exec/fork/exit from sched, network from socket hooks)")
     t.set_defaults(func=cmd_trace)

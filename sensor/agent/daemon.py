@@ -35,6 +35,7 @@ from sensor.errors import EX_CANTCREAT, SensorError
 from sensor.events import ACTIONS, BANNED_PROCESS, Event, Finding
 from sensor.pipeline import Sink
 from sensor.response import ActionGate, Responder
+from sensor.runtimes import add_cri_socket_option
 from sensor.spool import Spool
 from sensor.tracer import Tracer
 
@@ -68,10 +69,11 @@ class Daemon:
         options = ProbeOptions(ring_pages=args.ring_pages, wake_batch=args.wake_batch, poll_ms=args.poll_ms,
                                profile=self.profile, sensitive=self.profile == "full")
         self.tracer = Tracer(options, docker=not args.no_docker, record=args.record,
+                             cri_sockets=args.cri_socket or None,
                              prefixes=self.rules.open_prefixes(),
                              mode=self.effective_mode)  # learn: profiled; enforce: urgent
         self.models.kernel_counts = True
-        self.responder = Responder.create(use_docker=not args.no_docker)
+        self.responder = Responder.create(use_docker=not args.no_docker, cri_for=self.tracer.cri_for)
         self.gate = ActionGate()  # one pause/kill per container per burst of findings
         self.banned: dict[int, set[str]] = {}
         self.pending: list[Finding] = []
@@ -93,7 +95,8 @@ class Daemon:
         cb = LinkCallbacks(counters=self.counters, containers=self.tracer.containers,
                            container_images=self.tracer.container_images, snapshots=self.snapshots,
                            on_policy=self.on_policy, on_baseline=self.on_baseline,
-                           on_rules=self.on_rules, cgroup_path=self.tracer.cgroup_path, on_accept=self.on_accept)
+                           on_rules=self.on_rules, cgroup_path=self.tracer.cgroup_path, on_accept=self.on_accept,
+                           resolve=self.tracer.resolve)
         return CollectorLink(cfg, Spool(state / "spool", a.spool_mb << 20), self.responder, cb).start()
 
     # -- the loop ----------------------------------------------------------------------------
@@ -379,6 +382,7 @@ def register(sub: Any) -> None:
     p.add_argument("--profile", choices=("auto", *PROFILES), default="auto",
                    help="lean: no syscall tracepoint (socket hooks, sched tracepoints); full: every hook; "
                         "auto (default): lean unless a loaded rule needs file opens or sensitive syscalls")
+    add_cri_socket_option(p)
     p.add_argument("--duration", type=float, help="stop after S seconds")
     p.add_argument("--print-findings", action="store_true", help="also print findings as JSON lines")
     p.set_defaults(func=cmd_run)

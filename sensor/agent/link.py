@@ -55,6 +55,9 @@ class LinkCallbacks:
     on_baseline: Callable[[str, bytes], None] = lambda image, payload: None
     on_accept: Callable[[Any], None] = lambda item: None  # pb.BaselineItem: suppressed alert
     cgroup_path: Callable[[str], str] = lambda container_id: ""
+    # an action's target as the analyst named it (id, short id, name, namespace/pod/container) ->
+    # the container's full id; "" when no runtime knows the name (the target is then used as given)
+    resolve: Callable[[str], str] = lambda target: ""
 
 
 class CollectorLink:
@@ -188,7 +191,8 @@ class CollectorLink:
         elif kind == "action":
             a = msg.action
             name = ACTION_NAMES.get(a.action, "")
-            r = self.responder.act(name, a.container_id, self.cb.cgroup_path(a.container_id))
+            target = self.cb.resolve(a.container_id) or a.container_id
+            r = self.responder.act(name, target, self.cb.cgroup_path(target))
             self.report_action(r, a.actor, a.reason, a.request_id)
         elif kind == "policy":
             self.cb.on_policy(msg.policy.image, msg.policy.policy_yaml)

@@ -13,6 +13,7 @@ from sensor.containers import find_cgroup2_root
 from sensor.enrich import Enricher
 from sensor.events import Event
 from sensor.runtime import DockerRuntime
+from sensor.runtimes import MultiRuntime
 
 pytestmark = pytest.mark.docker
 IMAGE = "cgsentry/busybox:latest"
@@ -51,7 +52,7 @@ def test_running_container_resolves_to_id_name_and_image(enricher: Enricher, bus
 
 
 def test_short_lived_container_keeps_its_image_via_the_event_stream(enricher: Enricher, busybox: Any) -> None:
-    runtime = enricher.runtime
+    runtime = enricher.runtime.docker if isinstance(enricher.runtime, MultiRuntime) else enricher.runtime
     assert isinstance(runtime, DockerRuntime)
     c = busybox("true")
     c.wait(timeout=30)

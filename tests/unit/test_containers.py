@@ -23,8 +23,11 @@ UID_ = UID.replace("-", "_")
     (f"/docker/{A}/docker/{B}", ContainerRef("docker", B)),
     (f"/system.slice/docker-{A}.scope/docker/{B}", ContainerRef("docker", B)),
     # containerd: plain namespaces, nerdctl scopes, systemd spec left literal under containerd.service
-    (f"/k8s.io/{A}", ContainerRef("containerd", A)),
-    (f"/default/{A}", ContainerRef("containerd", A)),
+    (f"/k8s.io/{A}", ContainerRef("containerd", A, namespace="k8s.io")),
+    (f"/default/{A}", ContainerRef("containerd", A, namespace="default")),
+    # `ctr run` (containerd 1.6, cgroup v1 and v2 alike): /<namespace>/<the name the user chose>
+    ("/default/ctrtest", ContainerRef("containerd", "ctrtest", namespace="default")),
+    ("/default/web.1_x-y", ContainerRef("containerd", "web.1_x-y", namespace="default")),
     (f"/system.slice/nerdctl-{A}.scope", ContainerRef("containerd", A)),
     (f"/system.slice/containerd.service/kubepods-burstable-pod{UID_}.slice:cri-containerd:{A}",
      ContainerRef("containerd", A, UID, "burstable")),
@@ -38,6 +41,7 @@ UID_ = UID.replace("-", "_")
     (f"/kubepods.slice/kubepods-pod{UID_}.slice/crio-{A}.scope/container", ContainerRef("crio", A, UID, "guaranteed")),
     # Kubernetes, cgroupfs driver: the path does not name the runtime
     (f"/kubepods/burstable/pod{UID}/{A}", ContainerRef("kubepods", A, UID, "burstable")),
+    (f"/kubepods/besteffort/pod{UID}/{A}", ContainerRef("kubepods", A, UID, "besteffort")),
     (f"/kubepods/pod{UID}/{A}", ContainerRef("kubepods", A, UID, "guaranteed")),
     # podman / libpod
     (f"/machine.slice/libpod-{A}.scope", ContainerRef("podman", A)),
@@ -60,9 +64,17 @@ def test_container_paths(path: str, expected: ContainerRef) -> None:
     # garbage: short ids, upper case, ids under unrelated parents, prefixes glued on
     "/docker/abc123", f"/docker/{A.upper()}", f"/{A}", f"/system.slice/{A}", f"/x/mydocker-{A}.scope",
     f"/system.slice/docker-{A}.scopex", "\x00\x01//../", f"/docker/{A[:-1]}",
+    # two levels under a namespace containerd does not have, or a name containerd would refuse
+    "/system.slice/cron", "/default/-x", "/default/a b", "/default/ctrtest/sub",
 ])
 def test_host_and_garbage_paths_are_not_containers(path: str) -> None:
     assert parse_cgroup_path(path) is None
+
+
+def test_containerd_namespaces_from_the_api_are_recognised() -> None:
+    assert parse_cgroup_path("/buildkit-ci/job7") is None
+    assert parse_cgroup_path("/buildkit-ci/job7", frozenset({"default", "buildkit-ci"})) == ContainerRef(
+        "containerd", "job7", namespace="buildkit-ci")
 
 
 def _tree(root: Path, *rels: str) -> dict[str, int]:

@@ -29,3 +29,26 @@ def test_an_unreadable_tracefs_is_reported_not_raised(tmp_path: Path, monkeypatc
     assert not bpf_loader.has_tracepoint("sched", "sched_process_exec")
     monkeypatch.setattr(bpf_loader, "TRACEFS_ROOTS", (tmp_path / "absent",))
     assert doctor._tracefs().detail == "not mounted"  # noqa: SLF001
+
+
+def test_runtime_sockets_found_missing_and_not_a_runtime(tmp_path: Path) -> None:
+    """Each socket the operator gave is listed: missing ones with the fix, one that is not a CRI
+    runtime (here a plain unix socket that never speaks HTTP/2) with what went wrong; never fatal."""
+    import socket as sk
+
+    from sensor.runtimes import Socket
+
+    listening = sk.socket(sk.AF_UNIX, sk.SOCK_STREAM)
+    listening.bind(str(tmp_path / "mute.sock"))
+    listening.listen(1)
+    try:
+        checks = doctor._runtime_sockets([Socket("cri", "containerd", str(tmp_path / "gone.sock")),
+                                          Socket("cri", "crio", str(tmp_path / "mute.sock"))])
+    finally:
+        listening.close()
+    by_detail = {c.detail.split(":")[0].split(" ")[0]: c for c in checks}
+    gone = by_detail[str(tmp_path / "gone.sock")]
+    assert not gone.ok and not gone.required and "missing" in gone.detail and "--cri-socket" in gone.fix
+    mute = by_detail[str(tmp_path / "mute.sock")]
+    assert not mute.ok and not mute.required and mute.fix.startswith("start crio")
+    assert doctor.can_run(checks)  # runtimes are never required
