@@ -11,6 +11,12 @@ Scoring does not go through ``IsolationForest.score_samples``: for one window th
 ~11 ms (a joblib task per tree), which made the model engine 7k events/s on a learned image.
 :class:`FlatForest` holds the fitted trees as arrays and walks all of them at once (tests check
 its scores against scikit-learn's).
+
+Fitting does not go through scikit-learn either: :func:`isolation_forest` grows the same kind of
+trees (Liu et al.'s isolation forest, as scikit-learn builds it: 256-window subsamples without
+replacement, a random non-constant feature and a uniform threshold per node, depth limited to
+log2 of the subsample) with numpy alone. Importing scikit-learn and scipy cost the sensor ~100 MB
+of its resident memory for one estimator.
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.ensemble import IsolationForest
 
 from models.features import FEATURES, SCORED_FEATURES
 
@@ -65,16 +70,93 @@ def average_path_length(n: np.ndarray) -> np.ndarray:
     return out
 
 
-class FlatForest:
-    """A fitted IsolationForest as arrays (trees x nodes), scored without per-tree calls.
+@dataclass
+class Tree:
+    """One isolation tree in scikit-learn's array form: children (-1 at leaves), the feature
+    and threshold of each split, and the training windows that reached each node."""
 
-    ``score(x)`` equals ``-forest.score_samples(x)``: a row descends every tree at once, one level
-    per step, comparing in float32 as scikit-learn's trees do; its path length in a tree is the
-    leaf's depth plus c(training windows left in that leaf).
+    children_left: np.ndarray
+    children_right: np.ndarray
+    feature: np.ndarray
+    threshold: np.ndarray
+    n_node_samples: np.ndarray
+
+    @property
+    def node_count(self) -> int:
+        return len(self.children_left)
+
+    @property
+    def max_depth(self) -> int:
+        depth = np.zeros(self.node_count, np.intp)
+        for node in range(self.node_count):
+            if self.children_left[node] >= 0:
+                depth[self.children_left[node]] = depth[self.children_right[node]] = depth[node] + 1
+        return int(depth.max())
+
+
+def grow_tree(x: np.ndarray, rng: np.random.Generator, max_depth: int) -> Tree:
+    """An isolation tree over the rows of ``x``: each node splits a random feature that is not
+    constant among its rows at a uniform threshold between their min and max (in float32, as
+    the scoring compares), until one row is left, all rows are equal, or ``max_depth``."""
+    left: list[int] = []
+    right: list[int] = []
+    feature: list[int] = []
+    threshold: list[float] = []
+    counts: list[int] = []
+    stack: list[tuple[np.ndarray, int, int, bool]] = [(np.arange(len(x)), 0, -1, False)]
+    while stack:
+        rows, depth, parent, is_right = stack.pop()
+        node = len(left)
+        left.append(-1)
+        right.append(-1)
+        feature.append(-2)
+        threshold.append(-2.0)
+        counts.append(len(rows))
+        if parent >= 0:
+            (right if is_right else left)[parent] = node
+        if depth >= max_depth or len(rows) <= 1:
+            continue
+        sub = x[rows]
+        lo, hi = sub.min(axis=0), sub.max(axis=0)
+        varying = np.flatnonzero(hi > lo)
+        if not len(varying):
+            continue
+        f = int(rng.choice(varying))
+        t = float(np.float32(rng.uniform(lo[f], hi[f])))
+        if not lo[f] <= t < hi[f]:  # float32 rounding landed outside: split at the lower value
+            t = float(lo[f])
+        goes_left = sub[:, f] <= t
+        feature[node], threshold[node] = f, t
+        stack.append((rows[~goes_left], depth + 1, node, True))
+        stack.append((rows[goes_left], depth + 1, node, False))
+    return Tree(np.array(left, np.intp), np.array(right, np.intp), np.array(feature, np.intp),
+                np.array(threshold), np.array(counts, np.intp))
+
+
+def isolation_forest(x: np.ndarray, n_trees: int = 100, seed: int = 7, max_samples: int = 256) -> FlatForest:
+    """Fit an isolation forest on the rows of ``x`` (deterministic for the same rows and seed)."""
+    x = np.asarray(x, np.float64).astype(np.float32).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    samples = min(max_samples, len(x))
+    depth = int(np.ceil(np.log2(max(samples, 2))))
+    trees = [grow_tree(x[rng.choice(len(x), samples, replace=False)], rng, depth) for _ in range(n_trees)]
+    return FlatForest(trees, samples)
+
+
+class FlatForest:
+    """A fitted isolation forest as arrays (trees x nodes), scored without per-tree calls.
+
+    A row descends every tree at once, one level per step, comparing in float32 as scikit-learn's
+    trees do; its path length in a tree is the leaf's depth plus c(training windows left in that
+    leaf). Built from :func:`isolation_forest`'s trees, or from a fitted scikit-learn forest
+    (:meth:`from_sklearn`: then ``score(x)`` equals ``-forest.score_samples(x)``).
     """
 
-    def __init__(self, forest: IsolationForest) -> None:
-        trees = [est.tree_ for est in forest.estimators_]
+    @classmethod
+    def from_sklearn(cls, forest: Any) -> FlatForest:
+        return cls([est.tree_ for est in forest.estimators_], int(forest.max_samples_))
+
+    def __init__(self, trees: list[Any], max_samples: int) -> None:
         width = max(t.node_count for t in trees)
         shape = (len(trees), width)
         self.left = np.zeros(shape, np.intp)
@@ -96,7 +178,7 @@ class FlatForest:
             self.threshold[i, :n] = np.where(leaf, np.inf, t.threshold)
             self.path[i, :n] = depth + average_path_length(t.n_node_samples)
         self.levels = max(int(t.max_depth) for t in trees)
-        self.denominator = len(trees) * float(average_path_length(np.array([forest.max_samples_]))[0])
+        self.denominator = len(trees) * float(average_path_length(np.array([max_samples]))[0])
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """Anomaly score per row of ``x`` (higher = more anomalous), as -score_samples."""
@@ -144,8 +226,7 @@ class RateModel:
             self._forest = None
             return False
         x = self._canonical(self.windows[:, self._cols])
-        forest = IsolationForest(n_estimators=100, random_state=self.seed, contamination="auto")
-        flat = FlatForest(forest.fit(x))
+        flat = isolation_forest(x, n_trees=100, seed=self.seed)
         train = flat.score(x)
         self.threshold = float(np.quantile(train, self.quantile) + self.margin)
         self._mean, self._std = x.mean(axis=0), x.std(axis=0)

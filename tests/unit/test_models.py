@@ -292,6 +292,42 @@ def test_flat_forest_scores_equal_scikit_learns(n_windows: int) -> None:
     forest = IsolationForest(n_estimators=100, random_state=7, contamination="auto").fit(train)
     queries = np.vstack([train, train * 50, np.zeros((1, 9)),
                          rng.gamma(2.0, 3.0, size=(300, 9)) * rng.choice([0.1, 1.0, 10.0], size=(300, 9))])
-    flat = FlatForest(forest)
+    flat = FlatForest.from_sklearn(forest)
     np.testing.assert_allclose(flat.score(queries), -forest.score_samples(queries), rtol=0, atol=1e-12)
     assert flat.score(queries[5])[0] == pytest.approx(-forest.score_samples(queries[5:6])[0], abs=1e-12)
+
+
+def test_numpy_isolation_forest_ranks_like_scikit_learns() -> None:
+    """The forest the sensor fits without scikit-learn: deterministic per seed, and it ranks
+    outliers above inliers as well as scikit-learn's does (its trees use another random
+    stream, so scores agree in ranking, not digit for digit)."""
+    from sklearn.ensemble import IsolationForest
+
+    from models.ratemodel import isolation_forest
+
+    rng = np.random.default_rng(3)
+    train = rng.gamma(2.0, 3.0, size=(400, 9))
+    inliers = rng.gamma(2.0, 3.0, size=(200, 9))
+    outliers = inliers * rng.choice([8.0, 0.05], size=(200, 9))
+    queries = np.vstack([inliers, outliers])
+    truth = np.r_[np.zeros(200), np.ones(200)]
+    ours = isolation_forest(train, seed=7).score(queries)
+    np.testing.assert_array_equal(ours, isolation_forest(train, seed=7).score(queries))
+    theirs = -IsolationForest(n_estimators=100, random_state=7).fit(train).score_samples(queries)
+
+    def auc(scores: np.ndarray) -> float:  # P(outlier scores above inlier)
+        return float((scores[truth == 1][:, None] > scores[truth == 0][None, :]).mean())
+
+    assert auc(ours) > 0.95 and abs(auc(ours) - auc(theirs)) < 0.02
+    assert np.corrcoef(np.argsort(np.argsort(ours)), np.argsort(np.argsort(theirs)))[0, 1] > 0.9
+
+
+def test_the_sensor_does_not_import_scikit_learn() -> None:
+    """~100 MB of resident memory: the daemon's modules must not pull scikit-learn or scipy in."""
+    import subprocess
+    import sys
+
+    code = ("import sys, sensor.agent.daemon, models.engine, models.ratemodel; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
