@@ -54,6 +54,8 @@ def event_to_pb(ev: Event) -> pb.Event:
         value = getattr(ev, name)
         if name in _TUPLES:
             getattr(msg, name).extend(value)
+        elif name == "labels":
+            msg.labels.update(dict(value))
         elif value:
             setattr(msg, name, value)
     if ev.syscall_nr == -1:
@@ -66,6 +68,7 @@ def event_from_pb(msg: pb.Event) -> Event:
     for name in _EVENT_FIELDS:
         value = getattr(msg, name)
         kwargs[name] = tuple(value) if name in _TUPLES else value
+    kwargs["labels"] = tuple(sorted(msg.labels.items()))
     return Event(**kwargs)
 
 

@@ -35,6 +35,11 @@ def falco_json(f: Finding, hostname: str = "") -> dict[str, Any]:
                        "fd.l4proto": ev.proto})
     if ev.path:
         fields["fd.name"] = ev.path
+    if ev.namespace or ev.pod:  # Falco's Kubernetes field names, so its rules and outputs carry over
+        fields.update({"k8s.ns.name": ev.namespace, "k8s.pod.name": ev.pod,
+                       "k8s.pod.labels": ", ".join(f"{k}:{v}" for k, v in ev.labels)})
+    if ev.image_digest:
+        fields["container.image.digest"] = ev.image_digest.rpartition("@")[2]
     return {"time": rfc3339(f.time_ns), "rule": f.rule, "priority": _FALCO_PRIORITY.get(f.priority, "Notice"),
             "output": f.output, "output_fields": fields, "source": "syscall", "tags": list(f.tags),
             "hostname": hostname or socket.gethostname()}
@@ -45,7 +50,9 @@ def alert_json(a: AlertRow) -> dict[str, Any]:
     f, ev = a.finding, a.finding.event
     return {"id": a.id, "time": rfc3339(a.last_seen_ns), "rule": f.rule, "kind": f.kind,
             "priority": f.priority, "output": f.output, "image": ev.image, "image_id": ev.image_id,
-            "container_id": ev.container_id, "container_name": ev.container_name, "pid": ev.pid,
+            "container_id": ev.container_id, "container_name": ev.container_name, "runtime": ev.runtime,
+            "pod": ev.pod, "namespace": ev.namespace, "labels": dict(ev.labels), "image_digest": ev.image_digest,
+            "pid": ev.pid,
             "ppid": ev.ppid, "uid": ev.uid, "exe": ev.exe, "args": list(ev.args), "ancestry": list(ev.ancestry),
             "action": f.action, "mode": f.mode, "tags": list(f.tags), "count": a.count,
             "first_seen": rfc3339(a.first_seen_ns), "last_seen": rfc3339(a.last_seen_ns),

@@ -104,7 +104,7 @@ class Node:
     op: str
     children: tuple[Node, ...] = ()
     field: Field | None = None
-    index: int | None = None
+    index: int | str | None = None  # [N] of an indexed field, [KEY] of a keyed one
     cmp: str = ""
     values: tuple[Any, ...] = ()
 
@@ -262,11 +262,16 @@ class Parser:
         return out
 
 
-def resolve_field(name: str, macros: Mapping[str, str] = {}) -> tuple[Field, int | None]:
+def _pair_value(pairs: tuple[tuple[str, str], ...], key: str) -> str:
+    return next((v for k, v in pairs if k == key), "")
+
+
+def resolve_field(name: str, macros: Mapping[str, str] = {}) -> tuple[Field, int | str | None]:
     base, index = name, None
-    m = re.fullmatch(r"([\w.]+)\[(\d+)\]", name)
+    m = re.fullmatch(r"([\w.]+)\[([^\]]+)\]", name)
+    key = ""
     if m:
-        base, index = m.group(1), int(m.group(2))
+        base, key = m.group(1), m.group(2)
     field = FIELDS.get(base)
     if field is None:
         known = [*FIELDS, *macros]
@@ -274,8 +279,15 @@ def resolve_field(name: str, macros: Mapping[str, str] = {}) -> tuple[Field, int
         hint = sorted(prefixed, key=len, reverse=True)[:1] or difflib.get_close_matches(base, known, n=1)
         suffix = f" (did you mean {hint[0]}?)" if hint else ""
         raise CondError(f"unknown field or macro '{base}'{suffix}")
-    if index is not None and not field.indexed:
-        raise CondError(f"field {base} takes no [index]")
+    if m and field.keyed:
+        return field, key
+    if m and not (field.indexed and key.isdigit()):
+        raise CondError(f"field {base} takes no [{key}]" if not field.indexed else
+                        f"field {base} takes a number in [N], not [{key}]")
+    if m:
+        index = int(key)
+    elif field.keyed:
+        raise CondError(f"field {base} needs a key: {base}[KEY]")
     return field, index
 
 
@@ -370,6 +382,8 @@ class _Codegen:
         x = f"ev.{field.attr}" if field.attr else f"{self.const(field.get)}(ev)"
         if index is None:
             return x
+        if isinstance(index, str):  # k8s.pod.label[app]: the pairs, searched for the key
+            return f"{self.const(_pair_value)}({x}, {self.const(index)})"
         # proc.aname[1] is the parent (ancestry[0]); evt.arg[0] is the first argument
         pos = index - 1 if field.name.startswith("proc.a") else index
         default = self.const(0 if field.name == "evt.arg" else "")

@@ -39,6 +39,7 @@ class Field:
     doc: str = ""
     indexed: bool = False  # takes [N]: get(ev) returns a sequence, indexed at compile time
     attr: str = ""  # the Event attribute holding the value, when it is one: compiled rules read it inline
+    keyed: bool = False  # takes [KEY]: get(ev) returns (key, value) pairs, looked up at compile time
 
 
 def _attr(name: str, ftype: str, attr: str, doc: str = "", indexed: bool = False) -> Field:
@@ -157,7 +158,14 @@ def _fields() -> list[Field]:
         Field("container.image.repository", STR, _image_repo),
         Field("container.image.tag", STR, _image_tag),
         _attr("container.image.id", STR, "image_id"),
-        _attr("container.image.digest", STR, "image_id"),
+        Field("container.image.digest", STR, lambda e: e.image_digest.rpartition("@")[2] or e.image_id,
+              "the repository digest when the runtime knows it, else the image id"),
+        _attr("k8s.ns.name", STR, "namespace", "Kubernetes namespace (CRI runtimes)"),
+        _attr("k8s.pod.name", STR, "pod", "Kubernetes pod name"),
+        Field("k8s.pod.labels", STR, lambda e: ", ".join(f"{k}:{v}" for k, v in e.labels),
+              "the pod's labels as key:value, comma separated"),
+        Field("k8s.pod.label", STR, operator.attrgetter("labels"), "one pod label: k8s.pod.label[app]",
+              keyed=True, attr="labels"),
         Field("fd.name", STR, _fd_name),
         Field("fd.directory", STR, lambda e: e.path.rsplit("/", 1)[0] if e.kind == "open" else ""),
         Field("fd.filename", STR, lambda e: _base(e.path) if e.kind == "open" else ""),

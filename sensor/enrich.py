@@ -54,10 +54,11 @@ _RUNTIMES: Final = frozenset({"runc", "crun", "youki", "runsc"})  # OCI runtimes
 _NAMES: Final = tuple(f.name for f in fields(Event))
 _ALL_FIELDS: Final = operator.attrgetter(*_NAMES)
 _CHANGED_NAMES: Final = ("ppid", "exe", "args", "pexe", "ancestry", "container_id", "container_name", "image",
-                         "image_id", "runtime")
+                         "image_id", "runtime", "pod", "namespace", "labels", "image_digest")
 _CHANGED: Final = tuple(_NAMES.index(name) for name in _CHANGED_NAMES)
 # New values for _CHANGED_NAMES, in that order.
-_Changes = tuple[int, str, tuple[str, ...], str, tuple[str, ...], str, str, str, str, str]
+_Changes = tuple[int, str, tuple[str, ...], str, tuple[str, ...], str, str, str, str, str, str, str,
+                 tuple[tuple[str, str], ...], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +72,8 @@ class Attribution:
     runtime: str
     resolved_ns: int = 0  # monotonic time of the lookup (for retries of incomplete entries)
     complete: bool = True  # False: runtime metadata (or the path) missing, retry later
-    # What CRI runtimes add: the Kubernetes pod (labels as sorted pairs, hashable). Not on Event
-    # yet: the wire format (collector/proto) gains them with the k8s fields of issue 17 item 3;
-    # until then `Enricher.attribution(ev.cgroup_id)` gives them for an event.
+    # What CRI runtimes add: the Kubernetes pod (labels as sorted pairs, hashable); every event of
+    # the cgroup carries pod, namespace, labels and image_digest, the annotations stay here.
     pod: str = ""
     namespace: str = ""
     pod_uid: str = ""
@@ -213,7 +213,7 @@ class Enricher:
             ev.flags |= ARGS_FROM_PROC if ev.args else ARGS_UNREAD
         ev, changes = self._changes(ev)
         (ev.ppid, ev.exe, ev.args, ev.pexe, ev.ancestry, ev.container_id, ev.container_name, ev.image,
-         ev.image_id, ev.runtime) = changes  # the order of _CHANGED_NAMES
+         ev.image_id, ev.runtime, ev.pod, ev.namespace, ev.labels, ev.image_digest) = changes  # _CHANGED_NAMES
         if ev.kind == ACCEPT and not ev.sport and self.on_portless_accept is not None:
             self.on_portless_accept(ev)  # may fill in sport: the event is still ours
         return ev
@@ -240,7 +240,7 @@ class Enricher:
             ev = self.facts.connect_event(ev)
         ppid, exe, args, pexe, ancestry = self.procs.observe(ev, ev.kind in _WITH_ANCESTRY)
         return ev, (ppid, exe, args, pexe, ancestry, attr.container_id, attr.container_name, attr.image,
-                    attr.image_id, attr.runtime)
+                    attr.image_id, attr.runtime, attr.pod, attr.namespace, attr.labels, attr.image_digest)
 
     __call__ = enrich
 

@@ -120,6 +120,11 @@ class Event:
     # exec outcome
     killed: bool = False  # killed in the kernel at exec (banned process in enforce mode)
     truncated: bool = False  # argv longer than the kernel captures (64 entries, 4096 bytes): the rest is cut
+    # Kubernetes and the image's repository digest, from a CRI runtime ("" / () elsewhere)
+    pod: str = ""
+    namespace: str = ""
+    labels: tuple[tuple[str, str], ...] = ()  # the pod's labels, sorted by key
+    image_digest: str = ""  # repo@sha256:... (image_id is the image's own id)
 
     @property
     def image_key(self) -> str:
@@ -138,6 +143,8 @@ class Event:
             raise ValueError("event record lacks 'kind' or 'time_ns'")
         fields = _EVENT_FIELDS
         kwargs: dict[str, Any] = {k: tuple(v) if type(v) is list else v for k, v in data.items() if k in fields}
+        if "labels" in kwargs:  # pairs: hashable, as the event is
+            kwargs["labels"] = tuple((str(p[0]), str(p[1])) for p in kwargs["labels"])
         return cls(**kwargs)
 
     def replace(self, **changes: Any) -> Event:

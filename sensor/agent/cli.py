@@ -27,7 +27,7 @@ from sensor.text import visible
 
 PROG = "cgsentry-sensor"
 TRACE_KEYS = ("kind", "time", "pid", "ppid", "comm", "exe", "args", "uid", "cgroup_id",
-              "container_id", "container_name", "image")
+              "container_id", "container_name", "image", "runtime", "pod", "namespace", "image_digest")
 NET_KEYS = ("proto", "family", "saddr", "sport", "daddr", "dport")
 
 
@@ -36,6 +36,7 @@ def event_json(ev: Event) -> dict[str, Any]:
     out: dict[str, Any] = {k: getattr(ev, k) for k in TRACE_KEYS if k != "time"}
     out["time"] = rfc3339(ev.time_ns)
     out["args"] = list(ev.args)
+    out["labels"] = dict(ev.labels)
     if ev.kind in NETWORK_KINDS:
         out.update({k: getattr(ev, k) for k in NET_KEYS})
         out["ret"] = ev.ret
@@ -58,7 +59,9 @@ def event_json(ev: Event) -> dict[str, Any]:
 def event_line(ev: Event) -> str:
     """One human line: time, container, image, pid, comm, then what happened."""
     ts = datetime.fromtimestamp(ev.time_ns / 1e9).strftime("%H:%M:%S.%f")[:-3]
-    cname = (ev.container_name or ev.container_id[:12] or "?")[:20]
+    # a pod's container reads namespace/pod/container, as kubectl names it
+    name = ev.container_name or ev.container_id[:12] or "?"
+    cname = (f"{ev.namespace}/{ev.pod}/{name}" if ev.pod else name)[-20:]
     image = (ev.image or "-")[:28]
     what = _what(ev)
     return visible(f"{ts} {cname:<20} {image:<28} {ev.pid:>7} {ev.comm[:15]:<15} {ev.kind:<7} {what}")

@@ -112,7 +112,17 @@ def test_an_exec_in_a_cri_pod_names_its_namespace_pod_container_labels_and_image
         ev = next(e for e in events if e.kind == "exec" and tag in e.args)
         assert (ev.container_id, ev.container_name, ev.runtime) == (pod.id, "app", "kubepods")
         assert ev.image == IMAGE and ev.image_id == pod.image_id() and ev.image_id.startswith("sha256:")
-        attr = tracer.enricher.attribution(ev.cgroup_id)  # the pod's fields (not on Event yet)
+        assert (ev.namespace, ev.pod, dict(ev.labels)) == ("payments", pod.config.metadata.name,
+                                                          {"app": "web", "tier": "front"})
+        # the library's rules, and one an operator writes by namespace and label, see them
+        from rules.engine import RuleEngine
+        from rules.loader import load_sources
+        scoped = RuleEngine(load_sources([("scoped.yaml", "- rule: Payments Web Exec\n  desc: d\n  condition: "
+                                           "evt.type = execve and k8s.ns.name = payments and "
+                                           "k8s.pod.label[app] = web\n  output: o %k8s.pod.name\n"
+                                           "  priority: NOTICE\n")]))
+        assert [f.rule for f in scoped.handle(ev)] == ["Payments Web Exec"]
+        attr = tracer.enricher.attribution(ev.cgroup_id)  # what stays off the event: uid, annotations
         assert (attr.namespace, attr.pod, attr.pod_uid) == ("payments", pod.config.metadata.name, pod.uid)
         assert dict(attr.labels) == {"app": "web", "tier": "front"}
         assert dict(attr.annotations)["cgsentry.test/why"] == "kernel tier"

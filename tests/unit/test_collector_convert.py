@@ -30,7 +30,8 @@ def _exec_event() -> Event:
                  exe="/bin/busybox", args=("nc", "-lp", "4444"), cgroup_id=99, container_id=CID,
                  container_name="web", image="cgsentry/busybox:latest", image_id="sha256:abc",
                  runtime="docker", pexe="/bin/sh", ancestry=("/bin/sh", "/bin/init"), truncated=True,
-                 ancestor_pid=5)
+                 ancestor_pid=5, pod="web-1", namespace="payments", labels=(("app", "web"), ("tier", "front")),
+                 image_digest="cgsentry/busybox@sha256:" + "d" * 64)
 
 
 def test_event_round_trip_keeps_every_field_including_defaults() -> None:
@@ -39,6 +40,16 @@ def test_event_round_trip_keeps_every_field_including_defaults() -> None:
         back = event_from_pb(pb.Event.FromString(event_to_pb(ev).SerializeToString()))
         assert back == ev
     assert event_from_pb(event_to_pb(Event(EXEC, 7))).syscall_nr == -1  # the "none" sentinel survives
+
+
+def test_kubernetes_fields_reach_the_falco_form_and_the_alert_json() -> None:
+    from collector.export import falco_json
+
+    out = falco_json(Finding("rule", "R", "NOTICE", "o", _exec_event()))["output_fields"]
+    assert (out["k8s.ns.name"], out["k8s.pod.name"], out["k8s.pod.labels"]) == ("payments", "web-1",
+                                                                              "app:web, tier:front")
+    assert out["container.image.digest"] == "sha256:" + "d" * 64
+    assert "k8s.ns.name" not in falco_json(Finding("rule", "R", "NOTICE", "o", Event(EXEC, 1)))["output_fields"]
 
 
 def test_finding_round_trip_keeps_explanation_and_flags() -> None:

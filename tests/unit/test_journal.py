@@ -143,7 +143,8 @@ def full_event(kind: str, i: int) -> Event:
         runtime="docker", pexe="/bin/sh", ancestry=("/bin/sh", "/sbin/init"), proto="tcp", family="ipv6",
         saddr="::1", sport=8080, daddr="fe80::1", dport=443, ret=-111, exit_code=-9, child_pid=300 + i,
         syscall="ptrace", syscall_nr=101, count=7, sc_args=(16, 2**64 - 1, 0, 3), path="/etc/shadow",
-        flags=0o101, killed=True, truncated=True, ancestor_pid=9)
+        flags=0o101, killed=True, truncated=True, ancestor_pid=9, pod="web-7d9f", namespace="payments",
+        labels=(("app", "web"), ("tier", "front")), image_digest="cgsentry/web@sha256:" + "e" * 64)
 
 
 def test_every_kind_with_every_field_round_trips(tmp_path: Path) -> None:

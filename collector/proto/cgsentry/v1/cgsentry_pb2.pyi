@@ -34,7 +34,14 @@ ALERT_STATUS_RESOLVED: AlertStatus
 ALERT_STATUS_SUPPRESSED: AlertStatus
 
 class Event(_message.Message):
-    __slots__ = ("kind", "time_ns", "pid", "tid", "ppid", "uid", "gid", "comm", "exe", "args", "cgroup_id", "container_id", "container_name", "image", "image_id", "runtime", "pexe", "ancestry", "proto", "family", "saddr", "sport", "daddr", "dport", "ret", "exit_code", "child_pid", "syscall", "syscall_nr", "count", "sc_args", "path", "flags", "killed", "truncated", "ancestor_pid")
+    __slots__ = ("kind", "time_ns", "pid", "tid", "ppid", "uid", "gid", "comm", "exe", "args", "cgroup_id", "container_id", "container_name", "image", "image_id", "runtime", "pexe", "ancestry", "proto", "family", "saddr", "sport", "daddr", "dport", "ret", "exit_code", "child_pid", "syscall", "syscall_nr", "count", "sc_args", "path", "flags", "killed", "truncated", "ancestor_pid", "pod", "namespace", "labels", "image_digest")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     KIND_FIELD_NUMBER: _ClassVar[int]
     TIME_NS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +78,10 @@ class Event(_message.Message):
     KILLED_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     ANCESTOR_PID_FIELD_NUMBER: _ClassVar[int]
+    POD_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     kind: str
     time_ns: int
     pid: int
@@ -107,7 +118,11 @@ class Event(_message.Message):
     killed: bool
     truncated: bool
     ancestor_pid: int
-    def __init__(self, kind: _Optional[str] = ..., time_ns: _Optional[int] = ..., pid: _Optional[int] = ..., tid: _Optional[int] = ..., ppid: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., comm: _Optional[str] = ..., exe: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., cgroup_id: _Optional[int] = ..., container_id: _Optional[str] = ..., container_name: _Optional[str] = ..., image: _Optional[str] = ..., image_id: _Optional[str] = ..., runtime: _Optional[str] = ..., pexe: _Optional[str] = ..., ancestry: _Optional[_Iterable[str]] = ..., proto: _Optional[str] = ..., family: _Optional[str] = ..., saddr: _Optional[str] = ..., sport: _Optional[int] = ..., daddr: _Optional[str] = ..., dport: _Optional[int] = ..., ret: _Optional[int] = ..., exit_code: _Optional[int] = ..., child_pid: _Optional[int] = ..., syscall: _Optional[str] = ..., syscall_nr: _Optional[int] = ..., count: _Optional[int] = ..., sc_args: _Optional[_Iterable[int]] = ..., path: _Optional[str] = ..., flags: _Optional[int] = ..., killed: _Optional[bool] = ..., truncated: _Optional[bool] = ..., ancestor_pid: _Optional[int] = ...) -> None: ...
+    pod: str
+    namespace: str
+    labels: _containers.ScalarMap[str, str]
+    image_digest: str
+    def __init__(self, kind: _Optional[str] = ..., time_ns: _Optional[int] = ..., pid: _Optional[int] = ..., tid: _Optional[int] = ..., ppid: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., comm: _Optional[str] = ..., exe: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., cgroup_id: _Optional[int] = ..., container_id: _Optional[str] = ..., container_name: _Optional[str] = ..., image: _Optional[str] = ..., image_id: _Optional[str] = ..., runtime: _Optional[str] = ..., pexe: _Optional[str] = ..., ancestry: _Optional[_Iterable[str]] = ..., proto: _Optional[str] = ..., family: _Optional[str] = ..., saddr: _Optional[str] = ..., sport: _Optional[int] = ..., daddr: _Optional[str] = ..., dport: _Optional[int] = ..., ret: _Optional[int] = ..., exit_code: _Optional[int] = ..., child_pid: _Optional[int] = ..., syscall: _Optional[str] = ..., syscall_nr: _Optional[int] = ..., count: _Optional[int] = ..., sc_args: _Optional[_Iterable[int]] = ..., path: _Optional[str] = ..., flags: _Optional[int] = ..., killed: _Optional[bool] = ..., truncated: _Optional[bool] = ..., ancestor_pid: _Optional[int] = ..., pod: _Optional[str] = ..., namespace: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., image_digest: _Optional[str] = ...) -> None: ...
 
 class Finding(_message.Message):
     __slots__ = ("kind", "rule", "priority", "output", "event", "time_ns", "source", "tags", "explanation_json", "action", "mode", "during_loss")
