@@ -4,7 +4,8 @@ YAML shape (also what the collector pushes, via :meth:`PolicySet.from_dict`)::
 
     default: {mode: alert, default_action: alert}
     images:
-      - match: "cgsentry/busybox:*"        # repo:tag glob, or an image digest
+      - match: "cgsentry/busybox:*"        # repo:tag glob, or an image digest; or a workload:
+                                            # {image: GLOB, namespace: GLOB, labels: {app: web}}
         mode: enforce                       # learn | alert | enforce (omit: models decide)
         banned_processes: [nc, wget]        # killed in the kernel at exec in enforce mode
         allowed_listen_ports: [8080]        # any other listen is a finding
@@ -62,13 +63,43 @@ class ActionRule:
 
 @dataclass(frozen=True)
 class ImagePolicy:
-    match: str = "*"
+    match: str = "*"  # the image: repo:tag glob or digest
     mode: str = ""  # "" = the model lifecycle decides
     banned_processes: tuple[str, ...] = ()
     allowed_listen_ports: tuple[int, ...] | None = None
     denied_outbound_ports: tuple[int, ...] = ()
     default_action: str = "alert"
     actions: tuple[ActionRule, ...] = ()
+    namespace: str = ""  # Kubernetes namespace glob ("": any)
+    labels: tuple[tuple[str, str], ...] = ()  # pod labels that must all be present with these values
+
+    @property
+    def selector(self) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+        """What the policy applies to: (image, namespace, labels); one policy per selector."""
+        return self.match, self.namespace, self.labels
+
+    def applies(self, image: str, image_id: str, namespace: str = "",
+                labels: tuple[tuple[str, str], ...] = ()) -> bool:
+        if not (self.match in (image_id, image) or fnmatch.fnmatchcase(image, self.match)):
+            return False
+        if self.namespace and not fnmatch.fnmatchcase(namespace, self.namespace):
+            return False
+        have = dict(labels)
+        return all(have.get(k) == v for k, v in self.labels)
+
+    @property
+    def specificity(self) -> tuple[int, int, int]:
+        """Most specific wins: more labels, then a namespace, then an exact image over a glob."""
+        exact = 2 if not any(c in self.match for c in "*?[") else (0 if self.match == "*" else 1)
+        return len(self.labels), int(bool(self.namespace)), exact
+
+    def describe(self) -> str:
+        """The selector as people read it: image, then namespace and labels when set."""
+        parts = [self.match]
+        if self.namespace:
+            parts.append(f"namespace={self.namespace}")
+        parts += [f"{k}={v}" for k, v in self.labels]
+        return " ".join(parts)
 
     def decide(self, finding: Finding, mode: str | None = None) -> str:
         """The action for a finding under ``mode`` (default: the policy's own mode)."""
@@ -98,6 +129,8 @@ class ImagePolicy:
                              "actions": [{"when": a.when, "action": a.action} for a in self.actions]}
         if self.allowed_listen_ports is not None:
             d["allowed_listen_ports"] = list(self.allowed_listen_ports)
+        if self.namespace or self.labels:
+            d["match"] = {"image": self.match, "namespace": self.namespace, "labels": dict(self.labels)}
         return d
 
 
@@ -105,7 +138,8 @@ class ImagePolicy:
 class PolicySet:
     default: ImagePolicy = field(default_factory=ImagePolicy)
     images: list[ImagePolicy] = field(default_factory=list)
-    _cache: dict[tuple[str, str], ImagePolicy] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _cache: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], ImagePolicy] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
     _cached_for: tuple[Any, ...] = field(default=(), init=False, repr=False, compare=False)
 
     @classmethod
@@ -126,26 +160,39 @@ class PolicySet:
     def to_dict(self) -> dict[str, Any]:
         return {"default": self.default.to_dict(), "images": [p.to_dict() for p in self.images]}
 
-    def for_image(self, image: str, image_id: str = "") -> ImagePolicy:
-        # Asked for every event: the answer is cached per image until the policies change
+    def for_image(self, image: str, image_id: str = "", namespace: str = "",
+                  labels: tuple[tuple[str, str], ...] = ()) -> ImagePolicy:
+        # Asked for every event: the answer is cached per workload until the policies change
         # (upsert, or `images`/`default` assigned anew; nothing mutates the list in place).
         images, default = self._cached_for or (None, None)
         if images is not self.images or default is not self.default:
             self._cache, self._cached_for = {}, (self.images, self.default)
-        pol = self._cache.get((image, image_id))
+        key = (image, image_id, namespace, labels)
+        pol = self._cache.get(key)
         if pol is None:
-            pol = self._cache[(image, image_id)] = self._lookup(image, image_id)
+            if len(self._cache) > 65536:  # pods come and go: labels would grow it for ever
+                self._cache.clear()
+            pol = self._cache[key] = self._lookup(image, image_id, namespace, labels)
         return pol
 
-    def _lookup(self, image: str, image_id: str) -> ImagePolicy:
+    def for_event(self, ev: Event) -> ImagePolicy:
+        """The policy of the event's workload: its image, namespace and pod labels."""
+        return self.for_image(ev.image, ev.image_id, ev.namespace, ev.labels)
+
+    def _lookup(self, image: str, image_id: str, namespace: str,
+                labels: tuple[tuple[str, str], ...]) -> ImagePolicy:
+        """The most specific policy that applies (labels, then namespace, then an exact image);
+        among equals, the first listed (an upsert puts the newest first)."""
+        best: ImagePolicy | None = None
         for pol in self.images:
-            if pol.match in (image_id, image) or fnmatch.fnmatchcase(image, pol.match):
-                return pol
-        return self.default
+            if pol.applies(image, image_id, namespace, labels) and (
+                    best is None or pol.specificity > best.specificity):
+                best = pol
+        return best or self.default
 
     def upsert(self, policy: ImagePolicy) -> None:
-        """Replace the policy with the same ``match`` (or add it first, to take precedence)."""
-        self.images = [policy] + [p for p in self.images if p.match != policy.match]
+        """Replace the policy with the same selector (or add it first, to take precedence)."""
+        self.images = [policy] + [p for p in self.images if p.selector != policy.selector]
 
 
 def _image(d: Any, where: str) -> ImagePolicy:
@@ -155,6 +202,7 @@ def _image(d: Any, where: str) -> ImagePolicy:
                         "denied_outbound_ports", "default_action", "actions"}
     if unknown:
         raise RuleError(f"{where}.{sorted(unknown, key=str)[0]}: unknown key")
+    image, namespace, labels = _selector(d.get("match", "*"), f"{where}.match")
     mode = _word(d.get("mode") or "", f"{where}.mode")
     if mode and mode not in MODES:
         raise RuleError(f"{where}.mode: {mode!r} is not one of {', '.join(MODES)}")
@@ -162,13 +210,28 @@ def _image(d: Any, where: str) -> ImagePolicy:
     allowed = d.get("allowed_listen_ports")
     banned = _list(d, "banned_processes", where)
     return ImagePolicy(
-        match=_word(d.get("match", "*"), f"{where}.match"), mode=mode,
+        match=image, namespace=namespace, labels=labels, mode=mode,
         banned_processes=tuple(_word(p, f"{where}.banned_processes[{i}]") for i, p in enumerate(banned)),
         allowed_listen_ports=None if allowed is None else _ports(allowed, f"{where}.allowed_listen_ports"),
         denied_outbound_ports=_ports(d.get("denied_outbound_ports") or [], f"{where}.denied_outbound_ports"),
         default_action=_check_action(_word(d.get("default_action", "alert"), f"{where}.default_action"),
                                      f"{where}.default_action"),
         actions=actions)
+
+
+def _selector(value: Any, where: str) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """``match``: an image glob, or {image, namespace, labels} for a workload."""
+    if not isinstance(value, Mapping):
+        return _word(value, where), "", ()
+    unknown = set(value) - {"image", "namespace", "labels"}
+    if unknown:
+        raise RuleError(f"{where}.{sorted(unknown, key=str)[0]}: unknown key (image, namespace, labels)")
+    labels = value.get("labels") or {}
+    if not isinstance(labels, Mapping):
+        raise RuleError(f"{where}.labels: must be a mapping of label to value")
+    pairs = tuple(sorted((_word(k, f"{where}.labels"), _word(v, f"{where}.labels.{k}")) for k, v in labels.items()))
+    return (_word(value.get("image", "*"), f"{where}.image"), _word(value.get("namespace") or "", f"{where}.namespace"),
+            pairs)
 
 
 def _word(value: Any, where: str) -> str:
@@ -226,7 +289,7 @@ class PolicyChecker:
     def handle(self, ev: Event) -> list[Finding]:
         if ev.runtime == "host" or not ev.container_id:
             return []
-        pol = self.policies.for_image(ev.image, ev.image_id)
+        pol = self.policies.for_event(ev)
         if ev.kind == "exec" and pol.banned_processes:
             name = ev.exe.rsplit("/", 1)[-1]
             banned = pol.banned_processes

@@ -132,14 +132,14 @@ class Daemon:
 
     def effective_mode(self, ev: Event) -> str:
         """The operator's policy mode if set, else the image's learning lifecycle."""
-        return self._mode(self.policies.for_image(ev.image, ev.image_id), ev)
+        return self._mode(self.policies.for_event(ev), ev)
 
     def _mode(self, pol: ImagePolicy, ev: Event) -> str:
         return pol.mode or self.models.mode(ev.image_key)
 
     def respond(self, f: Finding) -> None:
         ev = f.event
-        pol = self.policies.for_image(ev.image, ev.image_id)  # once per finding
+        pol = self.policies.for_event(ev)  # once per finding
         mode = self._mode(pol, ev)
         action = pol.decide(f, mode)
         if f.kind == BANNED_PROCESS and mode == "enforce" and ACTIONS.index(action) < ACTIONS.index("kill-process"):
@@ -172,7 +172,7 @@ class Daemon:
 
     def apply_bans(self, ev: Event) -> None:
         """Enforce-mode banned processes go into the kernel map for this container's cgroup."""
-        pol = self.policies.for_image(ev.image, ev.image_id)
+        pol = self.policies.for_event(ev)
         wanted = set(pol.banned_comms()) if self._mode(pol, ev) == "enforce" else set()
         current = self.banned.get(ev.cgroup_id, set())
         for comm in wanted - current:

@@ -100,3 +100,45 @@ def test_cached_answers_follow_policy_changes() -> None:
     assert ps.for_image("cgsentry/busybox:latest") is ps.default
     ps.default = ImagePolicy(mode="learn")
     assert ps.for_image("x:1").mode == "learn"
+
+
+def test_workload_selectors_most_specific_wins() -> None:
+    """Policies by namespace and pod labels beside the image one; the most specific that applies
+    wins (labels, then namespace, then an exact image over a glob), whatever the order."""
+    from rules.policy import PolicySet
+    from sensor.events import Event
+
+    ps = PolicySet.from_dict({"images": [
+        {"match": "shop/*", "mode": "alert"},
+        {"match": {"image": "shop/*", "namespace": "payments", "labels": {"app": "web", "tier": "front"}},
+         "mode": "enforce", "default_action": "kill-container"},
+        {"match": {"image": "shop/*", "namespace": "pay*"}, "mode": "enforce"},
+        {"match": "shop/web:1.4", "mode": "learn"},
+    ]})
+
+    def mode(**kw: object) -> str:
+        return ps.for_event(Event("exec", 1, **kw)).mode  # type: ignore[arg-type]
+
+    web = (("app", "web"), ("tier", "front"))
+    assert mode(image="shop/web:1.4", namespace="payments", labels=web) == "enforce"
+    assert ps.for_event(Event("exec", 1, image="shop/web:1.4", namespace="payments", labels=web)).default_action \
+        == "kill-container"
+    assert mode(image="shop/web:1.4", namespace="payments", labels=(("app", "web"),)) == "enforce"  # ns rule
+    assert mode(image="shop/web:1.4", namespace="default") == "learn"  # the exact image beats the glob
+    assert mode(image="shop/db:2", namespace="default") == "alert"
+    assert mode(image="other:1", namespace="payments") == ""  # no image match: the default policy
+    back = PolicySet.from_dict(ps.to_dict())
+    assert [p.selector for p in back.images] == [p.selector for p in ps.images]
+    assert ps.images[1].describe() == "shop/* namespace=payments app=web tier=front"
+
+
+def test_workload_selector_errors_name_the_key() -> None:
+    import pytest
+
+    from rules.errors import RuleError
+    from rules.policy import PolicySet
+
+    with pytest.raises(RuleError, match=r"images\[0\]\.match\.pods: unknown key"):
+        PolicySet.from_dict({"images": [{"match": {"image": "x", "pods": "y"}}]})
+    with pytest.raises(RuleError, match=r"labels: must be a mapping"):
+        PolicySet.from_dict({"images": [{"match": {"labels": ["app=web"]}}]})
