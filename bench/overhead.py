@@ -280,7 +280,9 @@ def configs(tmp: Path, smoke: bool) -> list[Config]:
     out: list[Config] = [Config(),
                          sensor_config("cgsentry (alert, full rule library)", tmp / "s1", tmp / "s1.out",
                                        ["--policy", str(policy)]),
-                         sensor_config("cgsentry (learning: syscall profile on)", tmp / "s2", tmp / "s2.out", [])]
+                         sensor_config("cgsentry (learning: syscall profile on)", tmp / "s2", tmp / "s2.out", []),
+                         sensor_config("cgsentry lean (alert: no syscall tracepoint)", tmp / "s3", tmp / "s3.out",
+                                       ["--policy", str(policy), "--profile", "lean"])]
     if smoke:
         return out
     floor_out = tmp / "floor.out"

@@ -95,10 +95,12 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
         lines.append("")
     sc_ = results.get("scale", {})
     if "scale" in sc_:
-        lines += ["| running containers (images) | sensor CPU, % of one core | sensor RSS MB |", "|---|---|---|"]
+        lines += ["| running containers (images), profile | sensor CPU, % of one core | sensor RSS MB | start-up s |",
+                  "|---|---|---|---|"]
         for r in sc_["scale"]:
             cpu, rss = r["sensor_cpu_pct_of_one_core"], r["sensor_rss_mb_peak"]
-            lines.append(f"| {r['containers']} ({r['images']}) | {cpu} | {rss} |")
+            profile = r.get("profile", "full").replace("auto", "full (auto)")
+            lines.append(f"| {r['containers']} ({r['images']}), {profile} | {cpu} | {rss} | {r.get('start_s', '-')} |")
         srv = sc_["server"]
         lines += ["", f"| realistic server: {srv['workload']} | requests/s (median) | overhead |", "|---|---|---|"]
         over = srv["overhead_pct"] if isinstance(srv["overhead_pct"], dict) else {"cgsentry": srv["overhead_pct"]}

@@ -38,23 +38,26 @@ def images(n: int) -> list[str]:
     return out
 
 
-def sensor(state: Path) -> tuple[subprocess.Popen[str], psutil.Process]:
+def sensor(state: Path, profile: str = "auto") -> tuple[subprocess.Popen[str], psutil.Process, float]:
+    """The sensor daemon with the full rule library, and its start-up time (exec to "running")."""
+    t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "sensor", "run", "--state-dir", str(state), "--learn-s", "30",
-                             "--stable-s", "10"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                             "--stable-s", "10", "--profile", profile], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and "running" not in proc.stdout.readline():
         pass
-    return proc, psutil.Process(proc.pid)
+    return proc, psutil.Process(proc.pid), time.monotonic() - t0
 
 
-def containers_run(n: int, imgs: list[str], seconds: float, tmp: Path) -> dict[str, Any]:
+def containers_run(n: int, imgs: list[str], seconds: float, tmp: Path, profile: str = "auto") -> dict[str, Any]:
     names = [f"cgsentry-scale-{i}" for i in range(n)]
     for i, name in enumerate(names):
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
         subprocess.run(["docker", "run", "-d", "--name", name, "--network", "none", imgs[i % len(imgs)], "sh", "-c",
                         LOOP], check=True, capture_output=True)
-    proc, ps = sensor(tmp / f"state-{n}")
+    proc, ps, start_s = sensor(tmp / f"state-{n}-{profile}", profile)
     try:
         cpu0 = ps.cpu_times()
         samples = []
@@ -68,7 +71,8 @@ def containers_run(n: int, imgs: list[str], seconds: float, tmp: Path) -> dict[s
         proc.wait(timeout=30)
         subprocess.run(["docker", "rm", "-f", *names], capture_output=True)
     cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
-    return {"containers": n, "images": min(n, len(imgs)), "seconds": seconds,
+    return {"containers": n, "images": min(n, len(imgs)), "seconds": seconds, "profile": profile,
+            "start_s": round(start_s, 1),
             "sensor_cpu_pct_of_one_core": round(100 * cpu / seconds, 1),
             "sensor_rss_mb_peak": round(max(samples) / 1e6, 1)}
 
@@ -119,6 +123,7 @@ def run(smoke: bool = False) -> dict[str, Any]:
         imgs = images(2 if smoke else 5)
         counts = (1, 3) if smoke else (1, 10, 50)
         scale = [containers_run(n, imgs, 6 if smoke else 20, tmp) for n in counts]
+        scale.append(containers_run(counts[-1], imgs, 6 if smoke else 20, tmp, "lean"))
         server = server_run(2 if smoke else 5, 1 if smoke else 3, tmp, smoke)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
