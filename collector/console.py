@@ -64,6 +64,7 @@ def templates() -> Environment:
                       finalize=_finalize)
     env.globals.update(priorities=PRIORITIES, statuses=STATUSES, mode_effects=MODE_EFFECTS)
     env.filters["time"] = lambda ns: rfc3339(int(ns)) if ns else ""
+    env.filters["items"] = lambda v: ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else "" if v is None else v
     return env
 
 

@@ -27,8 +27,10 @@ SESSION_S = 8 * 3600.0  # a session's lifetime from its last use
 MAX_SESSIONS = 10_000  # past this, the least recently used session is dropped
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+# same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" on a form post,
+# which the Origin check (rightly) refuses.
 HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
-           "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
+           "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
 
 
 @dataclass
