@@ -97,7 +97,8 @@ def _check_web(args: argparse.Namespace) -> None:
 def _start_web(args: argparse.Namespace, server: Any, tls: bool) -> Any:
     from collector.webserver import WebTls, start_web
 
-    web_tls = WebTls(str(Path(args.tls_dir) / "server.crt"), str(Path(args.tls_dir) / "server.key")) if tls else None
+    d = Path(args.tls_dir or ".")
+    web_tls = WebTls(str(d / "server.crt"), str(d / "server.key"), str(d / "ca.crt")) if tls else None
     web = start_web(args.web, server.hub, server.incidents, server.auth, web_tls)
     host = args.web.rsplit(":", 1)[0]
     print(f"console on {'https' if tls else 'http'}://{host}:{web.port}/", flush=True)

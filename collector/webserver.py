@@ -3,8 +3,9 @@ collector's gRPC server and on the same store, sensor links and tokens.
 
 :func:`start_web` binds first (so ``127.0.0.1:0`` works for tests and a taken port is a one-line
 error), then serves until :meth:`WebServer.stop`. With TLS files the console is HTTPS (and its
-cookies Secure); without, it is refused off loopback unless the operator allows plaintext, as the
-gRPC listener is.
+cookies Secure), and with the CA of ``--tls-dir`` every client presents a certificate it signed, as
+on the gRPC port (the token still gives the role); without TLS it is refused off loopback unless the
+operator allows plaintext, as the gRPC listener is.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
 
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 class WebTls:
     certfile: str
     keyfile: str
+    cafile: str = ""  # set: every client presents a certificate this CA signed (mTLS), as on gRPC
 
 
 class WebServer:
@@ -64,9 +67,13 @@ def start_web(addr: str, hub: Hub, incidents: Incidents, auth: AuthConfig, tls: 
 
     sock = _bind(addr)
     console = Console(hub, incidents, Sessions(auth), secure_cookies=tls is not None)
+    tls_options: dict[str, object] = {}
+    if tls is not None:
+        tls_options = {"ssl_certfile": tls.certfile, "ssl_keyfile": tls.keyfile}
+        if tls.cafile:
+            tls_options.update(ssl_ca_certs=tls.cafile, ssl_cert_reqs=ssl.CERT_REQUIRED)
     config = uvicorn.Config(console.app, log_level="warning", access_log=False, lifespan="off",
-                            ssl_certfile=tls.certfile if tls else None, ssl_keyfile=tls.keyfile if tls else None,
-                            server_header=False)
+                            server_header=False, **tls_options)  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     port = int(sock.getsockname()[1])
     started = threading.Event()

@@ -142,3 +142,38 @@ def test_responders_triage_and_admins_switch_modes(stack: Stack) -> None:
     assert ("responder", "incident acknowledged") in audit and ("admin", "image mode enforce") in audit
     assert ("responder", "unpause") in audit  # the sensor's answer, audited under who asked
     assert bearer(stack, "admin").post("/api/images/mode", json={"image": "x", "mode": "nope"}).status_code == 400
+
+
+def test_with_a_ca_the_console_wants_a_client_certificate_as_grpc_does(tmp_path: Path) -> None:
+    import ssl
+
+    from collector import pki
+    from collector.auth import AuthConfig, TokenStore
+    from collector.incidents import Incidents
+    from collector.sensorlink import Hub
+    from collector.store import SqlStore
+    from collector.webserver import WebTls, start_web
+
+    d = tmp_path / "pki"
+    pki.init_ca(d)
+    client_crt = pki.issue_client(d, "alice")
+    tokens = TokenStore(tmp_path / "tokens")
+    token = tokens.add("alice", "viewer")
+    store = SqlStore.open(str(tmp_path / "c.db"))
+    web = start_web("127.0.0.1:0", Hub(store), Incidents(store), AuthConfig(tokens, mtls=True),
+                    WebTls(str(d / "server.crt"), str(d / "server.key"), str(d / "ca.crt")))
+    try:
+        url, auth = f"https://127.0.0.1:{web.port}/api/incidents", {"Authorization": f"Bearer {token}"}
+        bare = ssl.create_default_context(cafile=str(d / "ca.crt"))
+        with pytest.raises(httpx.HTTPError):  # no client certificate: the handshake is refused
+            httpx.get(url, headers=auth, verify=bare)
+        ctx = ssl.create_default_context(cafile=str(d / "ca.crt"))
+        ctx.load_cert_chain(str(client_crt), str(client_crt.with_suffix(".key")))
+        r = httpx.get(url, headers=auth, verify=ctx)
+        assert r.status_code == 200 and r.json()["incidents"] == []
+        assert httpx.get(url, verify=ctx).status_code == 401  # the certificate alone gives no role
+        login = httpx.get(f"https://127.0.0.1:{web.port}/login", verify=ctx)
+        assert "Secure" in login.headers["set-cookie"]
+    finally:
+        web.stop()
+        store.close()
