@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector.errors import CollectorError
 from collector.incidents import Incident, Incidents
 from collector.store import AlertRow, SqlStore
 from sensor.events import PRIORITIES, rfc3339
@@ -83,12 +82,9 @@ def incident_view(store: SqlStore, incidents: Incidents, incident_id: int, offse
     tree (from that page) and the raw JSON of both."""
     inc = incidents.get(incident_id)
     listed = incidents.findings(incident_id, limit=offset + TIMELINE_PAGE)[offset:]
-    rows: list[tuple[AlertRow, int]] = []
-    for alert_id, count, _, _ in listed:
-        try:
-            rows.append((store.get_alert(alert_id, max_bytes=64 << 10), count))
-        except CollectorError:
-            continue  # an alert removed by retention: the incident keeps its count
+    counts = {alert_id: count for alert_id, count, _, _ in listed}
+    # one query for the page (an alert removed by retention is left out; the incident keeps its count)
+    rows = [(r, counts[r.id]) for r in store.get_alerts(list(counts), max_bytes=64 << 10)]
     timeline = [alert_dict(r, c) for r, c in rows]
     return {"incident": incident_dict(inc), "findings": timeline, "offset": offset,
             "more": offset + len(listed) < inc.distinct_findings,

@@ -518,6 +518,10 @@ class SqlStore:
                                                  f"({', '.join('?' * len(ids))})", ids).fetchall()}
         return [_row(found[i], max_bytes) for i in ids if i in found]
 
+    def get_alerts(self, alert_ids: list[int], max_bytes: int = PAGE_BYTES) -> list[AlertRow]:
+        """The alerts ``alert_ids`` that exist, in that order, in one query, each cut to ``max_bytes``."""
+        return self._rows(alert_ids, max_bytes)
+
     def get_alert(self, alert_id: int, max_bytes: int = PAGE_BYTES) -> AlertRow:
         """One alert; if its stored finding is over ``max_bytes`` its bulky fields are cut, visibly."""
         row = self._exec(f"SELECT {_COLS} FROM alerts WHERE id = ?", (alert_id,)).fetchone()
