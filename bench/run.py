@@ -19,7 +19,8 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parents[1] / "README.md"
 BEGIN, END = "<!-- bench:begin", "<!-- bench:end -->"
-BENCHES = ("throughput", "pipeline_bench", "scenarios", "adfa", "ingest", "streams", "latency", "overhead", "exec_ab",
+BENCHES = ("throughput", "pipeline_bench", "scenarios", "adfa", "ingest", "streams", "console", "latency", "overhead",
+           "exec_ab",
            "attribution", "drops", "scale", "ngram_kernel")
 KERNEL = {"latency", "overhead", "exec_ab", "attribution", "drops", "scale", "ngram_kernel"}
 
@@ -36,6 +37,21 @@ def run_one(name: str, smoke: bool) -> dict[str, Any]:
     out.setdefault("machine", machine())  # every result says where it was measured
     out.setdefault("date", time.strftime("%Y-%m-%d"))  # ... and when, so prose can cite it
     return out
+
+
+def _console(co: dict[str, Any]) -> list[str]:
+    """The web console's table (bench/console.py): page latency over a year of stored findings."""
+    rows = {k: v for k, v in co.get("results", {}).items() if "incidents_page" in v}
+    if not rows:
+        return []
+    pages = ("incidents_page", "incidents_page_text", "incidents_page_deep", "incident_page", "incident_page_biggest")
+    lines = [f"| web console ({co['findings']:,} stored findings, {co['requests']} requests per page) | incidents | "
+             + " | ".join(f"{p.replace('_', ' ')} p50/p95 ms" for p in pages) + " |",
+             "|---" * (len(pages) + 2) + "|"]
+    for backend, r in rows.items():
+        cells = [f"{r[p]['p50_ms']}/{r[p]['p95_ms']}" if r.get(p) else "-" for p in pages]
+        lines.append(f"| {backend} | {r['incidents']:,} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def summary(results: dict[str, dict[str, Any]]) -> str:
@@ -133,6 +149,7 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
             lines.append(f"| {lv['idle_streams']:,} | {lv['connected_seen']:,} | {la['p50_ms']}/{la['p99_ms']} | "
                          f"{ls['p50_ms']}/{ls['p99_ms']} | {lv['collector_rss_mb']} | {lv['collector_threads']} |")
         lines.append("")
+    lines += _console(results.get("console", {}))
     tp = results.get("throughput", {})
     pb = results.get("pipeline_bench", {})
     if "events_per_s" in tp:

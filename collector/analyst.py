@@ -164,28 +164,7 @@ class AnalystServicer(rpc.AnalystServicer):
         status = STATUS_NAMES.get(req.status)
         if status is None:
             raise InvalidArgument("status must be acknowledged, resolved or suppressed")
-        row = self.store.update_alert(req.id, status, req.comment)
-        pushed = self._suppress_into_baseline(row, ident, req.comment) if status == "suppressed" else 0
-        self.store.audit(ident.name, f"alert {status}", str(req.id), req.comment,
-                         f"ok; baseline item sent to {pushed} sensor(s)" if pushed else "ok")
-        return alert_to_pb(row)
-
-    def _suppress_into_baseline(self, row: AlertRow, ident: Identity, comment: str) -> int:
-        """A model finding's item is accepted into the image's baseline on every sensor."""
-        f = row.finding
-        dim = f.explanation.get("dimension") if f.source == "model" else None
-        if not dim:
-            return 0  # rule hits: the alert stays suppressed; repeats aggregate into it
-        from models.profile import item_keys
-
-        keys = [k for d, k in item_keys(f.event) if d == dim]
-        if not keys:
-            return 0
-        msg = accept_message(f, dim, keys[0], ident.name, comment or f"alert {row.id} suppressed")
-        with self.hub.lock:
-            n = len(self.hub.sessions)
-        self.hub.broadcast(msg)
-        return n
+        return alert_to_pb(update_alert(self.hub, ident, req.id, status, req.comment))
 
     @_rpc("viewer")
     def ListImages(self, req: pb.Empty, ctx: Any, ident: Identity) -> pb.ImageList:  # noqa: N802
@@ -196,36 +175,14 @@ class AnalystServicer(rpc.AnalystServicer):
 
     @_rpc("admin")
     def SetImageMode(self, req: pb.ImageModeRequest, ctx: Any, ident: Identity) -> pb.ImageInfo:  # noqa: N802
-        if req.mode not in ("learn", "alert", "enforce") or not req.image:
-            raise InvalidArgument("image and a mode of learn, alert or enforce are required")
-        if req.require_seen:
-            check_seen(req.image, known_images(self.store))
-        action = req.default_action or "alert"
-        policy = {"match": req.image, "default_action": action, "banned_processes": list(req.banned_processes)}
-        from rules.errors import RuleError
-        from rules.policy import PolicySet
-
-        try:
-            PolicySet.from_dict({"images": [{**policy, "mode": req.mode}]})
-        except RuleError as err:
-            raise InvalidArgument(str(err)) from err
-        self.store.set_image(req.image, req.mode, policy, ident.name)
-        self.store.audit(ident.name, f"image mode {req.mode}", req.image, f"default action {action}", "ok")
-        self.hub.broadcast(policy_message(req.image, req.mode, policy))
-        return image_info(req.image, req.mode, policy, f"operator {ident.name}")
+        return set_image_mode(self.hub, ident, req.image, req.mode, req.default_action,
+                              list(req.banned_processes), req.require_seen)
 
     @_rpc("responder")
     def ContainerAction(self, req: pb.ContainerActionRequest, ctx: Any,  # noqa: N802
                         ident: Identity) -> pb.ActionReply:
-        if req.action == pb.ACTION_KIND_UNSPECIFIED or not req.container_id:
-            raise InvalidArgument("container_id and an action (pause, unpause, kill, stop) are required")
-        timeout_s = action_timeout_s(req.timeout_s)  # before anything reaches a sensor
-        session, container_id = self.hub.route(req.container_id)
-        request_id, pending = self.hub.request(session.sensor_id, ident.name)
-        session.out.put(action_message(request_id, container_id, req.action, ident.name, req.reason))
-        if not pending.done.wait(timeout_s):  # still pending: a late answer is audited under ident
-            raise Unavailable(f"sensor {session.sensor_id} did not confirm the action in time")
-        return action_reply(pending.results[0])
+        return action_reply(container_action(self.hub, ident, req.container_id, req.action, req.reason,
+                                             req.timeout_s))
 
     @_rpc("viewer")
     def ListSensors(self, req: pb.Empty, ctx: Any, ident: Identity) -> pb.SensorList:  # noqa: N802
@@ -271,6 +228,73 @@ class AnalystServicer(rpc.AnalystServicer):
     @_rpc("viewer")
     def ListRuleSets(self, req: pb.Empty, ctx: Any, ident: Identity) -> pb.RuleSetList:  # noqa: N802
         return ruleset_list(self.store.rulesets())
+
+
+# -- what an analyst does, for every front end (this API, the web console) ---------------------
+def update_alert(hub: Hub, ident: Identity, alert_id: int, status: str, comment: str) -> AlertRow:
+    """Set an alert's status (audited); a suppressed model finding's item is accepted into its
+    image's baseline on every connected sensor."""
+    row = hub.store.update_alert(alert_id, status, comment)
+    pushed = _suppress_into_baseline(hub, row, ident, comment) if status == "suppressed" else 0
+    hub.store.audit(ident.name, f"alert {status}", str(alert_id), comment,
+                    f"ok; baseline item sent to {pushed} sensor(s)" if pushed else "ok")
+    return row
+
+
+def _suppress_into_baseline(hub: Hub, row: AlertRow, ident: Identity, comment: str) -> int:
+    """A model finding's item is accepted into the image's baseline on every sensor."""
+    f = row.finding
+    dim = f.explanation.get("dimension") if f.source == "model" else None
+    if not dim:
+        return 0  # rule hits: the alert stays suppressed; repeats aggregate into it
+    from models.profile import item_keys
+
+    keys = [k for d, k in item_keys(f.event) if d == dim]
+    if not keys:
+        return 0
+    msg = accept_message(f, dim, keys[0], ident.name, comment or f"alert {row.id} suppressed")
+    with hub.lock:
+        n = len(hub.sessions)
+    hub.broadcast(msg)
+    return n
+
+
+def set_image_mode(hub: Hub, ident: Identity, image: str, mode: str, default_action: str = "",
+                   banned: list[str] | None = None, require_seen: bool = False) -> pb.ImageInfo:
+    """Validate, store, audit and broadcast an image's mode and policy."""
+    if mode not in ("learn", "alert", "enforce") or not image:
+        raise InvalidArgument("image and a mode of learn, alert or enforce are required")
+    if require_seen:
+        check_seen(image, known_images(hub.store))
+    action = default_action or "alert"
+    policy = {"match": image, "default_action": action, "banned_processes": list(banned or [])}
+    from rules.errors import RuleError
+    from rules.policy import PolicySet
+
+    try:
+        PolicySet.from_dict({"images": [{**policy, "mode": mode}]})
+    except RuleError as err:
+        raise InvalidArgument(str(err)) from err
+    hub.store.set_image(image, mode, policy, ident.name)
+    hub.store.audit(ident.name, f"image mode {mode}", image, f"default action {action}", "ok")
+    hub.broadcast(policy_message(image, mode, policy))
+    return image_info(image, mode, policy, f"operator {ident.name}")
+
+
+def container_action(hub: Hub, ident: Identity, container_id: str, action: pb.ActionKind, reason: str,
+                     timeout_s: float = 0.0) -> pb.ActionResult:
+    """Send a container action to the sensor that holds the container and wait for its answer
+    (audited when it comes, under ``ident``); Unavailable if it does not come in time."""
+    if action == pb.ACTION_KIND_UNSPECIFIED or not container_id:
+        raise InvalidArgument("container_id and an action (pause, unpause, kill, stop) are required")
+    wait_s = action_timeout_s(timeout_s)  # before anything reaches a sensor
+    session, cid = hub.route(container_id)
+    request_id, pending = hub.request(session.sensor_id, ident.name)
+    session.out.put(action_message(request_id, cid, action, ident.name, reason))
+    if not pending.done.wait(wait_s):  # still pending: a late answer is audited under ident
+        raise Unavailable(f"sensor {session.sensor_id} did not confirm the action in time")
+    result: pb.ActionResult = pending.results[0]
+    return result
 
 
 def action_timeout_s(value: float) -> float:

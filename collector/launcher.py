@@ -50,6 +50,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                  exit_code=66) from err
         check_pems(str(d / "ca.crt"), ca, str(d / "server.crt"), cert, str(d / "server.key"), key)
     check_bindable(args.listen)  # before the store: a refused start leaves no new database file behind
+    if args.web:
+        _check_web(args)
     _raise_open_files()
     if args.metrics_port:
         _start_metrics(args.metrics_port)
@@ -63,13 +65,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise
     print(f"collector listening on {args.listen.rsplit(':', 1)[0]}:{port} (db {args.db}, "
           f"{'TLS' if tls else 'plaintext'}, {'no auth' if args.insecure else 'auth on'})", flush=True)
+    web = _start_web(args, server, tls is not None) if args.web else None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
+    if web is not None:
+        web.stop()
     server.stop(grace=5).wait()
     store.close()
     return 0
+
+
+def _check_web(args: argparse.Namespace) -> None:
+    """--web follows --listen's rules: --insecure only on loopback, tokens in plaintext only on
+    loopback unless allowed, and its port free."""
+    from collector.server import check_bindable
+
+    host = args.web.rsplit(":", 1)[0].strip("[]")
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    if args.insecure and not loopback:
+        raise InvalidArgument("--insecure is allowed only on a loopback address (--web too)")
+    if not args.tls_dir and not loopback and not args.allow_plaintext_tokens:
+        raise InvalidArgument(f"--web {args.web}: tokens and session cookies would cross the network in plaintext; "
+                              "give --tls-dir DIR, listen on loopback, or say --allow-plaintext-tokens")
+    if args.web == args.listen:
+        raise InvalidArgument(f"--web {args.web}: the console needs a port of its own, not --listen's")
+    check_bindable(args.web)
+
+
+def _start_web(args: argparse.Namespace, server: Any, tls: bool) -> Any:
+    from collector.webserver import WebTls, start_web
+
+    d = Path(args.tls_dir or ".")
+    web_tls = WebTls(str(d / "server.crt"), str(d / "server.key"), str(d / "ca.crt")) if tls else None
+    web = start_web(args.web, server.hub, server.incidents, server.auth, web_tls)
+    host = args.web.rsplit(":", 1)[0]
+    print(f"console on {'https' if tls else 'http'}://{host}:{web.port}/", flush=True)
+    return web
 
 
 def _raise_open_files() -> None:
@@ -136,6 +169,7 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--allow-plaintext-tokens", action="store_true",
                    help="accept bearer tokens without TLS on a non-loopback address (they can be sniffed)")
     s.add_argument("--metrics-port", type=int_in(1, 65535), default=0, help="Prometheus /metrics on 127.0.0.1:PORT")
+    s.add_argument("--web", type=listen_addr, help="serve the analyst web console on HOST:PORT (e.g. 127.0.0.1:8443)")
     s.add_argument("--webhook", type=webhook_url, help="POST each finding in Falco JSON to this http(s) URL")
     s.set_defaults(func=cmd_serve)
     k = cs.add_parser("pki")

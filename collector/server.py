@@ -26,6 +26,7 @@ from collector.auth import AuthConfig
 from collector.convert import rpc
 from collector.errors import CollectorError, InvalidArgument, Unavailable
 from collector.export import Exporters
+from collector.incidents import Incidents
 from collector.sensorlink import HELLO_TIMEOUT_S, Hub, SensorLinkServicer
 from collector.store import SqlStore
 
@@ -143,7 +144,9 @@ class CollectorServer:
     def __init__(self, store: SqlStore, auth: AuthConfig, exporters: Exporters, workers: int,
                  hello_timeout_s: float) -> None:
         self.hub = Hub(store)
+        self.incidents = Incidents.attach(store)  # filed in ingest's transaction from now on
         self._store, self._auth, self._exporters = store, auth, exporters
+        self.auth = auth  # the web console (collector.webserver) checks the same tokens
         self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="analyst")
         self._io = futures.ThreadPoolExecutor(max_workers=IO_WORKERS, thread_name_prefix="collector-io")
         self._hello_timeout_s = hello_timeout_s

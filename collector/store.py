@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from collector.errors import CollectorError, InvalidArgument, NotFound, Unavailable
 from sensor.events import ACTIONS, PRIORITIES, RATE_ANOMALY, Event, Finding
@@ -259,6 +259,10 @@ class SqlStore:
         # handler threads, and closing it while another thread is inside a query crashes sqlite3.
         self.lock = threading.RLock()
         self.closed = False
+        # Called inside ingest's transaction with (sensor id, the batch's findings, their alert
+        # fingerprints): incidents (collector/incidents.py) hook in here, so a batch and its
+        # incidents commit together.
+        self.ingest_hooks: list[Callable[[str, list[Finding], list[str]], None]] = []
         self._migrate()
 
     @classmethod
@@ -328,6 +332,12 @@ class SqlStore:
     def _tx(self) -> _Tx:
         return _Tx(self)
 
+    # Public forms of the plumbing, for modules that keep tables of their own in this database
+    # (collector/incidents.py): same lock, same connection, same transaction rules.
+    execute = _exec
+    execute_many = _exec_many
+    transaction = _tx
+
     def _migrate(self) -> None:
         with self._tx():
             self._exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -370,6 +380,8 @@ class SqlStore:
                             "VALUES (?, ?, 'alert reopened', ?, ?, 'ok', 0)",
                             [(now, f"sensor:{sensor_id}", str(alert_id), f"recurred after it was {status}")
                              for alert_id, status in reopened])
+            for hook in self.ingest_hooks:
+                hook(sensor_id, findings, [r[0] for r in rows])
         return True
 
     def _reopened(self, rows: list[tuple[Any, ...]]) -> list[tuple[int, str]]:
@@ -505,6 +517,10 @@ class SqlStore:
         found = {int(r[0]): r for r in self._exec(f"SELECT {_COLS} FROM alerts WHERE id IN "
                                                  f"({', '.join('?' * len(ids))})", ids).fetchall()}
         return [_row(found[i], max_bytes) for i in ids if i in found]
+
+    def get_alerts(self, alert_ids: list[int], max_bytes: int = PAGE_BYTES) -> list[AlertRow]:
+        """The alerts ``alert_ids`` that exist, in that order, in one query, each cut to ``max_bytes``."""
+        return self._rows(alert_ids, max_bytes)
 
     def get_alert(self, alert_id: int, max_bytes: int = PAGE_BYTES) -> AlertRow:
         """One alert; if its stored finding is over ``max_bytes`` its bulky fields are cut, visibly."""

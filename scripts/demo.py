@@ -1,12 +1,14 @@
 """The cgsentry demo (``make demo``): collector + sensor + a container that learns, deviates and
 gets paused — everything real, everything on loopback, in under two minutes.
 
-1. start the collector (SQLite, loopback, no auth: demo only) and the sensor daemon;
+1. start the collector (SQLite, loopback, a token per role) with its web console, and the sensor daemon;
 2. start a busybox web container (httpd + a wget loop inside its own ``--network none`` netns);
 3. let its image learn a baseline (short demo learning period);
 4. switch the image to ``enforce`` with action ``pause`` through the collector;
 5. make the container misbehave: a shell runs ``nc`` to a loopback port;
-6. show the alert with its explanation, and that Docker reports the container paused.
+6. show the alert with its explanation, its incident, and that Docker reports the container paused;
+7. end by printing the console's URL and a viewer token (run from a terminal, the collector, its
+   console and the paused container stay up until Enter).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +68,21 @@ def wait_line(proc: subprocess.Popen[str], needle: str, timeout_s: float) -> str
     raise SystemExit(f"demo: {needle!r} not seen within {timeout_s:.0f}s")
 
 
+def add_token(tokens: Path, name: str, role: str) -> str:
+    res = subprocess.run([PY, "-m", "collector", "collector", "token", "add", name, "--role", role, "--tokens",
+                          str(tokens)], capture_output=True, text=True, check=True)
+    return res.stdout.strip()
+
+
+def incidents(console: str, token: str) -> list[dict[str, Any]]:
+    """The console's incidents, through its JSON API as a script would call it."""
+    req = urllib.request.Request(f"{console}api/incidents",  # noqa: S310 - an http URL of our own
+                                 headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - the demo's own loopback console
+        out: list[dict[str, Any]] = json.loads(resp.read())["incidents"]
+        return out
+
+
 def wait_alert(server: str, timeout_s: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -98,20 +116,26 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="cgsentry-demo-"))
     port = free_port()
     server = f"127.0.0.1:{port}"
+    web = f"127.0.0.1:{free_port()}"
     procs: list[subprocess.Popen[str]] = []
     docker("rm", "-f", NAME, check=False)
     try:
-        say(f"collector on {server} (SQLite {work}/demo.db)")
+        tokens = work / "tokens"
+        os.environ["CGSENTRY_TOKEN"] = add_token(tokens, "demo-admin", "admin")  # the CLI calls below
+        viewer = add_token(tokens, "demo-viewer", "viewer")
+        sensor_token = add_token(tokens, "demo-sensor", "sensor")
+        say(f"collector on {server} (SQLite {work}/demo.db), web console on {web}")
         collector = subprocess.Popen([PY, "-m", "collector", "collector", "serve", "--listen", server, "--db",
-                                      str(work / "demo.db"), "--insecure"], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+                                      str(work / "demo.db"), "--tokens", str(tokens), "--web", web],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         procs.append(collector)
         wait_line(collector, "collector listening", 30)
+        console = wait_line(collector, "console on", 30).split("console on ", 1)[1].strip()
         say("sensor: compiling and attaching the BPF programs")
         sensor = subprocess.Popen([PY, "-m", "sensor", "run", "--collector", server, "--state-dir",
                                    str(work / "state"), "--learn-s", "20", "--stable-s", "8", "--window-s", "4",
                                    "--snapshot-s", "3",
-                                   "--sensor-id", "demo-sensor", "--print-findings"],
+                                   "--sensor-id", "demo-sensor", "--token", sensor_token, "--print-findings"],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         procs.append(sensor)
         wait_line(sensor, "cgsentry sensor running", 60)
@@ -134,9 +158,17 @@ def main() -> int:
         paused = docker("inspect", "-f", "{{.State.Paused}}", NAME)
         say(f"docker inspect {NAME}: Paused={paused}")
         print(cgsentry("audit", "list", server=server).stdout)
+        found = incidents(console, viewer)
+        for inc in found[:3]:
+            print(f"    incident #{inc['id']}: {inc['priority']} {inc['status']}, {inc['distinct_findings']} distinct "
+                  f"finding(s), strongest action {inc['action']}, container {inc['container_name']}")
         elapsed = time.monotonic() - t0
-        ok = paused == "true"
+        ok = paused == "true" and bool(found)
         say(f"demo {'PASSED' if ok else 'FAILED'} in {elapsed:.0f}s")
+        say(f"web console: {console}  (log in with the viewer token below)")
+        print(f"    viewer token: {viewer}", flush=True)
+        if sys.stdin.isatty():
+            input("    the collector, its console and the paused container stay up: press Enter to stop ")
         return 0 if ok else 1
     finally:
         docker("unpause", NAME, check=False)

@@ -71,4 +71,18 @@ def cri_missing() -> str | None:
     return None
 
 
-CHECKS = {"kernel": kernel_missing, "docker": docker_missing, "postgres": postgres_missing, "cri": cri_missing}
+CHROMIUM = "/usr/bin/chromium"  # Debian's; nothing downloads a browser (never `playwright install`)
+
+
+def browser_missing() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} missing (apt-get install chromium, or run scripts/host-setup)"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "playwright missing (pip install -e '.[dev]')"
+    return None
+
+
+CHECKS = {"kernel": kernel_missing, "docker": docker_missing, "postgres": postgres_missing, "cri": cri_missing,
+          "browser": browser_missing}

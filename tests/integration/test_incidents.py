@@ -1,0 +1,114 @@
+"""Incidents over the alert store, in SQLite and a real PostgreSQL: findings of one container's
+process tree within the window are one incident that lists every distinct finding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from bench.workloads import deviation
+from collector.errors import InvalidArgument, NotFound
+from collector.incidents import Incidents
+from collector.store import SqlStore
+from sensor.events import Finding
+
+T0 = 1_700_000_000_000_000_000
+
+
+def shell_finding(i: int, container: int = 0, root: str = "/usr/sbin/nginx", priority: str = "WARNING",
+                  action: str = "alert", dt_ns: int = 1_000_000, rule: str = "") -> Finding:
+    """The i-th finding of a reverse shell under ``root``: a distinct process (exe) each time."""
+    ev = deviation("new_binary", T0 + i * dt_ns, i=container).pop()
+    ev = ev.replace(exe=f"/tmp/x{i % 997}", args=(f"/tmp/x{i % 997}", f"-p{i}"), ancestry=("/bin/sh", root),
+                    pid=100 + i)
+    return Finding("new_process", rule or f"Rule {i % 7}", priority, f"out {i}", ev, time_ns=ev.time_ns,
+                   tags=(f"T10{i % 5}",), action=action)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: Any, tmp_path: Path) -> Iterator[SqlStore]:
+    if request.param == "sqlite":
+        s = SqlStore.open(str(tmp_path / "a.db"))
+    else:
+        s = SqlStore.open(request.getfixturevalue("postgres_url"))
+        Incidents(s)  # the tables exist before they are emptied
+        for table in ("alerts", "batches", "audit", "incidents", "incident_open", "incident_findings"):
+            s.execute(f"DELETE FROM {table}")
+        s.conn.commit()
+    yield s
+    s.close()
+
+
+def test_a_burst_of_1000_related_findings_is_one_incident_listing_every_one(store: SqlStore) -> None:
+    inc = Incidents.attach(store)
+    findings = [shell_finding(i, priority="CRITICAL" if i == 500 else "WARNING",
+                              action="pause-container" if i == 700 else "alert") for i in range(1000)]
+    for seq in range(10):
+        assert store.ingest("s1", "n1", seq, findings[seq * 100:(seq + 1) * 100])
+    assert store.ingest("s1", "n1", 3, findings[300:400]) is False  # a replay files nothing twice
+    page = inc.list_page()
+    assert len(page.rows) == 1 and page.cursor == ""
+    [one] = page.rows
+    assert one.count == 1000 and one.distinct_findings == 1000  # 1,000 distinct (args differ)
+    assert one.priority == "CRITICAL" and one.action == "pause-container" and one.status == "open"
+    assert one.root_exe == "/usr/sbin/nginx" and sorted(one.rules) == [f"Rule {i}" for i in range(7)]
+    listed = inc.findings(one.id, limit=5000)
+    assert len(listed) == 1000 and sum(c for _, c, _, _ in listed) == 1000
+    alert_ids = {a.id for a in store.list_alerts(limit=5000)}
+    assert {a for a, _, _, _ in listed} == alert_ids
+
+
+def test_repeats_are_counted_not_dropped(store: SqlStore) -> None:
+    inc = Incidents.attach(store)
+    f = shell_finding(1)
+    store.ingest("s1", "n1", 1, [f, f, f])
+    store.ingest("s1", "n1", 2, [f.replace(time_ns=f.time_ns + 5)])
+    [one] = inc.list_page().rows
+    assert one.count == 4 and one.distinct_findings == 1
+    assert [c for _, c, _, _ in inc.findings(one.id)] == [4]
+
+
+def test_other_trees_containers_and_late_findings_are_other_incidents(store: SqlStore) -> None:
+    inc = Incidents.attach(store, window_s=60)
+    store.ingest("s1", "n1", 1, [shell_finding(1), shell_finding(2, root="/usr/bin/python3"),
+                                 shell_finding(3, container=1)])
+    store.ingest("s1", "n1", 2, [shell_finding(4, dt_ns=10**9 * 3600)])  # an hour later: past the window
+    rows = inc.list_page().rows
+    assert len(rows) == 4 and all(r.count == 1 for r in rows)
+    assert inc.list_page(image=rows[0].image).rows  # filters reach the store
+    assert [r.id for r in inc.list_page(rule="Rule 4").rows] == [rows[0].id]
+    assert len(inc.list_page(text="python3").rows) == 1
+
+
+def test_status_and_a_resolved_incident_takes_no_new_findings(store: SqlStore) -> None:
+    inc = Incidents.attach(store)
+    store.ingest("s1", "n1", 1, [shell_finding(1)])
+    [first] = inc.list_page().rows
+    assert inc.set_status(first.id, "acknowledged", "looking").status == "acknowledged"
+    store.ingest("s1", "n1", 2, [shell_finding(2)])
+    assert inc.get(first.id).count == 2  # acknowledged: still its tree's incident
+    inc.set_status(first.id, "resolved", "")
+    store.ingest("s1", "n1", 3, [shell_finding(3)])
+    rows = inc.list_page().rows
+    assert len(rows) == 2 and inc.get(first.id).count == 2
+    assert len(inc.list_page(status="open").rows) == 1
+    with pytest.raises(InvalidArgument):
+        inc.set_status(first.id, "gone", "")
+    with pytest.raises(NotFound):
+        inc.get(10**9)
+
+
+def test_paging_by_cursor(store: SqlStore) -> None:
+    inc = Incidents.attach(store)
+    store.ingest("s1", "n1", 1, [shell_finding(i, container=i) for i in range(7)])
+    seen: list[int] = []
+    cursor = ""
+    while True:
+        page = inc.list_page(limit=3, cursor=cursor)
+        seen += [r.id for r in page.rows]
+        cursor = page.cursor
+        if not cursor:
+            break
+    assert len(seen) == len(set(seen)) == 7
