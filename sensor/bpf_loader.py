@@ -448,29 +448,44 @@ _COMPILER_LIBS: Final = re.compile(r"/lib(LLVM|clang|clang-cpp)[^/]*\.so[^/]*$")
 _MADV_DONTNEED: Final = 4
 
 
-def release_compiler(maps: Path = Path("/proc/self/maps")) -> int:
+def release_compiler(smaps: Path = Path("/proc/self/smaps")) -> int:
     """Give the kernel back the compiler's pages once the programs are loaded; returns the KiB
     released. BCC keeps LLVM and clang mapped for the process's life, and their code pages alone
-    were ~84 MB of the sensor's RSS. Only read-only file mappings are dropped (code and
-    constants: the kernel reads them from the file again if anything ever runs there), never a
-    written page, so nothing of the libraries' state is lost; then malloc gives back the heap
-    the compilation freed."""
+    were ~84 MB of the sensor's RSS. Only mappings that are not writable and hold no dirty page
+    are dropped: the kernel reads their pages from the file again, identical, if anything runs
+    there (a later compile in the same process does). A read-only mapping with dirty pages is
+    relocated data (RELRO: written by the dynamic linker, then made read-only); dropping it would
+    bring back unrelocated bytes, so it is kept. Then malloc gives back the heap the compilation
+    freed."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    released = 0
     try:
-        lines = maps.read_text().splitlines()
+        text = smaps.read_text()
     except OSError:
         return 0
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 6 or "w" in fields[1] or not _COMPILER_LIBS.search(fields[5]):
-            continue
-        start, end = (int(x, 16) for x in fields[0].split("-"))
-        if libc.madvise(start, end - start, _MADV_DONTNEED) == 0:
+    released = 0
+    for start, end, dirty in _clean_compiler_mappings(text):
+        if not dirty and libc.madvise(start, end - start, _MADV_DONTNEED) == 0:
             released += (end - start) // 1024
     libc.malloc_trim(0)
     return released
+
+
+def _clean_compiler_mappings(smaps_text: str) -> list[tuple[int, int, bool]]:
+    """(start, end, has dirty pages) of every non-writable mapping of LLVM or clang in smaps."""
+    out: list[tuple[int, int, bool]] = []
+    current: list[Any] | None = None
+    for line in smaps_text.splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5 and ":" not in fields[0]:
+            current = None
+            if len(fields) >= 6 and "w" not in fields[1] and _COMPILER_LIBS.search(fields[5]):
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                current = [start, end, False]
+                out.append(current)  # type: ignore[arg-type]
+        elif current is not None and fields[:1] in (["Private_Dirty:"], ["Shared_Dirty:"]) and int(fields[1]):
+            current[2] = True
+    return [(int(a), int(b), bool(c)) for a, b, c in out]
 
 
 def _link_create(prog_fd: int, target_fd: int, attach_type: int, name: str, root: Path) -> int:
