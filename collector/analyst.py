@@ -41,6 +41,7 @@ from collector.convert import (
 from collector.errors import (
     CollectorError,
     InvalidArgument,
+    NotFound,
     PermissionDenied,
     Unauthenticated,
     Unavailable,
@@ -220,7 +221,14 @@ class AnalystServicer(rpc.AnalystServicer):
         if req.action == pb.ACTION_KIND_UNSPECIFIED or not req.container_id:
             raise InvalidArgument("container_id and an action (pause, unpause, kill, stop) are required")
         timeout_s = action_timeout_s(req.timeout_s)  # before anything reaches a sensor
-        session, container_id = self.hub.route(req.container_id)
+        try:
+            session, container_id = self.hub.route(req.container_id)
+        except NotFound:
+            if self.hub.fleet is None:
+                raise
+            # not a sensor of this collector's: the one whose sensor sees it executes and audits it
+            return action_reply(self.hub.fleet.action(req.container_id, req.action, ident.name, req.reason,
+                                                      timeout_s))
         request_id, pending = self.hub.request(session.sensor_id, ident.name)
         session.out.put(action_message(request_id, container_id, req.action, ident.name, req.reason))
         if not pending.done.wait(timeout_s):  # still pending: a late answer is audited under ident
@@ -229,7 +237,15 @@ class AnalystServicer(rpc.AnalystServicer):
 
     @_rpc("viewer")
     def ListSensors(self, req: pb.Empty, ctx: Any, ident: Identity) -> pb.SensorList:  # noqa: N802
-        return sensor_list(self.store.sensors(), connected=set(self.hub.sessions))
+        rows = self.store.sensors()
+        with self.hub.lock:
+            here = set(self.hub.sessions)
+        # held here, or by another collector that is alive (one killed outright left its rows)
+        connected = here | {s["sensor_id"] for s in rows if s["connected"] and s["collector_alive"]
+                            and s["collector"] != self.hub.collector_id}
+        if self.hub.fleet is None:  # one collector (SQLite): which one holds a sensor says nothing
+            rows = [{**s, "collector": ""} for s in rows]
+        return sensor_list(rows, connected=connected)
 
     @_rpc("viewer")
     def ListAudit(self, req: pb.AuditQuery, ctx: Any, ident: Identity) -> pb.AuditList:  # noqa: N802
