@@ -76,7 +76,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 MIGRATION_LOCK = 0x63677365  # "cgse": the PostgreSQL advisory lock two collectors starting together take
-COLLECTOR_STALE_NS = 15 * 10**9  # a collector whose heartbeat is older is taken for dead
+COLLECTOR_STALE_NS = 6 * 10**9  # a collector whose heartbeat is older (three missed) is taken for dead
 NOTIFY_CHANNEL = "cgsentry_commands"
 
 
