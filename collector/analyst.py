@@ -183,8 +183,7 @@ class AnalystServicer(rpc.AnalystServicer):
         if not keys:
             return 0
         msg = accept_message(f, dim, keys[0], ident.name, comment or f"alert {row.id} suppressed")
-        with self.hub.lock:
-            n = len(self.hub.sessions)
+        n = len(self.hub.connected_ids())  # every collector's sensors get it
         self.hub.broadcast(msg)
         return n
 
@@ -238,11 +237,7 @@ class AnalystServicer(rpc.AnalystServicer):
     @_rpc("viewer")
     def ListSensors(self, req: pb.Empty, ctx: Any, ident: Identity) -> pb.SensorList:  # noqa: N802
         rows = self.store.sensors()
-        with self.hub.lock:
-            here = set(self.hub.sessions)
-        # held here, or by another collector that is alive (one killed outright left its rows)
-        connected = here | {s["sensor_id"] for s in rows if s["connected"] and s["collector_alive"]
-                            and s["collector"] != self.hub.collector_id}
+        connected = self.hub.connected_ids(rows)
         if self.hub.fleet is None:  # one collector (SQLite): which one holds a sensor says nothing
             rows = [{**s, "collector": ""} for s in rows]
         return sensor_list(rows, connected=connected)
@@ -280,9 +275,7 @@ class AnalystServicer(rpc.AnalystServicer):
         n = sum(r.source_file == f"pushed rule set {req.name}" for r in loaded.rules)
         self.store.audit(ident.name, "push rules" if req.yaml.strip() else "remove rules", req.name,
                          f"{n} rules", "ok")
-        with self.hub.lock:
-            sensors = len(self.hub.sessions)
-        return ruleset_reply(req.name, n, sensors)
+        return ruleset_reply(req.name, n, len(self.hub.connected_ids()))
 
     @_rpc("viewer")
     def ListRuleSets(self, req: pb.Empty, ctx: Any, ident: Identity) -> pb.RuleSetList:  # noqa: N802

@@ -28,9 +28,9 @@ import json
 import logging
 import threading
 import time
-from collections import deque
 from typing import Any, cast
 
+from collector.argtypes import MAX_TIMEOUT_S
 from collector.convert import action_message, pb
 from collector.errors import CollectorError, InvalidArgument, NotFound, Unavailable
 from collector.sensorlink import Hub
@@ -39,7 +39,8 @@ from collector.store import NOTIFY_CHANNEL, SqlStore
 log = logging.getLogger(__name__)
 POLL_S = 1.0  # the table is read this often even without a notification
 HEARTBEAT_S = 2.0
-KEEP_COMMANDS_S = 3600.0  # commands older than this are deleted
+KEEP_PUSHES_S = 600.0  # pushes older than this are deleted (a sensor gets the stored state on connect)
+KEEP_ACTIONS_S = MAX_TIMEOUT_S + 600.0  # actions: past the longest an analyst may wait for one
 _LATE_WINDOW = 256  # ids below the newest seen re-read: a row committed after a later one is not missed
 
 
@@ -52,7 +53,7 @@ class Fleet:
         self._stop = threading.Event()
         self._wakes: dict[int, threading.Event] = {}  # command id -> its asker, woken by NOTIFY
         self._lock = threading.Lock()
-        self._seen: deque[int] = deque(maxlen=4 * _LATE_WINDOW)
+        self._seen: dict[int, None] = {}  # command ids handled, the newest 4 * _LATE_WINDOW (insertion order)
         self._last_id = 0
         self._thread = threading.Thread(target=self._run, name="collector-fleet", daemon=True)
 
@@ -127,7 +128,8 @@ class Fleet:
     def _beat(self) -> None:
         self.store.collector_alive(self.me, self.address, self.started_ns)
         if int(time.time()) % 60 < HEARTBEAT_S:  # about once a minute
-            self.store.prune_commands(time.time_ns() - int(KEEP_COMMANDS_S * 1e9))
+            now = time.time_ns()
+            self.store.prune_commands(now - int(KEEP_PUSHES_S * 1e9), now - int(KEEP_ACTIONS_S * 1e9))
 
     def _woken(self, payload: str) -> None:
         _, _, number = payload.partition(":")
@@ -138,12 +140,15 @@ class Fleet:
 
     def _step(self) -> None:
         """Execute the commands other collectors left since the last step."""
-        for row in self.store.commands_after(max(0, self._last_id - _LATE_WINDOW)):
-            if row["id"] in self._seen:
+        for command_id in self.store.command_ids_after(max(0, self._last_id - _LATE_WINDOW)):
+            if command_id in self._seen:
                 continue
-            self._seen.append(row["id"])
-            self._last_id = max(self._last_id, row["id"])
-            if row["origin"] == self.me:
+            self._seen[command_id] = None
+            if len(self._seen) > 4 * _LATE_WINDOW:
+                del self._seen[next(iter(self._seen))]
+            self._last_id = max(self._last_id, command_id)
+            row = self.store.command(command_id)
+            if row is None or row["origin"] == self.me:
                 continue
             try:
                 if row["kind"] == "push":

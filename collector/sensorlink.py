@@ -262,6 +262,16 @@ class Hub:
         if self.fleet is not None:
             self.fleet.publish(msg, except_id)
 
+    def connected_ids(self, rows: list[dict[str, Any]] | None = None) -> set[str]:
+        """The sensors connected to this collector, and those other live collectors hold (a
+        collector killed outright left its rows marked connected). ``rows``: store.sensors()."""
+        with self.lock:
+            here = set(self.sessions)
+        if self.fleet is None:
+            return here
+        return here | {s["sensor_id"] for s in (self.store.sensors() if rows is None else rows)
+                       if s["connected"] and s["collector_alive"] and s["collector"] != self.collector_id}
+
     def send_local(self, msg: pb.CollectorMessage, except_id: str = "") -> None:
         """Send ``msg`` to the sensors connected to this collector (but ``except_id``)."""
         with self.lock:

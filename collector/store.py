@@ -642,12 +642,17 @@ class SqlStore:
             self._notify(f"{kind}:{row[0]}")
         return int(row[0])
 
-    def commands_after(self, after_id: int) -> list[dict[str, Any]]:
-        """Commands with an id past ``after_id``, oldest first."""
-        rows = self._exec("SELECT id, kind, target, except_sensor, payload, origin, actor, taken_by FROM commands "
-                          "WHERE id > ? ORDER BY id", (after_id,)).fetchall()
+    def command_ids_after(self, after_id: int) -> list[int]:
+        """Ids of the commands past ``after_id``, oldest first (cheap: no payloads)."""
+        return [int(r[0]) for r in self._exec("SELECT id FROM commands WHERE id > ? ORDER BY id",
+                                              (after_id,)).fetchall()]
+
+    def command(self, command_id: int) -> dict[str, Any] | None:
+        """One command with its payload; None if it was pruned meanwhile."""
+        row = self._exec("SELECT id, kind, target, except_sensor, payload, origin, actor, taken_by FROM commands "
+                         "WHERE id = ?", (command_id,)).fetchone()
         keys = ("id", "kind", "target", "except_sensor", "payload", "origin", "actor", "taken_by")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+        return None if row is None else dict(zip(keys, row, strict=True))
 
     def last_command_id(self) -> int:
         return int(self._exec("SELECT COALESCE(MAX(id), 0) FROM commands").fetchone()[0])
@@ -677,9 +682,12 @@ class SqlStore:
             raise NotFound(f"command {command_id} not found")
         return row[0] or "", int(row[1] or 0), None if row[2] is None else bytes(row[2])
 
-    def prune_commands(self, older_than_ns: int) -> None:
+    def prune_commands(self, pushes_before_ns: int, actions_before_ns: int) -> None:
+        """Forget pushes (sensors get the stored state when they connect) and actions (whose
+        analysts stopped waiting) created before these times."""
         with self._tx():
-            self._exec("DELETE FROM commands WHERE created_ns < ?", (older_than_ns,))
+            self._exec("DELETE FROM commands WHERE created_ns < ? AND (kind = 'push' OR created_ns < ?)",
+                       (pushes_before_ns, actions_before_ns))
 
     def _notify(self, payload: str) -> None:
         if self.dialect == "postgres":

@@ -183,7 +183,8 @@ def test_commands_reach_a_sensor_held_by_another_collector(collectors: list[Any]
     wait_for(lambda: "busybox:*" in got["policy"])
     text = ("- rule: Pushed\n  desc: d\n  condition: spawned_process and proc.name = zz\n  output: o\n"
             "  priority: WARNING\n")
-    analyst.PushRules(pb.RuleSet(name="team", yaml=text), timeout=10)
+    pushed = analyst.PushRules(pb.RuleSet(name="team", yaml=text), timeout=10)
+    assert pushed.sensors == 1  # counted across the fleet: s1 is on c1, not c0
     wait_for(lambda: got["rules"] == ["team"])  # once: c2 holds no sensor, c1 sends it once
     time.sleep(POLL_GRACE_S)  # a command read twice (NOTIFY, then the poll) would arrive twice by now
     assert got["rules"] == ["team"] and got["policy"].count("busybox:*") == 1 and responder.done == [f"pause {cid}"]
