@@ -66,6 +66,10 @@ class Fleet:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        try:
+            self.store.collector_gone(self.me)
+        except CollectorError as err:  # the store is closing too: the row goes stale in a few seconds
+            log.warning("cannot remove collector %s from the fleet: %s", self.me, err)
 
     # -- this collector asks ---------------------------------------------------------------------
     def publish(self, msg: pb.CollectorMessage, except_id: str = "") -> None:

@@ -623,6 +623,11 @@ class SqlStore:
                        "started_ns = excluded.started_ns, last_seen_ns = excluded.last_seen_ns",
                        (collector_id, address, started_ns, time.time_ns()))
 
+    def collector_gone(self, collector_id: str) -> None:
+        """A collector stopping: the others stop counting it at once (no wait for staleness)."""
+        with self._tx():
+            self._exec("DELETE FROM collectors WHERE collector_id = ?", (collector_id,))
+
     def collectors(self) -> list[dict[str, Any]]:
         """Collectors whose heartbeat is fresh (see :data:`COLLECTOR_STALE_NS`)."""
         rows = self._exec("SELECT collector_id, address, started_ns, last_seen_ns FROM collectors "

@@ -221,7 +221,7 @@ def _collector(db_url: str, name: str, port: int, log: Path) -> subprocess.Popen
     return proc
 
 
-def test_sensor_fails_over_when_its_collector_is_killed(db_url: str, tmp_path: Path) -> None:
+def test_sensors_fail_over_when_their_collector_is_killed(db_url: str, tmp_path: Path) -> None:
     names = ["c0", "c1", "c2"]
     ports = [_free_port() for _ in names]
     procs = [_collector(db_url, n, p, tmp_path / f"{n}.log") for n, p in zip(names, ports, strict=True)]
@@ -229,26 +229,37 @@ def test_sensor_fails_over_when_its_collector_is_killed(db_url: str, tmp_path: P
     cid = "ef" * 32
     responder = FakeResponder()
     targets = ",".join(f"127.0.0.1:{p}" for p in ports)
-    link = CollectorLink(LinkConfig(targets, sensor_id="s-failover", heartbeat_s=0.2, backoff_max_s=0.5),
-                         Spool(tmp_path / "spool"), responder,  # type: ignore[arg-type]
-                         LinkCallbacks(containers=lambda: [cid])).start()
+
+    def sensor(sid: str, containers: list[str]) -> CollectorLink:
+        return CollectorLink(LinkConfig(targets, sensor_id=sid, heartbeat_s=0.2, backoff_max_s=0.5),
+                             Spool(tmp_path / sid), responder,  # type: ignore[arg-type]
+                             LinkCallbacks(containers=lambda: containers)).start()
+
+    links = [sensor("s-failover", [cid])] + [sensor(f"s-other-{i}", []) for i in range(5)]
     try:
-        wait_for(link.connected.is_set)
-        first = ports.index(int(link.target.rsplit(":", 1)[1]))
-        wait_for(lambda: [s["collector"] for s in store.sensors()] == [names[first]])
+        for link in links:
+            wait_for(link.connected.is_set)
+        first = ports.index(int(links[0].target.rsplit(":", 1)[1]))
+        wait_for(lambda: len([s for s in store.sensors() if s["connected"]]) == len(links))
         for i in range(40):
-            link.submit([finding(i)])
+            for link in links:
+                link.submit([finding(i)])
         wait_for(lambda: store.total_findings("s-failover") >= 10, 30)
         procs[first].kill()  # kill -9, mid-stream
         for i in range(40, 100):
-            link.submit([finding(i)])
+            for link in links:
+                link.submit([finding(i)])
             time.sleep(0.005)
-        wait_for(lambda: store.total_findings("s-failover") == 100 and link.spool.count() == 0, 60)
-        rows = store.list_alerts(limit=1000)
-        assert sorted(int(r.finding.output.split()[1]) for r in rows) == list(range(100))
-        assert all(r.count == 1 for r in rows)  # every finding stored exactly once
+        wait_for(lambda: store.total_findings("s-") == 100 * len(links) and
+                 all(link.spool.count() == 0 for link in links), 60)
+        for link in links:
+            rows = [r for r in store.list_alerts(limit=1000) if r.sensor_id == link.cfg.sensor_id]
+            assert sorted(int(r.finding.output.split()[1]) for r in rows) == list(range(100))
+            assert all(r.count == 1 for r in rows)  # every finding stored exactly once
         survivor = (first + 1) % 3  # the next address in the sensor's list
-        wait_for(lambda: [(s["collector"], s["connected"]) for s in store.sensors()] == [(names[survivor], True)])
+        wait_for(lambda: [(s["collector"], s["connected"]) for s in store.sensors()
+                          if s["sensor_id"] == "s-failover"] == [(names[survivor], True)])
+        assert all(s["collector"] != names[first] for s in store.sensors())  # everyone moved
         time.sleep(0.5)  # a heartbeat tells the survivor which containers the sensor sees
         other = 3 - first - survivor  # the analyst talks to the collector that does not hold the sensor
         analyst = rpc.AnalystStub(grpc.insecure_channel(f"127.0.0.1:{ports[other]}"))
@@ -256,9 +267,10 @@ def test_sensor_fails_over_when_its_collector_is_killed(db_url: str, tmp_path: P
                                         timeout=20)
         assert reply.result.ok and responder.done == [f"kill {cid}"]  # executed once
         assert [e["action"] for e in store.audit_entries()].count("kill") == 1  # audited once
-        assert link.stats()["link_failovers"] >= 1
+        assert links[0].stats()["link_failovers"] >= 1
     finally:
-        link.close()
+        for link in links:
+            link.close()
         for p in procs:
             if p.poll() is None:
                 p.terminate()
