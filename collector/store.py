@@ -12,6 +12,10 @@ refused whole with InvalidArgument before anything of it is written. Listings ar
 by count and by bytes (:data:`PAGE_BYTES`, under gRPC's 4 MiB message limit), with a cursor to go
 on. A SQLite file deleted or replaced under a running collector stops every write with
 Unavailable instead of acknowledging into an unlinked file.
+
+Several collectors may share one PostgreSQL (a fleet, :mod:`collector.fleet`): a batch is claimed
+with ON CONFLICT, alert rows are locked in fingerprint order, reopenings read FOR UPDATE, and
+migrations run under an advisory lock. A SQLite file serves one collector (:meth:`SqlStore.hold_alone`).
 """
 
 from __future__ import annotations
