@@ -41,6 +41,7 @@ from collector.convert import (
 from collector.errors import (
     CollectorError,
     InvalidArgument,
+    NotFound,
     PermissionDenied,
     Unauthenticated,
     Unavailable,
@@ -186,7 +187,11 @@ class AnalystServicer(rpc.AnalystServicer):
 
     @_rpc("viewer")
     def ListSensors(self, req: pb.Empty, ctx: Any, ident: Identity) -> pb.SensorList:  # noqa: N802
-        return sensor_list(self.store.sensors(), connected=set(self.hub.sessions))
+        rows = self.store.sensors()
+        connected = self.hub.connected_ids(rows)
+        if self.hub.fleet is None:  # one collector (SQLite): which one holds a sensor says nothing
+            rows = [{**s, "collector": ""} for s in rows]
+        return sensor_list(rows, connected=connected)
 
     @_rpc("viewer")
     def ListAudit(self, req: pb.AuditQuery, ctx: Any, ident: Identity) -> pb.AuditList:  # noqa: N802
@@ -221,9 +226,7 @@ class AnalystServicer(rpc.AnalystServicer):
         n = sum(r.source_file == f"pushed rule set {req.name}" for r in loaded.rules)
         self.store.audit(ident.name, "push rules" if req.yaml.strip() else "remove rules", req.name,
                          f"{n} rules", "ok")
-        with self.hub.lock:
-            sensors = len(self.hub.sessions)
-        return ruleset_reply(req.name, n, sensors)
+        return ruleset_reply(req.name, n, len(self.hub.connected_ids()))
 
     @_rpc("viewer")
     def ListRuleSets(self, req: pb.Empty, ctx: Any, ident: Identity) -> pb.RuleSetList:  # noqa: N802
@@ -253,8 +256,7 @@ def _suppress_into_baseline(hub: Hub, row: AlertRow, ident: Identity, comment: s
     if not keys:
         return 0
     msg = accept_message(f, dim, keys[0], ident.name, comment or f"alert {row.id} suppressed")
-    with hub.lock:
-        n = len(hub.sessions)
+    n = len(hub.connected_ids())  # every collector's sensors get it
     hub.broadcast(msg)
     return n
 
@@ -288,7 +290,14 @@ def container_action(hub: Hub, ident: Identity, container_id: str, action: pb.Ac
     if action == pb.ACTION_KIND_UNSPECIFIED or not container_id:
         raise InvalidArgument("container_id and an action (pause, unpause, kill, stop) are required")
     wait_s = action_timeout_s(timeout_s)  # before anything reaches a sensor
-    session, cid = hub.route(container_id)
+    try:
+        session, cid = hub.route(container_id)
+    except NotFound:
+        if hub.fleet is None:
+            raise
+        # not a sensor of this collector's: the one whose sensor sees it executes and audits it
+        answer: pb.ActionResult = hub.fleet.action(container_id, action, ident.name, reason, wait_s)
+        return answer
     request_id, pending = hub.request(session.sensor_id, ident.name)
     session.out.put(action_message(request_id, cid, action, ident.name, reason))
     if not pending.done.wait(wait_s):  # still pending: a late answer is audited under ident

@@ -283,7 +283,8 @@ def cmd_sensors(args: argparse.Namespace) -> int:
         f"events/s={r['counters'].get('events_per_s', 0)} "
         f"drops={r['counters'].get('kernel_drops', 0) + r['counters'].get('queue_drops', 0)} "
         f"unacked={r['counters'].get('spool_unacked', 0)} spool={r['counters'].get('spool_bytes', 0)}B"
-        + (f" bpf={r['counters']['bpf_run_ns_per_s'] / 1e7:.2f}%cpu" if "bpf_run_ns_per_s" in r["counters"] else "")))
+        + (f" bpf={r['counters']['bpf_run_ns_per_s'] / 1e7:.2f}%cpu" if "bpf_run_ns_per_s" in r["counters"] else "")
+        + (f" via={r['collector']}" if r["collector"] else "")))
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

@@ -185,7 +185,7 @@ def sensor_list(rows: Iterable[Mapping[str, Any]], connected: set[str]) -> pb.Se
     return pb.SensorList(sensors=[pb.SensorInfo(
         sensor_id=s["sensor_id"], node=s["node"] or "", version=s["version"] or "",
         connected=s["sensor_id"] in connected, last_seen_ns=s["last_seen_ns"] or 0,
-        counters=s["counters"]) for s in rows])
+        counters=s["counters"], collector=s.get("collector") or "") for s in rows])
 
 
 def audit_list(rows: Iterable[Mapping[str, Any]]) -> pb.AuditList:
@@ -277,7 +277,7 @@ def ruleset_row(r: pb.RuleSetInfo) -> Row:
 
 def sensor_row(s: pb.SensorInfo) -> Row:
     return {"sensor_id": s.sensor_id, "node": s.node, "version": s.version, "connected": s.connected,
-            "last_seen_ns": s.last_seen_ns, "counters": dict(s.counters)}
+            "last_seen_ns": s.last_seen_ns, "counters": dict(s.counters), "collector": s.collector}
 
 
 def audit_row(e: pb.AuditEntry) -> Row:

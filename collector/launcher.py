@@ -57,9 +57,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _start_metrics(args.metrics_port)
     store = SqlStore.open(args.db)
     try:
+        store.hold_alone()  # SQLite: one collector per file (several collectors share a PostgreSQL)
         server, port = create_server(args.listen, store, AuthConfig(tokens, insecure=args.insecure,
                                                                     mtls=tls is not None),
-                                     tls, Exporters(args.webhook or "", metrics=bool(args.metrics_port)))
+                                     tls, Exporters(args.webhook or "", metrics=bool(args.metrics_port)),
+                                     collector_id=args.collector_id or "")
     except CollectorError:
         store.close()
         raise
@@ -171,6 +173,8 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--metrics-port", type=int_in(1, 65535), default=0, help="Prometheus /metrics on 127.0.0.1:PORT")
     s.add_argument("--web", type=listen_addr, help="serve the analyst web console on HOST:PORT (e.g. 127.0.0.1:8443)")
     s.add_argument("--webhook", type=webhook_url, help="POST each finding in Falco JSON to this http(s) URL")
+    s.add_argument("--collector-id", metavar="NAME",
+                   help="this collector's name in `sensors list` and the fleet (default: HOST:PORT)")
     s.set_defaults(func=cmd_serve)
     k = cs.add_parser("pki")
     ks = k.add_subparsers(dest="pki_command", required=True)

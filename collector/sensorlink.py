@@ -23,7 +23,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import msgpack
@@ -169,6 +169,7 @@ class Request:
     actor: str
     done: threading.Event = field(default_factory=threading.Event)
     results: list[pb.ActionResult] = field(default_factory=list)
+    command_id: int = 0  # asked through another collector (collector.fleet): its answer goes there
 
 
 MAX_REQUESTS = 4096  # actions remembered for a late answer; the oldest are forgotten first
@@ -184,6 +185,8 @@ class Hub:
         # container id -> (sensor id, reported in a finding) of the connected sensor that holds it
         self.owners: dict[str, tuple[str, bool]] = {}
         self.lock = threading.Lock()
+        self.collector_id = ""  # this collector, in the sensors table (which collector holds which sensor)
+        self.fleet: Any = None  # collector.fleet.Fleet on PostgreSQL: pushes and actions reach other collectors
 
     def claim(self, s: Session, container_id: str, image: str, reported: bool) -> bool:
         """``s`` says it sees ``container_id`` (running ``image``); call with :attr:`lock` held.
@@ -254,6 +257,23 @@ class Hub:
         raise NotFound(f"no connected sensor sees container {ref} (by id or name)")
 
     def broadcast(self, msg: pb.CollectorMessage, except_id: str = "") -> None:
+        """Send ``msg`` to every sensor (but ``except_id``), those other collectors hold too."""
+        self.send_local(msg, except_id)
+        if self.fleet is not None:
+            self.fleet.publish(msg, except_id)
+
+    def connected_ids(self, rows: list[dict[str, Any]] | None = None) -> set[str]:
+        """The sensors connected to this collector, and those other live collectors hold (a
+        collector killed outright left its rows marked connected). ``rows``: store.sensors()."""
+        with self.lock:
+            here = set(self.sessions)
+        if self.fleet is None:
+            return here
+        return here | {s["sensor_id"] for s in (self.store.sensors() if rows is None else rows)
+                       if s["connected"] and s["collector_alive"] and s["collector"] != self.collector_id}
+
+    def send_local(self, msg: pb.CollectorMessage, except_id: str = "") -> None:
+        """Send ``msg`` to the sensors connected to this collector (but ``except_id``)."""
         with self.lock:
             sessions = [s for s in self.sessions.values() if s.sensor_id != except_id]
         for s in sessions:
@@ -321,7 +341,7 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
             if self.hub.sessions.get(session.sensor_id) is session:
                 del self.hub.sessions[session.sensor_id]
                 self.hub.release(session)
-                self.hub.store.sensor_disconnected(session.sensor_id)
+                self.hub.store.sensor_disconnected(session.sensor_id, self.hub.collector_id)
 
     def _hello(self, first: pb.SensorMessage | None, ident: Identity, out: Outbox) -> Session:
         if first is None or first.WhichOneof("body") != "hello":
@@ -336,7 +356,8 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
             if old is not None:  # the same sensor on a new link: it keeps what it held
                 session.containers, session.images, session.names = old.containers, old.images, old.names
             self.hub.sessions[session.sensor_id] = session
-            self.hub.store.upsert_sensor(session.sensor_id, hello.node, hello.version, {}, connected=True)
+            self.hub.store.upsert_sensor(session.sensor_id, hello.node, hello.version, {}, connected=True,
+                                         collector=self.hub.collector_id)
         log.info("sensor %s (%s) connected", session.sensor_id, hello.node)
         return session
 
@@ -381,7 +402,8 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
                 s.check_room([*hb.containers, *hb.container_images], hb.container_images.values())
                 for cid in {*hb.containers, *hb.container_images}:
                     self.hub.claim(s, cid, hb.container_images.get(cid, ""), False)
-            self.hub.store.upsert_sensor(s.sensor_id, s.node, s.version, dict(msg.heartbeat.counters), True)
+            self.hub.store.upsert_sensor(s.sensor_id, s.node, s.version, dict(msg.heartbeat.counters), True,
+                                         self.hub.collector_id)
         elif kind == "action_result":
             self._action_result(s, msg.action_result)
         elif kind == "snapshot":
@@ -408,6 +430,8 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
         if req is not None and req.sensor_id == s.sensor_id:
             req.results.append(r)
             req.done.set()
+            if req.command_id:  # the analyst waits on another collector: the answer goes there
+                self.hub.store.finish_command(req.command_id, r.SerializeToString())
 
     def _snapshot(self, s: Session, snap: pb.ModelSnapshot) -> None:
         """Store this sensor's baseline; merge all sensors' for the image; send it to the others.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent import futures
@@ -26,6 +27,7 @@ from collector.auth import AuthConfig
 from collector.convert import rpc
 from collector.errors import CollectorError, InvalidArgument, Unavailable
 from collector.export import Exporters
+from collector.fleet import Fleet
 from collector.incidents import Incidents
 from collector.sensorlink import HELLO_TIMEOUT_S, Hub, SensorLinkServicer
 from collector.store import SqlStore
@@ -142,9 +144,11 @@ class CollectorServer:
     :meth:`wait_for_termination`; ``hub`` is the connected sensors, for in-process callers."""
 
     def __init__(self, store: SqlStore, auth: AuthConfig, exporters: Exporters, workers: int,
-                 hello_timeout_s: float) -> None:
+                 hello_timeout_s: float, collector_id: str = "") -> None:
         self.hub = Hub(store)
         self.incidents = Incidents.attach(store)  # filed in ingest's transaction from now on
+        self.collector_id = collector_id
+        self.fleet: Fleet | None = None
         self._store, self._auth, self._exporters = store, auth, exporters
         self.auth = auth  # the web console (collector.webserver) checks the same tokens
         self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="analyst")
@@ -165,7 +169,13 @@ class CollectorServer:
     def start(self, addr: str, tls: TlsConfig | None) -> int:
         self._thread.start()
         try:
-            return self._call(self._start(addr, tls))
+            port = self._call(self._start(addr, tls))
+            if self._store.dialect == "postgres" and self._store.url:
+                # one of a fleet on this database: pushes and actions reach the others' sensors
+                self.fleet = Fleet(self._store, self.hub, self.hub.collector_id,
+                                   f"{addr.rsplit(':', 1)[0]}:{port}").start()
+                self.hub.fleet = self.fleet
+            return port
         except BaseException:
             self.stop(0)
             raise
@@ -196,6 +206,7 @@ class CollectorServer:
         if port == 0:
             raise Unavailable(f"cannot listen on {addr}: address in use (taken meanwhile), or gRPC refused the "
                               "TLS certificate or key")
+        self.hub.collector_id = self.collector_id or f"{socket.gethostname()}:{port}"
         await server.start()
         for name in ("", "cgsentry.v1.SensorLink", "cgsentry.v1.Analyst"):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -204,6 +215,8 @@ class CollectorServer:
     def stop(self, grace: float | None) -> threading.Event:
         """Stop serving (open streams get ``grace`` seconds), end the loop; returns a set event."""
         if not self._stopped.is_set():
+            if self.fleet is not None:
+                self.fleet.stop()
             if self._server is not None and self._loop.is_running():
                 self._call(self._server.stop(grace))
             if self._loop.is_running():
@@ -220,14 +233,15 @@ class CollectorServer:
 
 def create_server(addr: str, store: SqlStore, auth: AuthConfig, tls: TlsConfig | None = None,
                   exporters: Exporters | None = None, workers: int = 32,
-                  hello_timeout_s: float = HELLO_TIMEOUT_S) -> tuple[CollectorServer, int]:
+                  hello_timeout_s: float = HELLO_TIMEOUT_S, collector_id: str = "") -> tuple[CollectorServer, int]:
     """Build and start the server; returns (server, bound port) — port 0 picks a free one.
 
     A port another process listens on is an error (Unavailable), never shared: gRPC's default
     SO_REUSEPORT would let a second collector bind it too, and the kernel would then split
-    sensors and clients between two databases at random."""
+    sensors and clients between two databases at random. ``collector_id`` names this collector
+    in the sensors table (default HOST:PORT); on PostgreSQL it joins the fleet (:mod:`collector.fleet`)."""
     check_bindable(addr)
-    server = CollectorServer(store, auth, exporters or Exporters(), workers, hello_timeout_s)
+    server = CollectorServer(store, auth, exporters or Exporters(), workers, hello_timeout_s, collector_id)
     port = server.start(addr, tls)
     return server, port
 

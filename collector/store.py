@@ -12,6 +12,10 @@ refused whole with InvalidArgument before anything of it is written. Listings ar
 by count and by bytes (:data:`PAGE_BYTES`, under gRPC's 4 MiB message limit), with a cursor to go
 on. A SQLite file deleted or replaced under a running collector stops every write with
 Unavailable instead of acknowledging into an unlinked file.
+
+Several collectors may share one PostgreSQL (a fleet, :mod:`collector.fleet`): a batch is claimed
+with ON CONFLICT, alert rows are locked in fingerprint order, reopenings read FOR UPDATE, and
+migrations run under an advisory lock. A SQLite file serves one collector (:meth:`SqlStore.hold_alone`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ PAGE_BYTES = 3 << 20  # a listing page: under gRPC's default 4 MiB message limit
 MAX_COMMENT_BYTES = 64 << 10  # an analyst's comment on an alert
 UPDATE_STATUSES = ("acknowledged", "resolved", "suppressed")  # what an analyst may set an alert to
 _INT64 = 1 << 63
+_RETRIES = 5  # an ingest that PostgreSQL aborted (deadlock, serialization) is tried again this often
+_RETRY_STATES = frozenset({"40P01", "40001"})
 _ROW_BYTES = 256  # a listed alert's fields besides its finding, comment, sensor id and node
 _MAX_DEPTH = 32  # nesting of an explanation's values
 
@@ -63,7 +69,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 3: who set an image's policy (images list shows operator vs. sensor lifecycle)
         "ALTER TABLE images ADD COLUMN actor TEXT",
     ),
+    (  # 4: a fleet of collectors on one PostgreSQL (collector.fleet): who holds which sensor, and
+       # the commands one collector leaves for the others (pushes, container actions and answers)
+        "ALTER TABLE sensors ADD COLUMN collector TEXT",
+        "CREATE TABLE collectors (collector_id TEXT PRIMARY KEY, address TEXT, started_ns BIGINT, "
+        "last_seen_ns BIGINT)",
+        "CREATE TABLE commands (id {autoid}, kind TEXT NOT NULL, target TEXT, except_sensor TEXT, "
+        "payload {blob}, origin TEXT, actor TEXT, created_ns BIGINT, taken_by TEXT, declines INTEGER DEFAULT 0, "
+        "result {blob}, done_ns BIGINT)",
+    ),
 )
+MIGRATION_LOCK = 0x63677365  # "cgse": the PostgreSQL advisory lock two collectors starting together take
+COLLECTOR_STALE_NS = 6 * 10**9  # a collector whose heartbeat is older (three missed) is taken for dead
+NOTIFY_CHANNEL = "cgsentry_commands"
 
 
 @dataclass
@@ -263,6 +281,8 @@ class SqlStore:
         # fingerprints): incidents (collector/incidents.py) hook in here, so a batch and its
         # incidents commit together.
         self.ingest_hooks: list[Callable[[str, list[Finding], list[str]], None]] = []
+        self.url = ""  # what open() was given: a fleet's listener opens its own connection with it
+        self._lock_file: Any = None  # hold_alone()'s
         self._migrate()
 
     @classmethod
@@ -279,7 +299,9 @@ class SqlStore:
             except Exception as err:  # psycopg.OperationalError and friends
                 raise CollectorError(f"cannot connect to PostgreSQL: {str(err).splitlines()[0]}",
                                      exit_code=69) from err
-            return cls(conn, "postgres")
+            store = cls(conn, "postgres")
+            store.url = url
+            return store
         path = url.removeprefix("sqlite://")
         try:
             conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -339,7 +361,12 @@ class SqlStore:
     transaction = _tx
 
     def _migrate(self) -> None:
+        """Bring the schema to :data:`MIGRATIONS`' version. On PostgreSQL under an advisory lock held
+        to the commit: collectors starting together migrate one after the other, and the later
+        ones find the schema done (even its first CREATE TABLE would race without it)."""
         with self._tx():
+            if self.dialect == "postgres":
+                self._exec("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
             self._exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = self._exec("SELECT MAX(version) FROM schema_version").fetchone()
             current = row[0] or 0
@@ -364,15 +391,30 @@ class SqlStore:
 
         InvalidArgument, before anything is written, if any part of the batch is a value the
         store cannot hold (see :func:`check_finding`); the store stays usable."""
-        rows = self._batch_params(sensor_id, node, seq, findings)
+        # Sorted by fingerprint (stable: one fingerprint's occurrences keep their order), so that
+        # collectors ingesting overlapping batches at once lock alert rows in one order.
+        params = self._batch_params(sensor_id, node, seq, findings)
+        order = sorted(range(len(params)), key=lambda i: str(params[i][0]))
+        rows, ordered = [params[i] for i in order], [findings[i] for i in order]  # the hooks pair them
+        for attempt in range(_RETRIES):
+            try:
+                return self._ingest_once(sensor_id, seq, rows, ordered)
+            except Exception as err:
+                if attempt + 1 == _RETRIES or getattr(err, "sqlstate", None) not in _RETRY_STATES:
+                    raise
+        return False  # not reached
+
+    def _ingest_once(self, sensor_id: str, seq: int, rows: list[tuple[Any, ...]], findings: list[Finding]) -> bool:
         now = time.time_ns()
         with self._tx():
-            exists = self._exec("SELECT 1 FROM batches WHERE sensor_id = ? AND seq = ?",
-                                (sensor_id, seq)).fetchone()
-            if exists:
+            # ON CONFLICT, not a look first: two collectors given one batch at once (a sensor that
+            # failed over while its old collector was still committing) store it once; the later
+            # one waits for the first's commit, then finds the row and stores nothing.
+            claimed = self._exec("INSERT INTO batches (sensor_id, seq, received_ns) VALUES (?, ?, ?) "
+                                 "ON CONFLICT (sensor_id, seq) DO NOTHING RETURNING seq",
+                                 (sensor_id, seq, now)).fetchone()
+            if claimed is None:
                 return False
-            self._exec("INSERT INTO batches (sensor_id, seq, received_ns) VALUES (?, ?, ?)",
-                       (sensor_id, seq, now))
             reopened = self._reopened(rows)
             # One executemany per batch: psycopg pipelines it (one round trip, not one per finding)
             self._exec_many(self._upsert_sql(), rows)
@@ -395,9 +437,16 @@ class SqlStore:
             chunk = keys[i:i + 500]
             out += [(int(a[0]), str(a[2])) for a in self._exec(
                 f"SELECT id, fingerprint, status, last_seen_ns FROM alerts WHERE fingerprint IN "
-                f"({', '.join('?' * len(chunk))}) AND status IN ('resolved', 'acknowledged')", chunk).fetchall()
+                f"({', '.join('?' * len(chunk))}) AND status IN ('resolved', 'acknowledged') ORDER BY fingerprint"
+                + self._for_update, chunk).fetchall()
                 if newest[a[1]] > a[3]]
         return out
+
+    @property
+    def _for_update(self) -> str:
+        """PostgreSQL: lock the rows read, so a collector ingesting the same alert at once waits
+        and then sees it reopened already (one reopening, audited once). SQLite: one writer."""
+        return " FOR UPDATE" if self.dialect == "postgres" else ""
 
     def _upsert_sql(self) -> str:
         greatest = "GREATEST" if self.dialect == "postgres" else "MAX"
@@ -559,26 +608,134 @@ class SqlStore:
 
     # -- sensors, images, audit, snapshots ------------------------------------------------------
     def upsert_sensor(self, sensor_id: str, node: str, version: str, counters: dict[str, int],
-                      connected: bool) -> None:
+                      connected: bool, collector: str = "") -> None:
+        """The sensor's health, and which collector holds its link now (``collector``)."""
         with self._tx():
-            self._exec("INSERT INTO sensors (sensor_id, node, version, last_seen_ns, counters, connected) "
-                       "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sensor_id) DO UPDATE SET node = excluded.node, "
+            self._exec("INSERT INTO sensors (sensor_id, node, version, last_seen_ns, counters, connected, collector) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sensor_id) DO UPDATE SET node = excluded.node, "
                        "version = excluded.version, last_seen_ns = excluded.last_seen_ns, "
-                       "counters = excluded.counters, connected = excluded.connected",
-                       (sensor_id, node, version, time.time_ns(), json.dumps(counters), int(connected)))
+                       "counters = excluded.counters, connected = excluded.connected, collector = excluded.collector",
+                       (sensor_id, node, version, time.time_ns(), json.dumps(counters), int(connected), collector))
 
-    def sensor_disconnected(self, sensor_id: str) -> None:
-        """The link ended: the sensor is down, last seen now, and keeps its node, version and
-        last counters (what it reported before it went away is what an analyst asks about)."""
+    def sensor_disconnected(self, sensor_id: str, collector: str = "") -> None:
+        """The link to ``collector`` ended: the sensor is down, last seen now, and keeps its node,
+        version and last counters (what it reported before it went away is what an analyst asks
+        about). Not if it is held by another collector meanwhile (it failed over there first)."""
         with self._tx():
-            self._exec("UPDATE sensors SET connected = 0, last_seen_ns = ? WHERE sensor_id = ?",
-                       (time.time_ns(), sensor_id))
+            self._exec("UPDATE sensors SET connected = 0, last_seen_ns = ? WHERE sensor_id = ? "
+                       "AND COALESCE(collector, '') = ?", (time.time_ns(), sensor_id, collector))
 
     def sensors(self) -> list[dict[str, Any]]:
-        rows = self._exec("SELECT sensor_id, node, version, last_seen_ns, counters, connected FROM sensors "
-                          "ORDER BY sensor_id").fetchall()
+        """Every sensor; ``collector`` holds its link, ``collector_alive`` if that collector's own
+        heartbeat is fresh (a collector killed outright leaves its sensors marked connected)."""
+        fresh = time.time_ns() - COLLECTOR_STALE_NS
+        rows = self._exec("SELECT s.sensor_id, s.node, s.version, s.last_seen_ns, s.counters, s.connected, "
+                          "s.collector, c.last_seen_ns FROM sensors s LEFT JOIN collectors c ON "
+                          "c.collector_id = s.collector ORDER BY s.sensor_id").fetchall()
         return [{"sensor_id": r[0], "node": r[1], "version": r[2], "last_seen_ns": r[3],
-                 "counters": json.loads(r[4] or "{}"), "connected": bool(r[5])} for r in rows]
+                 "counters": json.loads(r[4] or "{}"), "connected": bool(r[5]), "collector": r[6] or "",
+                 "collector_alive": r[7] is not None and r[7] >= fresh} for r in rows]
+
+    # -- a fleet of collectors (PostgreSQL; collector.fleet) --------------------------------------
+    def collector_alive(self, collector_id: str, address: str, started_ns: int) -> None:
+        """This collector's heartbeat: it is up and serving at ``address``."""
+        with self._tx():
+            self._exec("INSERT INTO collectors (collector_id, address, started_ns, last_seen_ns) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT (collector_id) DO UPDATE SET address = excluded.address, "
+                       "started_ns = excluded.started_ns, last_seen_ns = excluded.last_seen_ns",
+                       (collector_id, address, started_ns, time.time_ns()))
+
+    def collector_gone(self, collector_id: str) -> None:
+        """A collector stopping: the others stop counting it at once (no wait for staleness)."""
+        with self._tx():
+            self._exec("DELETE FROM collectors WHERE collector_id = ?", (collector_id,))
+
+    def collectors(self) -> list[dict[str, Any]]:
+        """Collectors whose heartbeat is fresh (see :data:`COLLECTOR_STALE_NS`)."""
+        rows = self._exec("SELECT collector_id, address, started_ns, last_seen_ns FROM collectors "
+                          "WHERE last_seen_ns >= ? ORDER BY collector_id", (time.time_ns() - COLLECTOR_STALE_NS,))
+        return [{"collector_id": r[0], "address": r[1], "started_ns": r[2], "last_seen_ns": r[3]}
+                for r in rows.fetchall()]
+
+    def add_command(self, kind: str, origin: str, payload: bytes, target: str = "", except_sensor: str = "",
+                    actor: str = "") -> int:
+        """Leave a command for the other collectors and wake them (NOTIFY, sent at the commit);
+        returns its id. ``kind`` "push": a message for every sensor (but ``except_sensor``);
+        "action": a container action for whichever collector holds container ``target``."""
+        with self._tx():
+            row = self._exec("INSERT INTO commands (kind, target, except_sensor, payload, origin, actor, created_ns) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                             (kind, target, except_sensor, payload, origin, actor, time.time_ns())).fetchone()
+            self._notify(f"{kind}:{row[0]}")
+        return int(row[0])
+
+    def command_ids_after(self, after_id: int) -> list[int]:
+        """Ids of the commands past ``after_id``, oldest first (cheap: no payloads)."""
+        return [int(r[0]) for r in self._exec("SELECT id FROM commands WHERE id > ? ORDER BY id",
+                                              (after_id,)).fetchall()]
+
+    def command(self, command_id: int) -> dict[str, Any] | None:
+        """One command with its payload; None if it was pruned meanwhile."""
+        row = self._exec("SELECT id, kind, target, except_sensor, payload, origin, actor, taken_by FROM commands "
+                         "WHERE id = ?", (command_id,)).fetchone()
+        keys = ("id", "kind", "target", "except_sensor", "payload", "origin", "actor", "taken_by")
+        return None if row is None else dict(zip(keys, row, strict=True))
+
+    def last_command_id(self) -> int:
+        return int(self._exec("SELECT COALESCE(MAX(id), 0) FROM commands").fetchone()[0])
+
+    def take_command(self, command_id: int, collector_id: str) -> bool:
+        """Claim an action for ``collector_id``; True for the one collector that got it."""
+        with self._tx():
+            return self._exec("UPDATE commands SET taken_by = ? WHERE id = ? AND taken_by IS NULL RETURNING id",
+                              (collector_id, command_id)).fetchone() is not None
+
+    def decline_command(self, command_id: int) -> None:
+        """One more collector does not hold the action's container (its origin counts them)."""
+        with self._tx():
+            self._exec("UPDATE commands SET declines = declines + 1 WHERE id = ?", (command_id,))
+            self._notify(f"declined:{command_id}")
+
+    def finish_command(self, command_id: int, result: bytes) -> None:
+        """The action's answer, for the collector that asked (woken by NOTIFY)."""
+        with self._tx():
+            self._exec("UPDATE commands SET result = ?, done_ns = ? WHERE id = ?", (result, time.time_ns(), command_id))
+            self._notify(f"done:{command_id}")
+
+    def command_state(self, command_id: int) -> tuple[str, int, bytes | None]:
+        """(who took it or "", how many declined, the answer or None)."""
+        row = self._exec("SELECT taken_by, declines, result FROM commands WHERE id = ?", (command_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"command {command_id} not found")
+        return row[0] or "", int(row[1] or 0), None if row[2] is None else bytes(row[2])
+
+    def prune_commands(self, pushes_before_ns: int, actions_before_ns: int) -> None:
+        """Forget pushes (sensors get the stored state when they connect) and actions (whose
+        analysts stopped waiting) created before these times."""
+        with self._tx():
+            self._exec("DELETE FROM commands WHERE created_ns < ? AND (kind = 'push' OR created_ns < ?)",
+                       (pushes_before_ns, actions_before_ns))
+
+    def _notify(self, payload: str) -> None:
+        if self.dialect == "postgres":
+            self._exec("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, payload))
+
+    def hold_alone(self) -> None:
+        """SQLite serves one collector: refuse (one line, why, what to do) if another collector
+        process serves this file already. An exclusive flock on the file, held while the store is
+        open (released by the kernel when the process dies, even by kill -9). PostgreSQL: nothing."""
+        if self.dialect != "sqlite" or not self.path:
+            return
+        import fcntl
+
+        self._lock_file = open(self.path, "rb")  # noqa: SIM115 - held open for the store's life
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise CollectorError(f"database {self.path} is served by another collector already: a SQLite file holds "
+                                 "one collector; for several collectors use one PostgreSQL (--db postgresql://...)",
+                                 exit_code=75) from None
 
     def set_image(self, image: str, mode: str, policy: dict[str, Any], actor: str = "") -> None:
         with self._tx():
@@ -661,6 +818,8 @@ class SqlStore:
             if not self.closed:
                 self.closed = True
                 self.conn.close()
+                if self._lock_file is not None:
+                    self._lock_file.close()
 
 
 class _Rows:

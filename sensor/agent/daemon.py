@@ -356,9 +356,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _collectors(text: str) -> str:
+    """``HOST:PORT`` or a comma-separated list of them (a fleet's collectors), checked."""
+    for addr in text.split(","):
+        host, _, port = addr.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise argparse.ArgumentTypeError(f"{addr.strip()!r} is not HOST:PORT (a port of 1 to 65535); give "
+                                             "HOST:PORT or HOST:PORT,HOST:PORT,...")
+    return ",".join(a.strip() for a in text.split(","))
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="the sensor daemon: detect, respond, report to the collector")
-    p.add_argument("--collector", metavar="HOST:PORT", help="collector address (omit: local only)")
+    p.add_argument("--collector", metavar="HOST:PORT[,HOST:PORT...]", type=_collectors,
+                   help="collector address, or several collectors of one fleet: the sensor moves to the next "
+                        "when its collector goes away (a DNS name with several records works too); omit: local only")
     p.add_argument("--sensor-id", default=socket.gethostname())
     p.add_argument("--node", default=socket.gethostname())
     p.add_argument("--token", default=os.environ.get("CGSENTRY_SENSOR_TOKEN", ""))

@@ -5,6 +5,12 @@ blocks the event loop. On (re)connect every unacknowledged batch is resent (the 
 on sensor id + seq); a batch the collector refuses for good (BatchRefused) is quarantined in the
 spool with the reason instead. Reconnects back off exponentially with jitter. Commands coming down —
 container actions, image policies, rule sets, fleet baselines — go to callbacks.
+
+Failover: ``target`` may name several collectors (``a:7443,b:7443``), which share one PostgreSQL.
+The sensor starts at one chosen by its id (so a fleet's sensors spread over the collectors) and,
+when its link ends, moves to the next at once; only after a whole round failed does it back off.
+The new collector gets every unacknowledged batch again and stores none twice (sensor id + seq).
+A DNS name with several records needs no list: gRPC's resolver tries its addresses in turn.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import random
 import socket
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -32,7 +39,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LinkConfig:
-    target: str
+    target: str  # HOST:PORT, or several collectors of one fleet: HOST:PORT,HOST:PORT
     sensor_id: str = field(default_factory=socket.gethostname)
     node: str = field(default_factory=socket.gethostname)
     token: str = ""
@@ -42,6 +49,11 @@ class LinkConfig:
     heartbeat_s: float = 5.0
     snapshot_s: float = 30.0
     backoff_max_s: float = 5.0
+
+    @property
+    def targets(self) -> list[str]:
+        """The collectors to try, in order."""
+        return [t.strip() for t in self.target.split(",") if t.strip()] or [self.target]
 
 
 @dataclass
@@ -69,7 +81,9 @@ class CollectorLink:
         self._out: queue.Queue[Any] = queue.Queue(maxsize=10000)
         self._stop = threading.Event()
         self.connected = threading.Event()
-        self.sent = self.acked_batches = self.reconnects = self.refused_batches = 0
+        self.sent = self.acked_batches = self.reconnects = self.refused_batches = self.failovers = 0
+        targets = self.cfg.targets
+        self._index = zlib.crc32(self.cfg.sensor_id.encode()) % len(targets)
         self._thread = threading.Thread(target=self._run, name="cgsentry-link", daemon=True)
 
     def start(self) -> CollectorLink:
@@ -101,31 +115,48 @@ class CollectorLink:
         return pb.SensorMessage(batch=pb.FindingBatch(seq=seq, findings=[finding_to_pb(f) for f in findings]))
 
     # -- connection loop -----------------------------------------------------------------------
+    @property
+    def target(self) -> str:
+        """The collector the link is on (or tries next)."""
+        targets = self.cfg.targets
+        return targets[self._index % len(targets)]
+
     def _channel(self) -> grpc.Channel:
         opts = [("grpc.max_send_message_length", 4 << 20), ("grpc.max_receive_message_length", 4 << 20),
                 ("grpc.keepalive_time_ms", 10000)]
         if self.cfg.ca is None:
-            return grpc.insecure_channel(self.cfg.target, options=opts)
+            return grpc.insecure_channel(self.target, options=opts)
         creds = grpc.ssl_channel_credentials(
             self.cfg.ca.read_bytes(), self.cfg.key.read_bytes() if self.cfg.key else None,
             self.cfg.cert.read_bytes() if self.cfg.cert else None)
-        return grpc.secure_channel(self.cfg.target, creds, options=opts)
+        return grpc.secure_channel(self.target, creds, options=opts)
 
     def _run(self) -> None:
         backoff = 0.2
+        tried = 0  # collectors tried since the last link that came up
         while not self._stop.is_set():
             try:
                 self._session()
-                backoff = 0.2
             except grpc.RpcError as err:  # the collector's reason too (e.g. RESOURCE_EXHAUSTED: which cap)
-                log.warning("collector link %s: %s%s", self.cfg.target, err.code().name,
+                log.warning("collector link %s: %s%s", self.target, err.code().name,
                             f": {err.details()}" if err.details() else "")
             except Exception:  # keep the link alive whatever happens
                 log.exception("collector link error")
+            was_up = self.connected.is_set()
             self.connected.clear()
             if self._stop.is_set():
                 break
             self.reconnects += 1
+            if was_up:
+                backoff, tried = 0.2, 0
+            tried += 1
+            if len(self.cfg.targets) > 1:  # the next collector of the fleet, at once
+                self._index = (self._index + 1) % len(self.cfg.targets)
+                self.failovers += 1
+                log.warning("collector link: trying %s", self.target)
+                if tried < len(self.cfg.targets):
+                    continue
+                tried = 0
             self._stop.wait(backoff * (0.5 + random.random()))  # noqa: S311 - reconnect jitter, not a secret
             backoff = min(backoff * 2, self.cfg.backoff_max_s)
 
@@ -206,7 +237,7 @@ class CollectorLink:
     def stats(self) -> dict[str, int]:
         return {"link_connected": int(self.connected.is_set()), "link_sent": self.sent,
                 "link_acked": self.acked_batches, "link_reconnects": self.reconnects,
-                "link_refused": self.refused_batches, **self.spool.stats()}
+                "link_refused": self.refused_batches, "link_failovers": self.failovers, **self.spool.stats()}
 
     def close(self, timeout_s: float = 3.0) -> None:
         """Give queued messages a moment to go out, then stop."""

@@ -451,7 +451,7 @@ class ActionReply(_message.Message):
     def __init__(self, result: _Optional[_Union[ActionResult, _Mapping]] = ...) -> None: ...
 
 class SensorInfo(_message.Message):
-    __slots__ = ("sensor_id", "node", "version", "connected", "last_seen_ns", "counters")
+    __slots__ = ("sensor_id", "node", "version", "connected", "last_seen_ns", "counters", "collector")
     class CountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -465,13 +465,15 @@ class SensorInfo(_message.Message):
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_NS_FIELD_NUMBER: _ClassVar[int]
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTOR_FIELD_NUMBER: _ClassVar[int]
     sensor_id: str
     node: str
     version: str
     connected: bool
     last_seen_ns: int
     counters: _containers.ScalarMap[str, int]
-    def __init__(self, sensor_id: _Optional[str] = ..., node: _Optional[str] = ..., version: _Optional[str] = ..., connected: _Optional[bool] = ..., last_seen_ns: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    collector: str
+    def __init__(self, sensor_id: _Optional[str] = ..., node: _Optional[str] = ..., version: _Optional[str] = ..., connected: _Optional[bool] = ..., last_seen_ns: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., collector: _Optional[str] = ...) -> None: ...
 
 class SensorList(_message.Message):
     __slots__ = ("sensors",)
