@@ -115,7 +115,8 @@ class AnalystServicer(rpc.AnalystServicer):
     @staticmethod
     def _filters(req: pb.AlertQuery) -> dict[str, Any]:
         return {"image": req.image, "since_ns": req.since_ns, "min_priority": req.min_priority,
-                "status": STATUS_NAMES.get(req.status, "")}
+                "status": STATUS_NAMES.get(req.status, ""), "namespace": req.namespace, "pod": req.pod,
+                "labels": tuple(req.labels)}
 
     @_rpc("viewer")
     def GetAlert(self, req: pb.AlertId, ctx: Any, ident: Identity) -> pb.Alert:  # noqa: N802

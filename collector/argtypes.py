@@ -54,3 +54,11 @@ def webhook_url(text: str) -> str:
         return check_webhook_url(text)
     except InvalidArgument as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def label_arg(text: str) -> str:
+    """KEY=VALUE: a Kubernetes pod label to filter alerts by."""
+    key, eq, _ = text.partition("=")
+    if not eq or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: give a pod label as KEY=VALUE")
+    return text

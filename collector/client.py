@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from collector.argtypes import DEFAULT_SERVER, INT32_MAX, INT64_MAX, MAX_TIMEOUT_S, int_in, timeout_s
+from collector.argtypes import DEFAULT_SERVER, INT32_MAX, INT64_MAX, MAX_TIMEOUT_S, int_in, label_arg, timeout_s
 from collector.errors import CollectorError, InvalidArgument, action_failure, from_rpc_error
 from sensor.errors import EX_DATAERR, EX_NOINPUT, EX_NOPERM, EX_USAGE
 from sensor.text import visible
@@ -116,7 +116,8 @@ def _alerts(client: Client, args: argparse.Namespace) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     while len(rows) < args.limit:
         q = convert.alert_query(image=args.image or "", since_ns=since_ns, min_priority=args.priority or "",
-                                status=args.status or "", limit=args.limit - len(rows), cursor=cursor)
+                                status=args.status or "", limit=args.limit - len(rows), cursor=cursor,
+                                namespace=args.namespace or "", pod=args.pod or "", labels=tuple(args.label))
         page = client.call("ListAlerts", q)
         rows += [_alert_json(a) for a in page.alerts]
         if not page.next_cursor or not page.alerts:  # the last page (or a collector without cursors)
@@ -361,6 +362,10 @@ def _alerts_parser(sub: Any) -> None:
     ls.add_argument("--since", default="", help="10m, 2h, 1d, epoch seconds or RFC3339")
     ls.add_argument("--status", choices=["open", "acknowledged", "resolved", "suppressed"])
     ls.add_argument("--priority", help="minimum priority (e.g. WARNING)")
+    ls.add_argument("--namespace", help="Kubernetes namespace of the container")
+    ls.add_argument("--pod", help="Kubernetes pod of the container")
+    ls.add_argument("--label", action="append", default=[], type=label_arg, metavar="KEY=VALUE",
+                    help="a pod label the container's pod has (repeat: all of them)")
     ls.add_argument("--limit", type=int_in(1, INT32_MAX), default=100)
     ls.add_argument("--falco", action="store_true", help="one Falco-compatible JSON object per line")
     _common(ls)

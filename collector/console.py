@@ -202,7 +202,7 @@ class Console:
         q = request.query_params
         page = self.store.list_page(image=q.get("image", ""), min_priority=q.get("priority", ""),
                                     status=q.get("status", ""), limit=PAGE, cursor=q.get("cursor", ""),
-                                    max_bytes=1 << 20)
+                                    max_bytes=1 << 20, **_workload_query(q))
         return self._html("alerts.html", request, who, rows=[alert_dict(r) for r in page.rows],
                           cursor=page.cursor, q=dict(q))
 
@@ -277,7 +277,7 @@ class Console:
         q = request.query_params
         page = self.store.list_page(image=q.get("image", ""), min_priority=q.get("priority", ""),
                                     status=q.get("status", ""), limit=_int(q.get("limit", str(PAGE)), "limit"),
-                                    cursor=q.get("cursor", ""))
+                                    cursor=q.get("cursor", ""), **_workload_query(q))
         return {"alerts": [alert_dict(r) for r in page.rows], "next_cursor": page.cursor}
 
     def api_alert(self, request: Request, who: Caller) -> dict[str, Any]:
@@ -344,3 +344,7 @@ def _secure(resp: Response) -> Response:
     resp.headers.update(HEADERS)
     return resp
 
+
+def _workload_query(q: Any) -> dict[str, Any]:
+    """The Kubernetes filters of an alerts query: namespace, pod, and each label=KEY=VALUE."""
+    return {"namespace": q.get("namespace", ""), "pod": q.get("pod", ""), "labels": tuple(q.getlist("label"))}

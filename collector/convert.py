@@ -210,11 +210,13 @@ def empty() -> pb.Empty:
 
 
 def alert_query(image: str = "", since_ns: int = 0, min_priority: str = "", status: str = "",
-                limit: int = 0, cursor: str = "", max_bytes: int = 0) -> pb.AlertQuery:
-    """``status`` by name ('' for any); ``cursor``: the previous page's ``next_cursor``."""
+                limit: int = 0, cursor: str = "", max_bytes: int = 0, namespace: str = "", pod: str = "",
+                labels: tuple[str, ...] = ()) -> pb.AlertQuery:
+    """``status`` by name ('' for any); ``cursor``: the previous page's ``next_cursor``;
+    ``labels``: KEY=VALUE pod labels that must all be present."""
     return pb.AlertQuery(image=image, since_ns=since_ns, min_priority=min_priority,
                          status=status_value(status) if status else pb.ALERT_STATUS_UNSPECIFIED, limit=limit,
-                         cursor=cursor, max_bytes=max_bytes)
+                         cursor=cursor, max_bytes=max_bytes, namespace=namespace, pod=pod, labels=list(labels))
 
 
 def alert_id(alert: int) -> pb.AlertId:

@@ -78,6 +78,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "payload {blob}, origin TEXT, actor TEXT, created_ns BIGINT, taken_by TEXT, declines INTEGER DEFAULT 0, "
         "result {blob}, done_ns BIGINT)",
     ),
+    (  # 5: the Kubernetes workload of an alert's container (filters by namespace, pod, label)
+        "ALTER TABLE alerts ADD COLUMN namespace TEXT",
+        "ALTER TABLE alerts ADD COLUMN pod TEXT",
+        "ALTER TABLE alerts ADD COLUMN labels TEXT",  # ",k=v,k2=v2," so that one label is one LIKE
+        "CREATE INDEX alerts_namespace ON alerts (namespace)",
+    ),
 )
 MIGRATION_LOCK = 0x63677365  # "cgse": the PostgreSQL advisory lock two collectors starting together take
 COLLECTOR_STALE_NS = 6 * 10**9  # a collector whose heartbeat is older (three missed) is taken for dead
@@ -109,10 +115,12 @@ class Store(Protocol):
     def ingest(self, sensor_id: str, node: str, seq: int, findings: list[Finding]) -> bool: ...
     def list_alerts(self, image: str = "", since_ns: int = 0, min_priority: str = "",
                     status: str = "", limit: int = 100, after_id: int = 0, only_id: int = 0,
-                    max_bytes: int = PAGE_BYTES) -> list[AlertRow]: ...
+                    max_bytes: int = PAGE_BYTES, namespace: str = "", pod: str = "",
+                    labels: tuple[str, ...] = ()) -> list[AlertRow]: ...
     def list_page(self, image: str = "", since_ns: int = 0, min_priority: str = "", status: str = "",
                   limit: int = 100, after_id: int = 0, only_id: int = 0, cursor: str = "",
-                  max_bytes: int = PAGE_BYTES) -> AlertPage: ...
+                  max_bytes: int = PAGE_BYTES, namespace: str = "", pod: str = "",
+                  labels: tuple[str, ...] = ()) -> AlertPage: ...
     def get_alert(self, alert_id: int, max_bytes: int = PAGE_BYTES) -> AlertRow: ...
 
 
@@ -463,8 +471,8 @@ class SqlStore:
         return (
             "INSERT INTO alerts (fingerprint, sensor_id, node, time_ns, first_seen_ns, last_seen_ns, count, "
             "status, comment, rule, priority, priority_rank, kind, image, container_id, container_name, pid, "
-            "exe, action, output, finding) VALUES (?, ?, ?, ?, ?, ?, 1, 'open', '', ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-            "?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET count = alerts.count + 1, "
+            "exe, action, output, finding, namespace, pod, labels) VALUES (?, ?, ?, ?, ?, ?, 1, 'open', '', ?, ?, "
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET count = alerts.count + 1, "
             f"last_seen_ns = {greatest}(alerts.last_seen_ns, excluded.last_seen_ns), "
             f"first_seen_ns = {least}(alerts.first_seen_ns, excluded.first_seen_ns), "
             "status = CASE WHEN excluded.last_seen_ns > alerts.last_seen_ns AND alerts.status IN "
@@ -490,19 +498,22 @@ class SqlStore:
         ev = f.event
         return (fingerprint(sensor_id, f), sensor_id, node, f.time_ns, f.time_ns, f.time_ns, f.rule, f.priority,
                 PRIORITIES.index(f.priority) if f.priority in PRIORITIES else 7, f.kind, ev.image,
-                ev.container_id, ev.container_name, ev.pid, ev.exe, f.action, f.output, stored)
+                ev.container_id, ev.container_name, ev.pid, ev.exe, f.action, f.output, stored, ev.namespace, ev.pod,
+                "".join(f",{k}={v}" for k, v in ev.labels) + "," if ev.labels else "")
 
     # -- queries ---------------------------------------------------------------------------------
     def list_alerts(self, image: str = "", since_ns: int = 0, min_priority: str = "", status: str = "",
                     limit: int = 100, after_id: int = 0, only_id: int = 0,
-                    max_bytes: int = PAGE_BYTES) -> list[AlertRow]:
+                    max_bytes: int = PAGE_BYTES, namespace: str = "", pod: str = "",
+                    labels: tuple[str, ...] = ()) -> list[AlertRow]:
         """The first page of :meth:`list_page` (at most ``limit`` rows and ``max_bytes``)."""
         return self.list_page(image, since_ns, min_priority, status, limit, after_id, only_id,
-                              max_bytes=max_bytes).rows
+                              max_bytes=max_bytes, namespace=namespace, pod=pod, labels=labels).rows
 
     def list_page(self, image: str = "", since_ns: int = 0, min_priority: str = "", status: str = "",
                   limit: int = 100, after_id: int = 0, only_id: int = 0, cursor: str = "",
-                  max_bytes: int = PAGE_BYTES) -> AlertPage:
+                  max_bytes: int = PAGE_BYTES, namespace: str = "", pod: str = "",
+                  labels: tuple[str, ...] = ()) -> AlertPage:
         """Alerts, newest last-seen first (by id after ``after_id`` if given), filtered; a page
         ends at ``limit`` rows (1 to 10,000) or before its stored size passes ``max_bytes``
         (0: :data:`PAGE_BYTES`), whichever comes first. A page holds at least one row; a row
@@ -511,6 +522,7 @@ class SqlStore:
         no time filter (alerts before 1970 are listed too)."""
         max_bytes = max_bytes if max_bytes > 0 else PAGE_BYTES
         where, params = self._where(image, since_ns, min_priority, status, after_id, only_id, cursor)
+        where, params = _workload_filter(where, params, namespace, pod, labels)
         order = "id ASC" if after_id else "last_seen_ns DESC, id DESC"
         size = " + ".join(self._octets(c) for c in ("finding", "comment", "sensor_id", "node"))
         with self.lock:  # sizes and rows from one connection without a write between them
@@ -871,6 +883,25 @@ def _file_id(path: str) -> tuple[int, int]:
 
 
 # Columns an alert takes from its latest occurrence (count and first/last seen aggregate).
+def _workload_filter(where: str, params: list[Any], namespace: str, pod: str,
+                     labels: tuple[str, ...]) -> tuple[str, list[Any]]:
+    """Add the Kubernetes filters: namespace and pod exact, each ``key=value`` label present.
+    A label without '=' is refused (InvalidArgument), never read as a pattern."""
+    parts, params = [where], list(params)
+    for column, value in (("namespace", namespace), ("pod", pod)):
+        if value:
+            parts.append(f"{column} = ?")
+            params.append(value)
+    for label in labels:
+        key, eq, value = label.partition("=")
+        if not eq or not key:
+            raise InvalidArgument(f"label {label!r}: give KEY=VALUE")
+        escaped = f",{key}={value},".replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        parts.append("labels LIKE ? ESCAPE '\\'")
+        params.append(f"%{escaped}%")
+    return " AND ".join(parts), params
+
+
 _LATEST = ("time_ns", "node", "container_name", "pid", "priority", "priority_rank", "output", "finding")
 
 

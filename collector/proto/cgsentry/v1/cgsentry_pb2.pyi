@@ -351,7 +351,7 @@ class Alert(_message.Message):
     def __init__(self, id: _Optional[int] = ..., finding: _Optional[_Union[Finding, _Mapping]] = ..., count: _Optional[int] = ..., first_seen_ns: _Optional[int] = ..., last_seen_ns: _Optional[int] = ..., status: _Optional[_Union[AlertStatus, str]] = ..., sensor_id: _Optional[str] = ..., node: _Optional[str] = ..., comment: _Optional[str] = ...) -> None: ...
 
 class AlertQuery(_message.Message):
-    __slots__ = ("image", "since_ns", "min_priority", "status", "limit", "cursor", "max_bytes")
+    __slots__ = ("image", "since_ns", "min_priority", "status", "limit", "cursor", "max_bytes", "namespace", "pod", "labels")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     SINCE_NS_FIELD_NUMBER: _ClassVar[int]
     MIN_PRIORITY_FIELD_NUMBER: _ClassVar[int]
@@ -359,6 +359,9 @@ class AlertQuery(_message.Message):
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    POD_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     image: str
     since_ns: int
     min_priority: str
@@ -366,7 +369,10 @@ class AlertQuery(_message.Message):
     limit: int
     cursor: str
     max_bytes: int
-    def __init__(self, image: _Optional[str] = ..., since_ns: _Optional[int] = ..., min_priority: _Optional[str] = ..., status: _Optional[_Union[AlertStatus, str]] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., max_bytes: _Optional[int] = ...) -> None: ...
+    namespace: str
+    pod: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, image: _Optional[str] = ..., since_ns: _Optional[int] = ..., min_priority: _Optional[str] = ..., status: _Optional[_Union[AlertStatus, str]] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., max_bytes: _Optional[int] = ..., namespace: _Optional[str] = ..., pod: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AlertList(_message.Message):
     __slots__ = ("alerts", "next_cursor")
