@@ -33,7 +33,7 @@ SENSITIVE_SYSCALLS: Final = (
     "personality", "keyctl",
 )
 RawCallback = Callable[[bytes], None]
-PROFILES: Final = ("full", "lean")
+PROFILES: Final = ("full", "lean", "auto")  # auto: lean, and full only while a loaded rule needs it
 # The lean profile's hooks: (function in sensor.c, program type name, attach type name), attached
 # at the cgroup2 root through bpf_link so that they go away with the sensor, even on kill -9.
 LEAN_HOOKS: Final = (
@@ -53,6 +53,9 @@ DETECTIONS: Final = {
         "sensitive file opens (rules on open)": True,
         "sensitive syscalls (ptrace, mount, setns, ...)": True,
         "per-image syscall profile (while an image learns it)": True,
+    },
+    "auto": {
+        "lean while no loaded rule needs file opens or sensitive syscalls; full, at once, while one does": True,
     },
     "lean": {
         "exec, fork, exit (no exit code; argv read from /proc after the exec, so a process that exits "
@@ -85,6 +88,7 @@ class ProbeOptions:
     poll_ms: int = 10
     fork_records: bool = False  # forks are counted in the kernel; True also sends each one up
     profile: str = "full"  # "lean": no syscall tracepoint but the syscall profiler's (see LEAN_HOOKS)
+    auto_full: bool = False  # profile "auto": start full (a loaded rule needs syscall tracepoints)
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -210,7 +214,11 @@ class BpfProbe:
                               exit_code=EX_OSERR) from err
         self._profiled: set[int] = set()
         self._links: list[int] = []
-        if self.options.profile == "lean":
+        self._bcc = bcc
+        # what BCC attached at load: the syscall tracepoints the lean state takes off and full puts back
+        self._syscall_tps = [bytes(k) for k in self._bpf.tracepoint_fds if bytes(k).startswith(b"syscalls:")]
+        self.full = True
+        if self.options.profile == "lean" or (self.options.profile == "auto" and not self.options.auto_full):
             try:
                 self._go_lean(bcc)
             except SensorError:
@@ -232,6 +240,7 @@ class BpfProbe:
 
         for tp in [k for k in self._bpf.tracepoint_fds if bytes(k).startswith(b"syscalls:")]:
             self._bpf.detach_tracepoint(tp)
+        self.full = False
         root = find_cgroup2_root()
         try:
             cg_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
@@ -250,6 +259,24 @@ class BpfProbe:
                 self._links.append(_link_create(fn.fd, cg_fd, attach_type, name, root))
         finally:
             os.close(cg_fd)
+
+    def set_full(self, on: bool) -> bool:
+        """Switch between the full state (syscall tracepoints) and the lean one (socket hooks) at
+        run time, for the ``auto`` profile: never both at once, so no connect is reported twice.
+        Returns whether anything changed. Records already in the ring keep their source's form."""
+        if self.options.profile != "auto" or on == self.full or self._bpf is None:
+            return False
+        if on:
+            for fd in self._links:  # the hooks go first: the syscall tracepoints take over
+                os.close(fd)
+            self._links = []
+            for tp in self._syscall_tps:
+                fn = b"tracepoint__" + tp.replace(b":", b"__")
+                self._bpf.attach_tracepoint(tp=tp, fn_name=fn)
+            self.full = True
+        else:
+            self._go_lean(self._bcc)
+        return True
 
     @property
     def attached_syscall_tracepoints(self) -> list[str]:

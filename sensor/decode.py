@@ -15,7 +15,7 @@ from typing import Callable, Final
 from sensor import layout as L
 from sensor import syscalls
 from sensor.errors import DataError
-from sensor.events import ARGS_UNREAD, Event
+from sensor.events import ARGS_UNREAD, NET_HOOK, Event
 
 _FAMILIES: Final = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6", socket.AF_UNIX: "unix"}
 _PROTOS: Final = {6: "tcp", 17: "udp"}
@@ -123,14 +123,15 @@ def _net(kind: str) -> Callable[[Decoder, bytes], Event]:
     with_fd = kind == "connect"  # the socket, whose source address userspace reads (sensor/procfacts.py)
 
     def decode(d: Decoder, data: bytes) -> Event:
-        head, cg, anc, _flags = d.header(data)
+        head, cg, anc, hflags = d.header(data)
         ret, fd, fam, proto, sport, dport, _p, saddr, daddr, upath = L.NET.unpack_from(data, _HS)
+        hook = bool(hflags & L.F_NET_HOOK)  # no descriptor: nothing to read the source address from
         if fam == socket.AF_UNIX:
             return Event(kind, *head, cgroup_id=cg, ancestor_pid=anc, family="unix", path=_cstr(upath), ret=ret)
         return Event(kind, *head, cgroup_id=cg, ancestor_pid=anc, family=_FAMILIES.get(fam, ""),
                      proto=_PROTOS.get(proto, ""), saddr=_addr(fam, saddr) if with_saddr else "", sport=sport,
                      daddr=_addr(fam, daddr) if with_daddr else "", dport=dport, ret=ret,
-                     sc_args=(fd,) if with_fd else ())
+                     sc_args=(fd,) if with_fd and not hook else (), flags=NET_HOOK if hook else 0)
     return decode
 
 

@@ -57,6 +57,9 @@ ARGS_FROM_PROC: Final = 16  # ... so args were read from /proc/PID/cmdline after
 # fd 0, 1 or 2 is a network socket: its endpoints are in saddr/sport/daddr/dport (also set on the
 # connect of an interpreter that put the connected socket on its fd 0-2)
 STDIO_SOCKET: Final = 32
+# connect/accept/listen from a lean-profile socket hook: seen before the operation (ret is 0, the
+# result is not known) and without the socket's descriptor
+NET_HOOK: Final = 64
 
 # Response actions, weakest first.
 ACTIONS: Final = ("none", "alert", "kill-process", "pause-container", "kill-container")

@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also show forks and the exits of processes that never exec'd (else kernel-counted)")
     t.add_argument("--no-docker", action="store_true", help="cgroup-only attribution (unless --cri-socket)")
     add_cri_socket_option(t)
-    t.add_argument("--profile", choices=bpf_loader.PROFILES, default="full",
+    t.add_argument("--profile", choices=("full", "lean"), default="full",
                    help="lean: no syscall tracepoint (exec/fork/exit from sched, network from socket hooks)")
     t.set_defaults(func=cmd_trace)
     r = sub.add_parser("replay", help="replay a recorded journal through the pipeline")

@@ -65,9 +65,10 @@ class Daemon:
         self.checker = PolicyChecker(self.policies)
         # every event goes to each sink in turn; the policy's findings come last
         self.sinks: tuple[Sink, ...] = (self.models, self.rules, self.checker)
-        self.profile = choose_profile(args.profile, self.rules.rules())
+        self.profile = args.profile
         options = ProbeOptions(ring_pages=args.ring_pages, wake_batch=args.wake_batch, poll_ms=args.poll_ms,
-                               profile=self.profile, sensitive=self.profile == "full")
+                               profile=self.profile, sensitive=self.profile != "lean",
+                               auto_full=choose_profile("auto", self.rules.rules()) == "full")
         self.tracer = Tracer(options, docker=not args.no_docker, record=args.record,
                              cri_sockets=args.cri_socket or None,
                              prefixes=self.rules.open_prefixes(),
@@ -103,7 +104,7 @@ class Daemon:
     def run(self) -> int:
         print(f"cgsentry sensor running: {len(self.rules.rules())} rules, {len(self.models.images)} "
               f"baselines, collector {self.args.collector or '(none)'}", flush=True)
-        print(profile_banner(self.profile, self.rules.rules(), self.args.profile), flush=True)
+        print(profile_banner(self.profile, self.rules.rules(), self.tracer.probe.full), flush=True)
         last_tick = time.monotonic()
         while not self.stop.is_set():
             idle = True
@@ -232,6 +233,8 @@ class Daemon:
                 continue
             self.rule_pushes_applied += 1
             self.tracer.set_open_prefixes(self.rules.open_prefixes())
+            if self.tracer.probe.set_full(choose_profile("auto", self.rules.rules()) == "full"):
+                log.warning("%s", profile_banner(self.profile, self.rules.rules(), self.tracer.probe.full))
             log.info("rule set %s %s: %d rules loaded", name, "installed" if text.strip() else "removed",
                      len(self.rules.ruleset.rules))
 
@@ -307,7 +310,8 @@ NEEDS_SYSCALL_TRACEPOINTS = frozenset({"open", "sys"})  # event kinds only the f
 
 
 def choose_profile(asked: str, rules: Any) -> str:
-    """``auto``: lean unless a loaded rule can fire only on events lean does not report."""
+    """The state a profile runs in for these rules: ``auto`` is lean unless a loaded rule can fire
+    only on events lean does not report (the daemon asks again after every rule push)."""
     if asked != "auto":
         return str(asked)
     return "full" if unavailable_rules("lean", rules) else "lean"
@@ -316,20 +320,28 @@ def choose_profile(asked: str, rules: Any) -> str:
 def unavailable_rules(profile: str, rules: Any) -> list[str]:
     """Names of the rules that can never fire under ``profile`` (every kind they match is one it
     does not report); rules of any kind, or of some kind it reports, stay available."""
-    if profile == "full":
+    if profile != "lean":
         return []
     return [r.name for r in rules if r.kinds and r.kinds <= NEEDS_SYSCALL_TRACEPOINTS]
 
 
-def profile_banner(profile: str, rules: Any, asked: str = "") -> str:
-    """What this sensor sees and what it does not, in a few lines, for start-up and the log."""
+def profile_banner(profile: str, rules: Any, full: bool = False) -> str:
+    """What this sensor sees and what it does not, in a few lines, for start-up and the log.
+    ``full``: where ``auto`` stands now (full while a rule needs syscall tracepoints)."""
+    lines = []
+    if profile == "auto":
+        needing = [r.name for r in rules if r.kinds and r.kinds <= NEEDS_SYSCALL_TRACEPOINTS]
+        lines.append(f"profile auto, now {'full' if full else 'lean'}: "
+                     + (f"{len(needing)} loaded rules need syscall tracepoints (every syscall on the host pays "
+                        f"for them while one is loaded): {', '.join(sorted(needing))}" if needing else
+                        "no loaded rule needs syscall tracepoints"))
+        profile = "full" if full else "lean"
     what = DETECTIONS[profile]
-    lines = [f"profile {profile}{' (auto)' if asked == 'auto' else ''}: sees "
-             + "; ".join(k for k, v in what.items() if v)]
+    lines.append(f"profile {profile}: sees " + "; ".join(k for k, v in what.items() if v))
     lacks = [k for k, v in what.items() if not v]
     if lacks:
         lines.append("  not available: " + "; ".join(lacks))
-    gone = unavailable_rules(profile, rules)
+    gone = unavailable_rules(profile, rules) if not lines[0].startswith("profile auto") else []
     if gone:
         lines.append(f"  rules that cannot fire in this profile ({len(gone)}): " + ", ".join(sorted(gone)))
     return "\n".join(lines)
@@ -391,9 +403,10 @@ def register(sub: Any) -> None:
     p.add_argument("--poll-ms", type=int, default=10, metavar="MS", help="ring drain interval")
     p.add_argument("--record", type=Path, help="also write a msgpack journal")
     p.add_argument("--no-docker", action="store_true")
-    p.add_argument("--profile", choices=("auto", *PROFILES), default="auto",
+    p.add_argument("--profile", choices=PROFILES, default="auto",
                    help="lean: no syscall tracepoint (socket hooks, sched tracepoints); full: every hook; "
-                        "auto (default): lean unless a loaded rule needs file opens or sensitive syscalls")
+                        "auto (default): lean, and full while a loaded rule needs file opens or sensitive "
+                        "syscalls (switched at run time when pushed rules change that)")
     add_cri_socket_option(p)
     p.add_argument("--duration", type=float, help="stop after S seconds")
     p.add_argument("--print-findings", action="store_true", help="also print findings as JSON lines")

@@ -98,3 +98,33 @@ def test_auto_profile_is_lean_only_without_rules_that_need_syscalls() -> None:
     exec_only = [r for r in RULES.rules() if r.kinds and "exec" in r.kinds]
     assert choose_profile("auto", exec_only) == "lean"
     assert choose_profile("lean", RULES.rules()) == "lean"
+    assert unavailable_rules("auto", RULES.rules()) == []  # auto turns full for them instead
+    assert "need syscall tracepoints" in profile_banner("auto", RULES.rules(), full=True)
+
+
+def test_auto_switches_between_lean_and_full_at_run_time(busybox) -> None:  # type: ignore[no-untyped-def]
+    """The auto profile takes the syscall tracepoints on and off as rules come and go (a rule
+    push), never with the socket hooks at the same time: a connect is reported once, by the
+    source of the state the probe is in."""
+    t = Tracer(ProbeOptions(profile="auto", sensitive=True, auto_full=False), prefixes=RULES.open_prefixes())
+    try:
+        probe = t.probe
+
+        def connects(port: int) -> list[Event]:
+            events, _ = _events(t, busybox, f"nc -w 1 127.0.0.1 {port} </dev/null")
+            return [ev for ev in events if ev.kind == "connect" and ev.dport == port]
+
+        from sensor.events import NET_HOOK
+
+        assert not probe.full and probe.attached_syscall_tracepoints == []
+        lean = connects(4441)
+        assert len(lean) == 1 and lean[0].flags & NET_HOOK
+        assert probe.set_full(True) and probe.full
+        assert any(tp.startswith("syscalls:sys_enter_openat") for tp in probe.attached_syscall_tracepoints)
+        full = connects(4442)
+        assert len(full) == 1 and not full[0].flags & NET_HOOK
+        assert probe.set_full(False) and not probe.full and probe.attached_syscall_tracepoints == []
+        assert len(connects(4443)) == 1
+        assert not probe.set_full(False)  # no change, nothing done
+    finally:
+        t.close()
