@@ -128,6 +128,11 @@ class Daemon:
         for sink in self.sinks:  # all are asked before any response (a loop: a comprehension costs 0.1 us)
             found += sink.handle(ev)
         for f in found:
+            if f.source == "rule" and f.explanation.get("learnable"):
+                learned = self.models.rule_finding(f)  # expected of this image: quiet once it alerts
+                if learned is None:
+                    continue
+                f = learned
             self.respond(f)
 
     def effective_mode(self, ev: Event) -> str:
