@@ -161,7 +161,8 @@ class Daemon:
         with self.lock:
             self.pending.append(f)
         if self.args.print_findings:
-            print(json.dumps({"priority": f.priority, "rule": f.rule, "action": action, "output": f.output}),
+            print(json.dumps({"priority": f.priority, "rule": f.rule, "action": action, "mode": mode,
+                              "output": f.output}),
                   flush=True)
 
     def execute(self, f: Finding, action: str) -> None:
