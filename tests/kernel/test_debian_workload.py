@@ -92,14 +92,16 @@ def test_debian_nginx_learns_then_is_quiet_and_attacks_are_found(tmp_path: Path,
         wait_for(lambda: counts(c)[1] >= 3, timeout_s=60)
         learned = findings(out, c.name, "learn")
         assert any(f["rule"] == SHELL_RULE and "logrotate" in f["output"] for f in learned), learned
-        subprocess.run([sys.executable, "-m", "sensor", "model", "--store", str(state / "models"), "mode",
-                        c.image.id, "alert", "--reason", "kernel test"], check=True, capture_output=True)
+        promote = [sys.executable, "-m", "sensor", "model", "--store", str(state / "models"), "mode", c.image.id,
+                   "alert", "--reason", "kernel test"]
+        # the daemon writes its models every 30 s: until then the image has no file to name
+        wait_for(lambda: subprocess.run(promote, capture_output=True).returncode == 0, timeout_s=60)
         time.sleep(3)  # the daemon applies its decisions inbox every second
         reloads, rotations = counts(c)
         time.sleep(12)
         c.restart(timeout=1)
         wait_for(lambda: counts(c)[1] >= rotations + 2, timeout_s=60)
-        assert counts(c)[0] >= reloads + 4
+        assert counts(c)[0] >= reloads + 2, findings(out, c.name, "alert")  # each rotation comes with a reload
         quiet = findings(out, c.name, "alert")
         assert quiet == [], quiet  # the whole routine, a restart and two rotations included: nothing
 
