@@ -189,21 +189,23 @@ class ModelEngine:
                        explanation={"dimension": dim, "seen": seen, "expected": expected, **ctx},
                        mode=b.mode, during_loss=during_loss)
 
-    def rule_finding(self, f: Finding) -> Finding | None:
+    def rule_finding(self, f: Finding, mode: str = "") -> Finding | None:
         """A learnable rule's finding against its image's baseline, scoped by (rule, executable,
-        parent). While the image learns the item is learned (provenance: the container and time)
-        and the finding is still reported, marked ``learned``; once the image alerts or enforces, a
-        finding its baseline expects is dropped (None). Host events and images without a baseline
-        pass unchanged; so do findings while learning is frozen by event loss (not learned)."""
+        parent). While the image learns (``mode``, the sensor's effective mode for the image: an
+        operator's policy wins; default the baseline's own) the item is learned (provenance: the
+        container and time) and the finding is still reported, marked ``learned``; in alert or
+        enforce mode a finding its baseline expects is dropped (None). Host events and images
+        without a baseline pass unchanged; so do findings while learning is frozen by event loss."""
         ev = f.event
         b = self.baseline(ev)
         if b is None or not ev.container_id:
             return f
+        learning = (mode or b.mode) == "learn"
         key = rule_key(f)
         if b.profile.known("rule", key):
             b.profile.learn("rule", key, ev, self.node)  # counts and last seen, in any mode
-            return f.replace(explanation={**f.explanation, "learned": True}) if b.mode == "learn" else None
-        if b.mode != "learn" or b.life.frozen(ev.time_ns):
+            return f.replace(explanation={**f.explanation, "learned": True}) if learning else None
+        if not learning or b.life.frozen(ev.time_ns):
             return f
         b.profile.learn("rule", key, ev, self.node)
         b.note_new_item(ev.time_ns)

@@ -129,7 +129,8 @@ class Daemon:
             found += sink.handle(ev)
         for f in found:
             if f.source == "rule" and f.explanation.get("learnable"):
-                learned = self.models.rule_finding(f)  # expected of this image: quiet once it alerts
+                # expected of this image: learned while it learns, quiet once it alerts
+                learned = self.models.rule_finding(f, self.effective_mode(f.event))
                 if learned is None:
                     continue
                 f = learned

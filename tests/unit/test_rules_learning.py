@@ -88,6 +88,15 @@ def test_a_rule_finding_while_learning_is_expected_once_the_image_alerts() -> No
     assert not b.profile.known("rule", (SHELL_RULE, "/usr/bin/dash", "/usr/sbin/nginx"))
 
 
+def test_an_operators_mode_wins_over_the_baselines() -> None:
+    """A policy that alerts on an image still learning: its rule findings are not learned."""
+    eng, t = learning_engine()
+    [seen] = rule_findings(RuleEngine.load(), rotate_exec(t), SHELL_RULE)
+    assert eng.rule_finding(seen, "enforce") is seen and not eng.images[IMAGE_ID].profile.items["rule"]
+    assert eng.rule_finding(seen, "learn") is not None and eng.images[IMAGE_ID].profile.items["rule"]
+    assert eng.rule_finding(seen, "alert") is None
+
+
 def test_nothing_is_learned_while_events_are_lost_or_for_the_host() -> None:
     eng, t = learning_engine()
     [seen] = rule_findings(RuleEngine.load(), rotate_exec(t), SHELL_RULE)
