@@ -45,6 +45,33 @@ _KERNEL_COUNTED = frozenset({"connect", "accept", "fork", "exit"})
 _PRIORITY = {"process": "WARNING", "parent": "WARNING", "args": "NOTICE", "listen": "WARNING",
              "inbound": "NOTICE", "outbound": "WARNING", "syscall": "NOTICE"}
 _SHELLS = frozenset({"sh", "ash", "bash", "dash", "zsh", "ksh", "busybox"})
+# The runtime starting a process in the container: an entrypoint or an operator's exec session.
+_RUNTIME = frozenset({"runc", "crun", "containerd-shim", "containerd-shim-runc-v2", "conmon", "docker-init",
+                      "tini", "dumb-init"})
+_TEMP_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/", "/dev/mqueue/")  # noqa: S108 - paths matched, not used
+
+
+def severity(dim: str, ev: Event) -> str:
+    """A baseline deviation's priority on the scale the rules use (README, "Severity"): a new
+    process or parent is WARNING; one the runtime started (``docker exec``, an entrypoint) is
+    NOTICE context; a binary run from a temporary directory (drift) or a shell under a non-shell
+    service (the RCE shape) is ERROR. No deviation alone is CRITICAL: that is for rules whose
+    behaviour only an attack has (a shell on a socket, a miner)."""
+    if dim not in ("process", "parent"):
+        return _PRIORITY[dim]
+    if ev.exe.startswith(_TEMP_DIRS):
+        return "ERROR"
+    parent = ev.pexe.rsplit("/", 1)[-1]
+    if not ev.pexe or ev.pexe.startswith("/dev/fd/") or parent in _RUNTIME or parent.startswith("runc:"):
+        return "NOTICE"
+    if ev.comm in _SHELLS and parent not in _SHELLS:
+        return "ERROR"
+    return _PRIORITY[dim]
+
+
+def rule_key(f: Finding) -> tuple[str, str, str]:
+    """The baseline item a learnable rule's finding is: (rule, executable, parent executable)."""
+    return (f.rule, f.event.exe, f.event.pexe)
 
 
 class ModelEngine:
@@ -152,10 +179,7 @@ class ModelEngine:
         seen = describe(dim, key, ev)
         expected = b.nearest(dim, key)
         ctx = b.context()
-        priority = _PRIORITY[dim]
-        if dim in ("process", "parent") and ev.comm in _SHELLS and ev.pexe.rsplit("/", 1)[-1] not in _SHELLS \
-                and not ev.pexe.startswith("/dev/fd/"):
-            priority = "CRITICAL"  # a shell under a non-shell service: the classic RCE shape
+        priority = severity(dim, ev)
         output = (f"{_TITLE[dim].lower()} {seen} in image {b.image or b.key} container "
                   f"{ev.container_name or ev.container_id[:12]}; baseline learned {ctx['learned_s']:.0f}s "
                   f"on {ctx['containers']} container(s) knows {len(b.profile.items[dim])} "
@@ -164,6 +188,28 @@ class ModelEngine:
                        time_ns=ev.time_ns, source="model", tags=("baseline", dim),
                        explanation={"dimension": dim, "seen": seen, "expected": expected, **ctx},
                        mode=b.mode, during_loss=during_loss)
+
+    def rule_finding(self, f: Finding, mode: str = "") -> Finding | None:
+        """A learnable rule's finding against its image's baseline, scoped by (rule, executable,
+        parent). While the image learns (``mode``, the sensor's effective mode for the image: an
+        operator's policy wins; default the baseline's own) the item is learned (provenance: the
+        container and time) and the finding is still reported, marked ``learned``; in alert or
+        enforce mode a finding its baseline expects is dropped (None). Host events and images
+        without a baseline pass unchanged; so do findings while learning is frozen by event loss."""
+        ev = f.event
+        b = self.baseline(ev)
+        if b is None or not ev.container_id:
+            return f
+        learning = (mode or b.mode) == "learn"
+        key = rule_key(f)
+        if b.profile.known("rule", key):
+            b.profile.learn("rule", key, ev, self.node)  # counts and last seen, in any mode
+            return f.replace(explanation={**f.explanation, "learned": True}) if learning else None
+        if not learning or b.life.frozen(ev.time_ns):
+            return f
+        b.profile.learn("rule", key, ev, self.node)
+        b.note_new_item(ev.time_ns)
+        return f.replace(explanation={**f.explanation, "learned": True})
 
     def _rate(self, b: ImageBaseline, ev: Event) -> list[Finding]:
         cur = self._windows.get(ev.container_id)

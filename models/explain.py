@@ -16,7 +16,8 @@ def rate_finding(b: ImageBaseline, container: str, s: RateScore, w: Window, ev: 
     """A rate finding that says which features moved, which test fired and in which direction,
     what the window ran and where it connected, and that its event is the window's last one."""
     top = ", ".join(f"{name} {val:.1f}/s (learned {mean:.1f}/s)" for name, val, mean, _ in s.top)
-    priority = "CRITICAL" if s.score > s.threshold * 1.5 else "WARNING"
+    # a rate alone never proves an attack (README, "Severity"): far past the threshold is ERROR
+    priority = "ERROR" if s.score > s.threshold * 1.5 else "WARNING"
     why = _rate_reasons(s)
     window = _window_summary(w, b.config.window_s)
     last = f"last event of the window: {_event_text(ev)}"

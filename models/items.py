@@ -3,7 +3,8 @@ and ``model accept``/``reject``, and one structured JSON form.
 
 An item key is a tuple per dimension (models/profile.py); :data:`FIELDS` names its parts. The CLI
 spelling is the parts separated by spaces, shell-quoted where needed (``process /usr/sbin/httpd 0``,
-``listen tcp 8080``, ``syscall ptrace``); the JSON form names them
+``listen tcp 8080``, ``syscall ptrace``, ``rule 'Shell Spawned by Non-Shell Program in Container'
+/usr/bin/dash /usr/sbin/logrotate``); the JSON form names them
 (``{"kind": "process", "exe": "/usr/sbin/httpd", "uid": 0, "count": ..., ...}``).
 """
 
@@ -21,7 +22,7 @@ from sensor.errors import EX_USAGE
 FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "process": ("exe", "uid"), "parent": ("exe", "parent"), "args": ("exe", "arg"),
     "listen": ("proto", "port"), "inbound": ("proto", "port"), "outbound": ("proto", "port", "address"),
-    "syscall": ("nr",)}
+    "syscall": ("nr",), "rule": ("rule", "exe", "parent")}
 # Numeric parts and their ranges: what the kernel records hold (u32 uid and syscall nr, u16 port)
 RANGES: Final[dict[str, tuple[int, int]]] = {"uid": (0, 2**32 - 1), "port": (0, 65535), "nr": (0, 2**32 - 1)}
 _SYSCALL_NRS: Final = {name: nr for nr, name in syscalls.NAMES.items()}
@@ -112,6 +113,8 @@ def human(dim: str, key: tuple[Any, ...], s: ItemStat) -> str:
     extra.append(f"last seen {iso_time(s.last_ns)}")
     if "accepted_by" in s.provenance:
         extra.append(f"accepted by {s.provenance['accepted_by']}")
+    elif dim == "rule" and "container" in s.provenance:  # learned: the rule fired while learning
+        extra.append(f"learned from rule finding in {s.provenance['container']} at {iso_time(s.first_ns)}")
     return f"{label(dim, key)}  ({', '.join(extra)})"
 
 

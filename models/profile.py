@@ -14,7 +14,8 @@ from typing import Any, Final, Iterator
 
 from sensor.events import Event
 
-DIMENSIONS: Final = ("process", "parent", "args", "listen", "outbound", "inbound", "syscall")
+# "rule": findings of learnable rules seen while learning (rule, executable, parent), expected since
+DIMENSIONS: Final = ("process", "parent", "args", "listen", "outbound", "inbound", "syscall", "rule")
 MAX_CONTAINERS_TRACKED: Final = 64
 
 

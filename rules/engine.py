@@ -80,7 +80,7 @@ class RuleEngine:
         return Finding(kind=RULE, rule=rule.name, priority=rule.priority, output=rule.render(event),
                        event=event, time_ns=event.time_ns, source="rule", tags=rule.tags,
                        explanation={"condition": rule.condition, "desc": rule.desc,
-                                    "file": f"{rule.source_file}:{rule.line}"})
+                                    "file": f"{rule.source_file}:{rule.line}", "learnable": rule.learnable})
 
     def open_prefixes(self, limit: int = 24) -> list[tuple[str, int]]:
         """Sensitive path prefixes for the kernel filter, from the ``sensitive_*`` lists."""

@@ -22,7 +22,7 @@ from sensor.events import PRIORITIES, Event
 
 ENGINE_VERSION = 1
 RULE_KEYS = {"rule", "desc", "condition", "output", "priority", "tags", "exceptions", "enabled",
-             "source", "append", "override"}
+             "source", "append", "override", "learnable"}
 _PRIORITY_ALIASES = {"INFO": "INFORMATIONAL", "WARN": "WARNING", "ERR": "ERROR", "CRIT": "CRITICAL"}
 _LIST_COMPS = ("in", "pmatch", "intersects")
 _OUTPUT_FIELD = re.compile(r"%([\w.]+(?:\[\d+\])?)")
@@ -58,6 +58,10 @@ class CompiledRule:
     line: int = 0
     enabled: bool = True
     ast: Node | None = field(default=None, repr=False)
+    # A finding while its image learns becomes expected of that image (by rule, executable and
+    # parent) and is quiet once it alerts; false for what no baseline may excuse (a miner, a
+    # reverse shell): those always fire. Rule field ``learnable``, true when absent.
+    learnable: bool = True
 
 
 @dataclass
@@ -217,6 +221,7 @@ def _compile_rule(name: str, idx: int, item: dict[str, Any], macros: dict[str, s
     if "desc" in item:
         _text(item["desc"], where("desc"))
     _optional(item, "enabled", bool, where)
+    _optional(item, "learnable", bool, where)
     _optional(item, "source", str, where)
     _optional(item, "override", dict, where)
     priority = _priority(item["priority"], where("priority"))
@@ -233,7 +238,8 @@ def _compile_rule(name: str, idx: int, item: dict[str, Any], macros: dict[str, s
         raise RuleError(f"{where('tags')}: must be a list, not {_type(tags)}")
     return CompiledRule(item["rule"], item.get("desc", ""), condition, item["output"], priority,
                         tuple(_scalar(t, where(f"tags[{j}]")) for j, t in enumerate(tags)), kinds, match,
-                        render, name, int(item.get("__line__", 0)), item.get("enabled", True), ast)
+                        render, name, int(item.get("__line__", 0)), item.get("enabled", True), ast,
+                        item.get("learnable", True))
 
 
 def _priority(value: str, where: str) -> str:

@@ -129,6 +129,12 @@ class Daemon:
         for sink in self.sinks:  # all are asked before any response (a loop: a comprehension costs 0.1 us)
             found += sink.handle(ev)
         for f in found:
+            if f.source == "rule" and f.explanation.get("learnable"):
+                # expected of this image: learned while it learns, quiet once it alerts
+                learned = self.models.rule_finding(f, self.effective_mode(f.event))
+                if learned is None:
+                    continue
+                f = learned
             self.respond(f)
 
     def effective_mode(self, ev: Event) -> str:
@@ -157,7 +163,8 @@ class Daemon:
         with self.lock:
             self.pending.append(f)
         if self.args.print_findings:
-            print(json.dumps({"priority": f.priority, "rule": f.rule, "action": action, "output": f.output}),
+            print(json.dumps({"priority": f.priority, "rule": f.rule, "action": action, "mode": mode,
+                              "output": f.output}),
                   flush=True)
 
     def execute(self, f: Finding, action: str) -> None:

@@ -32,7 +32,7 @@ from models.export import network_policy, seccomp_profile
 from models.fleet import merge_snapshots
 from models.profile import DIMENSIONS
 from sensor.errors import run_command
-from sensor.events import Event
+from sensor.events import RULE, Event, Finding
 from tests.unit.model_cli import model_cli
 
 CFG = ModelConfig(min_learn_s=60, stable_s=30)
@@ -45,6 +45,11 @@ def learned() -> ModelEngine:
     start = fleet(1, 1)[0].time_ns
     for nr in (0, 1, 257):
         eng.handle(Event("syscall", start, syscall_nr=nr, container_id="0" * 64, image_id=IMAGE_ID, runtime="docker"))
+    rotate = Event("exec", start, comm="sh", exe="/usr/bin/dash", pexe="/usr/sbin/logrotate", container_id="0" * 64,
+                   image_id=IMAGE_ID, runtime="docker")
+    eng.rule_finding(Finding(kind=RULE, rule="Shell Spawned by Non-Shell Program in Container", priority="ERROR",
+                             output="o", event=rotate, time_ns=start, source="rule",
+                             explanation={"learnable": True}))
     for ev in fleet(3, 240):
         eng.handle(ev)
     eng.record_would_enforce(IMAGE_ID, "new_process")

@@ -41,14 +41,14 @@ def test_host_events_are_ignored_unless_configured() -> None:
     assert eng.images[HOST].profile.known("process", ("/usr/bin/nc", 0))
 
 
-def test_severity_shell_under_service_is_critical() -> None:
+def test_severity_shell_under_service_and_binary_from_tmp_are_errors() -> None:
     eng = learned()
     t = fleet(3, 240)[-1].time_ns + SEC
     [shell] = eng.handle(deviation("shell_from_server", t)[0])
     [binary] = eng.handle(deviation("new_binary", t, i=1)[0])
     # /bin/sh itself is known; its new parent httpd is the deviation
     assert shell.kind == NEW_PARENT and binary.kind == NEW_PROCESS
-    assert shell.priority == "CRITICAL" and binary.priority == "WARNING"
+    assert shell.priority == "ERROR" and binary.priority == "ERROR"  # README, "Severity"
     # the analyst line names what was seen, where, and what the baseline knows
     assert "/tmp/xmrig" in binary.output and "web-1" in binary.output and "3 container(s)" in binary.output
     assert binary.explanation["seen"].startswith("/tmp/xmrig (parent /bin/sh")
