@@ -274,6 +274,60 @@ static __always_inline int capture_argv(const char *const *argv)
 TRACEPOINT_PROBE(syscalls, sys_enter_execve) { return capture_argv(args->argv); }
 TRACEPOINT_PROBE(syscalls, sys_enter_execveat) { return capture_argv(args->argv); }
 
+#ifndef NAME_SCAN
+#define NAME_SCAN 256         /* argv bytes searched for the name a multi-call binary runs */
+#endif
+
+static __always_inline int is_multicall(const char *p, u32 n)
+{
+    if (n == 7)
+        return p[0] == 'b' && p[1] == 'u' && p[2] == 's' && p[3] == 'y' && p[4] == 'b' && p[5] == 'o' && p[6] == 'x';
+    if (n == 6)
+        return p[0] == 't' && p[1] == 'o' && p[2] == 'y' && p[3] == 'b' && p[4] == 'o' && p[5] == 'x';
+    return 0;
+}
+
+/* The program a multi-call binary runs for this argv, as a comm key: argv[0]'s base name (a login
+ * shell's "-" dropped), argv[1]'s when argv[0] is busybox or toybox. busybox picks its applet so,
+ * whatever file name it was started by (`busybox nc`, `exec -a nc /bin/ls` with ls a hard link to
+ * busybox), and a file's name (comm) alone would let a banned applet run under another name. The
+ * kernel cannot tell here whether the file is a multi-call binary (that needs its inode), so for
+ * any program an argv[0] naming a banned one is banned too. Only the first NAME_SCAN bytes are
+ * searched. Returns 1 when out holds a name. */
+static __always_inline int argv_name(struct exec_rec *r, char *out)
+{
+    u32 len = r->args_len, base = 0, end = 0;
+    int entry = 0;
+    for (u32 i = 0; i < NAME_SCAN; i++) {
+        if (i >= len)
+            break;
+        char c = r->args[i];
+        if (c == '/')
+            base = i + 1;
+        if (c != 0)
+            continue;
+        if (entry == 0 && is_multicall(r->args + (base & (ARGS_SIZE - 1)), i - base)) {
+            entry = 1;  /* busybox nc ...: the applet is argv[1] */
+            base = i + 1;
+            continue;
+        }
+        end = i;
+        break;
+    }
+    if (!end)
+        return 0;
+    if (r->args[base & (ARGS_SIZE - 1)] == '-' && !entry)
+        base++;
+    if (end <= base || (entry && r->args[base & (ARGS_SIZE - 1)] == '-'))
+        return 0;
+    for (u32 j = 0; j < 15; j++) {
+        if (base + j >= end)
+            break;
+        out[j] = r->args[(base + j) & (ARGS_SIZE - 1)];
+    }
+    return 1;
+}
+
 /* sched:sched_process_exec (since 3.4): fires once the new image is committed, with the final
  * filename and the new comm already set — so a banned comm can be killed here with
  * bpf_send_signal (5.3+) before it runs a single user instruction. Misses nothing that execs;
@@ -319,6 +373,16 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         if (!ban) {
             bk.cgroup_id = 0;
             ban = banned.lookup(&bk);
+        }
+        if (!ban && r->args_len) {  /* the name argv gives: a multi-call binary's applet */
+            struct ban_key nk = {.cgroup_id = r->h.cgroup_id};
+            if (argv_name(r, nk.comm)) {
+                ban = banned.lookup(&nk);
+                if (!ban) {
+                    nk.cgroup_id = 0;
+                    ban = banned.lookup(&nk);
+                }
+            }
         }
         if (ban) {
             bpf_send_signal(9);
