@@ -19,6 +19,7 @@ from models.features import Window, add_event, add_syscalls, vector
 from models.fleet import merge_snapshots
 from models.profile import endpoint_key, item_keys
 from models.registry import BaselineRegistry
+from models.scan import Burst, ScanTracker, scan_summary
 from sensor.events import (
     HOST,
     NEW_LISTEN_PORT,
@@ -70,6 +71,7 @@ class ModelEngine:
         # rates then come from observe_kernel_counts, not from events
         self.kernel_counts = False
         self._last_net: dict[tuple[int, int, bool], int] = {}
+        self.scans = ScanTracker()  # many new endpoints at once: one finding (models/scan.py)
 
     @classmethod
     def open(cls, store_dir: Path, config: ModelConfig | None = None, node: str = "",
@@ -134,6 +136,12 @@ class ModelEngine:
                 continue
             if dim == "parent" and new_process or dim == "args" and not self._args_stable(b, ev):
                 continue
+            if dim == "outbound":
+                in_scan, burst = self.scans.note(ev.container_id, ev)
+                if burst is not None:
+                    out.append(self._scan_finding(b, burst, ev, frozen))
+                if in_scan:
+                    continue
             new_process = new_process or dim == "process"
             seen = (ev.container_id, dim, key)
             if seen not in self._reported:
@@ -163,6 +171,20 @@ class ModelEngine:
         return Finding(kind=_KIND[dim], rule=_TITLE[dim], priority=priority, output=output, event=ev,
                        time_ns=ev.time_ns, source="model", tags=("baseline", dim),
                        explanation={"dimension": dim, "seen": seen, "expected": expected, **ctx},
+                       mode=b.mode, during_loss=during_loss)
+
+    def _scan_finding(self, b: ImageBaseline, burst: Burst, ev: Event, during_loss: bool) -> Finding:
+        ctx = b.context()
+        summary = scan_summary(burst)
+        output = (f"outbound scan from {ev.exe or ev.comm} (pid {ev.pid}) in image {b.image or b.key} container "
+                  f"{ev.container_name or ev.container_id[:12]}: {summary}; baseline learned "
+                  f"{ctx['learned_s']:.0f}s knows {len(b.profile.items['outbound'])} outbound item(s)")
+        return Finding(kind=NEW_OUTBOUND, rule="Outbound Scan", priority="ERROR", output=output, event=ev,
+                       time_ns=ev.time_ns, source="model", tags=("baseline", "outbound", "scan", "T1046"),
+                       explanation={"dimension": "outbound", "seen": summary, "count": len(burst.endpoints),
+                                    "failed": burst.failed, "hosts": burst.hosts()[:64],
+                                    "ports": burst.ports()[:256],
+                                    "window_s": round((burst.last_ns - burst.start_ns) / 1e9, 3), **ctx},
                        mode=b.mode, during_loss=during_loss)
 
     def _rate(self, b: ImageBaseline, ev: Event) -> list[Finding]:
