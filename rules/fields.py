@@ -14,7 +14,16 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Final
 
-from sensor.events import ARGS_FROM_PROC, ARGS_UNREAD, NAME_MISMATCH, STDIO_SOCKET, Event
+from sensor.events import (
+    ARGS_FROM_PROC,
+    ARGS_UNREAD,
+    EXE_DELETED,
+    EXE_FROM_MEMFD,
+    EXE_UPPER_LAYER,
+    NAME_MISMATCH,
+    STDIO_SOCKET,
+    Event,
+)
 
 STR: Final = "str"
 INT: Final = "int"
@@ -161,6 +170,13 @@ def _fields() -> list[Field]:
               "a network socket, at exec or at its connect (remote end: fd.rip, fd.rport; both: fd.name)"),
         Field("proc.name_mismatch", BOOL, _name_mismatch, "the name it runs under is not the file run: a "
               "multi-call binary's applet (busybox nc), or an argv[0] naming another program (exec -a)"),
+        Field("proc.is_exe_upper_layer", BOOL, lambda e: e.kind == "exec" and bool(e.flags & EXE_UPPER_LAYER),
+              "the file run is in the container's overlay upper layer: written or modified after it started"),
+        Field("proc.is_exe_from_memfd", BOOL, lambda e: e.kind == "exec" and (
+            bool(e.flags & EXE_FROM_MEMFD) or e.exe.startswith(("/memfd:", "memfd:"))),
+              "the file run is an anonymous memory file (memfd_create), also when exec'd by descriptor"),
+        Field("proc.is_exe_deleted", BOOL, lambda e: e.kind == "exec" and bool(e.flags & EXE_DELETED),
+              "the file run was already deleted when the sensor looked"),
         Field("proc.exe_file", STR, _exe_file, "the file run (/bin/busybox for busybox nc, whose proc.exe "
               "and proc.name name the applet)"),
         _attr("proc.args_truncated", BOOL, "truncated", "argv longer than the sensor keeps (64 entries, 4096 bytes)"),

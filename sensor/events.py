@@ -61,6 +61,12 @@ STDIO_SOCKET: Final = 32
 # nc``, ``exec -a nc /bin/ls`` where ls is busybox: exe then names the applet next to the binary, and
 # ``path`` holds the file executed), or an argv[0] that names another program (``exec -a``)
 NAME_MISMATCH: Final = 64
+# drift: the file run is not part of the image. EXE_UPPER_LAYER: it is in the container's overlay
+# upper layer (written or modified after the container started); EXE_FROM_MEMFD: an anonymous
+# memory file; EXE_DELETED: its file was deleted (after or before the exec)
+EXE_UPPER_LAYER: Final = 128
+EXE_FROM_MEMFD: Final = 256
+EXE_DELETED: Final = 512
 
 # Response actions, weakest first.
 ACTIONS: Final = ("none", "alert", "kill-process", "pause-container", "kill-container")
@@ -121,7 +127,8 @@ class Event:
     # files
     # open: the path; connect with family "unix": the socket path; exec with NAME_MISMATCH: the file run
     path: str = ""
-    # open: open(2) flags; exec: ARGS_UNREAD, ARGS_FROM_PROC, STDIO_SOCKET, NAME_MISMATCH; connect: STDIO_SOCKET
+    # open: open(2) flags; exec: ARGS_UNREAD, ARGS_FROM_PROC, STDIO_SOCKET, NAME_MISMATCH, EXE_*;
+    # connect: STDIO_SOCKET
     flags: int = 0
     # exec outcome
     killed: bool = False  # killed in the kernel at exec (banned process in enforce mode)

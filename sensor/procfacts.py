@@ -38,6 +38,15 @@ about a process come from ``/proc/<pid>`` in user space, once per event that nee
   is not the file's, or argv[0] names another program than the file run (``exec -a``), the event
   gets ``NAME_MISMATCH`` and, where exe was renamed, ``path`` holds the file run.
 
+- **Drift: a program that is not part of the image.** At each exec in a container, the file run
+  is looked for in the container's overlay upper layer (``upperdir`` of its root mount in
+  ``/proc/<pid>/mountinfo``, a host path; cached per cgroup): there only if it was written or
+  modified after the container started, wherever it lies (``EXE_UPPER_LAYER``). An exec from an
+  anonymous memory file (``/memfd:``, also behind ``/dev/fd/N``) is ``EXE_FROM_MEMFD``, one whose
+  file is already deleted ``EXE_DELETED``. Costs one readlink and one lstat per exec (the mount
+  table is read once per container). Misses: a binary dropped into a volume or bind mount (not
+  the overlay), and roots that are not overlay (the upper layer is then unknown: no flag).
+
 Shell checks and connect sources are looked up for container processes only: their cost (a few
 readlinks, one read of the namespace's socket table) is paid where findings are made.
 """
@@ -53,7 +62,16 @@ from pathlib import Path
 from typing import Final
 
 from sensor import layout as L
-from sensor.events import ARGS_FROM_PROC, ARGS_UNREAD, NAME_MISMATCH, STDIO_SOCKET, Event
+from sensor.events import (
+    ARGS_FROM_PROC,
+    ARGS_UNREAD,
+    EXE_DELETED,
+    EXE_FROM_MEMFD,
+    EXE_UPPER_LAYER,
+    NAME_MISMATCH,
+    STDIO_SOCKET,
+    Event,
+)
 from sensor.proctable import REAL_PROC, resolve_in_root
 
 INTERPRETERS: Final = re.compile(
@@ -146,6 +164,38 @@ def fd_socket(pid_dir: Path, fd: int) -> SocketEnds | None:
     return inet_socket(pid_dir, inode) if inode else None
 
 
+def root_upperdir(mountinfo: str) -> str:
+    """The upper directory (a host path) of the overlay mounted at a process's ``/``, from its
+    mountinfo; "" when its root is not an overlay."""
+    upper = ""
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        cols = left.split()
+        if not sep or len(cols) < 5 or cols[4] != "/":
+            continue
+        fstype, _, rest = right.partition(" ")
+        upper = ""
+        if fstype == "overlay":
+            for opt in rest.split(" ", 1)[-1].split(","):
+                if opt.startswith("upperdir="):
+                    upper = opt[len("upperdir="):].replace("\\040", " ")
+    return upper  # the last mount on / is the one the process sees
+
+
+def _in_upper(upper: str, exe: str, root: Path) -> bool:
+    """Whether the file ``exe`` (its symlinks followed in the process's root) is in the upper
+    layer: present there and not a whiteout (a 0/0 character device marks a deleted file)."""
+    try:
+        path = resolve_in_root(root, exe)
+    except OSError:
+        path = exe
+    try:
+        st = os.lstat(upper + path)
+    except OSError:
+        return False
+    return not (st.st_mode & 0o170000 == 0o020000 and st.st_rdev == 0)
+
+
 def within_limits(args: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
     """argv cut to what the kernel would have kept (ARGS_MAX entries, ARGS_SIZE bytes with NULs),
     and whether anything was cut."""
@@ -181,6 +231,8 @@ class ProcFacts:
         self.max_dirs = max_dirs
         self._dirs: dict[tuple[str, str], str] = {}  # (image key, directory) -> resolved directory
         self._multi: dict[tuple[str, str], bool] = {}  # (image key, exe) -> a multi-call binary
+        self._upper: dict[int, str] = {}  # cgroup id -> its root's overlay upper dir ("" if none)
+        self.drifted = 0
         self.renamed = 0
         self.args_from_proc = 0
         self.args_unread = 0
@@ -200,6 +252,10 @@ class ProcFacts:
             changes["exe"] = exe
         changes.update(self._name(ev, exe, image_key, parent, changes.get("args", ev.args)))  # type: ignore[arg-type]
         exe = changes.get("exe", exe)  # type: ignore[assignment]
+        if container:
+            drift = self.drift(ev, changes.get("path") or exe, parent)  # type: ignore[arg-type]
+            if drift:
+                changes["flags"] = changes.get("flags", ev.flags) | drift  # type: ignore[operator]
         if container and INTERPRETERS.fullmatch(exe.rsplit("/", 1)[-1] or ev.comm):
             changes.update(self._stdio(ev, changes.get("flags", ev.flags)))  # type: ignore[arg-type]
         return ev.replace(**changes) if changes else ev
@@ -241,6 +297,42 @@ class ProcFacts:
         if first and first != base and first[:15] != ev.comm:
             return {"flags": ev.flags | NAME_MISMATCH}  # exec -a: argv[0] is another program's name
         return {}
+
+    def drift(self, ev: Event, exe: str, parent: int = 0) -> int:
+        """EXE_* flags of an exec in a container: its file in the overlay's upper layer, a memfd,
+        or deleted (see the module doc); 0 when it is the image's own (or cannot be told)."""
+        flags = 0
+        try:
+            real = os.readlink(self.root / str(ev.pid) / "exe")
+        except OSError:
+            real = ""
+        if ev.exe.startswith(("/memfd:", "memfd:")) or real.startswith("/memfd:"):
+            flags |= EXE_FROM_MEMFD
+        elif real.endswith(" (deleted)"):
+            flags |= EXE_DELETED
+        if not flags and exe.startswith("/") and not exe.startswith(_OPAQUE):
+            upper = self._upperdir(ev.cgroup_id, ev.pid, parent)
+            if upper and _in_upper(upper, exe, self.root / str(ev.pid) / "root"):
+                flags |= EXE_UPPER_LAYER
+        if flags:
+            self.drifted += 1
+        return flags
+
+    def _upperdir(self, cgroup_id: int, pid: int, parent: int) -> str:
+        known = self._upper.get(cgroup_id)
+        if known is not None:
+            return known
+        for who in (pid, parent) if parent else (pid,):
+            try:
+                text = (self.root / str(who) / "mountinfo").read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            upper = root_upperdir(text)
+            if len(self._upper) >= self.max_dirs:
+                self._upper.clear()
+            self._upper[cgroup_id] = upper
+            return upper
+        return ""
 
     def multicall(self, pid: int, exe: str, image_key: str, parent: int = 0) -> bool:
         """Whether the file ``exe`` (as the process ran it) is the image's busybox or toybox: by
@@ -328,4 +420,5 @@ class ProcFacts:
 
     def stats(self) -> dict[str, int]:
         return {"args_from_proc": self.args_from_proc, "args_unread": self.args_unread, "applets_named": self.renamed,
+                "exec_drift": self.drifted,
                 "stdio_sockets": self.stdio_sockets, "connect_sources": self.sources}
