@@ -73,6 +73,7 @@ class Daemon:
                              prefixes=self.rules.open_prefixes(),
                              mode=self.effective_mode)  # learn: profiled; enforce: urgent
         self.models.kernel_counts = True
+        self.models.early_rates = True  # a burst is reported while its window runs (issue 21 item 4)
         self.responder = Responder.create(use_docker=not args.no_docker, cri_for=self.tracer.cri_for)
         # one pause/kill per container while the last one holds (still frozen, gone)
         self.gate = ActionGate(holds=self._action_holds)
