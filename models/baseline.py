@@ -87,6 +87,22 @@ class ImageBaseline:
             self.life.learn_started_ns = time_ns
         self.life.mode = mode
 
+    def inactive_parts(self, mode: str = "") -> list[dict[str, Any]]:
+        """Model parts that cannot judge yet, each with what it has, what it needs and how much
+        more learning that is: today the rate model, which needs MIN_WINDOWS windows. The item
+        profile is always active (everything not learned is new). Empty when all are ready."""
+        from models.ratemodel import MIN_WINDOWS
+
+        have = int(len(self.rate.windows))
+        if have >= MIN_WINDOWS:
+            return []
+        more_s = (MIN_WINDOWS - have) * self.config.window_s
+        when = (f"after about {more_s:.0f}s more of learning" if (mode or self.mode) == "learn" else
+                f"only after about {more_s:.0f}s of learning again (windows are learned in learn mode)")
+        # ``mode``: the mode being switched to, when it differs from the model's own yet
+        return [{"part": "rate", "windows": have, "needs": MIN_WINDOWS, "more_learning_s": more_s,
+                 "text": f"rate model not active: {have} of {MIN_WINDOWS} windows learned; active {when}"}]
+
     def learned_s(self) -> float:
         return self.life.observed_ns / 1e9
 

@@ -52,3 +52,17 @@ def test_a_usual_window_is_not_reported_early_or_late() -> None:
             found += eng.handle(ex(400 + i, 2000 + i))
         found += eng.tick(int((400 + i) * S))
     assert [f.rule for f in found if f.rule == "Rate Anomaly"] == []
+
+
+def test_a_model_says_which_parts_are_not_active_yet() -> None:
+    """Issue 21 item 6: the rate model needs MIN_WINDOWS windows; until then it says so."""
+    eng = ModelEngine(ModelConfig(window_s=5, min_learn_s=10_000, stable_s=10_000))
+    for i in range(12):  # two 5 s windows' worth
+        eng.handle(ex(i, 100 + i))
+    eng.tick(30 * S)
+    b = eng.get(IMAGE)
+    [part] = b.inactive_parts()
+    assert part["part"] == "rate" and part["windows"] < part["needs"] and part["more_learning_s"] > 0
+    assert "more of learning" in part["text"]
+    assert "learning again" in b.inactive_parts("alert")[0]["text"]
+    assert learned().get(IMAGE).inactive_parts() == []  # forty windows: all active
