@@ -39,8 +39,9 @@ def test_drift_is_killed_in_enforce_mode(tmp_path: Path, busybox) -> None:  # ty
     policy = tmp_path / "policy.yaml"
     policy.write_text("images:\n- match: 'cgsentry/busybox:*'\n  mode: enforce\n  default_action: kill-process\n")
     with daemon(tmp_path / "state", "--profile", "full", "--policy", str(policy)) as out:
-        c = busybox("sleep 2; cp /bin/busybox /srv-tool; /srv-tool sleep 30; echo rc=$?; echo fine; echo rc2=$?;"
-                    " sleep 3600")
+        # a copy of busybox, run by an applet's name (busybox runs what argv[0] names)
+        c = busybox("sleep 2; mkdir -p /srv; cp /bin/busybox /srv/sleep; /srv/sleep 30; echo rc=$?; echo fine;"
+                    " echo rc2=$?; sleep 3600")
         wait_for(lambda: "rc2=" in c.logs().decode(), timeout_s=60)
     logs = c.logs().decode()
     assert "rc=137" in logs and "rc2=0" in logs, logs
