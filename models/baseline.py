@@ -13,6 +13,7 @@ is learned, nothing is promoted, and findings carry ``during_loss``.
 from __future__ import annotations
 
 import difflib
+import errno
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,22 @@ class ImageBaseline:
         if mode == "learn" and self.life.mode != "learn":
             self.life.learn_started_ns = time_ns
         self.life.mode = mode
+
+    def inactive_parts(self, mode: str = "") -> list[dict[str, Any]]:
+        """Model parts that cannot judge yet, each with what it has, what it needs and how much
+        more learning that is: today the rate model, which needs MIN_WINDOWS windows. The item
+        profile is always active (everything not learned is new). Empty when all are ready."""
+        from models.ratemodel import MIN_WINDOWS
+
+        have = int(len(self.rate.windows))
+        if have >= MIN_WINDOWS:
+            return []
+        more_s = (MIN_WINDOWS - have) * self.config.window_s
+        when = (f"after about {more_s:.0f}s more of learning" if (mode or self.mode) == "learn" else
+                f"only after about {more_s:.0f}s of learning again (windows are learned in learn mode)")
+        # ``mode``: the mode being switched to, when it differs from the model's own yet
+        return [{"part": "rate", "windows": have, "needs": MIN_WINDOWS, "more_learning_s": more_s,
+                 "text": f"rate model not active: {have} of {MIN_WINDOWS} windows learned; active {when}"}]
 
     def learned_s(self) -> float:
         return self.life.observed_ns / 1e9
@@ -190,6 +207,9 @@ def fmt_item(dim: str, key: tuple[Any, ...]) -> str:
 def describe(dim: str, key: tuple[Any, ...], ev: Event) -> str:
     if dim in ("process", "parent"):
         return f"{ev.exe} (parent {ev.pexe or '?'}, uid {ev.uid})"
-    if dim == "outbound" and ev.saddr:  # the source is the socket's (sensor/procfacts.py)
-        return f"{fmt_item(dim, key)} ({ev.saddr}:{ev.sport}->{ev.daddr}:{ev.dport})"
+    if dim == "outbound":
+        failed = f" failed: {errno.errorcode.get(-ev.ret, ev.ret)}" if ev.ret < 0 and ev.ret != -115 else ""
+        if ev.saddr:  # the source is the socket's (sensor/procfacts.py)
+            return f"{fmt_item(dim, key)} ({ev.saddr}:{ev.sport}->{ev.daddr}:{ev.dport}{failed})"
+        return f"{fmt_item(dim, key)}" + (f" ({failed.strip()})" if failed else "")
     return fmt_item(dim, key)

@@ -60,6 +60,7 @@ def summary(b: ImageBaseline) -> dict[str, Any]:
             "stable_s": round(b.stable_s(), 1), "containers": len(b.profile.containers),
             "nodes": sorted(b.profile.nodes), "seeded_from": b.life.seeded_from,
             "rate_windows": int(len(b.rate.windows)), "would_enforce": b.life.would_enforce,
+            "not_active": b.inactive_parts(),
             "items": {d: [items.to_json(d, k, b.profile.items[d][k]) for k in _sorted(b, d)] for d in DIMENSIONS},
             "audit": b.life.audit}
 
@@ -71,15 +72,16 @@ def _sorted(b: ImageBaseline, dim: str, keys: Any = None) -> list[tuple[Any, ...
 def cmd_list(args: argparse.Namespace) -> int:
     reg = _registry(args)
     rows: list[dict[str, Any]] = [{"image": b.image, "key": b.key, "mode": b.mode, "learned_s": round(b.learned_s()),
-             "items": b.profile.size(), "containers": len(b.profile.containers)}
+             "items": b.profile.size(), "containers": len(b.profile.containers),
+             "not_active": [p["part"] for p in b.inactive_parts()]}
             for b in reg.images.values()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'IMAGE':<36} {'MODE':<8} {'LEARNED':>8} {'ITEMS':>6} {'CONTAINERS':>10}")
+    print(f"{'IMAGE':<36} {'MODE':<8} {'LEARNED':>8} {'ITEMS':>6} {'CONTAINERS':>10}  NOT ACTIVE")
     for r in rows:
         print(f"{(r['image'] or r['key'])[:36]:<36} {r['mode']:<8} {r['learned_s']:>7}s {r['items']:>6} "
-              f"{r['containers']:>10}")
+              f"{r['containers']:>10}  {', '.join(r['not_active']) or '-'}")
     return 0
 
 
@@ -91,6 +93,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     print(f"image {s['image'] or s['key']}  mode {s['mode']}  learned {s['learned_s']}s observed "
           f"(stable {s['stable_s']}s) on {s['containers']} container(s)")
+    for part in s["not_active"]:
+        print(f"  {part['text']}")
     for dim in DIMENSIONS:
         print(f"  {dim} ({len(b.profile.items[dim])}):")
         for key in _sorted(b, dim):
@@ -150,6 +154,8 @@ def cmd_mode(args: argparse.Namespace) -> int:
     b = _registry(args).get(args.image)
     note = _decide(args, Decision("mode", b.key, _actor(), args.reason or "", mode=args.mode))
     print(f"{b.image or b.key}: mode {args.mode}{note}")
+    for part in b.inactive_parts(args.mode) if args.mode != "learn" else []:
+        print(f"  {part['text']}")
     return 0
 
 

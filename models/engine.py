@@ -18,7 +18,9 @@ from models.explain import rate_finding
 from models.features import Window, add_event, add_syscalls, vector
 from models.fleet import merge_snapshots
 from models.profile import endpoint_key, item_keys
+from models.ratemodel import Z_LIMIT
 from models.registry import BaselineRegistry
+from models.scan import Burst, ScanTracker, scan_summary
 from sensor.events import (
     HOST,
     NEW_LISTEN_PORT,
@@ -44,6 +46,7 @@ _TITLE = {"process": "New Process", "parent": "New Parent Process", "args": "New
 _KERNEL_COUNTED = frozenset({"connect", "accept", "fork", "exit"})
 _PRIORITY = {"process": "WARNING", "parent": "WARNING", "args": "NOTICE", "listen": "WARNING",
              "inbound": "NOTICE", "outbound": "WARNING", "syscall": "NOTICE"}
+EARLY_CHECK_NS = 250_000_000  # a running window is scored at most this often per container
 _SHELLS = frozenset({"sh", "ash", "bash", "dash", "zsh", "ksh", "busybox"})
 # The runtime starting a process in the container: an entrypoint or an operator's exec session.
 _RUNTIME = frozenset({"runc", "crun", "containerd-shim", "containerd-shim-runc-v2", "conmon", "docker-init",
@@ -97,6 +100,12 @@ class ModelEngine:
         # rates then come from observe_kernel_counts, not from events
         self.kernel_counts = False
         self._last_net: dict[tuple[int, int, bool], int] = {}
+        self.scans = ScanTracker()  # many new endpoints at once: one finding (models/scan.py)
+        # True: a burst is reported while its window runs (_running), as the sensor does; False:
+        # at the window's close only, with the whole window's counts (replays, tests, benchmarks)
+        self.early_rates = False
+        # container -> [start of its window already reported before closing, last early check]
+        self._early: dict[str, list[int]] = {}
 
     @classmethod
     def open(cls, store_dir: Path, config: ModelConfig | None = None, node: str = "",
@@ -161,6 +170,12 @@ class ModelEngine:
                 continue
             if dim == "parent" and new_process or dim == "args" and not self._args_stable(b, ev):
                 continue
+            if dim == "outbound":
+                in_scan, burst = self.scans.note(ev.container_id, ev)
+                if burst is not None:
+                    out.append(self._scan_finding(b, burst, ev, frozen))
+                if in_scan:
+                    continue
             new_process = new_process or dim == "process"
             seen = (ev.container_id, dim, key)
             if seen not in self._reported:
@@ -211,6 +226,20 @@ class ModelEngine:
         b.note_new_item(ev.time_ns)
         return f.replace(explanation={**f.explanation, "learned": True})
 
+    def _scan_finding(self, b: ImageBaseline, burst: Burst, ev: Event, during_loss: bool) -> Finding:
+        ctx = b.context()
+        summary = scan_summary(burst)
+        output = (f"outbound scan from {ev.exe or ev.comm} (pid {ev.pid}) in image {b.image or b.key} container "
+                  f"{ev.container_name or ev.container_id[:12]}: {summary}; baseline learned "
+                  f"{ctx['learned_s']:.0f}s knows {len(b.profile.items['outbound'])} outbound item(s)")
+        return Finding(kind=NEW_OUTBOUND, rule="Outbound Scan", priority="ERROR", output=output, event=ev,
+                       time_ns=ev.time_ns, source="model", tags=("baseline", "outbound", "scan", "T1046"),
+                       explanation={"dimension": "outbound", "seen": summary, "count": len(burst.endpoints),
+                                    "failed": burst.failed, "hosts": burst.hosts()[:64],
+                                    "ports": burst.ports()[:256],
+                                    "window_s": round((burst.last_ns - burst.start_ns) / 1e9, 3), **ctx},
+                       mode=b.mode, during_loss=during_loss)
+
     def _rate(self, b: ImageBaseline, ev: Event) -> list[Finding]:
         cur = self._windows.get(ev.container_id)
         out: list[Finding] = []
@@ -227,12 +256,46 @@ class ModelEngine:
             cur[1].note_exec(ev.exe)
         cur[1].note_process(ev.pid, ev.exe, ev)
         cur[1].last_event = ev
+        out.extend(self._running(cur[0], ev.container_id, cur[1], ev.time_ns))
         return out
+
+    def _running(self, key: str, container: str, w: Window, now_ns: int) -> list[Finding]:
+        """A burst reported while its window still runs: as soon as a counter's count so far, over
+        the whole window, is already more than Z_LIMIT deviations above what was learned (counts
+        only grow, so the closed window would say so too). Checked at most every EARLY_CHECK_NS
+        per container, on its events and on every tick; the window then reports nothing more
+        when it closes. Bursts the forest alone sees (or quiet windows) still wait for the close."""
+        if not self.early_rates:
+            return []
+        mark = self._early.get(container)
+        if mark is not None and (mark[0] == w.start_ns or now_ns - mark[1] < EARLY_CHECK_NS):
+            return []
+        b = self._images.get(key)
+        if b is None or b.mode == "learn" or not isinstance(w.last_event, Event):
+            return []
+        self._early[container] = [mark[0] if mark else 0, now_ns]
+        score = b.rate.score(vector(w, self.config.window_s))
+        if score is None:
+            return []
+        crossed = [(name, value, mean, z) for name, value, mean, z in score.top if z > Z_LIMIT]
+        if not crossed:
+            return []
+        self._early[container] = [w.start_ns, now_ns]
+        f = rate_finding(b, container, score, w, w.last_event)
+        after_s = round((now_ns - w.start_ns) / 1e9, 3)
+        above = [{"feature": n, "per_s": round(v, 2), "learned_per_s": round(m, 2), "times": round(v / m, 1)
+                  if m > 0 else None, "deviations": round(z, 1)} for n, v, m, z in crossed]
+        what = ", ".join(f"{a['feature']} {a['per_s']}/s vs {a['learned_per_s']}/s learned" for a in above)
+        return [f.replace(output=f"{f.output}; reported {after_s}s into the window, crossed: {what}",
+                          explanation={**f.explanation, "early": True, "after_s": after_s, "crossed": above})]
 
     def _close(self, key: str, container: str, w: Window, ev: Event | None) -> list[Finding]:
         b = self._images.get(key)
         if b is None:
             return []
+        mark = self._early.get(container)
+        if mark is not None and mark[0] == w.start_ns:
+            return []  # reported while it ran
         vec = vector(w, self.config.window_s)
         if b.mode == "learn":
             if not b.life.frozen(w.start_ns):
@@ -256,6 +319,9 @@ class ModelEngine:
             if now_ns - w.start_ns >= 2 * self.config.window_s * 1e9:
                 del self._windows[container]
                 out.extend(self._close(key, container, w, None))
+                self._early.pop(container, None)
+            else:
+                out.extend(self._running(key, container, w, now_ns))
         return out
 
     def observe_syscall_counts(self, counts: dict[tuple[int, int], int]) -> None:

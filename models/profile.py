@@ -79,7 +79,7 @@ def item_keys(ev: Event) -> Iterator[tuple[str, tuple[Any, ...]]]:
             yield "args", (ev.exe, ev.args[1])
     elif ev.kind == "listen":
         yield "listen", (ev.proto, ev.sport)
-    elif ev.kind == "connect" and ev.ret in (0, -115):  # success or EINPROGRESS
+    elif ev.kind == "connect":  # whatever its outcome: a refused or timed-out connect counts too
         yield "outbound", endpoint_key(ev)
     elif ev.kind == "accept" and ev.sport:  # port 0: the sensor could not tell which listener
         yield "inbound", (ev.proto, ev.sport)

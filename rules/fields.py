@@ -14,7 +14,16 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Final
 
-from sensor.events import ARGS_FROM_PROC, ARGS_UNREAD, STDIO_SOCKET, Event
+from sensor.events import (
+    ARGS_FROM_PROC,
+    ARGS_UNREAD,
+    EXE_DELETED,
+    EXE_FROM_MEMFD,
+    EXE_UPPER_LAYER,
+    NAME_MISMATCH,
+    STDIO_SOCKET,
+    Event,
+)
 
 STR: Final = "str"
 INT: Final = "int"
@@ -66,6 +75,15 @@ def _stdio_socket(ev: Event) -> bool:
     return ev.kind in ("exec", "connect") and bool(ev.flags & STDIO_SOCKET)
 
 
+def _name_mismatch(ev: Event) -> bool:
+    return ev.kind == "exec" and bool(ev.flags & NAME_MISMATCH)
+
+
+def _exe_file(ev: Event) -> str:
+    """The file an exec ran: its exe, unless exe names the applet a multi-call binary ran."""
+    return ev.path if _name_mismatch(ev) and ev.path else ev.exe
+
+
 def _server(ev: Event) -> tuple[str, int]:
     return (ev.daddr, ev.dport) if ev.kind in ("connect", "exec") else (ev.saddr, ev.sport)
 
@@ -94,8 +112,12 @@ def _typechar(ev: Event) -> str:
 
 
 def _cmdline(ev: Event) -> str:
-    """comm and arguments; a command line the sensor could not get whole says so at its end."""
-    line = " ".join((ev.comm, *ev.args[1:])) if ev.args else ev.comm
+    """comm and arguments (argv as given when its name is not the file's: ``busybox nc ...``,
+    ``exec -a``); a command line the sensor could not get whole says so at its end."""
+    if ev.args and _name_mismatch(ev):
+        line = " ".join(ev.args)
+    else:
+        line = " ".join((ev.comm, *ev.args[1:])) if ev.args else ev.comm
     if ev.truncated:
         line += " [truncated]"
     if ev.kind == "exec" and ev.flags & ARGS_UNREAD and not ev.flags & ARGS_FROM_PROC:
@@ -147,6 +169,17 @@ def _fields() -> list[Field]:
         _attr("proc.is_exe_killed", BOOL, "killed"),
         Field("proc.stdio_socket", BOOL, _stdio_socket, "the shell's or interpreter's stdin, stdout or stderr is "
               "a network socket, at exec or at its connect (remote end: fd.rip, fd.rport; both: fd.name)"),
+        Field("proc.name_mismatch", BOOL, _name_mismatch, "the name it runs under is not the file run: a "
+              "multi-call binary's applet (busybox nc), or an argv[0] naming another program (exec -a)"),
+        Field("proc.is_exe_upper_layer", BOOL, lambda e: e.kind == "exec" and bool(e.flags & EXE_UPPER_LAYER),
+              "the file run is in the container's overlay upper layer: written or modified after it started"),
+        Field("proc.is_exe_from_memfd", BOOL, lambda e: e.kind == "exec" and (
+            bool(e.flags & EXE_FROM_MEMFD) or e.exe.startswith(("/memfd:", "memfd:"))),
+              "the file run is an anonymous memory file (memfd_create), also when exec'd by descriptor"),
+        Field("proc.is_exe_deleted", BOOL, lambda e: e.kind == "exec" and bool(e.flags & EXE_DELETED),
+              "the file run was already deleted when the sensor looked"),
+        Field("proc.exe_file", STR, _exe_file, "the file run (/bin/busybox for busybox nc, whose proc.exe "
+              "and proc.name name the applet)"),
         _attr("proc.args_truncated", BOOL, "truncated", "argv longer than the sensor keeps (64 entries, 4096 bytes)"),
         _attr("user.uid", INT, "uid"),
         Field("user.name", STR, lambda e: "root" if e.uid == 0 else str(e.uid)),

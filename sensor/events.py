@@ -57,9 +57,19 @@ ARGS_FROM_PROC: Final = 16  # ... so args were read from /proc/PID/cmdline after
 # fd 0, 1 or 2 is a network socket: its endpoints are in saddr/sport/daddr/dport (also set on the
 # connect of an interpreter that put the connected socket on its fd 0-2)
 STDIO_SOCKET: Final = 32
+# the name the process runs under is not the file executed: a multi-call binary's applet (``busybox
+# nc``, ``exec -a nc /bin/ls`` where ls is busybox: exe then names the applet next to the binary, and
+# ``path`` holds the file executed), or an argv[0] that names another program (``exec -a``)
+NAME_MISMATCH: Final = 64
+# drift: the file run is not part of the image. EXE_UPPER_LAYER: it is in the container's overlay
+# upper layer (written or modified after the container started); EXE_FROM_MEMFD: an anonymous
+# memory file; EXE_DELETED: its file was deleted (after or before the exec)
+EXE_UPPER_LAYER: Final = 128
+EXE_FROM_MEMFD: Final = 256
+EXE_DELETED: Final = 512
 # connect/accept/listen from a lean-profile socket hook: seen before the operation (ret is 0, the
 # result is not known) and without the socket's descriptor
-NET_HOOK: Final = 64
+NET_HOOK: Final = 1024
 
 # Response actions, weakest first.
 ACTIONS: Final = ("none", "alert", "kill-process", "pause-container", "kill-container")
@@ -118,8 +128,11 @@ class Event:
     count: int = 0
     sc_args: tuple[int, ...] = ()
     # files
-    path: str = ""  # open: the path; connect with family "unix": the socket path
-    flags: int = 0  # open: open(2) flags; exec: ARGS_UNREAD, ARGS_FROM_PROC, STDIO_SOCKET; connect: STDIO_SOCKET
+    # open: the path; connect with family "unix": the socket path; exec with NAME_MISMATCH: the file run
+    path: str = ""
+    # open: open(2) flags; exec: ARGS_UNREAD, ARGS_FROM_PROC, STDIO_SOCKET, NAME_MISMATCH, EXE_*;
+    # connect: STDIO_SOCKET
+    flags: int = 0
     # exec outcome
     killed: bool = False  # killed in the kernel at exec (banned process in enforce mode)
     truncated: bool = False  # argv longer than the kernel captures (64 entries, 4096 bytes): the rest is cut

@@ -28,6 +28,25 @@ about a process come from ``/proc/<pid>`` in user space, once per event that nee
   dup2()ed it there: python's reverse shell before ``pty.spawn``) gets ``STDIO_SOCKET`` on the
   connect: best effort, since the dup2 may come after the read.
 
+- **Multi-call binaries by the applet they run.** busybox and toybox pick what to run from argv[0]
+  (``busybox`` itself: from argv[1]), so ``busybox nc``, ``/bin/nc -> busybox``, busybox's
+  hard links and ``exec -a nc /bin/ls`` (ls being busybox) all run nc. The file run is a multi-call
+  binary when it is one of the image's busybox/toybox (same device and inode, read through
+  ``/proc/<pid>/exe`` against ``/proc/<pid>/root``; cached per image and path); then the event's
+  name (comm) is the applet's and its exe is the applet's path next to the binary, as a symlink
+  would spell it, so rules, baselines and bans see one name however it was started. When that name
+  is not the file's, or argv[0] names another program than the file run (``exec -a``), the event
+  gets ``NAME_MISMATCH`` and, where exe was renamed, ``path`` holds the file run.
+
+- **Drift: a program that is not part of the image.** At each exec in a container, the file run
+  is looked for in the container's overlay upper layer (``upperdir`` of its root mount in
+  ``/proc/<pid>/mountinfo``, a host path; cached per cgroup): there only if it was written or
+  modified after the container started, wherever it lies (``EXE_UPPER_LAYER``). An exec from an
+  anonymous memory file (``/memfd:``, also behind ``/dev/fd/N``) is ``EXE_FROM_MEMFD``, one whose
+  file is already deleted ``EXE_DELETED``. Costs one readlink and one lstat per exec (the mount
+  table is read once per container). Misses: a binary dropped into a volume or bind mount (not
+  the overlay), and roots that are not overlay (the upper layer is then unknown: no flag).
+
 Shell checks and connect sources are looked up for container processes only: their cost (a few
 readlinks, one read of the namespace's socket table) is paid where findings are made.
 """
@@ -43,7 +62,16 @@ from pathlib import Path
 from typing import Final
 
 from sensor import layout as L
-from sensor.events import ARGS_FROM_PROC, ARGS_UNREAD, STDIO_SOCKET, Event
+from sensor.events import (
+    ARGS_FROM_PROC,
+    ARGS_UNREAD,
+    EXE_DELETED,
+    EXE_FROM_MEMFD,
+    EXE_UPPER_LAYER,
+    NAME_MISMATCH,
+    STDIO_SOCKET,
+    Event,
+)
 from sensor.proctable import REAL_PROC, resolve_in_root
 
 INTERPRETERS: Final = re.compile(
@@ -53,6 +81,22 @@ _OPAQUE: Final = ("/proc/", "/dev/fd/", "/memfd:")  # paths that do not name a d
 _SOCKET: Final = re.compile(r"socket:\[(\d+)\]")
 _TABLES: Final = (("tcp", "tcp", "ipv4"), ("tcp6", "tcp", "ipv6"), ("udp", "udp", "ipv4"), ("udp6", "udp", "ipv6"))
 _MAPPED_V4: Final = bytes(10) + b"\xff\xff"
+MULTICALL: Final = frozenset({"busybox", "toybox"})  # binaries that run the program argv[0] names
+_MULTICALL_PATHS: Final = tuple(f"{d}/{n}" for d in ("/bin", "/usr/bin", "/sbin", "/usr/sbin")
+                                for n in sorted(MULTICALL))
+
+
+def applet_name(args: tuple[str, ...]) -> str:
+    """The program a multi-call binary runs for this argv: argv[0]'s base name (a login shell's
+    leading "-" dropped), or argv[1]'s when argv[0] is the binary itself (``busybox nc``); "" if
+    argv says nothing (``busybox`` alone, ``busybox --list``)."""
+    if not args:
+        return ""
+    name = args[0].rsplit("/", 1)[-1].lstrip("-")
+    if name in MULTICALL:
+        nxt = args[1].rsplit("/", 1)[-1] if len(args) > 1 else ""
+        return nxt if nxt and not nxt.startswith("-") else ""
+    return name
 
 
 @dataclass(frozen=True)
@@ -120,6 +164,38 @@ def fd_socket(pid_dir: Path, fd: int) -> SocketEnds | None:
     return inet_socket(pid_dir, inode) if inode else None
 
 
+def root_upperdir(mountinfo: str) -> str:
+    """The upper directory (a host path) of the overlay mounted at a process's ``/``, from its
+    mountinfo; "" when its root is not an overlay."""
+    upper = ""
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        cols = left.split()
+        if not sep or len(cols) < 5 or cols[4] != "/":
+            continue
+        fstype, _, rest = right.partition(" ")
+        upper = ""
+        if fstype == "overlay":
+            for opt in rest.split(" ", 1)[-1].split(","):
+                if opt.startswith("upperdir="):
+                    upper = opt[len("upperdir="):].replace("\\040", " ")
+    return upper  # the last mount on / is the one the process sees
+
+
+def _in_upper(upper: str, exe: str, root: Path) -> bool:
+    """Whether the file ``exe`` (its symlinks followed in the process's root) is in the upper
+    layer: present there and not a whiteout (a 0/0 character device marks a deleted file)."""
+    try:
+        path = resolve_in_root(root, exe)
+    except OSError:
+        path = exe
+    try:
+        st = os.lstat(upper + path)
+    except OSError:
+        return False
+    return not (st.st_mode & 0o170000 == 0o020000 and st.st_rdev == 0)
+
+
 def within_limits(args: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
     """argv cut to what the kernel would have kept (ARGS_MAX entries, ARGS_SIZE bytes with NULs),
     and whether anything was cut."""
@@ -154,6 +230,10 @@ class ProcFacts:
         self.root = procfs_root
         self.max_dirs = max_dirs
         self._dirs: dict[tuple[str, str], str] = {}  # (image key, directory) -> resolved directory
+        self._multi: dict[tuple[str, str], bool] = {}  # (image key, exe) -> a multi-call binary
+        self._upper: dict[int, str] = {}  # cgroup id -> its root's overlay upper dir ("" if none)
+        self.drifted = 0
+        self.renamed = 0
         self.args_from_proc = 0
         self.args_unread = 0
         self.stdio_sockets = 0
@@ -170,6 +250,12 @@ class ProcFacts:
         exe = self.canonical(ev.pid, ev.exe, image_key, parent)
         if exe != ev.exe:
             changes["exe"] = exe
+        changes.update(self._name(ev, exe, image_key, parent, changes.get("args", ev.args)))  # type: ignore[arg-type]
+        exe = changes.get("exe", exe)  # type: ignore[assignment]
+        if container:
+            drift = self.drift(ev, changes.get("path") or exe, parent)  # type: ignore[arg-type]
+            if drift:
+                changes["flags"] = changes.get("flags", ev.flags) | drift  # type: ignore[operator]
         if container and INTERPRETERS.fullmatch(exe.rsplit("/", 1)[-1] or ev.comm):
             changes.update(self._stdio(ev, changes.get("flags", ev.flags)))  # type: ignore[arg-type]
         return ev.replace(**changes) if changes else ev
@@ -193,6 +279,95 @@ class ProcFacts:
             flags |= STDIO_SOCKET
             self.stdio_sockets += 1
         return ev.replace(saddr=ends.saddr, sport=ends.sport, flags=flags)
+
+    def _name(self, ev: Event, exe: str, image_key: str, parent: int, args: tuple[str, ...]) -> dict[str, object]:
+        """The applet a multi-call binary runs (comm, exe, the file in ``path``), and whether the
+        name differs from the file run (``NAME_MISMATCH``)."""
+        directory, _, base = exe.rpartition("/")
+        if not args or not directory or exe.startswith(_OPAQUE):
+            return {}
+        if self.multicall(ev.pid, exe, image_key, parent):
+            name = applet_name(args) or base
+            if name == base:
+                return {}
+            self.renamed += 1
+            return {"comm": name[:15], "exe": f"{directory}/{name}", "path": exe,
+                    "flags": ev.flags | NAME_MISMATCH}
+        first = args[0].rsplit("/", 1)[-1].lstrip("-")
+        if first and first != base and first[:15] != ev.comm:
+            return {"flags": ev.flags | NAME_MISMATCH}  # exec -a: argv[0] is another program's name
+        return {}
+
+    def drift(self, ev: Event, exe: str, parent: int = 0) -> int:
+        """EXE_* flags of an exec in a container: its file in the overlay's upper layer, a memfd,
+        or deleted (see the module doc); 0 when it is the image's own (or cannot be told)."""
+        flags = 0
+        try:
+            real = os.readlink(self.root / str(ev.pid) / "exe")
+        except OSError:
+            real = ""
+        if ev.exe.startswith(("/memfd:", "memfd:")) or real.startswith("/memfd:"):
+            flags |= EXE_FROM_MEMFD
+        elif real.endswith(" (deleted)"):
+            flags |= EXE_DELETED
+        if not flags and exe.startswith("/") and not exe.startswith(_OPAQUE):
+            upper = self._upperdir(ev.cgroup_id, ev.pid, parent)
+            if upper and _in_upper(upper, exe, self.root / str(ev.pid) / "root"):
+                flags |= EXE_UPPER_LAYER
+        if flags:
+            self.drifted += 1
+        return flags
+
+    def _upperdir(self, cgroup_id: int, pid: int, parent: int) -> str:
+        known = self._upper.get(cgroup_id)
+        if known is not None:
+            return known
+        for who in (pid, parent) if parent else (pid,):
+            try:
+                text = (self.root / str(who) / "mountinfo").read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            upper = root_upperdir(text)
+            if len(self._upper) >= self.max_dirs:
+                self._upper.clear()
+            self._upper[cgroup_id] = upper
+            return upper
+        return ""
+
+    def multicall(self, pid: int, exe: str, image_key: str, parent: int = 0) -> bool:
+        """Whether the file ``exe`` (as the process ran it) is the image's busybox or toybox: by
+        name, else by device and inode (hard links, symlinks); cached per image and path."""
+        if exe.rsplit("/", 1)[-1] in MULTICALL:
+            return True
+        key = (image_key, exe)
+        known = self._multi.get(key)
+        if known is not None:
+            return known
+        found = self._multicall(pid, exe, parent)
+        if found is None:
+            return False  # gone, and not seen before: the kernel's name stands
+        if len(self._multi) >= self.max_dirs:
+            self._multi.clear()
+        self._multi[key] = found
+        return found
+
+    def _multicall(self, pid: int, exe: str, parent: int) -> bool | None:
+        for who in (pid, parent) if parent else (pid,):
+            root = self.root / str(who) / "root"
+            try:
+                st = os.stat(self.root / str(who) / "exe") if who == pid else os.stat(
+                    root / resolve_in_root(root, exe).lstrip("/"))
+            except OSError:
+                continue
+            for cand in _MULTICALL_PATHS:
+                try:
+                    other = os.stat(root / resolve_in_root(root, cand).lstrip("/"))
+                except OSError:
+                    continue
+                if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                    return True
+            return False
+        return None
 
     def canonical(self, pid: int, path: str, image_key: str, parent: int = 0) -> str:
         """``path`` with its directory resolved in the process's root (cached per image); if the
@@ -244,5 +419,6 @@ class ProcFacts:
         return {}
 
     def stats(self) -> dict[str, int]:
-        return {"args_from_proc": self.args_from_proc, "args_unread": self.args_unread,
+        return {"args_from_proc": self.args_from_proc, "args_unread": self.args_unread, "applets_named": self.renamed,
+                "exec_drift": self.drifted,
                 "stdio_sockets": self.stdio_sockets, "connect_sources": self.sources}

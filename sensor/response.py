@@ -34,17 +34,26 @@ class ActionResult:
 
 class ActionGate:
     """One action per target per burst: a burst of findings from one container (or one process)
-    triggers a single pause or kill, and a finding ``quiet_s`` or more after the target was last
-    acted on (it was unpaused, or restarted under the same id) is acted on again."""
+    triggers a single pause or kill.
 
-    def __init__(self, quiet_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.quiet_s, self.clock = quiet_s, clock
+    With ``holds`` (``holds(container_id, action, pid) -> bool``: the last such action still holds,
+    the container still frozen or gone, the process gone), a target acted on before is acted on
+    again as soon as that is no longer so, however soon: a container someone unpaused outside the
+    sensor that offends again is paused again. Without it, a finding ``quiet_s`` or more after the
+    target was last acted on is acted on again (a timer, for callers that cannot look)."""
+
+    def __init__(self, quiet_s: float = 5.0, clock: Callable[[], float] = time.monotonic,
+                 holds: Callable[[str, str, int], bool] | None = None) -> None:
+        self.quiet_s, self.clock, self.holds = quiet_s, clock, holds
         self.last: dict[tuple[str, str, int], float] = {}
+        self.coalesced = 0
 
     def admit(self, container_id: str, action: str, pid: int = 0) -> bool:
         key = (container_id, action, pid if action == "kill-process" else 0)
         now = self.clock()
-        if now - self.last.get(key, float("-inf")) < self.quiet_s:
+        if key in self.last and (self.holds(container_id, action, key[2]) if self.holds is not None
+                                 else now - self.last[key] < self.quiet_s):
+            self.coalesced += 1
             return False
         self.last[key] = now
         if len(self.last) > 4096:  # forget targets long quiet, so the map stays small
@@ -127,6 +136,28 @@ class Responder:
         finally:
             os.close(pidfd)
 
+    def holds(self, action: str, container_id: str, cgroup_path: str, pid: int = 0) -> bool:
+        """Whether an earlier ``action`` on this target still holds: a paused container still
+        frozen (v2 ``cgroup.freeze`` or the v1 freezer, whichever the runtime used), a killed or
+        stopped one gone or empty, a killed process gone (or its pid another container's). A
+        container whose cgroup cannot be found is gone."""
+        if action == "kill-process":
+            try:
+                return container_id not in (self.procfs / str(pid) / "cgroup").read_text(
+                    encoding="utf-8", errors="replace")
+            except OSError:
+                return True
+        rel = cgroup_path.lstrip("/")
+        v2 = self.v2_root / rel
+        if not cgroup_path or cgroup_path == "/" or not v2.is_dir():
+            return True
+        if action.startswith("pause"):
+            return _read(v2 / "cgroup.freeze") == "1" or _read(self.v1_root / rel / "freezer.state") in (
+                "FROZEN", "FREEZING")
+        if action.startswith(("kill", "stop")):
+            return not _read(v2 / "cgroup.procs")
+        return False
+
     def act(self, action: str, container_id: str, cgroup_path: str = "", pid: int = 0) -> ActionResult:
         """Dispatch by name: pause | unpause | kill | stop (``-container`` suffix allowed) | kill-process."""
         if action == "kill-process":
@@ -194,6 +225,13 @@ def _docker_error(err: Exception) -> str:
     needs: ``409 Client Error: Conflict ("Cannot kill container: ...: is not running")``."""
     text = re.sub(r" for (?:http\+docker|https?)://\S*?(?=: |$)", "", (str(err) or type(err).__name__).splitlines()[0])
     return text[:300]
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def _ms(start: float) -> float:

@@ -21,7 +21,7 @@ from rules import cli as rules_cli
 from sensor import bpf_loader
 from sensor.agent import daemon
 from sensor.errors import EX_UNAVAILABLE, UsageParser, run_command
-from sensor.events import ARGS_FROM_PROC, ARGS_UNREAD, NETWORK_KINDS, STDIO_SOCKET, Event, rfc3339
+from sensor.events import ARGS_FROM_PROC, ARGS_UNREAD, NAME_MISMATCH, NETWORK_KINDS, STDIO_SOCKET, Event, rfc3339
 from sensor.runtimes import add_cri_socket_option
 from sensor.text import visible
 
@@ -51,6 +51,8 @@ def event_json(ev: Event) -> dict[str, Any]:
                    args_source=_args_source(ev))
         if ev.flags & STDIO_SOCKET:  # a shell or interpreter with a network socket as stdio
             out["stdio_socket"] = {k: getattr(ev, k) for k in NET_KEYS}
+        if ev.flags & NAME_MISMATCH:  # runs under another name than its file's (applet, exec -a)
+            out["name_mismatch"] = {"file": ev.path or ev.exe, "argv0": ev.args[0] if ev.args else ""}
     if ev.family == "unix":
         out["path"] = ev.path
     return out
@@ -75,11 +77,19 @@ def _args_source(ev: Event) -> str:
     return "unread" if ev.flags & ARGS_UNREAD else "kernel"
 
 
+def _mismatch(ev: Event) -> str:
+    """How an exec's name differs from its file: the file a multi-call binary's applet came from,
+    or the argv[0] it was given."""
+    first = ev.args[0] if ev.args else ""
+    return f"[file {ev.path}]" if ev.path else f"[argv0 {first}]"
+
+
 def _what(ev: Event) -> str:
     if ev.kind == "exec":
         marks = [m for m, on in (("[truncated]", ev.truncated), ("[args unread]", _args_source(ev) == "unread"),
                                  (f"[stdio socket {ev.saddr}:{ev.sport}->{ev.daddr}:{ev.dport}]",
-                                  bool(ev.flags & STDIO_SOCKET)), ("[KILLED]", ev.killed)) if on]
+                                  bool(ev.flags & STDIO_SOCKET)), ("[KILLED]", ev.killed),
+                                 (_mismatch(ev), bool(ev.flags & NAME_MISMATCH))) if on]
         return " ".join([ev.exe, *ev.args[1:], *marks]) if len(ev.args) > 1 or marks else f"{ev.exe} "
     if ev.kind in ("connect", "accept"):
         peer = ev.path if ev.family == "unix" else f"{ev.daddr}:{ev.dport}"

@@ -74,8 +74,10 @@ class Daemon:
                              prefixes=self.rules.open_prefixes(),
                              mode=self.effective_mode)  # learn: profiled; enforce: urgent
         self.models.kernel_counts = True
+        self.models.early_rates = True  # a burst is reported while its window runs (issue 21 item 4)
         self.responder = Responder.create(use_docker=not args.no_docker, cri_for=self.tracer.cri_for)
-        self.gate = ActionGate()  # one pause/kill per container per burst of findings
+        # one pause/kill per container while the last one holds (still frozen, gone)
+        self.gate = ActionGate(holds=self._action_holds)
         self.banned: dict[int, set[str]] = {}
         self.pending: list[Finding] = []
         self.lock = threading.Lock()
@@ -177,6 +179,9 @@ class Daemon:
         log.warning("%s %s (%s): %s", action, ev.container_name, f.rule, "ok" if result.ok else result.error)
         if self.link is not None:
             self.link.report_action(result, f"policy:{ev.image}", f"{f.rule}: {f.output}"[:500])
+
+    def _action_holds(self, container_id: str, action: str, pid: int) -> bool:
+        return self.responder.holds(action, container_id, self.tracer.cgroup_path(container_id), pid)
 
     def apply_bans(self, ev: Event) -> None:
         """Enforce-mode banned processes go into the kernel map for this container's cgroup."""

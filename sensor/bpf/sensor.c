@@ -55,6 +55,8 @@ struct argv_buf {
     u32 flags;            /* F_ARGS_TRUNC, F_ARGS_FAULT */
     u32 len;              /* bytes of args used */
     u32 _pad;
+    u32 off1;             /* where argv[1] starts in args (len if none): argv[0] ends before it */
+    u32 off2;             /* where argv[2] starts (len if none) */
     char args[ARGS_SIZE];
 };
 /* Per-CPU scratch: an exec record or an argv buffer, and room behind it for one whole string
@@ -226,6 +228,8 @@ static __always_inline int capture_argv(const char *const *argv)
     b->flags = 0;
     b->len = 0;
     b->_pad = 0;
+    b->off1 = 0;
+    b->off2 = 0;
     for (int i = 0; i < ARGS_MAX; i++) {
         const char *p = NULL;
         if (bpf_probe_read_user(&p, sizeof(p), &argv[i])) {
@@ -239,6 +243,10 @@ static __always_inline int capture_argv(const char *const *argv)
             b->flags |= F_ARGS_TRUNC;
             break;
         }
+        if (i == 1)
+            b->off1 = off;
+        else if (i == 2)
+            b->off2 = off;
         char *dst = b->args + (off & (ARGS_SIZE - 1));
         long n = bpf_probe_read_user_str(dst, ARGS_SIZE, p);
         if (n <= 0) {
@@ -267,12 +275,81 @@ static __always_inline int capture_argv(const char *const *argv)
                 b->flags |= F_ARGS_TRUNC;
         }
     }
+    if (!b->off1)
+        b->off1 = b->len;
+    if (!b->off2)
+        b->off2 = b->len;
     exec_args.update(&tid, b);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_execve) { return capture_argv(args->argv); }
 TRACEPOINT_PROBE(syscalls, sys_enter_execveat) { return capture_argv(args->argv); }
+
+/* An offset into args, masked where the compiler cannot drop the mask: it may prove the offset in
+ * range and drop it, where the verifier (seeing a subtraction that could wrap) cannot. */
+#define ARGS_IDX(x) ({ u32 __i = (x); asm volatile("" : "+r"(__i)); __i & (ARGS_SIZE - 1); })
+
+static __always_inline int is_multicall(const char *p, u32 n)
+{
+    if (n == 7)
+        return p[0] == 'b' && p[1] == 'u' && p[2] == 's' && p[3] == 'y' && p[4] == 'b' && p[5] == 'o' && p[6] == 'x';
+    if (n == 6)
+        return p[0] == 't' && p[1] == 'o' && p[2] == 'y' && p[3] == 'b' && p[4] == 'o' && p[5] == 'x';
+    return 0;
+}
+
+/* The base name of the argv entry in args[start, end) (its NUL at end - 1): the bytes after its
+ * last '/', searched back at most 16 bytes from its end, since a comm key holds 15. Returns its
+ * offset and sets *n to its length; n is 0 when there is none that fits. */
+static __always_inline u32 entry_base(const char *args, u32 start, u32 end, u32 *n)
+{
+    *n = 0;
+    if (end <= start + 1 || end > ARGS_SIZE)
+        return 0;
+    u32 stop = end - 1, base = start;
+    for (u32 k = 1; k <= 16; k++) {
+        if (stop < start + k)
+            break;  /* reached the entry's start: no '/' */
+        if (args[ARGS_IDX(stop - k)] == '/') {
+            base = stop - k + 1;
+            break;
+        }
+        if (k == 16)
+            return 0;  /* longer than a comm */
+    }
+    *n = stop - base;
+    return base;
+}
+
+/* The program a multi-call binary runs for this argv, as a comm key: argv[0]'s base name (a login
+ * shell's "-" dropped), argv[1]'s when argv[0] is busybox or toybox. busybox picks its applet so,
+ * whatever file name it was started by (`busybox nc`, `exec -a nc /bin/ls` with ls a hard link to
+ * busybox), and a file's name (comm) alone would let a banned applet run under another name. The
+ * kernel cannot tell here whether the file is a multi-call binary (that needs its inode), so for
+ * any program an argv[0] naming a banned one is banned too. capture_argv notes where argv[1] and
+ * argv[2] start, so no loop here walks the whole argv. Returns 1 when out holds a name. */
+static __always_inline int argv_name(const char *args, u32 off1, u32 off2, char *out)
+{
+    u32 n = 0;
+    u32 base = entry_base(args, 0, off1, &n);
+    if (!n)
+        return 0;
+    if (is_multicall(args + ARGS_IDX(base), n)) {
+        base = entry_base(args, off1, off2, &n);  /* busybox nc ...: the applet is argv[1] */
+        if (!n || args[ARGS_IDX(base)] == '-')
+            return 0;  /* busybox --list and the like: no applet */
+    } else if (args[ARGS_IDX(base)] == '-') {
+        base++;  /* a login shell */
+        n--;
+    }
+    for (u32 j = 0; j < 15; j++) {
+        if (j >= n)
+            break;
+        out[j] = args[ARGS_IDX(base + j)];
+    }
+    return n > 0;
+}
 
 /* sched:sched_process_exec (since 3.4): fires once the new image is committed, with the final
  * filename and the new comm already set — so a banned comm can be killed here with
@@ -298,6 +375,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
      * exec'ing child is a fresh task, and creating its storage (~5.8 us) cost more than the
      * preallocated hash insert (~3.7 us, bench/overhead.py with kernel.bpf_stats_enabled). */
     u32 key = args->old_pid;
+    u32 off1 = 0, off2 = 0;  /* where argv[1] and argv[2] start in r->args */
     struct argv_buf *a = exec_args.lookup(&key);
     if (a) {
         u32 len = a->len;
@@ -309,6 +387,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         /* only the bytes captured: the decoder reads args[0..args_len) and no further; the mask
          * keeps the bound provable (the scratch has ARGS_SIZE spare bytes behind args) */
         bpf_probe_read_kernel(r->args, len & (2 * ARGS_SIZE - 1), a->args);
+        off1 = a->off1 < len ? a->off1 : len;
+        off2 = a->off2 < len ? a->off2 : len;
         exec_args.delete(&key);
     }
     u32 cg_flags = cgroup_flags(r->h.cgroup_id);
@@ -319,6 +399,16 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         if (!ban) {
             bk.cgroup_id = 0;
             ban = banned.lookup(&bk);
+        }
+        if (!ban && r->args_len) {  /* the name argv gives: a multi-call binary's applet */
+            struct ban_key nk = {.cgroup_id = r->h.cgroup_id};
+            if (argv_name(r->args, off1, off2, nk.comm)) {
+                ban = banned.lookup(&nk);
+                if (!ban) {
+                    nk.cgroup_id = 0;
+                    ban = banned.lookup(&nk);
+                }
+            }
         }
         if (ban) {
             bpf_send_signal(9);

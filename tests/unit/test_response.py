@@ -180,3 +180,40 @@ def test_docker_errors_keep_their_explanation_not_the_url() -> None:
     line = _docker_error(err)
     assert "http" not in line and line.startswith("409 Client Error: Conflict") and line.endswith('is not running")')
     assert str(action_failure("web-1", "kill", f"docker: {line}")) == "container web-1 is not running"
+
+
+def test_action_gate_follows_the_containers_state_not_a_timer() -> None:
+    """Issue 21 item 5: with ``holds``, a repeat is coalesced only while the last action holds."""
+    frozen = {CID: True}
+    gate = ActionGate(quiet_s=3600.0, clock=lambda: 0.0, holds=lambda cid, action, pid: frozen.get(cid, True))
+    assert gate.admit(CID, "pause-container")
+    assert not gate.admit(CID, "pause-container")  # still frozen: one burst
+    frozen[CID] = False  # someone ran docker unpause
+    assert gate.admit(CID, "pause-container")  # acted on again at once, the timer notwithstanding
+    frozen[CID] = True
+    assert not gate.admit(CID, "pause-container") and gate.coalesced == 2
+
+
+def test_responder_knows_whether_an_action_still_holds(tmp_path: Path) -> None:
+    v2, v1, procfs = tmp_path / "v2", tmp_path / "v1", tmp_path / "proc"
+    (v2 / CG.lstrip("/")).mkdir(parents=True)
+    (v1 / CG.lstrip("/")).mkdir(parents=True)
+    (procfs / "40").mkdir(parents=True)
+    r = Responder(cgroupfs_root=v2, v1_freezer_root=v1, procfs_root=procfs)
+    (v2 / CG.lstrip("/") / "cgroup.freeze").write_text("0\n")
+    (v1 / CG.lstrip("/") / "freezer.state").write_text("THAWED\n")
+    assert not r.holds("pause-container", CID, CG)
+    (v1 / CG.lstrip("/") / "freezer.state").write_text("FROZEN\n")  # Docker on v1's freezer
+    assert r.holds("pause-container", CID, CG)
+    (v1 / CG.lstrip("/") / "freezer.state").write_text("THAWED\n")
+    (v2 / CG.lstrip("/") / "cgroup.freeze").write_text("1\n")  # or v2's
+    assert r.holds("pause-container", CID, CG)
+    (v2 / CG.lstrip("/") / "cgroup.procs").write_text("40\n")
+    assert not r.holds("kill-container", CID, CG)  # still has processes: kill again
+    (v2 / CG.lstrip("/") / "cgroup.procs").write_text("")
+    assert r.holds("kill-container", CID, CG) and r.holds("pause-container", CID, "/docker/gone")
+    (procfs / "40" / "cgroup").write_text(f"0::{CG}\n")
+    assert not r.holds("kill-process", CID, CG, pid=40)  # survived the kill
+    assert r.holds("kill-process", CID, CG, pid=41)  # gone
+    (procfs / "40" / "cgroup").write_text("0::/system.slice/x.service\n")
+    assert r.holds("kill-process", CID, CG, pid=40)  # pid reused by another: ours is gone
