@@ -75,14 +75,15 @@ def test_connect_carries_its_source_address(tracer, busybox) -> None:  # type: i
 
 def test_one_identity_for_an_executable_behind_a_symlinked_directory(tracer, busybox) -> None:  # type: ignore[no-untyped-def]
     """Merged /usr in miniature: /m/bin -> usr/bin. Running /m/bin/busybox and /m/usr/bin/busybox
-    is one executable, /m/usr/bin/busybox, although each `true` has exited before it is read."""
+    is one executable in /m/usr/bin, although each `true` has exited before it is read; both run
+    busybox's `true` applet, which is named next to the binary (multi-call naming): /m/usr/bin/true."""
     tag = f"SENTINEL-{uuid.uuid4().hex[:8]}"
     c = run_in(busybox, "mkdir -p /m/usr/bin && cp /bin/busybox /m/usr/bin/ && ln -s usr/bin /m/bin; sleep 0.5; "
                "/m/bin/busybox true; /m/usr/bin/busybox true", tag)
     events = [e for e in collect_until(tracer, sentinel(tag)) if e.kind == "exec" and e.container_id == c.id]
     runs = [e for e in events if e.args[:1] in (("/m/bin/busybox",), ("/m/usr/bin/busybox",))]
     assert [e.args[0] for e in runs] == ["/m/bin/busybox", "/m/usr/bin/busybox"]
-    assert {e.exe for e in runs} == {"/m/usr/bin/busybox"}, [e.exe for e in runs]
+    assert {e.exe for e in runs} == {"/m/usr/bin/true"}, [e.exe for e in runs]
 
 
 def test_host_process_is_host(tracer) -> None:  # type: ignore[no-untyped-def]
