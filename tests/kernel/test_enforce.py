@@ -107,7 +107,7 @@ def test_restarted_daemon_keeps_to_the_baseline_of_a_running_container(tmp_path:
         subprocess.run(["docker", "exec", c.id, "sh", "-c", "true"], capture_output=True, timeout=30)
         time.sleep(2)
     mine = [f for f in findings(out) if c.name in f["output"] or c.id[:12] in f["output"]]
-    assert not mine, mine
+    assert not mine, [f["output"] for f in mine]
     # ... and not because the second daemon saw nothing: it saw the steady work, named as learned
     seen = [ev for ev in read_journal(journal) if ev.container_id == c.id]
     assert any(ev.kind == "accept" and ev.sport == 17998 for ev in seen), "no accept with the listener's port"
