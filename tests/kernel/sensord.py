@@ -1,7 +1,5 @@
-"""A real sensor daemon for kernel tests that watch what it finds and does (issue 21 tests).
-
-The same shape as tests/kernel/test_enforce.py's own helpers, kept here because test modules may
-not import one another (tests/unit/test_import_direction.py)."""
+"""A real sensor daemon for kernel tests that watch what it finds and does: the one helper every
+such test uses (test modules may not import one another, tests/unit/test_import_direction.py)."""
 
 from __future__ import annotations
 

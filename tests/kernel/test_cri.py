@@ -16,11 +16,9 @@ import contextlib
 import json
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -32,6 +30,7 @@ from sensor.response import Responder
 from sensor.runtimes import MultiRuntime, Socket
 from sensor.tracer import Tracer
 from tests.kernel.helpers import collect_until, sentinel
+from tests.kernel.sensord import daemon
 from tests.prereqs import CRI_SOCKET
 from tests.waiting import wait_for
 
@@ -145,28 +144,11 @@ def test_cri_kill_uses_stop_container(pod: Pod) -> None:
         runtime.close()
 
 
-@contextmanager
-def daemon(state: Path, *extra: str) -> Iterator[Path]:
-    out = state.parent / f"{state.name}-{time.monotonic_ns()}.out"
-    with out.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "sensor", "run", "--state-dir", str(state),
-                                 "--print-findings", "--no-docker", "--cri-socket", CRI_SOCKET, *extra],
-                                stdout=sink, stderr=subprocess.STDOUT, text=True)
-        try:
-            wait_for(lambda: "cgsentry sensor running" in out.read_text() or proc.poll() is not None, timeout_s=90)
-            assert proc.poll() is None, out.read_text()[-2000:]
-            yield out
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
-    assert proc.returncode == 0, out.read_text()[-2000:]
-
-
 def test_enforce_mode_pauses_a_cri_container(tmp_path: Path, pod: Pod) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(f"images:\n- match: '{IMAGE.rsplit(':', 1)[0]}:*'\n  mode: enforce\n"
                       "  default_action: pause-container\n")
-    with daemon(tmp_path / "state", "--policy", str(policy)) as out:
+    with daemon(tmp_path / "state", "--no-docker", "--cri-socket", CRI_SOCKET, "--policy", str(policy)) as out:
         time.sleep(1)
         # the pause may freeze the shell before it returns, and ExecSync then waits for ever: the
         # exec runs beside the wait, and its answer (or its time-out) does not matter

@@ -12,13 +12,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
 from bench.debian_workload import findings, run_attacks, workload
+from tests.kernel.sensord import daemon
 from tests.prereqs import missing
 from tests.waiting import wait_for
 
@@ -26,24 +26,6 @@ pytestmark = [pytest.mark.kernel, pytest.mark.docker]
 IMAGE = "cgsentry/debian-nginx:latest"
 SHELL_RULE = "Shell Spawned by Non-Shell Program in Container"
 WORKLOAD = workload(health_s=0.5, reload_every=8, rotate_every=16)  # the compressed schedule
-
-
-@contextmanager
-def daemon(state: Path, *extra: str) -> Iterator[Path]:
-    """A sensor daemon printing its findings as JSON lines (with the mode they were found in)."""
-    out = state.parent / "daemon.out"
-    with out.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "sensor", "run", "--state-dir", str(state),
-                                 "--print-findings", *extra], stdout=sink, stderr=subprocess.STDOUT, text=True)
-        try:
-            wait_for(lambda: "cgsentry sensor running" in out.read_text() or proc.poll() is not None,
-                     timeout_s=90)
-            assert proc.poll() is None, out.read_text()[-2000:]
-            yield out
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
-    assert proc.returncode == 0, out.read_text()[-2000:]
 
 
 def counts(c: Any) -> tuple[int, int]:
