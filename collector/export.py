@@ -9,6 +9,7 @@ from typing import Any
 
 from collector.store import AlertRow
 from collector.webhook import WebhookSender
+from rules.fields import labels_text
 from sensor.events import Finding, rfc3339
 
 _FALCO_PRIORITY = {"EMERGENCY": "Emergency", "ALERT": "Alert", "CRITICAL": "Critical", "ERROR": "Error",
@@ -37,7 +38,7 @@ def falco_json(f: Finding, hostname: str = "") -> dict[str, Any]:
         fields["fd.name"] = ev.path
     if ev.namespace or ev.pod:  # Falco's Kubernetes field names, so its rules and outputs carry over
         fields.update({"k8s.ns.name": ev.namespace, "k8s.pod.name": ev.pod,
-                       "k8s.pod.labels": ", ".join(f"{k}:{v}" for k, v in ev.labels)})
+                       "k8s.pod.labels": labels_text(ev.labels)})
     if ev.image_digest:
         fields["container.image.digest"] = ev.image_digest.rpartition("@")[2]
     return {"time": rfc3339(f.time_ns), "rule": f.rule, "priority": _FALCO_PRIORITY.get(f.priority, "Notice"),

@@ -55,6 +55,11 @@ def _attr(name: str, ftype: str, attr: str, doc: str = "", indexed: bool = False
     return Field(name, ftype, operator.attrgetter(attr), doc, indexed, attr)
 
 
+def labels_text(labels: tuple[tuple[str, str], ...]) -> str:
+    """Pod labels as Falco's k8s.pod.labels shows them: key:value, comma separated."""
+    return ", ".join(f"{k}:{v}" for k, v in labels)
+
+
 def evt_type(ev: Event) -> str:
     return _EVT_TYPE.get(ev.kind) or ev.syscall
 
@@ -195,7 +200,7 @@ def _fields() -> list[Field]:
               "the repository digest when the runtime knows it, else the image id"),
         _attr("k8s.ns.name", STR, "namespace", "Kubernetes namespace (CRI runtimes)"),
         _attr("k8s.pod.name", STR, "pod", "Kubernetes pod name"),
-        Field("k8s.pod.labels", STR, lambda e: ", ".join(f"{k}:{v}" for k, v in e.labels),
+        Field("k8s.pod.labels", STR, lambda e: labels_text(e.labels),
               "the pod's labels as key:value, comma separated"),
         Field("k8s.pod.label", STR, operator.attrgetter("labels"), "one pod label: k8s.pod.label[app]",
               keyed=True, attr="labels"),

@@ -501,18 +501,17 @@ def release_compiler(smaps: Path = Path("/proc/self/smaps")) -> int:
 def _clean_compiler_mappings(smaps_text: str) -> list[tuple[int, int, bool]]:
     """(start, end, has dirty pages) of every non-writable mapping of LLVM or clang in smaps."""
     out: list[tuple[int, int, bool]] = []
-    current: list[Any] | None = None
+    mapping = False  # whether the lines below belong to one of those mappings
     for line in smaps_text.splitlines():
         fields = line.split()
-        if fields and "-" in fields[0] and len(fields) >= 5 and ":" not in fields[0]:
-            current = None
-            if len(fields) >= 6 and "w" not in fields[1] and _COMPILER_LIBS.search(fields[5]):
+        if fields and "-" in fields[0] and ":" not in fields[0]:  # a mapping's header line
+            mapping = len(fields) >= 6 and "w" not in fields[1] and bool(_COMPILER_LIBS.search(fields[5]))
+            if mapping:
                 start, end = (int(x, 16) for x in fields[0].split("-"))
-                current = [start, end, False]
-                out.append(current)  # type: ignore[arg-type]
-        elif current is not None and fields[:1] in (["Private_Dirty:"], ["Shared_Dirty:"]) and int(fields[1]):
-            current[2] = True
-    return [(int(a), int(b), bool(c)) for a, b, c in out]
+                out.append((start, end, False))
+        elif mapping and fields[:1] in (["Private_Dirty:"], ["Shared_Dirty:"]) and int(fields[1]):
+            out[-1] = (*out[-1][:2], True)
+    return out
 
 
 def _link_create(prog_fd: int, target_fd: int, attach_type: int, name: str, root: Path) -> int:

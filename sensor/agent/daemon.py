@@ -341,19 +341,20 @@ def profile_banner(profile: str, rules: Any, full: bool = False) -> str:
     """What this sensor sees and what it does not, in a few lines, for start-up and the log.
     ``full``: where ``auto`` stands now (full while a rule needs syscall tracepoints)."""
     lines = []
+    state = profile
     if profile == "auto":
-        needing = [r.name for r in rules if r.kinds and r.kinds <= NEEDS_SYSCALL_TRACEPOINTS]
+        needing = unavailable_rules("lean", rules)  # what keeps auto full
         lines.append(f"profile auto, now {'full' if full else 'lean'}: "
                      + (f"{len(needing)} loaded rules need syscall tracepoints (every syscall on the host pays "
                         f"for them while one is loaded): {', '.join(sorted(needing))}" if needing else
                         "no loaded rule needs syscall tracepoints"))
-        profile = "full" if full else "lean"
-    what = DETECTIONS[profile]
-    lines.append(f"profile {profile}: sees " + "; ".join(k for k, v in what.items() if v))
+        state = "full" if full else "lean"
+    what = DETECTIONS[state]
+    lines.append(f"profile {state}: sees " + "; ".join(k for k, v in what.items() if v))
     lacks = [k for k, v in what.items() if not v]
     if lacks:
         lines.append("  not available: " + "; ".join(lacks))
-    gone = unavailable_rules(profile, rules) if not lines[0].startswith("profile auto") else []
+    gone = unavailable_rules(profile, rules)  # none under auto: it turns full for them instead
     if gone:
         lines.append(f"  rules that cannot fire in this profile ({len(gone)}): " + ", ".join(sorted(gone)))
     return "\n".join(lines)
