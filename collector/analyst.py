@@ -116,11 +116,14 @@ class AnalystServicer(rpc.AnalystServicer):
     def _filters(req: pb.AlertQuery) -> dict[str, Any]:
         return {"image": req.image, "since_ns": req.since_ns, "min_priority": req.min_priority,
                 "status": STATUS_NAMES.get(req.status, ""), "namespace": req.namespace, "pod": req.pod,
-                "labels": tuple(req.labels)}
+                "labels": tuple(req.labels), "container": req.container, "rule": req.rule,
+                "process": req.process, "tag": req.tag,
+                "statuses": tuple(STATUS_NAMES[s] for s in req.statuses if s in STATUS_NAMES)}
 
     @_rpc("viewer")
     def GetAlert(self, req: pb.AlertId, ctx: Any, ident: Identity) -> pb.Alert:  # noqa: N802
-        return alert_to_pb(self.store.get_alert(req.id))
+        """One alert with its history (every status change, who, when, the comment)."""
+        return alert_to_pb(self.store.get_alert(req.id), history=self.store.alert_history(req.id))
 
     async def WatchAlerts(self, req: pb.AlertQuery,  # noqa: N802
                           ctx: grpc.aio.ServicerContext) -> AsyncIterator[pb.Alert]:
@@ -165,8 +168,8 @@ class AnalystServicer(rpc.AnalystServicer):
     def UpdateAlert(self, req: pb.AlertUpdate, ctx: Any, ident: Identity) -> pb.Alert:  # noqa: N802
         status = STATUS_NAMES.get(req.status)
         if status is None:
-            raise InvalidArgument("status must be acknowledged, resolved or suppressed")
-        return alert_to_pb(update_alert(self.hub, ident, req.id, status, req.comment))
+            raise InvalidArgument("status must be open, acknowledged, resolved or suppressed")
+        return alert_to_pb(update_alert(self.hub, ident, req.id, status, req.comment, expect=req.expect))
 
     @_rpc("viewer")
     def ListImages(self, req: pb.Empty, ctx: Any, ident: Identity) -> pb.ImageList:  # noqa: N802
@@ -196,7 +199,7 @@ class AnalystServicer(rpc.AnalystServicer):
 
     @_rpc("viewer")
     def ListAudit(self, req: pb.AuditQuery, ctx: Any, ident: Identity) -> pb.AuditList:  # noqa: N802
-        return audit_list(self.store.audit_entries(req.limit or 100))
+        return audit_list(self.store.audit_entries(req.limit or 100, alert_id=req.alert_id))
 
     @_rpc("admin")
     def PushRules(self, req: pb.RuleSet, ctx: Any, ident: Identity) -> pb.RuleSetReply:  # noqa: N802
@@ -235,31 +238,108 @@ class AnalystServicer(rpc.AnalystServicer):
 
 
 # -- what an analyst does, for every front end (this API, the web console) ---------------------
-def update_alert(hub: Hub, ident: Identity, alert_id: int, status: str, comment: str) -> AlertRow:
-    """Set an alert's status (audited); a suppressed model finding's item is accepted into its
-    image's baseline on every connected sensor."""
-    row = hub.store.update_alert(alert_id, status, comment)
-    pushed = _suppress_into_baseline(hub, row, ident, comment) if status == "suppressed" else 0
-    hub.store.audit(ident.name, f"alert {status}", str(alert_id), comment,
-                    f"ok; baseline item sent to {pushed} sensor(s)" if pushed else "ok")
+# The alert state machine, one for every front end (CLI, API, web console), documented in the
+# README ("Alert states"): a status -> the statuses an analyst may set it from. A recurrence reopens
+# a resolved or acknowledged alert by itself (the store, audited as "alert reopened"); a suppressed
+# alert stays suppressed until an analyst unsuppresses it (back to open).
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "acknowledged": ("open",),
+    "resolved": ("open", "acknowledged"),
+    "suppressed": ("open", "acknowledged", "resolved"),
+    "open": ("acknowledged", "resolved", "suppressed"),  # hand back, reopen, unsuppress
+}
+_VERBS = {"acknowledged": "acknowledge", "resolved": "resolve", "suppressed": "suppress", "open": "reopen"}
+
+
+def update_alert(hub: Hub, ident: Identity, alert_id: int, status: str, comment: str, *,
+                 expect: bool = False, skip_invalid: bool = False) -> AlertRow:
+    """Change an alert's status along :data:`TRANSITIONS` (kept in its history and audited), else
+    InvalidArgument in one line. Suppressing a model finding accepts its item into the image's
+    baseline on every sensor; unsuppressing it (status "open" from "suppressed") asks them to
+    forget the item again. ``expect`` (with "resolved"): a learnable rule's finding becomes an
+    expected behaviour of its image the same way. ``skip_invalid``: an invalid transition returns
+    the alert unchanged instead (bulk changes, such as an incident's alerts)."""
+    if status not in TRANSITIONS:
+        raise InvalidArgument(f"alert status {status!r}: use one of {', '.join(TRANSITIONS)}")
+    row = hub.store.get_alert(alert_id)
+    if row.status not in TRANSITIONS[status]:
+        if skip_invalid:
+            return row
+        raise InvalidArgument(_refusal(row, status))
+    if expect:
+        _check_expectable(row, status)
+    before = row.status
+    row = hub.store.change_alert_status(alert_id, status, comment, ident.name, allowed_from=TRANSITIONS[status])
+    action, pushed = f"alert {status}", 0
+    if status == "suppressed":
+        pushed = _teach_baseline(hub, row, ident, comment or f"alert {row.id} suppressed")
+    elif status == "open":
+        action = "alert unsuppressed" if before == "suppressed" else "alert reopened"
+        if before == "suppressed":
+            pushed = _teach_baseline(hub, row, ident, comment or f"alert {row.id} unsuppressed", forget=True)
+    elif expect:
+        pushed = _teach_baseline(hub, row, ident, comment or f"alert {row.id} resolved as expected", rule=True)
+        action = "alert resolved as expected"
+    hub.store.audit(ident.name, action, str(alert_id), comment,
+                    f"ok; baseline item {'forget ' if status == 'open' else ''}sent to {pushed} sensor(s)"
+                    if pushed else "ok")
     return row
 
 
-def _suppress_into_baseline(hub: Hub, row: AlertRow, ident: Identity, comment: str) -> int:
-    """A model finding's item is accepted into the image's baseline on every sensor."""
-    f = row.finding
-    dim = f.explanation.get("dimension") if f.source == "model" else None
-    if not dim:
-        return 0  # rule hits: the alert stays suppressed; repeats aggregate into it
-    from models.profile import item_keys
+def _refusal(row: AlertRow, status: str) -> str:
+    """One line: why ``row`` cannot become ``status``, and what can be done instead."""
+    if row.status == status:
+        return f"alert {row.id} is already {status}"
+    hint = {"resolved": f"reopen it first (cgsentry alerts reopen {row.id})",
+            "suppressed": f"unsuppress it first (cgsentry alerts unsuppress {row.id})"}.get(row.status, "")
+    return f"alert {row.id} is {row.status}: cannot {_VERBS[status]} it" + (f"; {hint}" if hint else "")
 
-    keys = [k for d, k in item_keys(f.event) if d == dim]
-    if not keys:
-        return 0
-    msg = accept_message(f, dim, keys[0], ident.name, comment or f"alert {row.id} suppressed")
+
+def _check_expectable(row: AlertRow, status: str) -> None:
+    """InvalidArgument unless ``row`` is a learnable rule's finding being resolved."""
+    f = row.finding
+    if status != "resolved":
+        raise InvalidArgument("expect goes with resolve: a finding resolved as expected behaviour of its image")
+    if f.source != "rule":
+        raise InvalidArgument(f"alert {row.id} is a model finding, not a rule's: suppress it to accept its item "
+                              f"into the baseline (cgsentry alerts suppress {row.id})")
+    if f.explanation.get("learnable") is False:
+        raise InvalidArgument(f"rule {f.rule!r} is marked learnable: false (it must always fire): it cannot "
+                              "become an expected behaviour of the image; resolve it without --expect")
+    if not f.explanation.get("learnable") or not f.event.container_id:
+        raise InvalidArgument(f"alert {row.id}: its finding does not say its rule is learnable (a host process, "
+                              "or a sensor older than learnable rules): resolve it without --expect")
+
+
+def _teach_baseline(hub: Hub, row: AlertRow, ident: Identity, reason: str, forget: bool = False,
+                    rule: bool = False) -> int:
+    """Send the finding's baseline item (a model finding's, or with ``rule`` the rule item: rule,
+    executable, parent) to every connected sensor, to accept or with ``forget`` to remove; how many
+    sensors it went to (0: a rule hit without ``rule``, which stays suppressed at the collector)."""
+    f = row.finding
+    if rule:
+        from models.engine import rule_key
+
+        dim, key = "rule", list(rule_key(f))
+    else:
+        dim = str(f.explanation.get("dimension") or "") if f.source == "model" else ""
+        if not dim:
+            return 0
+        from models.profile import item_keys
+
+        keys = [k for d, k in item_keys(f.event) if d == dim]
+        if not keys:
+            return 0
+        key = list(keys[0])
+    msg = accept_message(f, dim, key, ident.name, reason, forget=forget)
     n = len(hub.connected_ids())  # every collector's sensors get it
     hub.broadcast(msg)
     return n
+
+
+def teaches_baseline(row: AlertRow) -> bool:
+    """Whether suppressing ``row`` changes the sensors' baselines (a model finding with an item)."""
+    return row.finding.source == "model" and bool(row.finding.explanation.get("dimension"))
 
 
 def set_image_mode(hub: Hub, ident: Identity, image: str, mode: str, default_action: str = "",

@@ -7,7 +7,8 @@ import argparse
 import re
 from collections.abc import Callable
 
-DEFAULT_SERVER = "127.0.0.1:7443"
+DEFAULT_PORT = 7443  # the collector's port: `collector serve --listen` and a `--server` without a port
+DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_PORT}"
 INT32_MAX, INT64_MAX = 2**31 - 1, 2**63 - 1  # protobuf int32/int64 fields refuse more
 MAX_TIMEOUT_S = 3600.0
 

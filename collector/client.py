@@ -16,7 +16,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from collector.argtypes import DEFAULT_SERVER, INT32_MAX, INT64_MAX, MAX_TIMEOUT_S, int_in, label_arg, timeout_s
+from collector.argtypes import (
+    DEFAULT_PORT,
+    DEFAULT_SERVER,
+    INT32_MAX,
+    INT64_MAX,
+    MAX_TIMEOUT_S,
+    int_in,
+    label_arg,
+    timeout_s,
+)
 from collector.errors import CollectorError, InvalidArgument, action_failure, from_rpc_error
 from sensor.errors import EX_DATAERR, EX_NOINPUT, EX_NOPERM, EX_USAGE
 from sensor.text import visible
@@ -58,10 +67,13 @@ class Client:
 
 def check_server(target: str) -> str:
     """``--server`` as gRPC takes it, or a usage error: gRPC answers an empty target with C-level
-    logs and a port past 65535 by connecting to another port."""
+    logs and a port past 65535 by connecting to another port. A host without a port gets the
+    collector's default port (gRPC would take 443)."""
     if not target.strip() or any(not c.isprintable() or c.isspace() for c in target):
         raise CollectorError(f"--server {target!r}: give HOST:PORT of the collector (e.g. {DEFAULT_SERVER})",
                              exit_code=EX_USAGE)
+    if re.fullmatch(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]", target):
+        target = f"{target}:{DEFAULT_PORT}"
     port = re.search(r":(\d+)$", target)
     if port and not 0 < int(port.group(1)) < 65536:
         raise CollectorError(f"--server {target!r}: port {port.group(1)} is not 1-65535", exit_code=EX_USAGE)
@@ -100,89 +112,180 @@ def parse_since(text: str) -> int:
 
 
 def _alert_json(a: convert.pb.Alert) -> dict[str, Any]:
-    """A protobuf Alert in the same JSON form the store's rows get (collector.export.alert_json)."""
+    """A protobuf Alert in the same JSON form the store's rows get (collector.export.alert_json);
+    its Falco form carries the cgsentry id and count (``cgsentry.id``, ``cgsentry.count``)."""
     from collector import convert
     from collector.export import alert_json
 
-    return alert_json(convert.alert_from_pb(a))
+    row = alert_json(convert.alert_from_pb(a))
+    row["falco"]["output_fields"].update({"cgsentry.id": row["id"], "cgsentry.count": row["count"]})
+    return row
 
 
-def _alerts(client: Client, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Up to ``--limit`` alerts, page by page: the collector bounds each reply by size (under gRPC's
-    message limit), and its ``next_cursor`` gets the next page with the same filters."""
+DEFAULT_STATUSES = ("open", "acknowledged", "resolved")  # what `alerts list` shows without --status/--all
+HUMAN_PAGE = 50  # alerts a human listing shows at once (the cursor gets the next page)
+PAGE_REQUEST = 1000  # alerts asked for per request while an export pages through everything
+
+
+def alert_statuses(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--status open,acknowledged`` (any of them), ``--all``, or the default view (suppressed
+    alerts left out); an unknown status is a usage error naming the valid ones."""
+    from collector.store import ALERT_STATUSES
+
+    if not args.status:
+        return () if args.all else DEFAULT_STATUSES
+    wanted = tuple(dict.fromkeys(s.strip() for s in args.status.split(",") if s.strip()))
+    bad = [s for s in wanted if s not in ALERT_STATUSES]
+    if bad or not wanted:
+        raise CollectorError(f"--status {args.status!r}: use one or more of {', '.join(ALERT_STATUSES)}, "
+                             "comma-separated", exit_code=EX_USAGE)
+    return wanted
+
+
+def _alert_query(args: argparse.Namespace, since_ns: int, limit: int = 0, cursor: str = "") -> Any:
     from collector import convert
 
-    since_ns, cursor = parse_since(args.since), ""  # one time for every page: the same filters
+    return convert.alert_query(image=args.image or "", since_ns=since_ns, min_priority=args.priority or "",
+                               limit=limit, cursor=cursor, namespace=args.namespace or "", pod=args.pod or "",
+                               labels=tuple(args.label), container=args.container or "", rule=args.rule or "",
+                               process=args.process or "", tag=args.tag or "", statuses=alert_statuses(args))
+
+
+def _alerts(client: Client, args: argparse.Namespace, limit: int | None) -> tuple[list[dict[str, Any]], str]:
+    """Alerts page by page (the collector bounds each reply by size and count; its ``next_cursor``
+    gets the next page with the same filters), up to ``limit`` (None: all of them). Returns the
+    rows and the cursor that goes on from the last one ("" when nothing is left)."""
+    since_ns, cursor = parse_since(args.since), args.cursor  # one time for every page: the same filters
     rows: list[dict[str, Any]] = []
-    while len(rows) < args.limit:
-        q = convert.alert_query(image=args.image or "", since_ns=since_ns, min_priority=args.priority or "",
-                                status=args.status or "", limit=args.limit - len(rows), cursor=cursor,
-                                namespace=args.namespace or "", pod=args.pod or "", labels=tuple(args.label))
-        page = client.call("ListAlerts", q)
+    while limit is None or len(rows) < limit:
+        want = PAGE_REQUEST if limit is None else min(limit - len(rows), PAGE_REQUEST)
+        page = client.call("ListAlerts", _alert_query(args, since_ns, want, cursor))
         rows += [_alert_json(a) for a in page.alerts]
-        if not page.next_cursor or not page.alerts:  # the last page (or a collector without cursors)
-            break
         cursor = page.next_cursor
-    return rows
+        if not cursor or not page.alerts:  # the last page (or a collector without cursors)
+            return rows, ""
+    return rows, cursor
 
 
 def cmd_alerts_list(args: argparse.Namespace) -> int:
-    rows = _alerts(Client(args), args)
+    import sys
+
+    from collector.alertview import alert_table, terminal_columns, use_colour
+
+    client = Client(args)
+    if args.follow:
+        return _follow(client, args)
+    export = args.json or args.falco
+    limit = args.limit if args.limit else None if export else HUMAN_PAGE
+    rows, cursor = _alerts(client, args, limit)
     if args.falco:
         for r in rows:
             print(json.dumps(r["falco"]))
     elif args.json:
         print(json.dumps(rows, indent=2))
+    elif rows:
+        for line in alert_table(rows, terminal_columns(), use_colour(sys.stdout)):
+            print(line)
     else:
-        print(f"{'ID':>5} {'LAST SEEN':<20} {'PRIORITY':<9} {'RULE':<38} {'CONTAINER':<16} {'ACTION':<16} "
-              f"{'N':>4} STATUS")
-        for r in rows:
-            print(visible(f"{r['id']:>5} {r['last_seen'][:19]:<20} {r['priority']:<9} {r['rule'][:38]:<38} "
-                          f"{(r['container_name'] or r['container_id'][:12])[:16]:<16} {r['action']:<16} "
-                          f"{r['count']:>4} {r['status']}"))
+        print("no alerts" + ("" if args.status or args.all else " (suppressed ones are left out: --all shows them)"))
+    if cursor:  # never capped silently: say so, and how to go on
+        what = f"stopped after {len(rows)} alerts (--limit {limit})" if export else \
+            f"{len(rows)} alerts shown, newest first"
+        print(f"cgsentry: {what}; more remain: add --cursor {cursor} for the next ones", file=sys.stderr)
+    return 0
+
+
+def _follow(client: Client, args: argparse.Namespace) -> int:
+    """``alerts list --follow``: new (and reopened) alerts as the collector stores them, until
+    Ctrl-C (exit 0). One JSON object a line with --json or --falco."""
+    import sys
+
+    import grpc
+
+    from collector.alertview import alert_table, terminal_columns, use_colour
+
+    stream = client.stub.WatchAlerts(_alert_query(args, parse_since(args.since)), metadata=client.metadata)
+    columns, colour = terminal_columns(), use_colour(sys.stdout)
+    try:
+        for n, a in enumerate(stream):
+            row = _alert_json(a)
+            if args.json or args.falco:
+                print(json.dumps(row["falco"] if args.falco else row), flush=True)
+                continue
+            lines = alert_table([row], columns, colour, fixed=True)
+            print("\n".join(lines if n == 0 else lines[1:]), flush=True)
+    except KeyboardInterrupt:
+        stream.cancel()
+        return 0
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.CANCELLED:
+            return 0
+        raise from_rpc_error(err, client.target) from None
     return 0
 
 
 def cmd_alerts_show(args: argparse.Namespace) -> int:
+    import sys
+
     from collector import convert
+    from collector.alertview import alert_lines, use_colour
 
-    row = _alert_json(Client(args).call("GetAlert", convert.alert_id(args.id)))
+    a = Client(args).call("GetAlert", convert.alert_id(args.id))
+    row, history = _alert_json(a), convert.history_rows(a)
     if args.json:
-        print(json.dumps(row, indent=2))
+        print(json.dumps({**row, "history": history}, indent=2))
         return 0
-    for line in _alert_lines(row):
-        print(visible(line))
+    for line in alert_lines(row, history, use_colour(sys.stdout)):
+        print(line)
     return 0
-
-
-def _alert_lines(row: dict[str, Any]) -> list[str]:
-    """``alerts show``: what ``--json`` has, for people (the process is the latest occurrence)."""
-    lines = [f"alert {row['id']}  {row['priority']}  {row['rule']}  [{row['status']}]  x{row['count']}",
-             f"  {row['output']}",
-             f"  container {row['container_name']} ({row['container_id'][:12]})  image {row['image']}",
-             f"  process   pid {row['pid']}  ppid {row['ppid']}  uid {row['uid']}  {row['exe']} "
-             f"{' '.join(row['args'][1:])}".rstrip(),
-             f"  ancestry  {' <- '.join(row['ancestry']) or '-'}",
-             f"  action    {row['action']}   mode {row['mode'] or '-'}",
-             f"  seen      first {row['first_seen']}  last {row['last_seen']}",
-             f"  sensor    {row['sensor_id']}  node {row['node'] or '-'}",
-             f"  tags      {', '.join(row['tags']) or '-'}"]
-    if row["during_loss"]:
-        lines.append("  during_loss  yes: the sensor was dropping events then (context may be incomplete)")
-    if row["comment"]:
-        lines.append(f"  comment   {row['comment']}")
-    empty: tuple[Any, ...] = ("", None, [], {})
-    lines += [f"  why.{key:<10} {value}" for key, value in row["explanation"].items() if value not in empty]
-    return lines
 
 
 def cmd_alerts_update(args: argparse.Namespace) -> int:
+    """ack, resolve (--expect), suppress, reopen, unsuppress: the reply names the stored status.
+    Suppress of a model finding and resolve --expect teach every sensor's baseline: said first,
+    and confirmed on a terminal (or --yes)."""
     from collector import convert
+    from collector.analyst import teaches_baseline
 
-    a = Client(args).call("UpdateAlert", convert.alert_update(args.id, args.alerts_command, args.comment or ""))
-    print(json.dumps({"id": a.id, "status": args.alerts_command}) if args.json else f"alert {a.id}: "
-          f"{args.alerts_command}")
+    client = Client(args)
+    verb, expect = args.alerts_command, bool(getattr(args, "expect", False))
+    if (verb == "suppress" or expect) and not args.yes:
+        row = convert.alert_from_pb(client.call("GetAlert", convert.alert_id(args.id)))
+        if expect or teaches_baseline(row):
+            _confirm(_teaching(row, expect))
+    a = client.call("UpdateAlert", convert.alert_update(args.id, verb, args.comment or "", expect=expect))
+    status = convert.STATUS_NAMES.get(a.status, "open")
+    note = {"suppressed": "it leaves the default list and notifies no more",
+            "open": "it is open again"}.get(status, "")
+    if expect:
+        note = "expected behaviour of its image from now on (sent to every sensor)"
+    print(json.dumps({"id": a.id, "status": status, "expected": expect}) if args.json
+          else f"alert {a.id}: {status}" + (f" ({note})" if note else ""))
     return 0
+
+
+def _teaching(row: Any, expect: bool) -> str:
+    f = row.finding
+    image = f.event.image or f.event.image_key or "its image"
+    what = (f"rule {f.rule!r} for {f.event.exe or '?'} (parent {f.event.pexe or '?'})" if expect else
+            f"{f.explanation.get('dimension')} item {f.explanation.get('seen') or f.event.exe}")
+    undo = f"cgsentry alerts reopen {row.id}" if expect else f"cgsentry alerts unsuppress {row.id}"
+    return (f"alert {row.id}: this teaches every sensor's baseline for image {image}: {what} becomes expected "
+            f"behaviour and is no longer reported there (undo: {undo})")
+
+
+def _confirm(message: str) -> None:
+    """Ask on a terminal; refuse in one line without one (scripts say --yes)."""
+    import sys
+
+    from sensor.text import visible
+
+    if not sys.stdin.isatty():
+        raise CollectorError(f"{visible(message)}; not a terminal to confirm on: add --yes", exit_code=EX_USAGE)
+    print(visible(message), file=sys.stderr)
+    answer = input("continue? [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise CollectorError("nothing changed", exit_code=EX_DATAERR)
 
 
 def cmd_images_list(args: argparse.Namespace) -> int:
@@ -276,27 +379,38 @@ def cmd_containers(args: argparse.Namespace) -> int:
 
 
 def cmd_sensors(args: argparse.Namespace) -> int:
+    """Sensors with a header: up or down, last seen, and rates only for a sensor that is up (a
+    down sensor's last rates say nothing about now; its drops and spool are kept, they are totals)."""
     from collector import convert
+    from collector.alertview import human_time
 
     rows = [convert.sensor_row(s) for s in Client(args).call("ListSensors", convert.empty()).sensors]
-    return _emit(args, rows, "", lambda r: (
-        f"{r['sensor_id']:<24} {'up' if r['connected'] else 'down':<5} "
-        f"events/s={r['counters'].get('events_per_s', 0)} "
-        f"drops={r['counters'].get('kernel_drops', 0) + r['counters'].get('queue_drops', 0)} "
-        f"unacked={r['counters'].get('spool_unacked', 0)} spool={r['counters'].get('spool_bytes', 0)}B"
-        + (f" bpf={r['counters']['bpf_run_ns_per_s'] / 1e7:.2f}%cpu" if "bpf_run_ns_per_s" in r["counters"] else "")
-        + (f" via={r['collector']}" if r["collector"] else "")))
+    width = max([len(r["sensor_id"]) for r in rows] + [6])
+
+    def line(r: dict[str, Any]) -> str:
+        c = r["counters"]
+        text = f"{r['sensor_id']:<{width}} {'up' if r['connected'] else 'down':<5} {human_time(r['last_seen_ns']):<20} "
+        if r["connected"]:
+            text += f"events/s={c.get('events_per_s', 0)} "
+        text += (f"drops={c.get('kernel_drops', 0) + c.get('queue_drops', 0)} "
+                 f"unacked={c.get('spool_unacked', 0)} spool={c.get('spool_bytes', 0)}B")
+        if r["connected"] and "bpf_run_ns_per_s" in c:
+            text += f" bpf={c['bpf_run_ns_per_s'] / 1e7:.2f}%cpu"
+        return text + (f" via={r['collector']}" if r["collector"] else "")
+
+    return _emit(args, rows, f"{'SENSOR':<{width}} {'STATE':<5} {'LAST SEEN':<20} HEALTH", line)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from collector import convert
-    from sensor.events import rfc3339
+    from collector.alertview import human_time
 
-    rows = [convert.audit_row(e) for e in Client(args).call("ListAudit", convert.audit_query(args.limit)).entries]
+    query = convert.audit_query(args.limit, args.alert or 0)
+    rows = [convert.audit_row(e) for e in Client(args).call("ListAudit", query).entries]
     width = max([len(r["target"]) for r in rows] + [6])  # whole targets: two images differ at the tag
-    return _emit(args, rows, f"{'ID':>5} {'TIME':<19} {'ACTOR':<28} {'ACTION':<22} {'TARGET':<{width}} "
+    return _emit(args, rows, f"{'ID':>5} {'TIME':<20} {'ACTOR':<28} {'ACTION':<26} {'TARGET':<{width}} "
                              f"{'RESULT':<10} {'LATENCY':>8} REASON",
-                 lambda r: f"{r['id']:>5} {rfc3339(r['time_ns'])[:19]:<19} {r['actor']:<28} {r['action']:<22} "
+                 lambda r: f"{r['id']:>5} {human_time(r['time_ns']):<20} {r['actor']:<28} {r['action']:<26} "
                            f"{r['target']:<{width}} {r['result']:<10} {r['latency_ms']:>6.1f}ms {r['reason']}".rstrip())
 
 
@@ -316,17 +430,29 @@ def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], header: str,
 
 # -- parser ------------------------------------------------------------------------------------
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    """``--json`` on a command: only when given (the top-level ``--json`` holds the default)."""
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
 
 
-def add_connection_options(p: argparse.ArgumentParser) -> None:
-    """How to reach the collector (top-level options; environment variables give the defaults)."""
-    p.add_argument("--server", default=os.environ.get("CGSENTRY_SERVER", DEFAULT_SERVER))
-    p.add_argument("--token", default=os.environ.get("CGSENTRY_TOKEN", ""))
-    p.add_argument("--ca", default=os.environ.get("CGSENTRY_CA", ""), help="CA certificate (TLS)")
-    p.add_argument("--cert", default=os.environ.get("CGSENTRY_CERT", ""), help="client certificate (mTLS)")
-    p.add_argument("--key", default=os.environ.get("CGSENTRY_KEY", ""), help="client key (mTLS)")
-    p.add_argument("--timeout", type=timeout_s, default=10.0, help=f"seconds (at most {MAX_TIMEOUT_S:g})")
+def add_connection_options(p: argparse.ArgumentParser, top: bool = True) -> None:
+    """How to reach the collector; environment variables give the defaults. On the top-level
+    parser (``top``) with their defaults; on each command again with no default, so that an
+    option given after the command wins and one not given there leaves the top-level value."""
+    def add(*names: str, env: str = "", default: Any = "", **kw: Any) -> None:
+        if top:
+            value = os.environ.get(env, default) if env else default
+            shown = f" (default: ${env} or {default or 'none'})" if env else ""
+            p.add_argument(*names, default=value, **{**kw, "help": kw.get("help", "") + shown})
+        else:
+            p.add_argument(*names, default=argparse.SUPPRESS, **{**kw, "help": argparse.SUPPRESS})
+
+    add("--server", env="CGSENTRY_SERVER", default=DEFAULT_SERVER,
+        help=f"the collector's HOST[:PORT] (port {DEFAULT_PORT} if not given)")
+    add("--token", env="CGSENTRY_TOKEN", help="bearer token (`cgsentry collector token add`)")
+    add("--ca", env="CGSENTRY_CA", help="CA certificate (TLS)")
+    add("--cert", env="CGSENTRY_CERT", help="client certificate (mTLS)")
+    add("--key", env="CGSENTRY_KEY", help="client key (mTLS)")
+    add("--timeout", type=timeout_s, default=10.0, help=f"seconds, at most {MAX_TIMEOUT_S:g} (default: 10)")
 
 
 def add_commands(sub: Any) -> None:
@@ -340,7 +466,7 @@ def add_commands(sub: Any) -> None:
     for name in ("pause", "unpause", "kill", "stop"):
         x = cs.add_parser(name)
         x.add_argument("id")
-        x.add_argument("--reason")
+        x.add_argument("--comment", "--reason", dest="reason", help="why (kept in the audit)")
         _common(x)
         x.set_defaults(func=cmd_containers)
     s = sub.add_parser("sensors", help="connected sensors and their health")
@@ -350,6 +476,7 @@ def add_commands(sub: Any) -> None:
     a = sub.add_parser("audit", help="every action taken, by whom, with what result")
     a.add_argument("action", choices=["list"])
     a.add_argument("--limit", type=int_in(1, INT32_MAX), default=50)
+    a.add_argument("--alert", type=int_in(1, INT64_MAX), metavar="ID", help="only what happened to this alert")
     _common(a)
     a.set_defaults(func=cmd_audit)
 
@@ -357,29 +484,60 @@ def add_commands(sub: Any) -> None:
 def _alerts_parser(sub: Any) -> None:
     a = sub.add_parser("alerts", help="list, show, acknowledge, resolve, suppress alerts")
     as_ = a.add_subparsers(dest="alerts_command", required=True)
-    ls = as_.add_parser("list")
+    ls = as_.add_parser("list", help="alerts, newest last seen first; fits the terminal; paged with --cursor")
     ls.add_argument("--image")
     ls.add_argument("--since", default="", help="10m, 2h, 1d, epoch seconds or RFC3339")
-    ls.add_argument("--status", choices=["open", "acknowledged", "resolved", "suppressed"])
+    ls.add_argument("--status", metavar="STATUS[,STATUS...]",
+                    help="open, acknowledged, resolved, suppressed; several comma-separated (default: all but "
+                         "suppressed)")
+    ls.add_argument("--all", action="store_true", help="suppressed alerts too")
     ls.add_argument("--priority", help="minimum priority (e.g. WARNING)")
+    ls.add_argument("--container", help="container name, id or id prefix, or NAMESPACE/POD")
+    ls.add_argument("--rule", help="rule name (any case)")
+    ls.add_argument("--process", help="executable path or base name")
+    ls.add_argument("--tag", help="a tag of the alert (e.g. T1059, baseline)")
     ls.add_argument("--namespace", help="Kubernetes namespace of the container")
     ls.add_argument("--pod", help="Kubernetes pod of the container")
     ls.add_argument("--label", action="append", default=[], type=label_arg, metavar="KEY=VALUE",
                     help="a pod label the container's pod has (repeat: all of them)")
-    ls.add_argument("--limit", type=int_in(1, INT32_MAX), default=100)
+    ls.add_argument("--limit", type=int_in(1, INT32_MAX),
+                    help=f"at most this many (default: {HUMAN_PAGE} in a table, all with --json/--falco)")
+    ls.add_argument("--cursor", default="", help="go on where a listing stopped (it prints the cursor)")
+    ls.add_argument("--follow", "-f", action="store_true", help="stream new alerts until Ctrl-C")
     ls.add_argument("--falco", action="store_true", help="one Falco-compatible JSON object per line")
     _common(ls)
     ls.set_defaults(func=cmd_alerts_list)
-    sh = as_.add_parser("show")
+    sh = as_.add_parser("show", help="one alert: process, ancestry, explanation, history")
     sh.add_argument("id", type=int_in(1, INT64_MAX))
     _common(sh)
     sh.set_defaults(func=cmd_alerts_show)
-    for name in ("ack", "resolve", "suppress"):
-        x = as_.add_parser(name)
+    helps = {"ack": "acknowledge: someone is on it", "resolve": "resolved (--expect: expected of its image)",
+             "suppress": "never again for this alert (a model finding's item joins every sensor's baseline)",
+             "reopen": "open again (a resolved or acknowledged alert)",
+             "unsuppress": "open again; a model finding's item leaves the sensors' baselines"}
+    for name, text in helps.items():
+        x = as_.add_parser(name, help=text)
         x.add_argument("id", type=int_in(1, INT64_MAX))
-        x.add_argument("--comment")
+        x.add_argument("--comment", help="why (kept in the alert's history with who and when)")
+        if name in ("suppress", "resolve"):
+            x.add_argument("--yes", "-y", action="store_true", help="do not ask to confirm teaching the baseline")
+        if name == "resolve":
+            x.add_argument("--expect", action="store_true",
+                           help="a learnable rule's finding becomes expected behaviour of its image (every sensor)")
         _common(x)
-        x.set_defaults(func=cmd_alerts_update)
+        x.set_defaults(func=cmd_alerts_update, yes=False)
+    s = as_.add_parser("states", help="the alert state machine")
+    s.set_defaults(func=cmd_alerts_states)
+
+
+def cmd_alerts_states(args: argparse.Namespace) -> int:
+    """Print the state machine every front end follows."""
+    from collector.analyst import TRANSITIONS
+
+    for to, froms in TRANSITIONS.items():
+        print(f"{to:<13} from {', '.join(froms)}")
+    print("(a recurrence reopens a resolved or acknowledged alert by itself; a suppressed one stays suppressed)")
+    return 0
 
 
 def _images(sub: Any) -> None:

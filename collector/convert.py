@@ -42,7 +42,8 @@ def action_kind(name: str) -> pb.ActionKind:
 
 
 def status_value(name: str) -> pb.AlertStatus:
-    aliases = {"ack": "acknowledged", "resolve": "resolved", "suppress": "suppressed"}
+    aliases = {"ack": "acknowledged", "resolve": "resolved", "suppress": "suppressed", "reopen": "open",
+               "unsuppress": "open"}
     name = aliases.get(name, name)
     return next((k for k, v in STATUS_NAMES.items() if v == name), pb.ALERT_STATUS_UNSPECIFIED)
 
@@ -124,11 +125,13 @@ def baseline_message(image_key: str, payload: bytes) -> pb.CollectorMessage:
     return pb.CollectorMessage(baseline=pb.FleetBaseline(image_key=image_key, payload=payload))
 
 
-def accept_message(f: Finding, dimension: str, key: Iterable[Any], actor: str, reason: str) -> pb.CollectorMessage:
-    """Accept one model item (``dimension``, ``key``) of ``f``'s image into its baseline."""
+def accept_message(f: Finding, dimension: str, key: Iterable[Any], actor: str, reason: str,
+                   forget: bool = False) -> pb.CollectorMessage:
+    """Accept one model item (``dimension``, ``key``) of ``f``'s image into its baseline (``forget``:
+    remove it again)."""
     return pb.CollectorMessage(accept=pb.BaselineItem(
         image=f.event.image, image_key=f.event.image_key, dimension=dimension, key_json=json.dumps(list(key)),
-        actor=actor, reason=reason))
+        actor=actor, reason=reason, forget=forget))
 
 
 def action_message(request_id: str, container_id: str, action: pb.ActionKind, actor: str,
@@ -139,7 +142,7 @@ def action_message(request_id: str, container_id: str, action: pb.ActionKind, ac
 
 
 # -- analyst API: replies (collector side) ------------------------------------------------------
-def alert_to_pb(a: AlertRow, max_bytes: int = 0) -> pb.Alert:
+def alert_to_pb(a: AlertRow, max_bytes: int = 0, history: Iterable[Mapping[str, Any]] = ()) -> pb.Alert:
     """An alert as sent, at most ``max_bytes`` (0: the store's page, under gRPC's message limit).
 
     The store cuts a finding bigger than a page, but an alert holds more than its finding (the
@@ -147,6 +150,7 @@ def alert_to_pb(a: AlertRow, max_bytes: int = 0) -> pb.Alert:
     message would pass the budget is sent shortened, its bulky fields cut, each cut saying so
     (:func:`collector.store.shrink_row`), never dropped and never failing the call or the watch."""
     msg = _alert_pb(a)
+    msg.history.extend(pb.AlertHistoryEntry(**h) for h in history)
     size = msg.ByteSize()
     from collector.store import PAGE_BYTES, shrink_row
 
@@ -211,21 +215,24 @@ def empty() -> pb.Empty:
 
 def alert_query(image: str = "", since_ns: int = 0, min_priority: str = "", status: str = "",
                 limit: int = 0, cursor: str = "", max_bytes: int = 0, namespace: str = "", pod: str = "",
-                labels: tuple[str, ...] = ()) -> pb.AlertQuery:
-    """``status`` by name ('' for any); ``cursor``: the previous page's ``next_cursor``;
-    ``labels``: KEY=VALUE pod labels that must all be present."""
+                labels: tuple[str, ...] = (), container: str = "", rule: str = "", process: str = "",
+                tag: str = "", statuses: tuple[str, ...] = ()) -> pb.AlertQuery:
+    """``status`` by name ('' for any), ``statuses`` several (any of them); ``cursor``: the previous
+    page's ``next_cursor``; ``labels``: KEY=VALUE pod labels that must all be present."""
     return pb.AlertQuery(image=image, since_ns=since_ns, min_priority=min_priority,
                          status=status_value(status) if status else pb.ALERT_STATUS_UNSPECIFIED, limit=limit,
-                         cursor=cursor, max_bytes=max_bytes, namespace=namespace, pod=pod, labels=list(labels))
+                         cursor=cursor, max_bytes=max_bytes, namespace=namespace, pod=pod, labels=list(labels),
+                         container=container, rule=rule, process=process, tag=tag,
+                         statuses=[status_value(s) for s in statuses])
 
 
 def alert_id(alert: int) -> pb.AlertId:
     return pb.AlertId(id=alert)
 
 
-def alert_update(alert: int, status: str, comment: str) -> pb.AlertUpdate:
-    """``status`` by name or CLI verb (ack, resolve, suppress)."""
-    return pb.AlertUpdate(id=alert, status=status_value(status), comment=comment)
+def alert_update(alert: int, status: str, comment: str, expect: bool = False) -> pb.AlertUpdate:
+    """``status`` by name or CLI verb (ack, resolve, suppress, reopen, unsuppress)."""
+    return pb.AlertUpdate(id=alert, status=status_value(status), comment=comment, expect=expect)
 
 
 def image_mode_request(image: str, mode: str, action: str, banned: Iterable[str],
@@ -244,8 +251,8 @@ def container_action_request(container: str, action: str, reason: str, timeout_s
                                      timeout_s=timeout_s)
 
 
-def audit_query(limit: int) -> pb.AuditQuery:
-    return pb.AuditQuery(limit=limit)
+def audit_query(limit: int, alert_id: int = 0) -> pb.AuditQuery:
+    return pb.AuditQuery(limit=limit, alert_id=alert_id)
 
 
 # -- analyst API: replies read into Python values (client side) ---------------------------------
@@ -255,6 +262,12 @@ def alert_from_pb(a: pb.Alert) -> AlertRow:
 
     return AlertRow(a.id, finding_from_pb(a.finding), a.count, a.first_seen_ns, a.last_seen_ns,
                     STATUS_NAMES.get(a.status, "open"), a.sensor_id, a.node, a.comment)
+
+
+def history_rows(a: pb.Alert) -> list[Row]:
+    """An alert's status changes as JSON rows, oldest first."""
+    return [{"time_ns": h.time_ns, "actor": h.actor, "from": h.from_status, "to": h.to_status,
+             "comment": h.comment} for h in a.history]
 
 
 def image_row(i: pb.ImageInfo) -> Row:

@@ -388,8 +388,8 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
                 log.warning("sensor %s: %s", s.sensor_id, err)
                 s.out.put(refused_message(msg.batch.seq, str(err)), force=True)
                 return
-            if stored:
-                self.exporters.publish(s.sensor_id, s.node, findings)
+            if stored:  # a suppressed alert notifies no one (webhook)
+                self.exporters.publish(s.sensor_id, s.node, self.hub.store.notifiable(s.sensor_id, findings))
             with self.hub.lock:
                 for f in findings:
                     ev = f.event

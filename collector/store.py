@@ -38,6 +38,7 @@ MAX_FINDING_BYTES = 1 << 20  # a finding's stored form (JSON: args, output, expl
 PAGE_BYTES = 3 << 20  # a listing page: under gRPC's default 4 MiB message limit, with room to spare
 MAX_COMMENT_BYTES = 64 << 10  # an analyst's comment on an alert
 UPDATE_STATUSES = ("acknowledged", "resolved", "suppressed")  # what an analyst may set an alert to
+ALERT_STATUSES = ("open", *UPDATE_STATUSES)  # every status an alert can be in
 _INT64 = 1 << 63
 _RETRIES = 5  # an ingest that PostgreSQL aborted (deadlock, serialization) is tried again this often
 _RETRY_STATES = frozenset({"40P01", "40001"})
@@ -84,6 +85,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE alerts ADD COLUMN labels TEXT",  # ",k=v,k2=v2," so that one label is one LIKE
         "CREATE INDEX alerts_namespace ON alerts (namespace)",
     ),
+    (  # 6: every status change of an alert, with who, when and the comment (alerts show, audit --alert)
+        "CREATE TABLE alert_history (id {autoid}, alert_id BIGINT NOT NULL, time_ns BIGINT, actor TEXT, "
+        "from_status TEXT, to_status TEXT, comment TEXT)",
+        "CREATE INDEX alert_history_alert ON alert_history (alert_id, id)",
+    ),
 )
 MIGRATION_LOCK = 0x63677365  # "cgse": the PostgreSQL advisory lock two collectors starting together take
 COLLECTOR_STALE_NS = 6 * 10**9  # a collector whose heartbeat is older (three missed) is taken for dead
@@ -116,11 +122,11 @@ class Store(Protocol):
     def list_alerts(self, image: str = "", since_ns: int = 0, min_priority: str = "",
                     status: str = "", limit: int = 100, after_id: int = 0, only_id: int = 0,
                     max_bytes: int = PAGE_BYTES, namespace: str = "", pod: str = "",
-                    labels: tuple[str, ...] = ()) -> list[AlertRow]: ...
+                    labels: tuple[str, ...] = (), **triage: Any) -> list[AlertRow]: ...
     def list_page(self, image: str = "", since_ns: int = 0, min_priority: str = "", status: str = "",
                   limit: int = 100, after_id: int = 0, only_id: int = 0, cursor: str = "",
                   max_bytes: int = PAGE_BYTES, namespace: str = "", pod: str = "",
-                  labels: tuple[str, ...] = ()) -> AlertPage: ...
+                  labels: tuple[str, ...] = (), **triage: Any) -> AlertPage: ...
     def get_alert(self, alert_id: int, max_bytes: int = PAGE_BYTES) -> AlertRow: ...
 
 
@@ -505,24 +511,26 @@ class SqlStore:
     def list_alerts(self, image: str = "", since_ns: int = 0, min_priority: str = "", status: str = "",
                     limit: int = 100, after_id: int = 0, only_id: int = 0,
                     max_bytes: int = PAGE_BYTES, namespace: str = "", pod: str = "",
-                    labels: tuple[str, ...] = ()) -> list[AlertRow]:
+                    labels: tuple[str, ...] = (), **triage: Any) -> list[AlertRow]:
         """The first page of :meth:`list_page` (at most ``limit`` rows and ``max_bytes``)."""
         return self.list_page(image, since_ns, min_priority, status, limit, after_id, only_id,
-                              max_bytes=max_bytes, namespace=namespace, pod=pod, labels=labels).rows
+                              max_bytes=max_bytes, namespace=namespace, pod=pod, labels=labels, **triage).rows
 
     def list_page(self, image: str = "", since_ns: int = 0, min_priority: str = "", status: str = "",
                   limit: int = 100, after_id: int = 0, only_id: int = 0, cursor: str = "",
                   max_bytes: int = PAGE_BYTES, namespace: str = "", pod: str = "",
-                  labels: tuple[str, ...] = ()) -> AlertPage:
+                  labels: tuple[str, ...] = (), **triage: Any) -> AlertPage:
         """Alerts, newest last-seen first (by id after ``after_id`` if given), filtered; a page
         ends at ``limit`` rows (1 to 10,000) or before its stored size passes ``max_bytes``
         (0: :data:`PAGE_BYTES`), whichever comes first. A page holds at least one row; a row
         bigger than the budget on its own comes with its bulky fields cut, visibly. Pass the
         page's ``cursor`` back, with the same filters, for the next page. ``since_ns`` 0 means
-        no time filter (alerts before 1970 are listed too)."""
+        no time filter (alerts before 1970 are listed too). ``triage``: the filters of
+        :meth:`triage_filter` (container, rule, process, tag, statuses)."""
         max_bytes = max_bytes if max_bytes > 0 else PAGE_BYTES
         where, params = self._where(image, since_ns, min_priority, status, after_id, only_id, cursor)
         where, params = _workload_filter(where, params, namespace, pod, labels)
+        where, params = self.triage_filter(where, params, **triage)
         order = "id ASC" if after_id else "last_seen_ns DESC, id DESC"
         size = " + ".join(self._octets(c) for c in ("finding", "comment", "sensor_id", "node"))
         with self.lock:  # sizes and rows from one connection without a write between them
@@ -590,18 +598,93 @@ class SqlStore:
             raise NotFound(f"alert {alert_id} not found")
         return _row(row, max_bytes)
 
-    def update_alert(self, alert_id: int, status: str, comment: str) -> AlertRow:
-        """Set an alert's status (one of :data:`UPDATE_STATUSES`) and comment."""
+    def update_alert(self, alert_id: int, status: str, comment: str, actor: str = "") -> AlertRow:
+        """Set an alert's status (one of :data:`UPDATE_STATUSES`) and comment (kept in its history)."""
         if status not in UPDATE_STATUSES:
             raise InvalidArgument(f"alert status {status!r}: use one of {', '.join(UPDATE_STATUSES)}")
+        return self.change_alert_status(alert_id, status, comment, actor)
+
+    # -- alert history and triage filters (issue 23) ---------------------------------------------
+    def change_alert_status(self, alert_id: int, status: str, comment: str, actor: str,
+                            allowed_from: tuple[str, ...] = ()) -> AlertRow:
+        """Set an alert's status (any of :data:`ALERT_STATUSES`, "open" too) and comment, and keep
+        the change in its history (who, when, from and to, the comment) in the same transaction.
+        ``allowed_from``: the statuses it may change from (checked under the row's lock; empty: any),
+        else InvalidArgument naming the status it is in."""
+        if status not in ALERT_STATUSES:
+            raise InvalidArgument(f"alert status {status!r}: use one of {', '.join(ALERT_STATUSES)}")
         check_text(comment, "comment")
+        check_text(actor, "actor")
         if len(comment.encode()) > MAX_COMMENT_BYTES:
             raise InvalidArgument(f"comment is {len(comment.encode()):,} bytes, over the limit of "
                                   f"{MAX_COMMENT_BYTES:,} bytes")
         with self._tx():
-            self.get_alert(alert_id)
+            row = self._exec("SELECT status FROM alerts WHERE id = ?" + self._for_update, (alert_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"alert {alert_id} not found")
+            if allowed_from and row[0] not in allowed_from:
+                raise InvalidArgument(f"alert {alert_id} is {row[0]}: it cannot become {status} "
+                                      f"(only from {', '.join(allowed_from)})")
             self._exec("UPDATE alerts SET status = ?, comment = ? WHERE id = ?", (status, comment, alert_id))
+            self._exec("INSERT INTO alert_history (alert_id, time_ns, actor, from_status, to_status, comment) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (alert_id, time.time_ns(), actor, row[0], status, comment))
         return self.get_alert(alert_id)
+
+    def alert_history(self, alert_id: int) -> list[dict[str, Any]]:
+        """Every status change of an alert by an analyst, oldest first (recurrences that reopened
+        it are in the audit, actor ``sensor:ID``)."""
+        rows = self._exec("SELECT time_ns, actor, from_status, to_status, comment FROM alert_history "
+                          "WHERE alert_id = ? ORDER BY id", (alert_id,)).fetchall()
+        keys = ("time_ns", "actor", "from_status", "to_status", "comment")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def notifiable(self, sensor_id: str, findings: list[Finding]) -> list[Finding]:
+        """``findings`` without those whose alert is suppressed (a suppressed alert notifies no one)."""
+        if not findings:
+            return findings
+        prints = [fingerprint(sensor_id, f) for f in findings]
+        quiet: set[str] = set()
+        unique = sorted(set(prints))
+        for i in range(0, len(unique), 500):
+            chunk = unique[i:i + 500]
+            quiet.update(str(r[0]) for r in self._exec(
+                f"SELECT fingerprint FROM alerts WHERE status = 'suppressed' AND fingerprint IN "
+                f"({', '.join('?' * len(chunk))})", chunk).fetchall())
+        return [f for f, p in zip(findings, prints, strict=True) if p not in quiet]
+
+    def triage_filter(self, where: str, params: list[Any], container: str = "", rule: str = "",
+                      process: str = "", tag: str = "", statuses: tuple[str, ...] = ()) -> tuple[str, list[Any]]:
+        """Add the analyst's filters: ``container`` a name, an id or id prefix, or NAMESPACE/POD;
+        ``rule`` its name in any case; ``process`` an executable path or its base name; ``tag`` one
+        tag of the alert; ``statuses`` any of them."""
+        parts, params = [where], list(params)
+        if container:
+            ns, slash, pod = container.partition("/")
+            if slash:
+                parts.append("(namespace = ? AND pod = ?)")
+                params += [ns, pod]
+            else:
+                parts.append("(container_name = ? OR container_id = ? OR container_id LIKE ? ESCAPE '!')")
+                params += [container, container, _like_prefix(container.lower()) if len(container) >= 6 else container]
+        if rule:
+            parts.append("LOWER(rule) = LOWER(?)")
+            params.append(rule)
+        if process:
+            parts.append("(exe = ? OR exe LIKE ? ESCAPE '!')")
+            params += [process, "%/" + _like_prefix(process).removesuffix("%")]
+        if tag:
+            if self.dialect == "postgres":
+                parts.append("(CAST(finding AS jsonb) -> 'tags') @> jsonb_build_array(CAST(? AS text))")
+            else:
+                parts.append("EXISTS (SELECT 1 FROM json_each(finding, '$.tags') WHERE value = ?)")
+            params.append(tag)
+        for status in statuses:
+            if status not in ALERT_STATUSES:
+                raise InvalidArgument(f"alert status {status!r}: use one of {', '.join(ALERT_STATUSES)}")
+        if statuses:
+            parts.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params += list(statuses)
+        return " AND ".join(parts), params
 
     def count_alerts(self, image: str = "") -> int:
         params: tuple[str, ...]
@@ -802,9 +885,12 @@ class SqlStore:
                           (audit_id,)).fetchall()
         return [(int(r[0]), int(r[1])) for r in rows if str(r[1]).isdigit()]
 
-    def audit_entries(self, limit: int = 100) -> list[dict[str, Any]]:
+    def audit_entries(self, limit: int = 100, alert_id: int = 0) -> list[dict[str, Any]]:
+        """The newest audit entries; ``alert_id``: only those about that alert (its status changes,
+        reopenings)."""
+        where, params = ("WHERE target = ? AND action LIKE 'alert %' ", [str(alert_id)]) if alert_id else ("", [])
         rows = self._exec("SELECT id, time_ns, actor, action, target, reason, result, latency_ms FROM audit "
-                          "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+                          f"{where}ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
         keys = ("id", "time_ns", "actor", "action", "target", "reason", "result", "latency_ms")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
@@ -900,6 +986,11 @@ def _workload_filter(where: str, params: list[Any], namespace: str, pod: str,
         parts.append("labels LIKE ? ESCAPE '\\'")
         params.append(f"%{escaped}%")
     return " AND ".join(parts), params
+
+
+def _like_prefix(text: str) -> str:
+    """A LIKE pattern (ESCAPE '!') for values starting with ``text``."""
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
 
 
 _LATEST = ("time_ns", "node", "container_name", "pid", "priority", "priority_rank", "output", "finding")

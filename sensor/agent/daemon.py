@@ -306,11 +306,13 @@ class Daemon:
             log.error("ignoring fleet baseline for %s: %s", image_key, err)
 
     def on_accept(self, item: Any) -> None:
-        """An analyst suppressed an alert: its item joins the baseline (audited in the model)."""
+        """An analyst suppressed an alert: its item joins the baseline (audited in the model); or
+        unsuppressed it: the item leaves the baseline again."""
         try:
             key = tuple(json.loads(item.key_json))
             b = self.models.get(item.image_key or item.image)
-            b.accept(item.dimension, key, f"collector:{item.actor}", time.time_ns(), item.reason)
+            decide = b.reject if getattr(item, "forget", False) else b.accept  # forget: an alert unsuppressed
+            decide(item.dimension, key, f"collector:{item.actor}", time.time_ns(), item.reason)
         except Exception as err:  # noqa: BLE001 - a bad push must not stop the sensor
             log.error("cannot accept baseline item for %s: %s", item.image, err)
 

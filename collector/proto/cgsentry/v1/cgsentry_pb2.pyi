@@ -295,20 +295,22 @@ class FleetBaseline(_message.Message):
     def __init__(self, image_key: _Optional[str] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
 class BaselineItem(_message.Message):
-    __slots__ = ("image", "image_key", "dimension", "key_json", "actor", "reason")
+    __slots__ = ("image", "image_key", "dimension", "key_json", "actor", "reason", "forget")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     IMAGE_KEY_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     KEY_JSON_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    FORGET_FIELD_NUMBER: _ClassVar[int]
     image: str
     image_key: str
     dimension: str
     key_json: str
     actor: str
     reason: str
-    def __init__(self, image: _Optional[str] = ..., image_key: _Optional[str] = ..., dimension: _Optional[str] = ..., key_json: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    forget: bool
+    def __init__(self, image: _Optional[str] = ..., image_key: _Optional[str] = ..., dimension: _Optional[str] = ..., key_json: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., forget: _Optional[bool] = ...) -> None: ...
 
 class CollectorMessage(_message.Message):
     __slots__ = ("ack", "policy", "rules", "action", "baseline", "accept", "refused")
@@ -329,7 +331,7 @@ class CollectorMessage(_message.Message):
     def __init__(self, ack: _Optional[_Union[Ack, _Mapping]] = ..., policy: _Optional[_Union[ImagePolicy, _Mapping]] = ..., rules: _Optional[_Union[RuleSet, _Mapping]] = ..., action: _Optional[_Union[ContainerAction, _Mapping]] = ..., baseline: _Optional[_Union[FleetBaseline, _Mapping]] = ..., accept: _Optional[_Union[BaselineItem, _Mapping]] = ..., refused: _Optional[_Union[BatchRefused, _Mapping]] = ...) -> None: ...
 
 class Alert(_message.Message):
-    __slots__ = ("id", "finding", "count", "first_seen_ns", "last_seen_ns", "status", "sensor_id", "node", "comment")
+    __slots__ = ("id", "finding", "count", "first_seen_ns", "last_seen_ns", "status", "sensor_id", "node", "comment", "history")
     ID_FIELD_NUMBER: _ClassVar[int]
     FINDING_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -339,6 +341,7 @@ class Alert(_message.Message):
     SENSOR_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     id: int
     finding: Finding
     count: int
@@ -348,10 +351,25 @@ class Alert(_message.Message):
     sensor_id: str
     node: str
     comment: str
-    def __init__(self, id: _Optional[int] = ..., finding: _Optional[_Union[Finding, _Mapping]] = ..., count: _Optional[int] = ..., first_seen_ns: _Optional[int] = ..., last_seen_ns: _Optional[int] = ..., status: _Optional[_Union[AlertStatus, str]] = ..., sensor_id: _Optional[str] = ..., node: _Optional[str] = ..., comment: _Optional[str] = ...) -> None: ...
+    history: _containers.RepeatedCompositeFieldContainer[AlertHistoryEntry]
+    def __init__(self, id: _Optional[int] = ..., finding: _Optional[_Union[Finding, _Mapping]] = ..., count: _Optional[int] = ..., first_seen_ns: _Optional[int] = ..., last_seen_ns: _Optional[int] = ..., status: _Optional[_Union[AlertStatus, str]] = ..., sensor_id: _Optional[str] = ..., node: _Optional[str] = ..., comment: _Optional[str] = ..., history: _Optional[_Iterable[_Union[AlertHistoryEntry, _Mapping]]] = ...) -> None: ...
+
+class AlertHistoryEntry(_message.Message):
+    __slots__ = ("time_ns", "actor", "from_status", "to_status", "comment")
+    TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    FROM_STATUS_FIELD_NUMBER: _ClassVar[int]
+    TO_STATUS_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    time_ns: int
+    actor: str
+    from_status: str
+    to_status: str
+    comment: str
+    def __init__(self, time_ns: _Optional[int] = ..., actor: _Optional[str] = ..., from_status: _Optional[str] = ..., to_status: _Optional[str] = ..., comment: _Optional[str] = ...) -> None: ...
 
 class AlertQuery(_message.Message):
-    __slots__ = ("image", "since_ns", "min_priority", "status", "limit", "cursor", "max_bytes", "namespace", "pod", "labels")
+    __slots__ = ("image", "since_ns", "min_priority", "status", "limit", "cursor", "max_bytes", "namespace", "pod", "labels", "container", "rule", "process", "tag", "statuses")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     SINCE_NS_FIELD_NUMBER: _ClassVar[int]
     MIN_PRIORITY_FIELD_NUMBER: _ClassVar[int]
@@ -362,6 +380,11 @@ class AlertQuery(_message.Message):
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     POD_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
     image: str
     since_ns: int
     min_priority: str
@@ -372,7 +395,12 @@ class AlertQuery(_message.Message):
     namespace: str
     pod: str
     labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, image: _Optional[str] = ..., since_ns: _Optional[int] = ..., min_priority: _Optional[str] = ..., status: _Optional[_Union[AlertStatus, str]] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., max_bytes: _Optional[int] = ..., namespace: _Optional[str] = ..., pod: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    container: str
+    rule: str
+    process: str
+    tag: str
+    statuses: _containers.RepeatedScalarFieldContainer[AlertStatus]
+    def __init__(self, image: _Optional[str] = ..., since_ns: _Optional[int] = ..., min_priority: _Optional[str] = ..., status: _Optional[_Union[AlertStatus, str]] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., max_bytes: _Optional[int] = ..., namespace: _Optional[str] = ..., pod: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., container: _Optional[str] = ..., rule: _Optional[str] = ..., process: _Optional[str] = ..., tag: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[AlertStatus, str]]] = ...) -> None: ...
 
 class AlertList(_message.Message):
     __slots__ = ("alerts", "next_cursor")
@@ -389,14 +417,16 @@ class AlertId(_message.Message):
     def __init__(self, id: _Optional[int] = ...) -> None: ...
 
 class AlertUpdate(_message.Message):
-    __slots__ = ("id", "status", "comment")
+    __slots__ = ("id", "status", "comment", "expect")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
+    EXPECT_FIELD_NUMBER: _ClassVar[int]
     id: int
     status: AlertStatus
     comment: str
-    def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[AlertStatus, str]] = ..., comment: _Optional[str] = ...) -> None: ...
+    expect: bool
+    def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[AlertStatus, str]] = ..., comment: _Optional[str] = ..., expect: _Optional[bool] = ...) -> None: ...
 
 class Empty(_message.Message):
     __slots__ = ()
@@ -488,10 +518,12 @@ class SensorList(_message.Message):
     def __init__(self, sensors: _Optional[_Iterable[_Union[SensorInfo, _Mapping]]] = ...) -> None: ...
 
 class AuditQuery(_message.Message):
-    __slots__ = ("limit",)
+    __slots__ = ("limit", "alert_id")
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ALERT_ID_FIELD_NUMBER: _ClassVar[int]
     limit: int
-    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+    alert_id: int
+    def __init__(self, limit: _Optional[int] = ..., alert_id: _Optional[int] = ...) -> None: ...
 
 class AuditEntry(_message.Message):
     __slots__ = ("id", "time_ns", "actor", "action", "target", "reason", "result", "latency_ms")
