@@ -19,6 +19,7 @@ from sensor.text import visible
 
 ELLIPSIS = "…"
 MIN_RULE_COLUMNS = 16  # a rule name gets at least this much, even if the line passes the width
+MIN_CONTAINER_COLUMNS = 10  # what the container column keeps on a narrow terminal
 WIDE_EXTRA_COLUMNS = 40  # room past the rule names that adds the process and command line columns
 _COLOURS = {"EMERGENCY": "1;31", "ALERT": "1;31", "CRITICAL": "1;31", "ERROR": "31", "WARNING": "33",
             "NOTICE": "36"}
@@ -101,6 +102,10 @@ def alert_table(rows: list[dict[str, Any]], columns: int, colour: bool = False, 
     rules = [visible(r["rule"]) for r in rows]
     rule_nat = max([len(_RULE_HEADER)] + [len(x) for x in rules])
     rest = columns - sum(widths) - len(widths)
+    if rest < rule_nat and not fixed:  # narrow: the container column gives the rule name room first
+        give = min(rule_nat - rest, max(widths[5] - MIN_CONTAINER_COLUMNS, 0))
+        widths[5] -= give
+        rest += give
     wide = rest - rule_nat >= WIDE_EXTRA_COLUMNS
     rule_w = rule_nat if wide else max(rest, MIN_RULE_COLUMNS)
     procs = [visible(_PROCESS.value(r)) for r in rows]

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,8 @@ from typing import Any
 
 from collector.errors import CollectorError, PermissionDenied, Unauthenticated
 from sensor.errors import EX_CANTCREAT, EX_DATAERR, EX_NOINPUT, EX_NOPERM
+
+log = logging.getLogger(__name__)
 
 ROLES = ("viewer", "responder", "admin")
 SENSOR = "sensor"
@@ -39,12 +43,21 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
 class TokenStore:
     """Tokens file: one JSON object per line {name, role, sha256}."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._by_hash: dict[str, Identity] = {}
+        self._stamp: tuple[int, int] | None = None  # the file's (mtime, size) as last read
         if path is not None and path.exists():
             self._load(path)
 
@@ -66,14 +79,59 @@ class TokenStore:
         except UnicodeDecodeError as err:
             raise CollectorError(f"{path}: not a tokens file (not UTF-8 text at byte {err.start})",
                                  exit_code=EX_DATAERR) from None
+        by_hash: dict[str, Identity] = {}
         for n, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 d = json.loads(line)
-                self._by_hash[d["sha256"]] = Identity(d["name"], d["role"])
+                by_hash[d["sha256"]] = Identity(d["name"], d["role"])
             except (ValueError, KeyError, TypeError) as err:
                 raise CollectorError(f"{path}:{n}: bad token entry ({err})", exit_code=EX_DATAERR) from err
+        self._by_hash, self._stamp = by_hash, _stamp(path)
+
+    def _refresh(self) -> None:
+        """Read the file again if it changed since (a token added or revoked while the collector
+        runs takes effect at once); a file now unreadable or broken keeps what was read before."""
+        if self.path is None:
+            return
+        stamp = _stamp(self.path)
+        if stamp is None or stamp == self._stamp:
+            return
+        try:
+            self._load(self.path)
+        except CollectorError as err:
+            log.warning("tokens file changed but is not read: %s (the previous tokens stay)", err)
+            self._stamp = stamp
+
+    def entries(self) -> list[dict[str, str]]:
+        """The tokens: name, role and an id (the first 12 hex digits of the token's hash; the
+        token itself is never stored)."""
+        self._refresh()
+        return [{"id": h[:12], "name": i.name, "role": i.role} for h, i in self._by_hash.items()]
+
+    def revoke(self, name_or_id: str) -> list[dict[str, str]]:
+        """Remove every token of that name, or the one with that id (hash prefix, 6+ digits); the
+        file is replaced whole (atomically). NotFound-like CollectorError (66) if none matches."""
+        self._refresh()
+        gone = [h for h, i in self._by_hash.items()
+                if i.name == name_or_id or (len(name_or_id) >= 6 and h.startswith(name_or_id.lower()))]
+        if not gone or self.path is None:
+            raise CollectorError(f"no token named {name_or_id!r} or with that id (see `cgsentry collector token "
+                                 "list`)", exit_code=EX_NOINPUT)
+        keep = {h: i for h, i in self._by_hash.items() if h not in gone}
+        text = "".join(json.dumps({"name": i.name, "role": i.role, "sha256": h}) + "\n" for h, i in keep.items())
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            tmp.chmod(0o600)
+            os.replace(tmp, self.path)
+        except OSError as err:
+            raise CollectorError(f"{self.path}: cannot write tokens file: {err.strerror}",
+                                 exit_code=EX_NOPERM if isinstance(err, PermissionError) else EX_CANTCREAT) from None
+        removed = [{"id": h[:12], "name": self._by_hash[h].name, "role": self._by_hash[h].role} for h in gone]
+        self._by_hash, self._stamp = keep, _stamp(self.path)
+        return removed
 
     def add(self, name: str, role: str) -> str:
         if role not in (*ROLES, SENSOR):
@@ -95,6 +153,7 @@ class TokenStore:
         return token
 
     def lookup(self, token: str) -> Identity | None:
+        self._refresh()
         return self._by_hash.get(_hash(token))
 
     def __len__(self) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 from collector.store import AlertRow
 from collector.webhook import WebhookSender
-from rules.fields import labels_text
+from rules.fields import evt_type, labels_text
 from sensor.events import Finding, rfc3339
 
 _FALCO_PRIORITY = {"EMERGENCY": "Emergency", "ALERT": "Alert", "CRITICAL": "Critical", "ERROR": "Error",
@@ -29,7 +29,7 @@ def falco_json(f: Finding, hostname: str = "") -> dict[str, Any]:
     fields = {"container.id": ev.container_id[:12], "container.name": ev.container_name,
               "container.image.repository": repo, "container.image.tag": tag, "proc.pid": ev.pid,
               "proc.ppid": ev.ppid, "proc.exe": ev.exe, "proc.name": ev.comm, "proc.pexe": ev.pexe,
-              "proc.cmdline": " ".join((ev.comm, *ev.args[1:])), "user.uid": ev.uid, "evt.type": ev.kind,
+              "proc.cmdline": " ".join((ev.comm, *ev.args[1:])), "user.uid": ev.uid, "evt.type": evt_type(ev),
               "cgsentry.kind": f.kind, "cgsentry.action": f.action, "cgsentry.mode": f.mode}
     if ev.kind in ("connect", "accept", "listen"):
         fields.update({"fd.sip": ev.saddr, "fd.sport": ev.sport, "fd.dip": ev.daddr, "fd.dport": ev.dport,

@@ -16,6 +16,7 @@ from typing import Any
 from collector.argtypes import int_in, listen_addr, webhook_url
 from collector.errors import CollectorError, InvalidArgument, Unavailable
 from sensor.errors import EX_NOPERM
+from sensor.text import visible
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +153,38 @@ def cmd_pki(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    """``token add``: prints the new token, the only time it is shown."""
     from collector.auth import TokenStore
 
     print(TokenStore(Path(args.tokens)).add(args.name, args.role))
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    """``token list``: names, roles and ids (from the hash), never the tokens."""
+    import json
+
+    from collector.auth import TokenStore
+
+    rows = TokenStore.existing(Path(args.tokens)).entries()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'ID':<12} {'ROLE':<10} NAME")
+    for r in rows:
+        print(visible(f"{r['id']:<12} {r['role']:<10} {r['name']}"))
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    """``token revoke NAME|ID``: a running collector stops taking it at its next call."""
+    import json
+
+    from collector.auth import TokenStore
+
+    rows = TokenStore.existing(Path(args.tokens)).revoke(args.name)
+    for r in rows:
+        print(json.dumps(r) if args.json else visible(f"revoked token {r['id']} ({r['name']}, {r['role']})"))
     return 0
 
 
@@ -197,3 +227,10 @@ def add_commands(sub: Any) -> None:
     ta.add_argument("--role", required=True, choices=["viewer", "responder", "admin", "sensor"])
     ta.add_argument("--tokens", required=True)
     ta.set_defaults(func=cmd_token)
+    tl = ts.add_parser("list", help="names, roles and ids of the tokens (never the tokens)")
+    tl.add_argument("--tokens", required=True)
+    tl.set_defaults(func=cmd_token_list)
+    tr = ts.add_parser("revoke", help="remove a token by its name (all of that name) or its id")
+    tr.add_argument("name", metavar="NAME|ID")
+    tr.add_argument("--tokens", required=True)
+    tr.set_defaults(func=cmd_token_revoke)

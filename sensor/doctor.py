@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from sensor import bpf_loader
-from sensor.errors import CgsentryError
+from sensor.errors import EX_NOPERM, EX_UNAVAILABLE, CgsentryError
 from sensor.runtimes import FIXES, Socket, candidate_sockets
 
 
@@ -86,9 +86,29 @@ def _docker() -> Check:
         version = client.version().get("Version", "?")
         return Check("docker", True, f"engine {version}", required=False)
     except Exception as err:  # noqa: BLE001 - any failure: report it
-        return Check("docker", False, f"unreachable ({type(err).__name__})",
-                     "start dockerd, or set DOCKER_HOST; without it containers are named by cgroup"
-                     " only and pause/kill use the cgroup freezer", required=False)
+        detail, fix = docker_cause(err)
+        return Check("docker", False, detail, fix + "; without it containers are named by cgroup only and "
+                     "pause/kill use the cgroup freezer", required=False)
+
+
+def docker_cause(err: BaseException) -> tuple[str, str]:
+    """Why Docker's API did not answer, from the error and its causes: (detail, fix). Permission
+    on the socket and a daemon that is not running have different fixes."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = err
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    text = " ".join(f"{type(e).__name__} {e}" for e in chain)
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if any(isinstance(e, PermissionError) for e in chain) or "Permission denied" in text:
+        return (f"permission denied on {host}",
+                f"run as root or as a member of the docker group (euid {os.geteuid()} may not open the socket)")
+    if any(isinstance(e, (FileNotFoundError, ConnectionRefusedError)) for e in chain) or \
+            "No such file" in text or "Connection refused" in text:
+        return (f"daemon not running (nothing answers at {host})",
+                "start dockerd (systemctl start docker), or set DOCKER_HOST to where it listens")
+    return f"unreachable ({type(err).__name__})", "start dockerd, or set DOCKER_HOST"
 
 
 def _profiles() -> list[Check]:
@@ -171,3 +191,15 @@ def run_checks(cri_sockets: list[Socket] | None = None) -> list[Check]:
 
 def can_run(checks: list[Check]) -> bool:
     return all(c.ok for c in checks if c.required)
+
+
+ROOT_ONLY = frozenset({"privileges", "tracefs", "bpf features"})  # checks a missing privilege fails
+
+
+def exit_code(checks: list[Check]) -> int:
+    """doctor's exit code (README): 0 the sensor can run; 77 only privileges are missing (run it as
+    root); 69 something it needs is missing or unsupported (each FAIL line says what)."""
+    failed = [c for c in checks if c.required and not c.ok]
+    if not failed:
+        return 0
+    return EX_NOPERM if all(c.name in ROOT_ONLY for c in failed) and os.geteuid() != 0 else EX_UNAVAILABLE

@@ -20,7 +20,7 @@ from models import cli as models_cli
 from rules import cli as rules_cli
 from sensor import bpf_loader
 from sensor.agent import daemon
-from sensor.errors import EX_UNAVAILABLE, UsageParser, run_command
+from sensor.errors import UsageParser, run_command
 from sensor.events import ARGS_FROM_PROC, ARGS_UNREAD, NAME_MISMATCH, NETWORK_KINDS, STDIO_SOCKET, Event, rfc3339
 from sensor.runtimes import add_cri_socket_option
 from sensor.text import visible
@@ -117,7 +117,7 @@ def _emit(events: Iterable[Event], as_json: bool, out: IO[str]) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from sensor.doctor import can_run, run_checks
+    from sensor.doctor import can_run, exit_code, run_checks
 
     checks = run_checks(args.cri_socket or None)
     if args.json:
@@ -129,7 +129,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     ok = can_run(checks)
     if not args.json:
         print("sensor can run" if ok else "sensor cannot run: fix the FAIL lines above")
-    return 0 if ok else EX_UNAVAILABLE
+    return exit_code(checks)
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -179,7 +179,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sensor import __version__
+
     p = UsageParser(prog=PROG, description="cgsentry eBPF container sensor")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     d = sub.add_parser("doctor", help="check that the sensor can run here, with fixes")
