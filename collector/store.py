@@ -888,7 +888,7 @@ class SqlStore:
     def audit_entries(self, limit: int = 100, alert_id: int = 0) -> list[dict[str, Any]]:
         """The newest audit entries; ``alert_id``: only those about that alert (its status changes,
         reopenings)."""
-        where, params = ("WHERE target = ? AND action LIKE 'alert %' ", [str(alert_id)]) if alert_id else ("", [])
+        where, params = ("WHERE target = ? AND action LIKE ? ", [str(alert_id), "alert %"]) if alert_id else ("", [])
         rows = self._exec("SELECT id, time_ns, actor, action, target, reason, result, latency_ms FROM audit "
                           f"{where}ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
         keys = ("id", "time_ns", "actor", "action", "target", "reason", "result", "latency_ms")
