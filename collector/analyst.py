@@ -277,6 +277,8 @@ def update_alert(hub: Hub, ident: Identity, alert_id: int, status: str, comment:
         action = "alert unsuppressed" if before == "suppressed" else "alert reopened"
         if before == "suppressed":
             pushed = _teach_baseline(hub, row, ident, comment or f"alert {row.id} unsuppressed", forget=True)
+        elif before == "resolved" and _resolved_as_expected(hub, alert_id):  # the rule item is forgotten
+            pushed = _teach_baseline(hub, row, ident, comment or f"alert {row.id} reopened", forget=True, rule=True)
     elif expect:
         pushed = _teach_baseline(hub, row, ident, comment or f"alert {row.id} resolved as expected", rule=True)
         action = "alert resolved as expected"
@@ -293,6 +295,14 @@ def _refusal(row: AlertRow, status: str) -> str:
     hint = {"resolved": f"reopen it first (cgsentry alerts reopen {row.id})",
             "suppressed": f"unsuppress it first (cgsentry alerts unsuppress {row.id})"}.get(row.status, "")
     return f"alert {row.id} is {row.status}: cannot {_VERBS[status]} it" + (f"; {hint}" if hint else "")
+
+
+def _resolved_as_expected(hub: Hub, alert_id: int) -> bool:
+    """Whether the alert's latest resolution was ``--expect`` (its audit says so)."""
+    for entry in hub.store.audit_entries(limit=50, alert_id=alert_id):
+        if entry["action"] in ("alert resolved", "alert resolved as expected"):
+            return bool(entry["action"] == "alert resolved as expected")
+    return False
 
 
 def _check_expectable(row: AlertRow, status: str) -> None:

@@ -157,6 +157,11 @@ def test_resolve_expect_makes_a_learnable_rule_expected_and_refuses_an_unlearnab
     assert item.reason == "logrotate's postrotate" and item.image == "shop/web:1"
     assert store.get_alert(int(ids["Shell Spawned By Non-Shell Program"])).status == "resolved"
     assert store.get_alert(int(ids["Reverse Shell"])).status == "open"
+    rc, out, _ = run(capsys, *rita, "alerts", "reopen", ids["Shell Spawned By Non-Shell Program"])  # the undo
+    assert rc == 0 and out.startswith(f"alert {ids['Shell Spawned By Non-Shell Program']}: open")
+    wait_for(lambda: len(accepted) == 2)
+    assert (accepted[1].dimension, json.loads(accepted[1].key_json), accepted[1].forget) == (
+        "rule", ["Shell Spawned By Non-Shell Program", "/bin/sh", "/usr/sbin/logrotate"], True)
 
 
 class _Hook(BaseHTTPRequestHandler):
