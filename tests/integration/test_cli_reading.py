@@ -5,6 +5,7 @@ Falco's syscall names."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -12,15 +13,20 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
+from bench.pgserver import create_database
 from collector.alertview import ELLIPSIS, alert_table, paint, use_colour
+from collector.auth import AuthConfig, TokenStore
+from collector.server import create_server
+from collector.store import SqlStore
 from sensor.events import Event, Finding
 from tests.integration.helpers import run
 
 ROOT = Path(__file__).resolve().parents[2]
+_names = itertools.count()
 LONG_RULE = "Shell Spawned By Non-Shell Program"
 
 
@@ -86,7 +92,22 @@ def test_the_list_fits_80_columns_and_shows_more_at_200(live: Any, capsys: Any, 
     assert LONG_RULE in out and "cat /etc/shadow" in out and "/usr/bin/python3" in out
 
 
-def test_filters_by_container_rule_process_tag_and_statuses(live: Any, capsys: Any) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, dict[str, str], SqlStore]]:
+    """A live collector on SQLite or PostgreSQL, tokens named after their roles."""
+    url = str(tmp_path / "c.db") if request.param == "sqlite" else create_database(
+        request.getfixturevalue("postgres_url"), f"reading_{os.getpid()}_{next(_names)}")
+    store = SqlStore.open(url)
+    tokens = TokenStore(tmp_path / "tokens")
+    toks = {r: tokens.add(r, r) for r in ("viewer", "responder")}
+    server, port = create_server("127.0.0.1:0", store, AuthConfig(tokens))
+    yield f"127.0.0.1:{port}", toks, store
+    server.stop(0)
+    store.close()
+
+
+def test_filters_by_container_rule_process_tag_and_statuses(backend: Any, capsys: Any) -> None:
+    live = backend
     seeded(live[2])
 
     def ids(*flags: str) -> list[int]:
