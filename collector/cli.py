@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -78,8 +79,10 @@ def _show_defaults(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.Formatter.converter = time.gmtime  # log times as every human output writes them: RFC 3339, UTC
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if args.command == "collector"
-                        else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%Y-%m-%dT%H:%M:%SZ")
     handler: Callable[[argparse.Namespace], int] = args.func
     return run_command(PROG, handler, args)
 
