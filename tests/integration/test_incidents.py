@@ -34,7 +34,8 @@ def store(request: Any, tmp_path: Path) -> Iterator[SqlStore]:
     else:
         s = SqlStore.open(request.getfixturevalue("postgres_url"))
         Incidents(s)  # the tables exist before they are emptied
-        for table in ("alerts", "batches", "audit", "incidents", "incident_open", "incident_findings"):
+        for table in ("alerts", "batches", "audit", "incidents", "incident_open", "incident_findings", "finding_hours",
+                      "baseline_versions"):
             s.execute(f"DELETE FROM {table}")
         s.conn.commit()
     yield s
@@ -112,3 +113,46 @@ def test_paging_by_cursor(store: SqlStore) -> None:
         if not cursor:
             break
     assert len(seen) == len(set(seen)) == 7
+
+
+def test_findings_per_hour_are_counted_in_the_ingest(store: SqlStore) -> None:
+    Incidents.attach(store)
+    hour = 3600 * 10**9
+    spread = [shell_finding(i, rule="A", dt_ns=hour // 2) for i in range(5)]  # over two and a half hours
+    store.ingest("s1", "n1", 1, spread)
+    store.ingest("s1", "n1", 2, [shell_finding(0, rule="A", priority="ERROR")])
+    assert store.ingest("s1", "n1", 2, [shell_finding(0, rule="A", priority="ERROR")]) is False  # a replay: once
+    expected: dict[tuple[int, str], int] = {(T0 // hour, "ERROR"): 1}
+    for f in spread:
+        expected[(f.time_ns // hour, "WARNING")] = expected.get((f.time_ns // hour, "WARNING"), 0) + 1
+    rows = store.finding_hours(T0 // hour)
+    assert {(h, p): n for h, p, _, _, n in rows} == expected and len(expected) >= 4
+    assert {(r, i) for _, _, r, i, _ in rows} == {("A", "cgsentry/busybox:latest")}
+    assert store.finding_hours(max(h for h, _ in expected) + 1) == []
+
+
+def test_baseline_versions_only_when_they_change_and_the_latest_kept(store: SqlStore) -> None:
+    assert store.add_baseline_version("k", "img", "d1", 3, b"one") == 1
+    assert store.add_baseline_version("k", "img", "d1", 3, b"one again") == 0  # same items: no version
+    assert store.add_baseline_version("k", "img", "d2", 4, b"two") == 2
+    assert store.add_baseline_version("other", "img2", "d2", 4, b"x") == 1  # per image key
+    assert [(v["version"], v["items"]) for v in store.baseline_versions("k")] == [(2, 4), (1, 3)]
+    assert store.baseline_version("k", 1) == b"one" and store.baseline_version("k", 3) is None
+    for i in range(3, 8):
+        store.add_baseline_version("k", "img", f"d{i}", i, b"n", keep=3)
+    assert [v["version"] for v in store.baseline_versions("k")] == [7, 6, 5]
+
+
+def test_audit_search_by_actor_action_target_and_time(store: SqlStore) -> None:
+    store.audit("alice", "pause", "c" * 64, "why", "ok")
+    store.audit("bob_1", "incident acknowledged", "12", "", "ok")
+    store.audit("alice", "image mode enforce", "nginx:1", "", "ok")
+    everything = store.search_audit()
+    assert [e["actor"] for e in everything] == ["alice", "bob_1", "alice"]  # newest first
+    assert [e["action"] for e in store.search_audit(actor="ALICE")] == ["image mode enforce", "pause"]
+    assert [e["target"] for e in store.search_audit(target="ccc")] == ["c" * 64]
+    assert [e["actor"] for e in store.search_audit(actor="b_")] == ["bob_1"] and store.search_audit(actor="%") == []
+    mid = everything[1]["time_ns"]
+    assert [e["actor"] for e in store.search_audit(since_ns=mid)][-1] == "bob_1"
+    assert all(e["time_ns"] < mid for e in store.search_audit(until_ns=mid))
+    assert [e["id"] for e in store.search_audit(before_id=everything[0]["id"], limit=1)] == [everything[1]["id"]]
