@@ -259,7 +259,7 @@ class Console:
         data = baselines.version(self.store, key, number)
         rows = baselines.item_rows(data)
         out.update(v=number, image=data.get("image", ""), mode=data.get("mode", ""),
-                   observed=rfc3339(int(data.get("observed_ns") or 0)) if data.get("observed_ns") else "",
+                   learned_s=round(int(data.get("observed_ns") or 0) / 1e9, 1),
                    items=rows, total=sum(len(r) for r in rows.values()))
         return out
 
@@ -438,7 +438,7 @@ def _time(value: str, name: str) -> int:
     except ValueError:
         raise InvalidArgument(f"{name} {value[:40]!r}: give a time like 2026-12-03T16:00 (UTC) or "
                               "nanoseconds since the epoch") from None
-    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1e9)
+    return _int(str(int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1e9)), name)
 
 
 def _secure(resp: Response) -> Response:

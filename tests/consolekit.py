@@ -85,6 +85,8 @@ def baseline_snapshot(t0_ns: int, extra: tuple[str, ...] = ()) -> bytes:
         ev = ev.replace(time_ns=t0_ns + i)
         for dim, key in item_keys(ev):
             b.profile.learn(dim, key, ev, node="node-1")
+    b.profile.containers.add(base.container_id)
+    b.life.observed_ns = 600 * 10**9
     b.profile.learn("rule", ("Shell Spawned By Web Server", "/bin/sh", ROOT), base.replace(
         exe="/bin/sh", pexe=ROOT, container_name=HOSTILE), node="node-1")
     return msgpack.packb(model_store.to_dict(b), use_bin_type=True)
@@ -163,3 +165,21 @@ def console_stack(tmp_path: Path) -> Iterator[Stack]:
         web.stop()
         server.stop(0)
         store.close()
+
+
+def open_page(browser: Any, stack: Stack, role: str) -> tuple[Any, Any, list[str]]:
+    """A new browser context logged in as ``role`` (on the incidents page), and the dialogs it saw."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = ctx.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(f"{stack.url}/incidents")
+    assert page.url.endswith("/login")  # not logged in: sent to log in
+    page.fill("#token", stack.tokens[role])
+    page.click("#login")
+    page.wait_for_url("**/incidents")
+    assert stack.tokens[role] not in page.url
+    cookies = ctx.cookies()
+    [session] = [c for c in cookies if c["name"] == "cgsentry_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    return ctx, page, dialogs
