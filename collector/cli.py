@@ -17,7 +17,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from collector import client, launcher
+from collector import client, incidentscli, launcher
 from sensor.errors import UsageParser, run_command
 
 PROG = "cgsentry"
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     launcher.add_commands(sub)
     client.add_commands(sub)
+    incidentscli.add_commands(sub)
     return p
 
 

@@ -3,6 +3,7 @@ process tree within the window are one incident that lists every distinct findin
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -156,3 +157,56 @@ def test_audit_search_by_actor_action_target_and_time(store: SqlStore) -> None:
     assert [e["actor"] for e in store.search_audit(since_ns=mid)][-1] == "bob_1"
     assert all(e["time_ns"] < mid for e in store.search_audit(until_ns=mid))
     assert [e["id"] for e in store.search_audit(before_id=everything[0]["id"], limit=1)] == [everything[1]["id"]]
+
+
+# -- the CLI twin: cgsentry incidents list|show, through the console's JSON API -------------------
+def cli(stack: Any, capsys: pytest.CaptureFixture[str], *argv: str, role: str = "viewer") -> tuple[int, str, str]:
+    from collector.cli import main
+
+    code = main(["--token", stack.tokens[role] if role else "", *argv[:2], "--web", stack.url.removeprefix("http://"),
+                 *argv[2:]])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_incidents_list_and_show_in_a_terminal_with_hostile_text_shown_not_obeyed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.consolekit import ROOT, console_stack
+
+    with console_stack(tmp_path) as stack:
+        iid = stack.server.incidents.list_page().rows[0].id
+        code, out, err = cli(stack, capsys, "incidents", "list")
+        assert code == 0 and err == ""
+        header, row = out.splitlines()
+        assert header.split()[:3] == ["ID", "LAST", "SEEN"] and row.split()[0] == str(iid)
+        assert "CRITICAL" in row and "web-0" in row and "pause-container" in row
+        code, out, _ = cli(stack, capsys, "incidents", "list", "--priority", "CRITICAL", "--tag", "T1059.004",
+                           "-q", "nginx", "--json")
+        assert code == 0 and [i["id"] for i in json.loads(out)] == [iid]
+        assert cli(stack, capsys, "incidents", "list", "--status", "resolved", "--json")[1].strip() == "[]"
+
+        code, out, err = cli(stack, capsys, "incidents", "show", str(iid))
+        assert code == 0 and err == ""
+        assert "\x1b" not in out and "\u202e" not in out  # the attacker's escapes are shown, not obeyed
+        assert "\\x1b[31mred\\x1b[0m<script>window.pwned=1</script>" in out and "\\u202egnp.exe" in out
+        tree = out[out.index("process tree"):out.index("findings:")].splitlines()[1:]
+        assert [line.split()[:2] for line in tree] == [["*", ROOT], ["*", "/bin/sh"], ["*", "/usr/bin/nc"]]
+        assert "T1059.004" in out and out.count("alert ") == 4 and "expected /usr/sbin/nginx  seen /usr/bin/nc" in out
+        code, out, _ = cli(stack, capsys, "incidents", "show", str(iid), "--json")
+        view = json.loads(out)
+        assert view["incident"]["id"] == iid and "\x1b[31m" in view["findings"][0]["args"][2]  # JSON keeps data
+
+        assert cli(stack, capsys, "incidents", "show", "999999")[0] == 66
+        code, _, err = cli(stack, capsys, "incidents", "list", role="")
+        assert code == 77 and err.count("\n") == 1 and "--token" in err
+        code, _, err = cli(stack, capsys, "incidents", "list", role="sensor")
+        assert code == 77 and err.count("\n") == 1 and "not an analyst" in err
+        from collector.cli import main
+
+        assert main(["--token", "x", "incidents", "list", "--web", "127.0.0.1:1"]) == 69
+        assert "cannot reach the console at http://127.0.0.1:1" in capsys.readouterr().err
+        assert main(["--token", "x", "incidents", "list", "--web", "ftp://x"]) == 64
+        with pytest.raises(SystemExit) as usage:  # argparse: not an incident id
+            main(["--token", "x", "incidents", "show", "0"])
+        assert usage.value.code == 64
+        capsys.readouterr()
