@@ -16,7 +16,7 @@ from typing import Any
 
 import msgpack
 
-from collector.errors import NotFound
+from collector.errors import InvalidArgument, NotFound
 from collector.store import SqlStore
 from models import items as model_items
 from models.profile import DIMENSIONS, ImageProfile
@@ -24,7 +24,6 @@ from sensor.events import rfc3339
 
 log = logging.getLogger(__name__)
 _MODE_ORDER = ("learn", "alert", "enforce")
-MAX_ITEMS_SHOWN = 2000  # per dimension on a page; the JSON API says how many were left out
 
 
 def _unpack(payload: bytes) -> dict[str, Any]:
@@ -121,3 +120,28 @@ def diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, dict[str, list[dict[
 
 def versions(store: SqlStore, image_key: str) -> list[dict[str, Any]]:
     return [{**v, "time": rfc3339(v["time_ns"])} for v in store.baseline_versions(image_key)]
+
+
+def view(store: SqlStore, image_key: str, number: int) -> dict[str, Any]:
+    """The baseline page: version ``number`` (0: now) of ``image_key``'s items, and its versions."""
+    data = version(store, _key(image_key), number)
+    rows = item_rows(data)
+    return {"key": image_key, "versions": versions(store, image_key), "v": number, "image": data.get("image", ""),
+            "mode": data.get("mode", ""), "learned_s": round(int(data.get("observed_ns") or 0) / 1e9, 1),
+            "items": rows, "total": sum(len(r) for r in rows.values())}
+
+
+def diff_view(store: SqlStore, image_key: str, a: int, b: int) -> dict[str, Any]:
+    """The baseline page comparing version ``a`` with version ``b`` (0: now)."""
+    base, new = version(store, _key(image_key), a), version(store, image_key, b)
+    changes = diff(base, new)
+    return {"key": image_key, "versions": versions(store, image_key), "a": a, "b": b,
+            "image": new.get("image") or base.get("image") or "", "diff": changes,
+            "modes": [base.get("mode", ""), new.get("mode", "")],
+            "changed": sum(len(c["added"]) + len(c["removed"]) for c in changes.values())}
+
+
+def _key(image_key: str) -> str:
+    if not image_key:
+        raise InvalidArgument("key (the image key a baseline is stored under) is required")
+    return image_key

@@ -55,6 +55,7 @@ from sensor.text import visible
 log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).parent / "web"
 PAGE = 50
+MAX_ITEMS_SHOWN = 2000  # a baseline page's items per dimension (the JSON API has them all)
 MODE_EFFECTS = {m: mode_effect(m, "alert") for m in MODES}
 Handler = Callable[[Request, Caller], Any]
 
@@ -71,7 +72,7 @@ def templates() -> Environment:
                       autoescape=select_autoescape(default=True, default_for_string=True),
                       finalize=_finalize)
     env.globals.update(priorities=PRIORITIES, statuses=STATUSES, mode_effects=MODE_EFFECTS,
-                       policy_actions=POLICY_ACTIONS, mode_effect=mode_effect)
+                       policy_actions=POLICY_ACTIONS)
     env.filters["time"] = lambda ns: rfc3339(int(ns)) if ns else ""
     env.filters["items"] = lambda v: ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else "" if v is None else v
     return env
@@ -236,32 +237,16 @@ class Console:
                           message=request.query_params.get("msg", ""))
 
     def baseline_page(self, request: Request, who: Caller) -> Response:
-        return self._html("baseline.html", request, who, b=self._baseline(request))
+        return self._html("baseline.html", request, who, b=self._baseline(request), max_items=MAX_ITEMS_SHOWN)
 
     def _baseline(self, request: Request) -> dict[str, Any]:
-        """One image's baseline (version ``v``, 0 or absent: now) with its versions, or with ``a``
-        (and ``b``, default now) the diff of two versions."""
+        """``key``'s baseline: version ``v`` (0 or absent: now), or with ``a`` (and ``b``, default
+        now) the diff of two versions."""
         q = request.query_params
-        key = q.get("key", "")
-        if not key:
-            raise InvalidArgument("key (the image key a baseline is stored under) is required")
-        versions = baselines.versions(self.store, key)
-        out: dict[str, Any] = {"key": key, "versions": versions}
         if "a" in q:
-            a, b = _int(q.get("a", "0"), "a"), _int(q.get("b", "0") or "0", "b")
-            base, new = baselines.version(self.store, key, a), baselines.version(self.store, key, b)
-            changes = baselines.diff(base, new)
-            out.update(a=a, b=b, image=new.get("image") or base.get("image") or "", diff=changes,
-                       modes=[base.get("mode", ""), new.get("mode", "")],
-                       changed=sum(len(c["added"]) + len(c["removed"]) for c in changes.values()))
-            return out
-        number = _int(q.get("v", "0") or "0", "v")
-        data = baselines.version(self.store, key, number)
-        rows = baselines.item_rows(data)
-        out.update(v=number, image=data.get("image", ""), mode=data.get("mode", ""),
-                   learned_s=round(int(data.get("observed_ns") or 0) / 1e9, 1),
-                   items=rows, total=sum(len(r) for r in rows.values()))
-        return out
+            return baselines.diff_view(self.store, q.get("key", ""), _int(q.get("a", "0") or "0", "a"),
+                                       _int(q.get("b", "0") or "0", "b"))
+        return baselines.view(self.store, q.get("key", ""), _int(q.get("v", "0") or "0", "v"))
 
     def sensors_page(self, request: Request, who: Caller) -> Response:
         return self._html("sensors.html", request, who, sensors=self._sensors())

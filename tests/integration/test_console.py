@@ -352,3 +352,15 @@ def test_the_dashboard_counts_each_finding_in_its_hour(stack: Stack) -> None:
     page = c.get("/").text
     assert 'id="chart"' in page and "bar-critical" in page and 'class="incident-link"' in page
     assert re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page) is None and " style=" not in page
+
+
+def test_events_per_second_from_successive_heartbeats() -> None:
+    from collector.consoleviews import SensorRates
+
+    r = SensorRates()
+    assert r.rate("s", 1 * 10**9, 100) is None  # one heartbeat: no rate yet
+    assert r.rate("s", 3 * 10**9, 500) == 200.0
+    assert r.rate("s", 3 * 10**9, 500) == 200.0  # the same heartbeat read again changes nothing
+    assert r.rate("s", 4 * 10**9, 20) is None  # the sensor restarted (its counter went down): start over
+    assert r.rate("s", 6 * 10**9, 220) == 100.0
+    assert r.rate("s", 7 * 10**9, None) is None and r.rate("other", 7 * 10**9, 5) is None  # no counter: no rate
