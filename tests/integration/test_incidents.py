@@ -210,3 +210,23 @@ def test_incidents_list_and_show_in_a_terminal_with_hostile_text_shown_not_obeye
             main(["--token", "x", "incidents", "show", "0"])
         assert usage.value.code == 64
         capsys.readouterr()
+
+
+def test_the_console_migration_fills_findings_per_hour_from_the_alerts_already_stored(store: SqlStore) -> None:
+    from collector.store import MIGRATIONS
+
+    store.ingest("s1", "n1", 1, [shell_finding(i, rule="A") for i in range(3)] + [shell_finding(0, rule="A")])
+    # back to the schema before the console's migration, with its alerts stored
+    with store.transaction():
+        for stmt in ("DROP TABLE finding_hours", "DROP TABLE baseline_versions", "DROP INDEX audit_time"):
+            store.execute(stmt)
+        store.execute("DELETE FROM schema_version WHERE version = ?", (len(MIGRATIONS),))
+    again = SqlStore.open(store.url or store.path)
+    try:
+        assert again.schema_version() == len(MIGRATIONS)
+        rows = again.finding_hours(0)
+        assert sum(n for *_, n in rows) == 4
+        assert {(r, i) for _, _, r, i, _ in rows} == {("A", "cgsentry/busybox:latest")}
+        assert again.baseline_versions("k") == [] and again.search_audit(actor="x") == []
+    finally:
+        again.close()
