@@ -41,6 +41,7 @@ from collector.consoleviews import (
     mode_effect,
     raw_json,
     sensor_view,
+    time_param,
 )
 from collector.convert import action_kind
 from collector.errors import CollectorError, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
@@ -378,8 +379,8 @@ class Console:
         ``before`` an entry's id for the page after it."""
         q = request.query_params
         rows = self.store.search_audit(actor=q.get("actor", ""), action=q.get("action", ""),
-                                       target=q.get("target", ""), since_ns=_time(q.get("since", ""), "since"),
-                                       until_ns=_time(q.get("until", ""), "until"),
+                                       target=q.get("target", ""), since_ns=time_param(q.get("since", ""), "since"),
+                                       until_ns=time_param(q.get("until", ""), "until"),
                                        before_id=_int(q.get("before", "0") or "0", "before"),
                                        limit=self._audit_limit(request))
         return [{**e, "time": rfc3339(e["time_ns"] or 0)} for e in rows]
@@ -406,24 +407,6 @@ def _int(value: str, name: str) -> int:
     if not 0 <= n < 1 << 63:
         raise InvalidArgument(f"{name} {n} is out of range")
     return n
-
-
-def _time(value: str, name: str) -> int:
-    """A time filter in ns since the epoch: "" (none), digits (ns), or an RFC 3339 / ISO time (UTC
-    unless it names its zone; the browser's datetime-local input sends one without)."""
-    value = value.strip()
-    if not value:
-        return 0
-    if value.isdigit():
-        return _int(value, name)
-    from datetime import UTC, datetime
-
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidArgument(f"{name} {value[:40]!r}: give a time like 2026-12-03T16:00 (UTC) or "
-                              "nanoseconds since the epoch") from None
-    return _int(str(int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1e9)), name)
 
 
 def _secure(resp: Response) -> Response:

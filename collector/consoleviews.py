@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector.errors import InvalidArgument
 from collector.incidents import Incident, Incidents
 from collector.store import AlertRow, SqlStore
 from sensor.events import PRIORITIES, rfc3339
@@ -230,3 +231,26 @@ def mode_effect(mode: str, action: str, bans: list[str] | tuple[str, ...] = ()) 
     if bans:
         text += f"; banned processes ({', '.join(bans)}) are killed at exec"
     return text
+
+
+def time_param(value: str, name: str) -> int:
+    """A time filter in ns since the epoch: "" (none, 0), digits (ns), or an RFC 3339 / ISO time
+    (UTC unless it names its zone; a browser's datetime-local input sends one without). Before
+    1970 or past what 64-bit nanoseconds hold (2262) is refused."""
+    value = value.strip()
+    if not value:
+        return 0
+    if value.isdigit():
+        ns = int(value)
+    else:
+        from datetime import UTC, datetime
+
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            ns = int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1e9)
+        except (ValueError, OverflowError):
+            raise InvalidArgument(f"{name} {value[:40]!r}: give a time like 2026-12-03T16:00 (UTC) or "
+                                  "nanoseconds since the epoch") from None
+    if not 0 <= ns < 1 << 63:
+        raise InvalidArgument(f"{name} {value[:40]!r} is out of range (1970 to 2262)")
+    return ns
