@@ -5,8 +5,9 @@ batch of 1,000) with 1,000,000 findings spread over a year: bursts of 20 finding
 process tree, a few seconds apart) in 500 containers, one finding in five a repeat, plus one big
 incident of 5,000 findings. Then a real console (uvicorn on loopback, the production Console) is
 asked over HTTP, as a bearer-token script (the same pages a browser session gets): the incidents
-page (first page, a priority filter, a free-text filter, a deep page by cursor) and incident pages
-(random ones and the biggest). Reports p50/p95/p99 ms per page and the fill rate.
+page (first page, a priority filter, a free-text filter, a deep page by cursor), incident pages
+(random ones and the biggest) and the dashboard (the year ends now, so its last 24 hours hold
+findings). Reports p50/p95/p99 ms per page and the fill rate.
 ``python -m bench.console [--smoke]`` prints JSON.
 """
 
@@ -29,6 +30,7 @@ from bench.overhead import machine
 from bench.pgserver import PG_BIN, create_database, throwaway_postgres
 from bench.workloads import deviation
 from collector.auth import AuthConfig, TokenStore
+from collector.consoleviews import dashboard
 from collector.incidents import Incidents
 from collector.sensorlink import Hub
 from collector.store import SqlStore
@@ -36,7 +38,7 @@ from collector.webserver import start_web
 from sensor.events import Finding
 
 YEAR_NS = 365 * 86400 * 10**9
-T0 = 1_700_000_000_000_000_000
+T0 = time.time_ns() // 10**9 * 10**9 - YEAR_NS  # the year ends now: the dashboard's last 24 hours hold findings
 BURST = 20
 BATCH = 1000
 BIG = 5000
@@ -130,6 +132,8 @@ def one_backend(url: str, n: int, requests: int, tmp: Path) -> dict[str, Any]:
             "incident_page": measure(c, [f"/incidents/{rnd.choice(ids)}" for _ in range(requests)]),
             "incident_page_biggest": measure(c, [f"/incidents/{big}"] * requests),
             "api_incidents": measure(c, ["/api/incidents"] * requests),
+            "dashboard": measure(c, ["/"] * requests),
+            "dashboard_findings_24h": sum(s["total"] for s in dashboard(store, incidents)["series"]),
         }
         assert page.rows, "no incidents were filed"
     finally:

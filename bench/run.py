@@ -44,7 +44,8 @@ def _console(co: dict[str, Any]) -> list[str]:
     rows = {k: v for k, v in co.get("results", {}).items() if "incidents_page" in v}
     if not rows:
         return []
-    pages = ("incidents_page", "incidents_page_text", "incidents_page_deep", "incident_page", "incident_page_biggest")
+    pages = ("incidents_page", "incidents_page_text", "incidents_page_deep", "incident_page", "incident_page_biggest",
+             "dashboard")
     lines = [f"| web console ({co['findings']:,} stored findings, {co['requests']} requests per page) | incidents | "
              + " | ".join(f"{p.replace('_', ' ')} p50/p95 ms" for p in pages) + " |",
              "|---" * (len(pages) + 2) + "|"]

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from collector import client, launcher
+from collector import client, incidentscli, launcher
 from sensor.errors import UsageParser, run_command
 
 PROG = "cgsentry"
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     launcher.add_commands(sub)
     client.add_commands(sub)
+    incidentscli.add_commands(sub)
     for leaf, path in _leaves(p, ()):
         if path[0] != "collector":  # the server's own commands take no connection options
             client.add_connection_options(leaf, top=False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,22 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from collector.analyst import container_action, set_image_mode, update_alert
+from collector import baselines
+from collector.analyst import REFUSAL_AUDIT_S, container_action, set_image_mode, update_alert
 from collector.auth import Identity
-from collector.consoleviews import alert_dict, dashboard, incident_dict, incident_view, raw_json
+from collector.consoleviews import (
+    MODES,
+    POLICY_ACTIONS,
+    SensorRates,
+    alert_dict,
+    dashboard,
+    incident_dict,
+    incident_view,
+    mode_effect,
+    raw_json,
+    sensor_view,
+    time_param,
+)
 from collector.convert import action_kind
 from collector.errors import CollectorError, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from collector.images import image_view
@@ -42,12 +56,8 @@ from sensor.text import visible
 log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).parent / "web"
 PAGE = 50
-MODE_EFFECTS = {
-    "learn": "sensors learn this image's behaviour; nothing is alerted on or stopped",
-    "alert": "deviations from the baseline and rule hits are alerted on; nothing is stopped",
-    "enforce": "deviations are alerted on AND the image's action is taken (kill the process, pause or kill "
-               "the container)",
-}
+MAX_ITEMS_SHOWN = 2000  # a baseline page's items per dimension (the JSON API has them all)
+MODE_EFFECTS = {m: mode_effect(m, "alert") for m in MODES}
 Handler = Callable[[Request, Caller], Any]
 
 
@@ -62,7 +72,8 @@ def templates() -> Environment:
     env = Environment(loader=FileSystemLoader(str(WEB_DIR / "templates")),
                       autoescape=select_autoescape(default=True, default_for_string=True),
                       finalize=_finalize)
-    env.globals.update(priorities=PRIORITIES, statuses=STATUSES, mode_effects=MODE_EFFECTS)
+    env.globals.update(priorities=PRIORITIES, statuses=STATUSES, mode_effects=MODE_EFFECTS,
+                       policy_actions=POLICY_ACTIONS)
     env.filters["time"] = lambda ns: rfc3339(int(ns)) if ns else ""
     env.filters["items"] = lambda v: ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else "" if v is None else v
     return env
@@ -75,6 +86,8 @@ class Console:
         self.hub, self.store, self.incidents, self.sessions = hub, hub.store, incidents, sessions
         self.secure = secure_cookies
         self.env = templates()
+        self.rates = SensorRates()
+        self._refusals: dict[tuple[str, str], float] = {}  # (actor, path) -> monotonic time audited
         self.app = Starlette(routes=self._routes(), exception_handlers={404: self._not_found})
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -89,13 +102,16 @@ class Console:
             r("/alerts", self.alerts_page, v), r("/alerts/{id:int}/status", self.alert_status, rs, post=True),
             r("/containers/action", self.container_action, rs, post=True),
             r("/images", self.images_page, v), r("/images/mode", self.image_mode, ad, post=True),
-            r("/sensors", self.sensors_page, v), r("/audit", self.audit_page, v),
+            r("/images/baseline", self.baseline_page, v),
+            r("/sensors", self.sensors_page, v), r("/sensors/rows", self.sensor_rows, v),
+            r("/audit", self.audit_page, v),
             r("/api/incidents", self.api_incidents, v), r("/api/incidents/{id:int}", self.api_incident, v),
             r("/api/incidents/{id:int}/status", self.incident_status, rs, post=True),
             r("/api/alerts", self.api_alerts, v), r("/api/alerts/{id:int}", self.api_alert, v),
             r("/api/alerts/{id:int}/status", self.alert_status, rs, post=True),
             r("/api/containers/action", self.container_action, rs, post=True),
             r("/api/images", self.api_images, v), r("/api/images/mode", self.image_mode, ad, post=True),
+            r("/api/images/baseline", self.api_baseline, v),
             r("/api/sensors", self.api_sensors, v), r("/api/audit", self.api_audit, v),
             r("/api/dashboard", self.api_dashboard, v),
             Mount("/static", StaticFiles(directory=str(WEB_DIR / "static")), name="static"),
@@ -121,7 +137,7 @@ class Console:
     def _error(self, request: Request, err: CollectorError, api: bool, who: Caller | None) -> Response:
         code = {Unauthenticated: 401, PermissionDenied: 403, InvalidArgument: 400, NotFound: 404}.get(type(err), 503)
         if code == 403 and who is not None and request.method == "POST":
-            self._audit(who.ident, f"refused web {request.url.path[:80]}", "", str(err), "refused")
+            self._audit_refusal(who.ident, f"refused web {request.url.path[:80]}", str(err))
         if api:
             return _secure(JSONResponse({"error": str(err)}, status_code=code))
         if code == 401:
@@ -141,6 +157,17 @@ class Console:
             self.store.audit(ident.name, action, target, reason, result)
         except CollectorError as err:
             log.warning("cannot audit %s: %s", action, err)
+
+    def _audit_refusal(self, ident: Identity, action: str, reason: str) -> None:
+        """Audit a refused state change once per actor and path per REFUSAL_AUDIT_S (as the gRPC
+        API does), so that a session hammering a form it may not use cannot flood the audit."""
+        now, key = time.monotonic(), (ident.name, action)
+        if now - self._refusals.get(key, -REFUSAL_AUDIT_S) < REFUSAL_AUDIT_S:
+            return
+        if len(self._refusals) > 10_000:
+            self._refusals.clear()
+        self._refusals[key] = now
+        self._audit(ident, action, "", reason, "refused")
 
     # -- login ------------------------------------------------------------------------------------
     async def login_page(self, request: Request) -> Response:
@@ -210,12 +237,29 @@ class Console:
         return self._html("images.html", request, who, images=self._images(),
                           message=request.query_params.get("msg", ""))
 
+    def baseline_page(self, request: Request, who: Caller) -> Response:
+        return self._html("baseline.html", request, who, b=self._baseline(request), max_items=MAX_ITEMS_SHOWN)
+
+    def _baseline(self, request: Request) -> dict[str, Any]:
+        """``key``'s baseline: version ``v`` (0 or absent: now), or with ``a`` (and ``b``, default
+        now) the diff of two versions."""
+        q = request.query_params
+        if "a" in q:
+            return baselines.diff_view(self.store, q.get("key", ""), _int(q.get("a", "0") or "0", "a"),
+                                       _int(q.get("b", "0") or "0", "b"))
+        return baselines.view(self.store, q.get("key", ""), _int(q.get("v", "0") or "0", "v"))
+
     def sensors_page(self, request: Request, who: Caller) -> Response:
         return self._html("sensors.html", request, who, sensors=self._sensors())
 
+    def sensor_rows(self, request: Request, who: Caller) -> Response:
+        """The sensors table's rows alone, for the page's live update."""
+        return self._html("sensor_rows.html", request, who, sensors=self._sensors())
+
     def audit_page(self, request: Request, who: Caller) -> Response:
-        return self._html("audit.html", request, who, entries=self._audit_entries(request),
-                          q=dict(request.query_params))
+        entries = self._audit_entries(request)
+        return self._html("audit.html", request, who, entries=entries, q=dict(request.query_params),
+                          older=entries[-1]["id"] if len(entries) >= self._audit_limit(request) else 0)
 
     # -- actions (forms and /api/ alike) ----------------------------------------------------------
     def incident_status(self, request: Request, who: Caller) -> Response | dict[str, Any]:
@@ -224,9 +268,11 @@ class Console:
         inc = self.incidents.set_status(incident_id, status, comment)
         pushed = 0
         if status in UPDATE_STATUSES:  # its alerts follow (suppressed: model items into the baseline)
-            for alert_id, _, _, _ in self.incidents.findings(incident_id, limit=10_000):
-                update_alert(self.hub, who.ident, alert_id, status, comment or f"incident {incident_id} {status}")
-                pushed += 1
+            for alert_id in dict.fromkeys(a for a, _, _, _ in self.incidents.findings(incident_id, limit=10_000)):
+                before = self.hub.store.get_alert(alert_id).status
+                row = update_alert(self.hub, who.ident, alert_id, status, comment or f"incident {incident_id} {status}",
+                                   skip_invalid=True)  # an alert already in that state (or past it) stays
+                pushed += row.status != before
         self._audit(who.ident, f"incident {status}", str(incident_id), comment, f"ok; {pushed} alert(s)")
         return self._done(request, f"/incidents/{incident_id}", f"incident {status}", incident_dict(inc))
 
@@ -251,10 +297,16 @@ class Console:
 
     def image_mode(self, request: Request, who: Caller) -> Response | dict[str, Any]:
         form = request.state.form
-        info = set_image_mode(self.hub, who.ident, str(form.get("image", "")), str(form.get("mode", "")),
-                              str(form.get("action", "")))
-        return self._done(request, "/images", f"{info.image}: mode {info.mode}",
-                          {"image": info.image, "mode": info.mode, "set_by": info.set_by})
+        image, mode, action = str(form.get("image", "")), str(form.get("mode", "")), str(form.get("action", ""))
+        if not request.url.path.startswith("/api/") and form.get("confirm") != "yes":
+            raise InvalidArgument(f"tick 'confirm' to switch {image} to {mode}")
+        # the console's form sets the mode and action: the operator's banned processes stay
+        current = next((i for i in self.store.images() if i["image"] == image), None)
+        bans = list((current or {}).get("policy", {}).get("banned_processes", []))
+        info = set_image_mode(self.hub, who.ident, image, mode, action, bans)
+        effect = mode_effect(info.mode, action or "alert", bans)
+        return self._done(request, "/images", f"{info.image}: mode {info.mode}. {effect}",
+                          {"image": info.image, "mode": info.mode, "set_by": info.set_by, "effect": effect})
 
     def _done(self, request: Request, back: str, msg: str, data: dict[str, Any]) -> Response | dict[str, Any]:
         if request.url.path.startswith("/api/"):
@@ -287,6 +339,9 @@ class Console:
     def api_images(self, request: Request, who: Caller) -> dict[str, Any]:
         return {"images": self._images()}
 
+    def api_baseline(self, request: Request, who: Caller) -> dict[str, Any]:
+        return self._baseline(request)
+
     def api_sensors(self, request: Request, who: Caller) -> dict[str, Any]:
         return {"sensors": self._sensors()}
 
@@ -300,21 +355,37 @@ class Console:
         out = []
         for i in image_view(self.store):
             out.append({**i, "alerts": self.store.count_alerts(i["image"]),
+                        "effect": mode_effect(i["mode"], i["action"], i["bans"]) if i["mode"] else "",
+                        "effects": {f"{m}|{a}": mode_effect(m, a, i["bans"]) for m in MODES for a in POLICY_ACTIONS},
                         "policy": json.dumps(i["policy"], sort_keys=True)})
         return out
 
     def _sensors(self) -> list[dict[str, Any]]:
         with self.hub.lock:
             connected = set(self.hub.sessions)
-        return [{**s, "connected": s["sensor_id"] in connected, "last_seen": rfc3339(s["last_seen_ns"] or 0)}
-                for s in self.store.sensors()]
+        rows = self.store.sensors()
+        if self.hub.fleet is not None:
+            connected |= set(self.hub.connected_ids(rows))
+        else:  # one collector: which one holds a sensor says nothing (as ListSensors)
+            rows = [{**s, "collector": ""} for s in rows]
+        now = time.time_ns()
+        return [sensor_view(s, s["sensor_id"] in connected, self.rates, now) for s in rows]
+
+    @staticmethod
+    def _audit_limit(request: Request) -> int:
+        return max(1, min(_int(request.query_params.get("limit", "200"), "limit"), 1000))
 
     def _audit_entries(self, request: Request) -> list[dict[str, Any]]:
+        """Audit entries by actor, action, target (an alert or incident id, a container, an image)
+        and time (since/until: RFC 3339, UTC when no zone is given, or nanoseconds), newest first;
+        ``before`` an entry's id for the page after it."""
         q = request.query_params
-        actor, action = q.get("actor", ""), q.get("action", "")
-        rows = self.store.audit_entries(_int(q.get("limit", "500"), "limit"))
-        return [{**e, "time": rfc3339(e["time_ns"])} for e in rows
-                if (not actor or actor in (e["actor"] or "")) and (not action or action in (e["action"] or ""))]
+        rows = self.store.search_audit(actor=q.get("actor", ""), action=q.get("action", ""),
+                                       target=q.get("target", ""), since_ns=time_param(q.get("since", ""), "since"),
+                                       until_ns=time_param(q.get("until", ""), "until"),
+                                       before_id=_int(q.get("before", "0") or "0", "before"),
+                                       limit=self._audit_limit(request))
+        return [{**e, "time": rfc3339(e["time_ns"] or 0)} for e in rows]
 
 
 async def _body(request: Request) -> dict[str, Any]:

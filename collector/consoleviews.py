@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector.errors import InvalidArgument
 from collector.incidents import Incident, Incidents
 from collector.store import AlertRow, SqlStore
 from sensor.events import PRIORITIES, rfc3339
@@ -95,21 +96,161 @@ def raw_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=True)
 
 
-def dashboard(store: SqlStore, incidents: Incidents, hours: int = 24) -> dict[str, Any]:
-    """Findings per hour by priority (alerts by when last seen, repeats counted), top rules and
-    images, incidents by status."""
-    hour_ns = 3600 * 10**9
-    since = (time.time_ns() // hour_ns - hours + 1) * hour_ns
-    rows = store.execute("SELECT last_seen_ns / ? AS h, priority, SUM(count) FROM alerts WHERE last_seen_ns >= ? "
-                         "GROUP BY h, priority", (hour_ns, since)).fetchall()
+HOUR_NS = 3600 * 10**9
+CHART_W, CHART_H = 720, 160  # the dashboard's findings chart (SVG user units)
+
+
+def dashboard(store: SqlStore, incidents: Incidents, hours: int = 24, now_ns: int = 0) -> dict[str, Any]:
+    """Findings per hour by priority over the last ``hours`` hours (each finding in the hour it
+    happened, repeats counted: migration 7's finding_hours), top rules and images of that time,
+    incidents by status and the most recent open ones."""
+    last = (now_ns or time.time_ns()) // HOUR_NS
+    first = last - hours + 1
     buckets: dict[int, dict[str, int]] = {}
-    for h, priority, n in rows:
-        buckets.setdefault(int(h), {})[str(priority)] = int(n)
-    series: list[dict[str, Any]] = [{"hour": rfc3339(h * hour_ns), "by_priority": buckets.get(h, {}),
-               "total": sum(buckets.get(h, {}).values())} for h in range(since // hour_ns, since // hour_ns + hours)]
-    top: dict[str, list[dict[str, Any]]] = {}
-    for column in ("rule", "image"):
-        top[column] = [{"name": r[0] or "", "findings": int(r[1])} for r in store.execute(
-            f"SELECT {column}, SUM(count) AS n FROM alerts GROUP BY {column} ORDER BY n DESC LIMIT 10").fetchall()]
-    return {"series": series, "peak": max((int(s["total"]) for s in series), default=0), "top_rules": top["rule"],
-            "top_images": top["image"], "incidents": incidents.counts_by_status()}
+    by_rule: dict[str, int] = {}
+    by_image: dict[str, int] = {}
+    for hour, priority, rule, image, n in store.finding_hours(first):
+        if hour > last:
+            continue  # a sensor's clock ahead of ours: not in the last hours
+        per = buckets.setdefault(hour, {})
+        per[priority] = per.get(priority, 0) + n
+        by_rule[rule] = by_rule.get(rule, 0) + n
+        by_image[image] = by_image.get(image, 0) + n
+    order = [p for p in PRIORITIES]
+    series: list[dict[str, Any]] = []
+    for h in range(first, last + 1):
+        per = buckets.get(h, {})
+        ranked = sorted(per.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+        series.append({"hour": rfc3339(h * HOUR_NS), "by_priority": dict(ranked), "total": sum(per.values())})
+    peak = max((int(s["total"]) for s in series), default=0)
+    return {"hours": hours, "series": series, "peak": peak, "chart": _chart(series, peak),
+            "top_rules": _top(by_rule), "top_images": _top(by_image),
+            "incidents": incidents.counts_by_status(),
+            "open_incidents": [incident_dict(i) for i in incidents.list_page(status="open", limit=10).rows]}
+
+
+def _top(counts: dict[str, int], n: int = 10) -> list[dict[str, Any]]:
+    return [{"name": k, "findings": v} for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+
+
+def _chart(series: list[dict[str, Any]], peak: int) -> list[dict[str, Any]]:
+    """Stacked bars for an SVG (attributes only: the CSP allows no inline style): per hour, one
+    rect per priority, most severe at the bottom."""
+    if not peak:
+        return []
+    width = CHART_W / max(1, len(series))
+    bars = []
+    for i, s in enumerate(series):
+        y = float(CHART_H)
+        for priority, n in s["by_priority"].items():
+            h = CHART_H * n / peak
+            y -= h
+            bars.append({"x": round(i * width + 1, 1), "y": round(y, 1), "w": round(width - 2, 1),
+                         "h": round(h, 1), "priority": priority, "n": n, "hour": s["hour"]})
+    return bars
+
+
+class SensorRates:
+    """Events/s of each sensor from its successive heartbeats' counters (what the store keeps of
+    the latest heartbeat, taken whenever the console reads it), for heartbeats that carry no rate.
+    Two readings of one heartbeat change nothing; a sensor that restarted (its counter went
+    down) starts over."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, int]] = {}  # sensor id -> (heartbeat ns, events counter)
+        self._rate: dict[str, float] = {}
+
+    def rate(self, sensor_id: str, seen_ns: int, events: int | None) -> float | None:
+        if events is None or not seen_ns:
+            return None
+        prev = self._last.get(sensor_id)
+        if prev is None or seen_ns > prev[0]:
+            self._last[sensor_id] = (seen_ns, events)
+            if prev is not None and events >= prev[1]:
+                self._rate[sensor_id] = (events - prev[1]) / ((seen_ns - prev[0]) / 1e9)
+            elif prev is not None:
+                self._rate.pop(sensor_id, None)
+        return self._rate.get(sensor_id)
+
+
+STALE_S = 30.0  # a connected sensor whose last heartbeat is older than this is reported stale
+_DROPS = ("kernel_drops", "queue_drops", "ringbuf_drops", "drops")
+
+
+def sensor_view(s: dict[str, Any], connected: bool, rates: SensorRates, now_ns: int) -> dict[str, Any]:
+    """One sensor for the sensors page: health (ok, dropping, spooling, stale, down, collector
+    gone), events/s (the heartbeat's, else from its counters), drops, spool and collector."""
+    c = {str(k): int(v) for k, v in (s.get("counters") or {}).items() if isinstance(v, (int, float))}
+    seen_ns = int(s.get("last_seen_ns") or 0)
+    derived = rates.rate(str(s["sensor_id"]), seen_ns, c.get("events"))
+    eps = float(c["events_per_s"]) if "events_per_s" in c else derived
+    drops = sum(c.get(k, 0) for k in _DROPS)
+    spool = c.get("spool_bytes")
+    age_s = (now_ns - seen_ns) / 1e9 if seen_ns else None
+    if not connected:
+        health = "down"
+    elif s.get("collector") and not s.get("collector_alive", True):
+        health = "collector gone"
+    elif age_s is not None and age_s > STALE_S:
+        health = "stale"
+    elif drops:
+        health = "dropping"
+    elif c.get("spool_unacked", 0):
+        health = "spooling"
+    else:
+        health = "ok"
+    return {"sensor_id": s["sensor_id"], "node": s.get("node") or "", "version": s.get("version") or "",
+            "connected": connected, "health": health, "last_seen": rfc3339(seen_ns) if seen_ns else "",
+            "age_s": None if age_s is None else round(age_s, 1),
+            "events_per_s": None if eps is None else round(eps, 1),
+            "events_per_s_source": "heartbeat" if "events_per_s" in c else "counters" if derived is not None else "",
+            "events": c.get("events"), "drops": drops, "drops_by_kind": {k: c[k] for k in _DROPS if k in c},
+            "spool_bytes": spool, "spool_unacked": c.get("spool_unacked"),
+            "collector": s.get("collector") or "", "collector_alive": bool(s.get("collector_alive", True)),
+            "counters": c}
+
+
+MODES = ("learn", "alert", "enforce")
+POLICY_ACTIONS = ("alert", "kill-process", "pause-container", "kill-container")
+_ENFORCED = {"alert": "nothing is stopped (the image's action is alert)",
+             "kill-process": "the process behind each finding is killed",
+             "pause-container": "the container is paused", "kill-container": "the container is killed"}
+
+
+def mode_effect(mode: str, action: str, bans: list[str] | tuple[str, ...] = ()) -> str:
+    """What switching an image to ``mode`` with ``action`` does on its sensors (rules.policy's
+    ImagePolicy.decide and the sensor daemon's respond, as they are)."""
+    if mode == "learn":
+        return ("learn: the sensors learn its behaviour; deviations from the baseline are learned, not "
+                "alerted on; rule and policy hits are still alerted on; nothing is stopped")
+    if mode == "alert":
+        return ("alert: deviations from the learned baseline, rule and policy hits are alerted on; nothing "
+                "is stopped; what enforce mode would do is counted as 'would have enforced'")
+    text = (f"enforce: deviations from the baseline, rule and policy hits are alerted on and "
+            f"{_ENFORCED.get(action, _ENFORCED['alert'])}")
+    if bans:
+        text += f"; banned processes ({', '.join(bans)}) are killed at exec"
+    return text
+
+
+def time_param(value: str, name: str) -> int:
+    """A time filter in ns since the epoch: "" (none, 0), digits (ns), or an RFC 3339 / ISO time
+    (UTC unless it names its zone; a browser's datetime-local input sends one without). Before
+    1970 or past what 64-bit nanoseconds hold (2262) is refused."""
+    value = value.strip()
+    if not value:
+        return 0
+    if value.isdigit():
+        ns = int(value)
+    else:
+        from datetime import UTC, datetime
+
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            ns = int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1e9)
+        except (ValueError, OverflowError):
+            raise InvalidArgument(f"{name} {value[:40]!r}: give a time like 2026-12-03T16:00 (UTC) or "
+                                  "nanoseconds since the epoch") from None
+    if not 0 <= ns < 1 << 63:
+        raise InvalidArgument(f"{name} {value[:40]!r} is out of range (1970 to 2262)")
+    return ns

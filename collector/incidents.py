@@ -135,6 +135,7 @@ class Incidents:
     def attach(cls, store: SqlStore, window_s: float = WINDOW_S) -> Incidents:
         inc = cls(store, window_s)
         store.ingest_hooks.append(inc.record)
+        store.ingest_hooks.append(store.count_finding_hours)  # the dashboard's findings per hour
         return inc
 
     def _migrate(self) -> None:

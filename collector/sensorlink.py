@@ -446,6 +446,7 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
             return
         self.hub.store.put_snapshot(snap.image_key, s.sensor_id, snap.payload)
         try:
+            from collector.baselines import record_version
             from models.engine import merge_snapshots
 
             parts = [msgpack.unpackb(p, raw=False, strict_map_key=False)
@@ -454,5 +455,6 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
         except Exception as err:  # noqa: BLE001 - a bad snapshot must not break the link
             log.warning("cannot merge snapshots of %s: %s", snap.image_key, err)
             return
+        record_version(self.hub.store, snap.image_key, merged)  # the console's history of fleet baselines
         self.hub.broadcast(baseline_message(snap.image_key, msgpack.packb(merged, use_bin_type=True)),
                            except_id=s.sensor_id)

@@ -90,6 +90,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "from_status TEXT, to_status TEXT, comment TEXT)",
         "CREATE INDEX alert_history_alert ON alert_history (alert_id, id)",
     ),
+    (  # 7: the console's history: each fleet baseline an image had (its items changed), and findings
+       # per hour by priority, rule and image (the dashboard; filled from what alerts hold so far)
+        "CREATE TABLE baseline_versions (id {autoid}, image_key TEXT NOT NULL, image TEXT, version INTEGER NOT NULL, "
+        "digest TEXT NOT NULL, items BIGINT, time_ns BIGINT, payload {blob}, UNIQUE (image_key, version))",
+        "CREATE TABLE finding_hours (hour BIGINT NOT NULL, priority TEXT NOT NULL, rule TEXT NOT NULL, "
+        "image TEXT NOT NULL, count BIGINT NOT NULL, PRIMARY KEY (hour, priority, rule, image))",
+        "INSERT INTO finding_hours (hour, priority, rule, image, count) SELECT last_seen_ns / 3600000000000, "
+        "COALESCE(priority, ''), COALESCE(rule, ''), COALESCE(image, ''), SUM(count) FROM alerts "
+        "GROUP BY last_seen_ns / 3600000000000, COALESCE(priority, ''), COALESCE(rule, ''), COALESCE(image, '')",
+        "CREATE INDEX audit_time ON audit (time_ns)",
+    ),
 )
 MIGRATION_LOCK = 0x63677365  # "cgse": the PostgreSQL advisory lock two collectors starting together take
 COLLECTOR_STALE_NS = 6 * 10**9  # a collector whose heartbeat is older (three missed) is taken for dead
@@ -909,6 +920,74 @@ class SqlStore:
         rows = self._exec("SELECT sensor_id, payload FROM snapshots WHERE image_key = ? ORDER BY sensor_id",
                           (image_key,)).fetchall()
         return [(r[0], bytes(r[1])) for r in rows]
+
+    # -- the console's history (migration 7): baseline versions, findings per hour, audit search ----
+    def add_baseline_version(self, image_key: str, image: str, digest: str, items: int, payload: bytes,
+                             keep: int = 100) -> int:
+        """Store a fleet baseline of ``image_key`` as its next version unless its ``digest`` is the
+        latest version's; returns the new version number, or 0 when nothing changed. Only the
+        ``keep`` latest versions stay. Two collectors adding one at once: one of them wins."""
+        with self._tx():
+            row = self._exec("SELECT version, digest FROM baseline_versions WHERE image_key = ? "
+                             "ORDER BY version DESC LIMIT 1", (image_key,)).fetchone()
+            if row is not None and row[1] == digest:
+                return 0
+            version = int(row[0]) + 1 if row is not None else 1
+            self._exec("INSERT INTO baseline_versions (image_key, image, version, digest, items, time_ns, payload) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (image_key, version) DO NOTHING",
+                       (image_key, image, version, digest, items, time.time_ns(), payload))
+            self._exec("DELETE FROM baseline_versions WHERE image_key = ? AND version <= ?",
+                       (image_key, version - keep))
+        return version
+
+    def baseline_versions(self, image_key: str) -> list[dict[str, Any]]:
+        """The stored versions of an image's fleet baseline, newest first (without payloads)."""
+        rows = self._exec("SELECT version, image, digest, items, time_ns FROM baseline_versions WHERE image_key = ? "
+                          "ORDER BY version DESC", (image_key,)).fetchall()
+        return [{"version": int(r[0]), "image": r[1] or "", "digest": r[2], "items": int(r[3] or 0),
+                 "time_ns": int(r[4] or 0)} for r in rows]
+
+    def baseline_version(self, image_key: str, version: int) -> bytes | None:
+        row = self._exec("SELECT payload FROM baseline_versions WHERE image_key = ? AND version = ?",
+                         (image_key, version)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def count_finding_hours(self, sensor_id: str, findings: list[Finding], fingerprints: list[str]) -> None:
+        """An ingest hook: add a stored batch's findings to their hour, priority, rule and image."""
+        counts: dict[tuple[int, str, str, str], int] = {}
+        for f in findings:
+            key = (f.time_ns // 3_600_000_000_000, f.priority, f.rule, f.event.image)
+            counts[key] = counts.get(key, 0) + 1
+        self._exec_many("INSERT INTO finding_hours (hour, priority, rule, image, count) VALUES (?, ?, ?, ?, ?) "
+                        "ON CONFLICT (hour, priority, rule, image) DO UPDATE SET "
+                        "count = finding_hours.count + excluded.count",
+                        [(*k, n) for k, n in sorted(counts.items())])
+
+    def finding_hours(self, since_hour: int) -> list[tuple[int, str, str, str, int]]:
+        """(hour, priority, rule, image, findings) from ``since_hour`` (hours since the epoch) on."""
+        rows = self._exec("SELECT hour, priority, rule, image, count FROM finding_hours WHERE hour >= ?",
+                          (since_hour,)).fetchall()
+        return [(int(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4])) for r in rows]
+
+    def search_audit(self, actor: str = "", action: str = "", target: str = "", since_ns: int = 0,
+                     until_ns: int = 0, before_id: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """Audit entries, newest first: actor, action and target contain the given text (any case),
+        time within [since_ns, until_ns), ids below ``before_id`` (the next page)."""
+        where: list[str] = ["1 = 1"]
+        params: list[Any] = []
+        for column, text in (("actor", actor), ("action", action), ("target", target)):
+            if text:
+                where.append(f"LOWER(COALESCE({column}, '')) LIKE ? ESCAPE '!'")
+                params.append("%" + text.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%")
+        for cond, value in (("time_ns >= ?", since_ns), ("time_ns < ?", until_ns), ("id < ?", before_id)):
+            if value:
+                where.append(cond)
+                params.append(value)
+        rows = self._exec("SELECT id, time_ns, actor, action, target, reason, result, latency_ms FROM audit "
+                          f"WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                          (*params, max(1, min(limit, 1000)))).fetchall()
+        keys = ("id", "time_ns", "actor", "action", "target", "reason", "result", "latency_ms")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def close(self) -> None:
         """Close once no statement is running (idempotent)."""

@@ -8,15 +8,17 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-from bench.workloads import deviation
+import msgpack
+
+from bench.workloads import IMAGE, IMAGE_ID, deviation
 from collector.auth import AuthConfig, TokenStore
 from collector.server import CollectorServer, create_server
 from collector.store import SqlStore
 from collector.webserver import WebServer, start_web
 from sensor.agent.link import CollectorLink, LinkCallbacks, LinkConfig
-from sensor.events import Finding
+from sensor.events import Event, Finding
 from sensor.response import ActionResult
 from sensor.spool import Spool
 from tests.waiting import wait_for
@@ -25,6 +27,9 @@ from tests.waiting import wait_for
 # recolour (or erase) a line, markup that would run as script, a bidi override that reverses text.
 HOSTILE = "\x1b[31mred\x1b[0m<script>window.pwned=1</script><img src=x onerror=alert(1)>\u202egnp.exe"
 ROOT = "/usr/sbin/nginx"
+# A sensor whose id and node an attacker on that node chose (its token is named so by the operator)
+EVIL_SENSOR = "evil\x1b]8;;http://x\x07<script>window.pwned=2</script>"
+EVIL_NODE = "node\x1b[2J<b onmouseover=alert(3)>bold</b>"
 
 
 class FakeResponder:
@@ -58,6 +63,56 @@ def attack(t0_ns: int) -> list[Finding]:
     ]
 
 
+def baseline_snapshot(t0_ns: int, extra: tuple[str, ...] = ()) -> bytes:
+    """A sensor's model snapshot of the attacked image (msgpack, as the daemon sends it): nginx with
+    its parent, a listen port, an outbound endpoint, a syscall, a rule learned while learning, an
+    executable whose name is :data:`HOSTILE` (seen in a container named so), and one more process
+    per ``extra``."""
+    from models import store as model_store
+    from models.baseline import ImageBaseline, ModelConfig
+    from models.profile import item_keys
+
+    base = deviation("new_binary", t0_ns, i=0).pop()
+    b = ImageBaseline(IMAGE_ID, IMAGE, ModelConfig())
+    events = [base.replace(exe=ROOT, args=(ROOT,), pexe="/usr/bin/containerd-shim"),
+              base.replace(exe="/tmp/" + HOSTILE, args=("x", "y"), pexe=ROOT, container_name=HOSTILE),
+              Event("listen", t0_ns, exe=ROOT, proto="tcp", family="ipv4", sport=80, container_id=base.container_id),
+              Event("connect", t0_ns, exe=ROOT, proto="tcp", family="ipv4", daddr="10.0.0.1", dport=53,
+                    container_id=base.container_id),
+              Event("syscall", t0_ns, exe=ROOT, syscall_nr=101, container_id=base.container_id),
+              *(base.replace(exe=e, args=(e,), pexe=ROOT) for e in extra)]
+    for i, ev in enumerate(events):
+        ev = ev.replace(time_ns=t0_ns + i)
+        for dim, key in item_keys(ev):
+            b.profile.learn(dim, key, ev, node="node-1")
+    b.profile.containers.add(base.container_id)
+    b.life.observed_ns = 600 * 10**9
+    b.profile.learn("rule", ("Shell Spawned By Web Server", "/bin/sh", ROOT), base.replace(
+        exe="/bin/sh", pexe=ROOT, container_name=HOSTILE), node="node-1")
+    return msgpack.packb(model_store.to_dict(b), use_bin_type=True)
+
+
+class FakeSensorState:
+    """What the in-process sensor reports: its counters (events grow by 100 per heartbeat; no
+    events_per_s, so the console computes the rate), its model snapshots (tests swap them), and
+    the policies the collector pushed to it."""
+
+    def __init__(self, snapshot: bytes) -> None:
+        self.events = 0
+        self.snapshots: list[tuple[str, bytes]] = [(IMAGE_ID, snapshot)]
+        self.policies: list[tuple[str, dict[str, Any]]] = []
+
+    def counters(self) -> dict[str, int]:
+        self.events += 100
+        return {"events": self.events, "kernel_drops": 0, "queue_drops": 0, "spool_bytes": 2048,
+                "spool_unacked": 0}
+
+    def on_policy(self, image: str, payload: bytes) -> None:
+        import json
+
+        self.policies.append((image, json.loads(payload)))
+
+
 @dataclass
 class Stack:
     url: str
@@ -67,6 +122,7 @@ class Stack:
     web: WebServer
     responder: FakeResponder
     container_id: str
+    sensor: FakeSensorState
 
 
 @contextmanager
@@ -76,24 +132,54 @@ def console_stack(tmp_path: Path) -> Iterator[Stack]:
     tokens = TokenStore(tmp_path / "tokens")
     toks = {r: tokens.add(r, r) for r in ("viewer", "responder", "admin")}
     toks["sensor"] = tokens.add("sensor-1", "sensor")  # a sensor token speaks for its own id only
+    evil_token = tokens.add(EVIL_SENSOR, "sensor")
     store = SqlStore.open(str(tmp_path / "c.db"))
     auth = AuthConfig(tokens)
     server, port = create_server("127.0.0.1:0", store, auth)
     web = start_web("127.0.0.1:0", server.hub, server.incidents, auth)
-    findings = attack(time.time_ns())
+    now = time.time_ns()
+    findings = attack(now)
     cid = findings[0].event.container_id
     responder = FakeResponder()
-    link = CollectorLink(LinkConfig(f"127.0.0.1:{port}", sensor_id="sensor-1", token=toks["sensor"],
-                                    heartbeat_s=0.1),
+    state = FakeSensorState(baseline_snapshot(now - 3600 * 10**9))
+    link = CollectorLink(LinkConfig(f"127.0.0.1:{port}", sensor_id="sensor-1", node="node-1", token=toks["sensor"],
+                                    heartbeat_s=0.1, snapshot_s=0.1),
                          Spool(tmp_path / "spool"), responder,  # type: ignore[arg-type]
-                         LinkCallbacks(containers=lambda: [cid])).start()
+                         LinkCallbacks(counters=state.counters, containers=lambda: [cid],
+                                       container_images=lambda: {cid: IMAGE_ID},
+                                       snapshots=lambda: list(state.snapshots), on_policy=state.on_policy)).start()
+    # a second sensor, on a node an attacker controls: its names are hostile, it drops events
+    evil = CollectorLink(LinkConfig(f"127.0.0.1:{port}", sensor_id=EVIL_SENSOR, node=EVIL_NODE, token=evil_token,
+                                    heartbeat_s=0.5),
+                         Spool(tmp_path / "spool-evil"), FakeResponder(),  # type: ignore[arg-type]
+                         LinkCallbacks(counters=lambda: {"events": 10, "events_per_s": 7, "kernel_drops": 3})).start()
     try:
         link.submit(findings)
         wait_for(lambda: [i.count for i in server.incidents.list_page().rows] == [4])
-        wait_for(lambda: bool(server.hub.sessions))
-        yield Stack(f"http://127.0.0.1:{web.port}", toks, store, server, web, responder, cid)
+        wait_for(lambda: len(server.hub.sessions) == 2)
+        wait_for(lambda: bool(store.baseline_versions(IMAGE_ID)))
+        yield Stack(f"http://127.0.0.1:{web.port}", toks, store, server, web, responder, cid, state)
     finally:
+        evil.close()
         link.close()
         web.stop()
         server.stop(0)
         store.close()
+
+
+def open_page(browser: Any, stack: Stack, role: str) -> tuple[Any, Any, list[str]]:
+    """A new browser context logged in as ``role`` (on the incidents page), and the dialogs it saw."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = ctx.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(f"{stack.url}/incidents")
+    assert page.url.endswith("/login")  # not logged in: sent to log in
+    page.fill("#token", stack.tokens[role])
+    page.click("#login")
+    page.wait_for_url("**/incidents")
+    assert stack.tokens[role] not in page.url
+    cookies = ctx.cookies()
+    [session] = [c for c in cookies if c["name"] == "cgsentry_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    return ctx, page, dialogs

@@ -7,26 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.consolekit import ROOT, Stack, attack
+from tests.consolekit import ROOT, Stack, attack, open_page
 from tests.waiting import wait_for
-
-
-def open_page(browser: Any, stack: Stack, role: str) -> tuple[Any, Any, list[str]]:
-    """A new browser context logged in as ``role`` (on the incidents page), and the dialogs it saw."""
-    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = ctx.new_page()
-    dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.goto(f"{stack.url}/incidents")
-    assert page.url.endswith("/login")  # not logged in: sent to log in
-    page.fill("#token", stack.tokens[role])
-    page.click("#login")
-    page.wait_for_url("**/incidents")
-    assert stack.tokens[role] not in page.url
-    cookies = ctx.cookies()
-    [session] = [c for c in cookies if c["name"] == "cgsentry_session"]
-    assert session["httpOnly"] and session["sameSite"] == "Strict"
-    return ctx, page, dialogs
 
 
 def test_triage_end_to_end(browser: Any, stack: Stack, shots: Path) -> None:

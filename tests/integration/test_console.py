@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import httpx
 import pytest
 
-from tests.consolekit import Stack, console_stack
+from bench.workloads import IMAGE, IMAGE_ID
+from tests.consolekit import EVIL_NODE, EVIL_SENSOR, HOSTILE, ROOT, Stack, attack, baseline_snapshot, console_stack
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -177,3 +179,188 @@ def test_with_a_ca_the_console_wants_a_client_certificate_as_grpc_does(tmp_path:
     finally:
         web.stop()
         store.close()
+
+
+def hostile_free(html: str) -> None:
+    """Nothing an attacker chose reaches the page raw: no escape byte, no bidi override, no markup."""
+    assert "\x1b" not in html and "\u202e" not in html and "\x07" not in html
+    assert "<script>window" not in html and "<img src=x" not in html and "<b onmouseover" not in html
+
+
+def test_the_baseline_with_provenance_its_versions_and_a_diff(stack: Stack) -> None:
+    api = bearer(stack, "viewer")
+    b = api.get("/api/images/baseline", params={"key": IMAGE_ID}).json()
+    assert b["image"] == IMAGE and b["v"] == 0 and [v["version"] for v in b["versions"]] == [1]
+    processes = {i["exe"]: i for i in b["items"]["process"]}
+    assert set(processes) == {ROOT, "/tmp/" + HOSTILE}
+    assert processes["/tmp/" + HOSTILE]["provenance"]["container"] == HOSTILE  # JSON keeps the data
+    assert {(i["exe"], i["parent"]) for i in b["items"]["parent"]} >= {(ROOT, "/usr/bin/containerd-shim")}
+    assert [(i["proto"], i["port"]) for i in b["items"]["listen"]] == [("tcp", 80)]
+    assert [i["address"] for i in b["items"]["outbound"]] == ["10.0.0.0/24"]
+    assert [i["name"] for i in b["items"]["syscall"]] == ["ptrace"]
+    [rule] = b["items"]["rule"]
+    assert rule["rule"] == "Shell Spawned By Web Server" and rule["provenance"]["parent"] == ROOT
+    assert rule["nodes"] == ["node-1"]
+
+    stack.sensor.snapshots = [(IMAGE_ID, baseline_snapshot(1_700_000_000 * 10**9, extra=("/usr/bin/curl",)))]
+    wait_for(lambda: len(stack.store.baseline_versions(IMAGE_ID)) == 2)
+    v2 = stack.store.baseline_versions(IMAGE_ID)[0]["time_ns"]
+    # the same baseline again (every heartbeat resends it) and counts that grew make no version
+    wait_for(lambda: stack.store.execute("SELECT MAX(time_ns) FROM snapshots").fetchone()[0] > v2)
+    assert [v["version"] for v in stack.store.baseline_versions(IMAGE_ID)] == [2, 1]
+    d = api.get("/api/images/baseline", params={"key": IMAGE_ID, "a": 1, "b": 2}).json()
+    assert [i["exe"] for i in d["diff"]["process"]["added"]] == ["/usr/bin/curl"]
+    assert [i["parent"] for i in d["diff"]["parent"]["added"]] == [ROOT]
+    assert d["changed"] == 2 and all(not c["removed"] for c in d["diff"].values())
+    back = api.get("/api/images/baseline", params={"key": IMAGE_ID, "a": 2, "b": 1}).json()
+    assert [i["exe"] for i in back["diff"]["process"]["removed"]] == ["/usr/bin/curl"]
+    now = api.get("/api/images/baseline", params={"key": IMAGE_ID, "a": 2}).json()  # b: the baseline now
+    assert now["changed"] == 0
+    assert api.get("/api/images/baseline", params={"key": IMAGE_ID, "v": 9}).status_code == 404
+    assert api.get("/api/images/baseline", params={"key": "sha256:nope"}).status_code == 404
+    assert api.get("/api/images/baseline").status_code == 400
+    assert api.get("/api/images/baseline", params={"key": IMAGE_ID, "a": "x"}).status_code == 400
+
+    c, _ = login(stack, "viewer")
+    images = c.get("/images").text
+    assert f'/images/baseline?key={IMAGE_ID.replace(":", "%3A")}' in images
+    for params in ({"key": IMAGE_ID}, {"key": IMAGE_ID, "v": 1}, {"key": IMAGE_ID, "a": 1, "b": 2}):
+        page = c.get("/images/baseline", params=params)
+        assert page.status_code == 200
+        hostile_free(page.text)
+    page = c.get("/images/baseline", params={"key": IMAGE_ID}).text
+    assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in page and "\\x1b[31m" in page and "\\u202e" in page
+    assert "container=\\x1b[31mred" in page and "parent=/usr/sbin/nginx" in page
+    assert "/usr/bin/curl" in c.get("/images/baseline", params={"key": IMAGE_ID, "a": 1, "b": 2}).text
+
+
+def test_a_mode_switch_says_what_it_does_does_it_and_keeps_the_bans(stack: Stack) -> None:
+    policy = {"match": IMAGE, "default_action": "alert", "banned_processes": ["nc"]}
+    stack.store.set_image(IMAGE, "alert", policy, "ops")
+    c, csrf = login(stack, "admin")
+    page = c.get("/images").text
+    assert "the container is paused" in page and "banned processes (nc) are killed at exec" in page
+    assert "rule and policy hits are still alerted on" in page  # learn is not silence
+    form = {"csrf": csrf, "image": IMAGE, "mode": "enforce", "action": "pause-container"}
+    assert c.post("/images/mode", data=form).status_code == 400  # not confirmed
+    r = c.post("/images/mode", data={**form, "confirm": "yes"})
+    assert r.status_code == 303 and "the container is paused" in httpx.URL(r.headers["location"]).params["msg"]
+    wait_for(lambda: any(p.get("mode") == "enforce" for _, p in stack.sensor.policies))
+    [(image, pushed)] = [(i, p) for i, p in stack.sensor.policies if p.get("mode") == "enforce"]
+    assert image == IMAGE and pushed["banned_processes"] == ["nc"] and pushed["default_action"] == "pause-container"
+    from rules.policy import PolicySet
+
+    pol = PolicySet.from_dict({"images": [pushed]}).images[0]
+    reverse_shell = attack(0)[2]
+    assert pol.decide(reverse_shell) == "pause-container"  # what the page said is what the sensor does
+    assert pol.decide(reverse_shell, "learn") == "alert"  # a rule hit in learn mode: alerted, as it says
+    r = bearer(stack, "admin").post("/api/images/mode", json={"image": IMAGE, "mode": "learn"})
+    assert r.json()["effect"].startswith("learn: ") and stack.store.images()[0]["policy"]["banned_processes"] == ["nc"]
+
+
+def test_sensors_health_rates_drops_spool_and_hostile_names(stack: Stack) -> None:
+    api = bearer(stack, "viewer")
+
+    def sensors() -> dict[str, dict[str, Any]]:
+        return {s["sensor_id"]: s for s in api.get("/api/sensors").json()["sensors"]}
+
+    wait_for(lambda: sensors()["sensor-1"]["events_per_s"] is not None)  # two heartbeats read
+    one, evil = sensors()["sensor-1"], sensors()[EVIL_SENSOR]
+    assert one["events_per_s_source"] == "counters" and one["events_per_s"] > 0
+    assert (one["health"], one["drops"], one["spool_bytes"], one["node"]) == ("ok", 0, 2048, "node-1")
+    assert one["connected"] and one["collector"] == ""  # one collector: which one says nothing
+    assert (evil["health"], evil["drops"], evil["events_per_s"], evil["events_per_s_source"]) == (
+        "dropping", 3, 7.0, "heartbeat")
+    assert evil["node"] == EVIL_NODE
+    c, _ = login(stack, "viewer")
+    for path in ("/sensors", "/sensors/rows"):
+        page = c.get(path).text
+        hostile_free(page)
+        assert "evil\\x1b]8;;http://x\\x07&lt;script&gt;window.pwned=2&lt;/script&gt;" in page
+        assert "node\\x1b[2J&lt;b onmouseover=alert(3)&gt;bold&lt;/b&gt;" in page
+
+
+def test_the_audit_log_by_actor_action_target_and_time(stack: Stack) -> None:
+    import time
+
+    t0 = time.time_ns()
+    r = bearer(stack, "responder").post("/api/containers/action", json={"container_id": stack.container_id,
+                                                                       "action": "pause"})
+    assert r.json()["ok"]
+    bearer(stack, "admin").post("/api/images/mode", json={"image": IMAGE, "mode": "alert"})
+    api = bearer(stack, "viewer")
+
+    def audit(**params: Any) -> list[tuple[str, str, str]]:
+        r = api.get("/api/audit", params=params)
+        assert r.status_code == 200, r.text
+        return [(e["actor"], e["action"], e["target"]) for e in r.json()["audit"]]
+
+    assert audit(actor="RESPOND") == [("responder", "pause", stack.container_id)]
+    assert audit(action="image mode") == [("admin", "image mode alert", IMAGE)]
+    assert audit(target=stack.container_id[:12]) == [("responder", "pause", stack.container_id)]
+    assert audit(action="%") == [] and audit(actor="_") == []  # LIKE wildcards match literally
+    assert len(audit(since=str(t0))) == 2 and audit(until=str(t0), action="pause") == []
+    iso = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(t0 / 1e9 + 120))  # datetime-local: UTC, no zone
+    assert audit(since=iso) == [] and len(audit(until=iso)) >= 2
+    [newest] = api.get("/api/audit", params={"limit": 1}).json()["audit"]
+    assert newest["action"] == "image mode alert"
+    older = api.get("/api/audit", params={"limit": 1, "before": newest["id"]}).json()["audit"]
+    assert older[0]["id"] < newest["id"]
+    assert api.get("/api/audit", params={"since": "yesterday"}).status_code == 400
+    assert api.get("/api/audit", params={"since": "2999-01-01T00:00"}).status_code == 400  # past 64-bit ns
+    c, _ = login(stack, "viewer")
+    page = c.get("/audit", params={"actor": "responder", "target": stack.container_id}).text
+    assert stack.container_id in page and "image mode" not in page
+
+
+def test_refused_actions_are_audited_once_per_actor_and_path_in_a_window(stack: Stack) -> None:
+    c, csrf = login(stack, "viewer")
+    form = {"csrf": csrf, "container_id": stack.container_id, "action": "kill", "confirm": "yes"}
+    for _ in range(20):
+        assert c.post("/containers/action", data=form).status_code == 403
+    refused = [e for e in stack.store.audit_entries(1000) if e["action"].startswith("refused web")]
+    assert [(e["actor"], e["action"]) for e in refused] == [("viewer", "refused web /containers/action")]
+    assert c.post("/images/mode", data={"csrf": csrf, "image": IMAGE, "mode": "learn"}).status_code == 403
+    assert len([e for e in stack.store.audit_entries(1000) if e["action"].startswith("refused web")]) == 2
+
+
+def test_the_dashboard_counts_each_finding_in_its_hour(stack: Stack) -> None:
+    from sensor.events import rfc3339
+
+    hour = 3600 * 10**9
+    t0 = min(a.first_seen_ns for a in stack.store.list_alerts())  # the attack's hour, whenever the test runs
+    old = [f.replace(time_ns=t0 - 2 * hour, event=f.event.replace(container_id="2" * 64))
+           for f in attack(t0 - 2 * hour)[:2]]
+    again = [old[0].replace(time_ns=t0)]  # the same finding (one alert) two hours later
+    ancient = [f.replace(time_ns=t0 - 48 * hour, rule="Old Rule") for f in attack(t0 - 48 * hour)[:1]]
+    for seq, batch in enumerate((old, again, ancient), start=100):
+        stack.store.ingest("sensor-1", "node-1", seq, batch)
+    d = bearer(stack, "viewer").get("/api/dashboard").json()
+    series = {s["hour"]: s for s in d["series"]}
+    assert len(d["series"]) == 24
+    this_hour = series[rfc3339(t0 // hour * hour)]
+    two_ago = series[rfc3339((t0 // hour - 2) * hour)]
+    assert this_hour["by_priority"] == {"CRITICAL": 1, "WARNING": 2, "NOTICE": 2}  # the attack and the repeat
+    assert two_ago["by_priority"] == {"WARNING": 1, "NOTICE": 1} and sum(s["total"] for s in series.values()) == 7
+    assert list(this_hour["by_priority"]) == ["CRITICAL", "WARNING", "NOTICE"]  # most severe first
+    rules = {r["name"]: r["findings"] for r in d["top_rules"]}
+    assert rules["Shell Spawned By Web Server"] == 3 and "Old Rule" not in rules  # 48 h ago: not in 24 h
+    assert d["top_images"] == [{"name": IMAGE, "findings": 7}]
+    assert stack.container_id in [i["container_id"] for i in d["open_incidents"]]
+    assert d["incidents"]["open"] == len(d["open_incidents"]) and d["chart"]
+    c, _ = login(stack, "viewer")
+    page = c.get("/").text
+    assert 'id="chart"' in page and "bar-critical" in page and 'class="incident-link"' in page
+    assert re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page) is None and " style=" not in page
+
+
+def test_events_per_second_from_successive_heartbeats() -> None:
+    from collector.consoleviews import SensorRates
+
+    r = SensorRates()
+    assert r.rate("s", 1 * 10**9, 100) is None  # one heartbeat: no rate yet
+    assert r.rate("s", 3 * 10**9, 500) == 200.0
+    assert r.rate("s", 3 * 10**9, 500) == 200.0  # the same heartbeat read again changes nothing
+    assert r.rate("s", 4 * 10**9, 20) is None  # the sensor restarted (its counter went down): start over
+    assert r.rate("s", 6 * 10**9, 220) == 100.0
+    assert r.rate("s", 7 * 10**9, None) is None and r.rate("other", 7 * 10**9, 5) is None  # no counter: no rate

@@ -1,5 +1,6 @@
-// cgsentry console: live updates of the incidents table (polling, first page only). No inline
-// script anywhere (the CSP forbids it); the rows come from the server already escaped.
+// cgsentry console: live updates of a table (polling: the incidents' first page, the sensors), and
+// what an image's mode switch will do, shown as the mode and action are chosen. No inline script
+// anywhere (the CSP forbids it); rows come from the server already escaped, effects are set as text.
 "use strict";
 (function () {
   const table = document.querySelector("table[data-live]");
@@ -22,4 +23,16 @@
     window.setTimeout(refresh, 3000);
   }
   window.setTimeout(refresh, 3000);
+})();
+(function () {
+  for (const form of document.querySelectorAll("form.mode-form")) {
+    const effects = JSON.parse(form.dataset.effects || "{}");
+    const mode = form.querySelector("select[name=mode]");
+    const action = form.querySelector("select[name=action]");
+    const out = form.querySelector("output.effect");
+    const show = () => { out.textContent = effects[mode.value + "|" + action.value] || ""; };
+    mode.addEventListener("change", show);
+    action.addEventListener("change", show);
+    show();
+  }
 })();
