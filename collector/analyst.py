@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
@@ -172,13 +172,15 @@ class AnalystServicer(rpc.AnalystServicer):
     def ListImages(self, req: pb.Empty, ctx: Any, ident: Identity) -> pb.ImageList:  # noqa: N802
         """Every image known from operator policies, sensor model snapshots and alerts."""
         return image_list(image_info(i["image"], i["mode"], i["policy"], i["set_by"],
-                                     alerts=self.store.count_alerts(i["image"]), model=i["model"])
+                                     alerts=self.store.count_alerts(i["image"]), model=i["model"],
+                                     workloads=i["workloads"])
                           for i in image_view(self.store))
 
     @_rpc("admin")
     def SetImageMode(self, req: pb.ImageModeRequest, ctx: Any, ident: Identity) -> pb.ImageInfo:  # noqa: N802
         return set_image_mode(self.hub, ident, req.image, req.mode, req.default_action,
-                              list(req.banned_processes), req.require_seen)
+                              list(req.banned_processes), req.require_seen, req.clear_bans, req.namespace,
+                              list(req.labels))
 
     @_rpc("responder")
     def ContainerAction(self, req: pb.ContainerActionRequest, ctx: Any,  # noqa: N802
@@ -262,26 +264,24 @@ def _suppress_into_baseline(hub: Hub, row: AlertRow, ident: Identity, comment: s
     return n
 
 
-def set_image_mode(hub: Hub, ident: Identity, image: str, mode: str, default_action: str = "",
-                   banned: list[str] | None = None, require_seen: bool = False) -> pb.ImageInfo:
-    """Validate, store, audit and broadcast an image's mode and policy."""
-    if mode not in ("learn", "alert", "enforce") or not image:
-        raise InvalidArgument("image and a mode of learn, alert or enforce are required")
+def set_image_mode(hub: Hub, ident: Identity, image: str, mode: str = "", default_action: str = "",
+                   banned: list[str] | None = None, require_seen: bool = False, clear_bans: bool = False,
+                   namespace: str = "", labels: Sequence[str] = ()) -> pb.ImageInfo:
+    """Validate, store, audit and broadcast an image's (or a workload's) mode and policy. What is
+    not given is kept from the stored policy: mode "", default_action "", no ``banned`` (unless
+    ``clear_bans``); a policy set for the first time starts from mode-less alert, no bans."""
+    from collector.images import merged_policy
+
+    if not image:
+        raise InvalidArgument("an image (name, digest or glob) is required")
     if require_seen:
         check_seen(image, known_images(hub.store))
-    action = default_action or "alert"
-    policy = {"match": image, "default_action": action, "banned_processes": list(banned or [])}
-    from rules.errors import RuleError
-    from rules.policy import PolicySet
-
-    try:
-        PolicySet.from_dict({"images": [{**policy, "mode": mode}]})
-    except RuleError as err:
-        raise InvalidArgument(str(err)) from err
-    hub.store.set_image(image, mode, policy, ident.name)
-    hub.store.audit(ident.name, f"image mode {mode}", image, f"default action {action}", "ok")
-    hub.broadcast(policy_message(image, mode, policy))
-    return image_info(image, mode, policy, f"operator {ident.name}")
+    key, mode, policy = merged_policy(hub.store, image, mode, default_action, banned, clear_bans, namespace, labels)
+    hub.store.set_image(key, mode, policy, ident.name)
+    hub.store.audit(ident.name, f"image mode {mode}", key, f"default action {policy['default_action']}"
+                    f"; bans {','.join(policy['banned_processes']) or 'none'}", "ok")
+    hub.broadcast(policy_message(key, mode, policy))
+    return image_info(key, mode, policy, f"operator {ident.name}")
 
 
 def container_action(hub: Hub, ident: Identity, container_id: str, action: pb.ActionKind, reason: str,

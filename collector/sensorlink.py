@@ -284,7 +284,8 @@ class Hub:
 
     def policy_messages(self) -> list[pb.CollectorMessage]:
         """What a sensor gets when it connects: image policies, then the pushed rule sets."""
-        return [policy_message(i["image"], i["mode"], i["policy"]) for i in self.store.images() if i["mode"]] + [
+        return [policy_message(i["image"], i["mode"], i["policy"]) for i in self.store.images()
+                if i["mode"] or i["policy"]] + [
             rules_message(r["name"], r["yaml"]) for r in self.store.rulesets()]
 
 
@@ -445,6 +446,7 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
                             s.sensor_id, snap.image_key[:200])
             return
         self.hub.store.put_snapshot(snap.image_key, s.sensor_id, snap.payload)
+        self.hub.store.set_not_active(snap.image_key, s.sensor_id, snap.not_active)
         try:
             from models.engine import merge_snapshots
 

@@ -84,6 +84,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE alerts ADD COLUMN labels TEXT",  # ",k=v,k2=v2," so that one label is one LIKE
         "CREATE INDEX alerts_namespace ON alerts (namespace)",
     ),
+    (),  # 6: another branch's migration takes this place when they merge
+    (  # 7: the model parts a sensor says are not active yet (ModelSnapshot.not_active, JSON)
+        "ALTER TABLE snapshots ADD COLUMN not_active TEXT",
+    ),
 )
 MIGRATION_LOCK = 0x63677365  # "cgse": the PostgreSQL advisory lock two collectors starting together take
 COLLECTOR_STALE_NS = 6 * 10**9  # a collector whose heartbeat is older (three missed) is taken for dead
@@ -823,6 +827,24 @@ class SqlStore:
         rows = self._exec("SELECT sensor_id, payload FROM snapshots WHERE image_key = ? ORDER BY sensor_id",
                           (image_key,)).fetchall()
         return [(r[0], bytes(r[1])) for r in rows]
+
+    # -- model parts not active yet, image policies by selector (collector.images) --------------
+    def set_not_active(self, image_key: str, sensor_id: str, not_active: str) -> None:
+        """What the sensor's latest snapshot of ``image_key`` says is not active yet (JSON)."""
+        with self._tx():
+            self._exec("UPDATE snapshots SET not_active = ? WHERE image_key = ? AND sensor_id = ?",
+                       (not_active, image_key, sensor_id))
+
+    def not_active(self) -> dict[tuple[str, str], str]:
+        """(image key, sensor id) -> the JSON its sensor last sent ("" when it said nothing)."""
+        rows = self._exec("SELECT image_key, sensor_id, not_active FROM snapshots").fetchall()
+        return {(str(r[0]), str(r[1])): str(r[2] or "") for r in rows}
+
+    def image_policy(self, image: str) -> dict[str, Any] | None:
+        """The operator's stored mode, policy and actor for ``image`` (a selector key), or None."""
+        r = self._exec("SELECT image, mode, policy, actor FROM images WHERE image = ?", (image,)).fetchone()
+        return None if r is None else {"image": r[0], "mode": r[1] or "", "policy": json.loads(r[2] or "{}"),
+                                       "set_by": r[3] or ""}
 
     def close(self) -> None:
         """Close once no statement is running (idempotent)."""
