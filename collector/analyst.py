@@ -204,9 +204,8 @@ class AnalystServicer(rpc.AnalystServicer):
     def PushRules(self, req: pb.RuleSet, ctx: Any, ident: Identity) -> pb.RuleSetReply:  # noqa: N802
         """Validate a rule set after the default library and the other pushed sets (in the order
         sensors load them), store it, and send it to every connected sensor; empty YAML removes it."""
-        from rules.engine import default_rule_files
+        from rules.cli import judge
         from rules.errors import RuleError
-        from rules.loader import load_sources
         from rules.pushed import NAME
 
         if not NAME.fullmatch(req.name):
@@ -215,15 +214,12 @@ class AnalystServicer(rpc.AnalystServicer):
         sets.pop(req.name, None)
         if req.yaml.strip():
             sets[req.name] = req.yaml
-        library = [(str(p), p.read_text(encoding="utf-8")) for p in default_rule_files()]
-        try:
-            loaded = load_sources(library + [(f"pushed rule set {n}", sets[n]) for n in sorted(sets)])
+        try:  # the same judgement as `cgsentry-sensor rules check`: after the library, in load order
+            loaded = judge([(f"pushed rule set {n}", sets[n]) for n in sorted(sets)], f"pushed rule set {req.name}")
         except RuleError as err:
+            if err.__cause__ is not None and not isinstance(err.__cause__, RuleError):
+                log.warning("PushRules %s: validating the rule set raised %r", req.name, err.__cause__)
             raise InvalidArgument(str(err)) from err
-        except Exception as err:  # pushed YAML is untrusted: a loader bug it hits is still a refusal
-            log.exception("PushRules %s: validating the rule set raised", req.name)
-            detail = " ".join(f"{type(err).__name__}: {err}".split())[:300]
-            raise InvalidArgument(f"pushed rule set {req.name}: does not load: {detail}") from err
         self.store.set_ruleset(req.name, req.yaml, ident.name)
         self.hub.broadcast(rules_message(req.name, req.yaml))
         n = sum(r.source_file == f"pushed rule set {req.name}" for r in loaded.rules)
