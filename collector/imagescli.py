@@ -136,11 +136,11 @@ def _print_preview(args: argparse.Namespace, action: str, bans: list[str], outco
     print(visible(f"preview of {args.image}: mode {args.mode}, action {action}, bans {','.join(bans) or '-'}; "
                   f"{len(outcomes)} alert(s) since {args.since}"))
     if outcomes:
-        print(f"{'WHEN':<20} {'ACTION':<15} {'EFFECT':<12} {'CONTAINER':<16} {'RULE':<32} WHY")
+        print(f"{'WHEN':<21} {'ACTION':<15} {'EFFECT':<12} {'CONTAINER':<16} RULE (WHY)")
     for o in outcomes:
         r = o.row()
-        print(visible(f"{r['time'][:19]:<20} {r['action']:<15} {r['effect'][:12]:<12} {r['container'][:16]:<16} "
-                      f"{r['rule'][:32]:<32} {r['why']}" + (f" ({r['effect']})" if len(r['effect']) > 12 else "")))
+        print(visible(f"{r['time'][:19] + 'Z':<21} {r['action']:<15} {r['effect']:<12} {r['container'][:16]:<16} "
+                      f"{r['rule']} ({r['why']})"))
     done = ", ".join(f"{n} x {a}" for a, n in sorted(counts.items())) or "nothing"
     print(f"would have done: {done}")
 

@@ -34,7 +34,7 @@ class Outcome:
     count: int
     action: str  # what the sensor would do: alert | kill-process | pause-container | kill-container
     why: str  # which part of the policy decided it
-    effect: str  # "acted", "coalesced" (the gate held it), "not reached" (container already stopped)
+    effect: str  # acted, coalesced (the gate held it), not reached (container stopped before), alert only
 
     def row(self) -> dict[str, Any]:
         from sensor.events import rfc3339
@@ -48,18 +48,18 @@ def preview(policy: ImagePolicy, mode: str, alerts: list[AlertRow]) -> list[Outc
     """What ``policy`` in ``mode`` would have done to ``alerts``, oldest first."""
     gate = ActionGate(holds=lambda cid, action, pid: action in CONTAINER_ACTIONS)
     checker = PolicyChecker(PolicySet(images=[policy]))
-    stopped: dict[str, tuple[int, str]] = {}  # container id -> (time, action) it was paused/killed
+    stopped: dict[str, tuple[int, str, int]] = {}  # container id -> (time, "paused"/"killed", by alert)
     out = []
     for a in sorted(alerts, key=lambda r: (r.first_seen_ns, r.id)):
         f = _strongest(policy, mode, [a.finding, *checker.handle(a.finding.event)])
         action, why = policy.respond(f, mode)
         cid = f.event.container_id
         if cid in stopped and stopped[cid][0] < a.first_seen_ns:
-            effect = f"not reached: container {stopped[cid][1]} earlier"
+            effect, why = "not reached", f"{why}; container {stopped[cid][1]} earlier by alert {stopped[cid][2]}"
         elif action in CONTAINER_ACTIONS or action == "kill-process":
             effect = "acted" if gate.admit(cid, action, f.event.pid) else "coalesced"
             if action in CONTAINER_ACTIONS and effect == "acted":
-                stopped[cid] = (a.first_seen_ns, "paused" if action == "pause-container" else "killed")
+                stopped[cid] = (a.first_seen_ns, "paused" if action == "pause-container" else "killed", a.id)
         else:
             effect = "alert only" if action == "alert" else "nothing"
         out.append(Outcome(a.id, a.first_seen_ns, f.rule, f.priority,

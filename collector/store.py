@@ -828,7 +828,7 @@ class SqlStore:
                           (image_key,)).fetchall()
         return [(r[0], bytes(r[1])) for r in rows]
 
-    # -- model parts not active yet, image policies by selector (collector.images) --------------
+    # -- model parts not active yet, image policies by selector (images), open alerts (metrics) ----
     def set_not_active(self, image_key: str, sensor_id: str, not_active: str) -> None:
         """What the sensor's latest snapshot of ``image_key`` says is not active yet (JSON)."""
         with self._tx():
@@ -839,6 +839,11 @@ class SqlStore:
         """(image key, sensor id) -> the JSON its sensor last sent ("" when it said nothing)."""
         rows = self._exec("SELECT image_key, sensor_id, not_active FROM snapshots").fetchall()
         return {(str(r[0]), str(r[1])): str(r[2] or "") for r in rows}
+
+    def open_alerts_by_priority(self) -> dict[str, int]:
+        """Priority -> how many alerts are open (the metrics' gauge)."""
+        rows = self._exec("SELECT priority, COUNT(*) FROM alerts WHERE status = 'open' GROUP BY priority").fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
 
     def image_policy(self, image: str) -> dict[str, Any] | None:
         """The operator's stored mode, policy and actor for ``image`` (a selector key), or None."""

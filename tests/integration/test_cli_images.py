@@ -69,16 +69,19 @@ def test_preview_replays_stored_alerts_through_the_proposed_policy(live: Live, c
         "enforce", "pause-container", {"pause-container": 2})
     assert [(a["container"], a["action"], a["effect"]) for a in got["alerts"]] == [
         ("web-0", "pause-container", "acted"),
-        ("web-0", "pause-container", "not reached: container paused earlier"),
+        ("web-0", "pause-container", "not reached"),
         ("web-1", "pause-container", "acted")]  # the 30-day-old alert is before --since
     assert got["alerts"][0]["why"] == "default action pause-container"
+    assert got["alerts"][1]["why"] == f"default action pause-container; container paused earlier by alert " \
+                                      f"{got['alerts'][0]['alert']}"
     rc, out, _ = run(capsys, *viewer, "images", "preview", IMAGE, "--action", "alert", "--ban", "nc")
     lines = out.splitlines()
     assert rc == 0 and lines[0] == f"preview of {IMAGE}: mode enforce, action alert, bans nc; 3 alert(s) since 7d"
     assert lines[1].split()[:3] == ["WHEN", "ACTION", "EFFECT"]
     assert [line.split()[1:3] for line in lines[2:5]] == [["alert", "alert"], ["alert", "alert"],
                                                          ["kill-process", "acted"]]
-    assert lines[4].endswith("banned process") and lines[5] == "would have done: 1 x kill-process"
+    assert lines[4].endswith("web-1            Policy: banned process (banned process)")
+    assert lines[5] == "would have done: 1 x kill-process"
     assert store.images() == [{"image": IMAGE, "mode": "", "policy": {}, "set_by": ""}]  # nothing was set
     rc, _, err = run(capsys, *viewer, "images", "preview", "cgsentry/nope:1")
     assert rc == 66 and err.count("\n") == 1 and "knows no such image" in err
