@@ -134,7 +134,7 @@ def image_view(store: SqlStore) -> list[dict[str, Any]]:
         operator = bool(row and row["mode"])
         mode = row["mode"] if row and operator else state.mode if state else ""
         model = state.summary() if state else {}
-        if model or mode == "alert":
+        if mode == "alert":  # what enforcing would do matters while alerting (and costs a read of its alerts)
             model["would_enforce"] = _merge_counts(model.get("would_enforce", {}),
                                                    would_enforce(store, name, image_policy(name, mode, policy)))
         out.append({"image": name, "mode": mode,

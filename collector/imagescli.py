@@ -65,7 +65,7 @@ def cmd_images_mode(args: argparse.Namespace) -> int:
     policy = json.loads(info.policy_yaml or "{}")
     action, bans = policy.get("default_action", "alert"), list(policy.get("banned_processes", []))
     row = next((r for r in _images(client) if r["image"] == info.image), None)
-    not_active = row["not_active"] if row else []
+    not_active = row["not_active"] if row and info.mode != "learn" else []
     warning = _warning(info.mode, action, bans)
     if args.json:
         print(json.dumps({"image": info.image, "mode": info.mode, "action": action, "bans": bans,
@@ -74,10 +74,21 @@ def cmd_images_mode(args: argparse.Namespace) -> int:
         print(visible(f"{info.image}: mode {info.mode or '(sensors decide)'}, action {action}, "
                       f"bans {','.join(bans) or '-'}  (set by {info.set_by})"))
         for p in not_active:
-            print(visible(f"  {p['text']}"))
+            print(visible(f"  {_part_text(p, info.mode)}"))
     if warning:
         print(f"cgsentry: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _part_text(part: dict[str, Any], mode: str) -> str:
+    """A part not active yet, as models.baseline.inactive_parts says it, for the mode just set
+    (the sensor's sentence was written in the mode it had then: in alert or enforce mode the rate
+    model learns no windows, so it becomes active only after learning again)."""
+    if part.get("part") != "rate" or "more_learning_s" not in part or mode == "learn":
+        return str(part["text"])
+    head = str(part["text"]).split("; active", 1)[0]
+    return (f"{head}; active only after about {float(part['more_learning_s']):.0f}s of learning again "
+            "(windows are learned in learn mode)")
 
 
 def _warning(mode: str, action: str, bans: list[str]) -> str:

@@ -145,7 +145,35 @@ def test_images_mode_and_list_say_which_model_parts_are_not_active(live: Live, c
     rc, out, _ = run(capsys, *_as(live, "viewer"), "images", "list")
     assert rc == 0 and f"{IMAGE}: {parts[0]['text']} (sensor sensor)" in out.splitlines()
     rc, out, _ = run(capsys, *_as(live, "admin"), "images", "mode", IMAGE, "alert")
-    assert rc == 0 and out.splitlines()[1] == f"  {parts[0]['text']}"
+    # said for the mode just set, as the sensor's model says it (alert mode learns no windows)
+    assert rc == 0 and out.splitlines()[1] == f"  {b.inactive_parts('alert')[0]['text']}"
     rc, out, _ = run(capsys, *_as(live, "viewer"), "images", "list", "--json")
     [row] = json.loads(out)
     assert [(p["part"], p["sensors"]) for p in row["not_active"]] == [("rate", ["sensor"])]
+
+
+def test_a_workload_policy_reaches_sensors_as_a_selector(live: Live, capsys: Any, tmp_path: Path) -> None:
+    from rules.policy import PolicySet
+
+    server, toks, _ = live
+    got: list[tuple[str, bytes]] = []
+    rc, _, _ = run(capsys, *_as(live, "admin"), "images", "mode", IMAGE, "--action", "pause", "--force")
+    assert rc == 0  # no mode: the sensors' lifecycle decides, the action is still sent on connect
+    link = CollectorLink(LinkConfig(server, sensor_id="sensor", token=toks["sensor"]), Spool(tmp_path / "sp"),
+                         callbacks=LinkCallbacks(on_policy=lambda image, payload: got.append((image, payload)))).start()
+    try:
+        wait_for(lambda: len(got) == 1)
+        rc, _, _ = run(capsys, *_as(live, "admin"), "images", "mode", IMAGE, "enforce", "--namespace", "pay*",
+                       "--label", "app=web", "--action", "kill", "--force")
+        assert rc == 0
+        wait_for(lambda: len(got) == 2)
+    finally:
+        link.close()
+    # as the sensor reads a pushed policy (sensor.agent.daemon.on_policy): the key, then the payload
+    policies = PolicySet.from_dict({"images": [{"match": image, **json.loads(payload)} for image, payload in got]})
+    image_wide, workload = policies.images
+    assert (image_wide.mode, image_wide.default_action, image_wide.match) == ("", "pause-container", IMAGE)
+    assert (workload.mode, workload.default_action, workload.namespace, workload.labels) == (
+        "enforce", "kill-container", "pay*", (("app", "web"),))
+    assert policies.for_image(IMAGE, "", "payments", (("app", "web"), ("tier", "1"))) == workload
+    assert policies.for_image(IMAGE, "", "payments", (("app", "db"),)) == image_wide
