@@ -141,3 +141,16 @@ def test_bad_webhook_options_are_one_line(argv: list[str], why: str, capsys: Any
         main(["collector", "serve", "--db", "/nonexistent/x.db", "--insecure", "--webhook", "http://127.0.0.1:1/x",
               *argv])
     assert info.value.code == 64 and why in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_a_digest_holds_the_latest_occurrence_and_forgets_the_oldest_alerts() -> None:
+    from collector.webhook import Digest
+
+    d = Digest(max_tracked=2)
+    a1, a2 = {"time": "t1", "output": "a", "output_fields": {"x": 1}}, {"time": "t2", "output": "a2"}
+    assert d.offer("a", a1) and not d.offer("a", a1) and not d.offer("a", a2)
+    assert d.offer("b", {"time": "t3", "output": "b"}) and d.offer("c", {"time": "t4", "output": "c"})
+    [digest] = d.take(60)
+    assert digest["output"] == "a2 (repeated 2 more time(s) since t1, digest every 60s)"
+    assert digest["output_fields"] == {"cgsentry.repeats": 2, "cgsentry.digest": True} and d.take(60) == []
+    assert d.offer("a", a1)  # forgotten (only the two newest are kept): sent again as new
