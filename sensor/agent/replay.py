@@ -27,6 +27,7 @@ class Replay:
                  config: ModelConfig | None = None) -> None:
         self.models = (ModelEngine.open(models, config, owner=False) if models is not None
                        else ModelEngine(config or ModelConfig()))
+        self.models.store_dir = None  # read once, never written: no decisions applied, nothing saved
         self.rules = RuleEngine.load(rules or default_rule_files())
         self.policies = PolicySet.load(policy) if policy is not None else PolicySet()
         self.sinks = (self.models, self.rules, PolicyChecker(self.policies))

@@ -70,3 +70,21 @@ def test_replay_prints_the_findings_of_a_recording(tmp_path: Path, capsys: Any) 
     rc, out, _ = _sensor(capsys, "replay", str(journal), "--json", "--policy", str(policy))
     shell = next(json.loads(line) for line in out.splitlines() if json.loads(line)["source"] == "rule")
     assert rc == 0 and (shell["mode"], shell["action"]) == ("enforce", "pause-container")
+
+
+def test_replay_scores_against_a_model_store_and_leaves_it_as_it_was(tmp_path: Path, capsys: Any) -> None:
+    from tests.integration.helpers import learned
+
+    eng = learned(range(0, 3))
+    eng.store_dir = tmp_path / "models"
+    eng.save_all()
+    before = {p.name: p.read_bytes() for p in (tmp_path / "models").iterdir()}
+    journal = tmp_path / "j.msgpack"
+    with JournalWriter(journal) as w:
+        for ev in deviation("new_binary", 1_700_000_500 * 10**9):
+            w.write(ev)
+    rc, out, _ = _sensor(capsys, "replay", str(journal), "--json", "--models", str(tmp_path / "models"))
+    found = [json.loads(line) for line in out.splitlines()]
+    assert rc == 0 and [(f["kind"], f["exe"], f["mode"]) for f in found if f["source"] == "model"] == [
+        ("new_process", "/tmp/xmrig", "alert")]  # the learned baseline knows no /tmp/xmrig
+    assert {p.name: p.read_bytes() for p in (tmp_path / "models").iterdir()} == before
