@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
@@ -175,13 +175,15 @@ class AnalystServicer(rpc.AnalystServicer):
     def ListImages(self, req: pb.Empty, ctx: Any, ident: Identity) -> pb.ImageList:  # noqa: N802
         """Every image known from operator policies, sensor model snapshots and alerts."""
         return image_list(image_info(i["image"], i["mode"], i["policy"], i["set_by"],
-                                     alerts=self.store.count_alerts(i["image"]), model=i["model"])
+                                     alerts=self.store.count_alerts(i["image"]), model=i["model"],
+                                     workloads=i["workloads"])
                           for i in image_view(self.store))
 
     @_rpc("admin")
     def SetImageMode(self, req: pb.ImageModeRequest, ctx: Any, ident: Identity) -> pb.ImageInfo:  # noqa: N802
         return set_image_mode(self.hub, ident, req.image, req.mode, req.default_action,
-                              list(req.banned_processes), req.require_seen)
+                              list(req.banned_processes), req.require_seen, req.clear_bans, req.namespace,
+                              list(req.labels))
 
     @_rpc("responder")
     def ContainerAction(self, req: pb.ContainerActionRequest, ctx: Any,  # noqa: N802
@@ -205,9 +207,8 @@ class AnalystServicer(rpc.AnalystServicer):
     def PushRules(self, req: pb.RuleSet, ctx: Any, ident: Identity) -> pb.RuleSetReply:  # noqa: N802
         """Validate a rule set after the default library and the other pushed sets (in the order
         sensors load them), store it, and send it to every connected sensor; empty YAML removes it."""
-        from rules.engine import default_rule_files
+        from rules.cli import judge
         from rules.errors import RuleError
-        from rules.loader import load_sources
         from rules.pushed import NAME
 
         if not NAME.fullmatch(req.name):
@@ -216,15 +217,12 @@ class AnalystServicer(rpc.AnalystServicer):
         sets.pop(req.name, None)
         if req.yaml.strip():
             sets[req.name] = req.yaml
-        library = [(str(p), p.read_text(encoding="utf-8")) for p in default_rule_files()]
-        try:
-            loaded = load_sources(library + [(f"pushed rule set {n}", sets[n]) for n in sorted(sets)])
+        try:  # the same judgement as `cgsentry-sensor rules check`: after the library, in load order
+            loaded = judge([(f"pushed rule set {n}", sets[n]) for n in sorted(sets)], f"pushed rule set {req.name}")
         except RuleError as err:
+            if err.__cause__ is not None and not isinstance(err.__cause__, RuleError):
+                log.warning("PushRules %s: validating the rule set raised %r", req.name, err.__cause__)
             raise InvalidArgument(str(err)) from err
-        except Exception as err:  # pushed YAML is untrusted: a loader bug it hits is still a refusal
-            log.exception("PushRules %s: validating the rule set raised", req.name)
-            detail = " ".join(f"{type(err).__name__}: {err}".split())[:300]
-            raise InvalidArgument(f"pushed rule set {req.name}: does not load: {detail}") from err
         self.store.set_ruleset(req.name, req.yaml, ident.name)
         self.hub.broadcast(rules_message(req.name, req.yaml))
         n = sum(r.source_file == f"pushed rule set {req.name}" for r in loaded.rules)
@@ -352,26 +350,24 @@ def teaches_baseline(row: AlertRow) -> bool:
     return row.finding.source == "model" and bool(row.finding.explanation.get("dimension"))
 
 
-def set_image_mode(hub: Hub, ident: Identity, image: str, mode: str, default_action: str = "",
-                   banned: list[str] | None = None, require_seen: bool = False) -> pb.ImageInfo:
-    """Validate, store, audit and broadcast an image's mode and policy."""
-    if mode not in ("learn", "alert", "enforce") or not image:
-        raise InvalidArgument("image and a mode of learn, alert or enforce are required")
+def set_image_mode(hub: Hub, ident: Identity, image: str, mode: str = "", default_action: str = "",
+                   banned: list[str] | None = None, require_seen: bool = False, clear_bans: bool = False,
+                   namespace: str = "", labels: Sequence[str] = ()) -> pb.ImageInfo:
+    """Validate, store, audit and broadcast an image's (or a workload's) mode and policy. What is
+    not given is kept from the stored policy: mode "", default_action "", no ``banned`` (unless
+    ``clear_bans``); a policy set for the first time starts from mode-less alert, no bans."""
+    from collector.images import merged_policy
+
+    if not image:
+        raise InvalidArgument("an image (name, digest or glob) is required")
     if require_seen:
         check_seen(image, known_images(hub.store))
-    action = default_action or "alert"
-    policy = {"match": image, "default_action": action, "banned_processes": list(banned or [])}
-    from rules.errors import RuleError
-    from rules.policy import PolicySet
-
-    try:
-        PolicySet.from_dict({"images": [{**policy, "mode": mode}]})
-    except RuleError as err:
-        raise InvalidArgument(str(err)) from err
-    hub.store.set_image(image, mode, policy, ident.name)
-    hub.store.audit(ident.name, f"image mode {mode}", image, f"default action {action}", "ok")
-    hub.broadcast(policy_message(image, mode, policy))
-    return image_info(image, mode, policy, f"operator {ident.name}")
+    key, mode, policy = merged_policy(hub.store, image, mode, default_action, banned, clear_bans, namespace, labels)
+    hub.store.set_image(key, mode, policy, ident.name)
+    hub.store.audit(ident.name, f"image mode {mode}", key, f"default action {policy['default_action']}"
+                    f"; bans {','.join(policy['banned_processes']) or 'none'}", "ok")
+    hub.broadcast(policy_message(key, mode, policy))
+    return image_info(key, mode, policy, f"operator {ident.name}")
 
 
 def container_action(hub: Hub, ident: Identity, container_id: str, action: pb.ActionKind, reason: str,

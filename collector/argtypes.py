@@ -57,6 +57,29 @@ def webhook_url(text: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def webhook_header(text: str) -> str:
+    """``--webhook-header``: 'Name: value' (collector.webhook.check_header)."""
+    from collector.errors import InvalidArgument
+    from collector.webhook import check_header
+
+    try:
+        check_header(text)
+    except InvalidArgument as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def digest_s(text: str) -> float:
+    """``--webhook-digest-s``: 0 (send every occurrence) or more seconds, at most a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 86400:  # false for nan too
+        raise argparse.ArgumentTypeError(f"{text} seconds: give 0 (every occurrence) to 86400")
+    return value
+
+
 def label_arg(text: str) -> str:
     """KEY=VALUE: a Kubernetes pod label to filter alerts by."""
     key, eq, _ = text.partition("=")

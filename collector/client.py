@@ -110,25 +110,6 @@ def parse_since(text: str) -> int:
     return since_ns
 
 
-def cmd_images_list(args: argparse.Namespace) -> int:
-    from collector import convert
-
-    rows = [convert.image_row(i) for i in Client(args).call("ListImages", convert.empty()).images]
-    return _emit(args, rows, f"{'IMAGE':<40} {'MODE':<8} {'SET BY':<22} {'ACTION':<15} {'WOULD-ENF':>9} "
-                             f"{'ALERTS':>6}  BANS",
-                 lambda r: f"{r['image']:<40} {r['mode'] or '-':<8} {r['set_by'] or '-':<22} {r['action'] or '-':<15} "
-                           f"{sum(r['would_enforce'].values()):>9} {r['alerts']:>6}  {','.join(r['bans']) or '-'}")
-
-
-def cmd_images_mode(args: argparse.Namespace) -> int:
-    from collector import convert
-
-    action = {"pause": "pause-container", "kill": "kill-container", "kill-process": "kill-process",
-              "alert": "alert"}[args.action]
-    info = Client(args).call("SetImageMode", convert.image_mode_request(
-        args.image, args.mode, action, args.ban, require_seen=not args.force))
-    print(json.dumps({"image": info.image, "mode": info.mode, "action": action}) if args.json
-          else f"{info.image}: mode {info.mode}, action {action}")
     return 0
 
 
@@ -279,10 +260,11 @@ def add_connection_options(p: argparse.ArgumentParser, top: bool = True) -> None
 
 def add_commands(sub: Any) -> None:
     """The analyst commands, on the top-level parser's ``sub``."""
+    from collector import imagescli
     from collector.alertcmds import add_alerts
 
     add_alerts(sub)
-    _images(sub)
+    imagescli.add_commands(sub)
     _rules(sub)
     c = sub.add_parser("containers", help="pause, unpause or kill a container by id, short id or name "
                                           "(routed to its sensor)")
@@ -305,21 +287,6 @@ def add_commands(sub: Any) -> None:
     a.set_defaults(func=cmd_audit)
 
 
-def _images(sub: Any) -> None:
-    i = sub.add_parser("images", help="images, their mode (learn/alert/enforce) and response")
-    is_ = i.add_subparsers(dest="images_command", required=True)
-    ls = is_.add_parser("list")
-    _common(ls)
-    ls.set_defaults(func=cmd_images_list)
-    m = is_.add_parser("mode")
-    m.add_argument("image")
-    m.add_argument("mode", choices=["learn", "alert", "enforce"])
-    m.add_argument("--action", choices=["alert", "pause", "kill", "kill-process"], default="alert",
-                   help="what enforce mode does on a finding")
-    m.add_argument("--ban", action="append", default=[], metavar="PROCESS", help="banned process (repeat)")
-    m.add_argument("--force", action="store_true", help="set it although no sensor has seen the image yet")
-    _common(m)
-    m.set_defaults(func=cmd_images_mode)
 
 
 def _rules(sub: Any) -> None:

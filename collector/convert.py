@@ -174,10 +174,12 @@ def alert_list(rows: Iterable[AlertRow], next_cursor: str = "", max_bytes: int =
 
 
 def image_info(image: str, mode: str, policy: Mapping[str, Any], set_by: str, alerts: int = 0,
-               model: Mapping[str, Any] | None = None) -> pb.ImageInfo:
-    """An image's policy (as JSON) and, when given, the sensors' model state (``learning``)."""
+               model: Mapping[str, Any] | None = None, workloads: Iterable[Mapping[str, Any]] = ()) -> pb.ImageInfo:
+    """An image's policy (as JSON) and, when given, the sensors' model state (``learning``) and
+    the policies whose selectors can apply to it (most specific first)."""
     return pb.ImageInfo(image=image, mode=mode, policy_yaml=json.dumps(policy), set_by=set_by, alerts=alerts,
-                        learning=json.dumps(model) if model is not None else "")
+                        learning=json.dumps(model) if model is not None else "",
+                        workload_policies=json.dumps(list(workloads)))
 
 
 def image_list(images: Iterable[pb.ImageInfo]) -> pb.ImageList:
@@ -235,10 +237,12 @@ def alert_update(alert: int, status: str, comment: str, expect: bool = False) ->
     return pb.AlertUpdate(id=alert, status=status_value(status), comment=comment, expect=expect)
 
 
-def image_mode_request(image: str, mode: str, action: str, banned: Iterable[str],
-                       require_seen: bool) -> pb.ImageModeRequest:
+def image_mode_request(image: str, mode: str, action: str, banned: Iterable[str], require_seen: bool,
+                       clear_bans: bool = False, namespace: str = "",
+                       labels: Iterable[str] = ()) -> pb.ImageModeRequest:
+    """``mode``/``action`` "" and no ``banned``: keep what the stored policy has."""
     return pb.ImageModeRequest(image=image, mode=mode, default_action=action, banned_processes=banned,
-                               require_seen=require_seen)
+                               require_seen=require_seen, clear_bans=clear_bans, namespace=namespace, labels=labels)
 
 
 def ruleset(name: str, yaml: str) -> pb.RuleSet:
@@ -276,7 +280,8 @@ def image_row(i: pb.ImageInfo) -> Row:
     return {"image": i.image, "mode": i.mode, "set_by": i.set_by, "action": policy.get("default_action", ""),
             "bans": list(policy.get("banned_processes", [])), "alerts": i.alerts,
             "would_enforce": model.get("would_enforce", {}), "learned_s": model.get("learned_s", 0.0),
-            "containers": model.get("containers", 0), "sensors": model.get("sensors", {}), "policy": policy}
+            "containers": model.get("containers", 0), "sensors": model.get("sensors", {}), "policy": policy,
+            "not_active": model.get("not_active", []), "workloads": json.loads(i.workload_policies or "[]")}
 
 
 def action_row(container: str, r: pb.ActionResult, error: str) -> Row:

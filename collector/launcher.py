@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from collector.argtypes import int_in, listen_addr, webhook_url
+from collector.argtypes import digest_s, int_in, listen_addr, webhook_header, webhook_url
 from collector.errors import CollectorError, InvalidArgument, Unavailable
 from sensor.errors import EX_NOPERM
 from sensor.text import visible
@@ -54,14 +54,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.web:
         _check_web(args)
     _raise_open_files()
-    if args.metrics_port:
-        _start_metrics(args.metrics_port)
+    metrics = args.metrics_listen or (f"127.0.0.1:{args.metrics_port}" if args.metrics_port else "")
+    if metrics:
+        _start_metrics(metrics, "--metrics-listen" if args.metrics_listen else "--metrics-port")
     store = SqlStore.open(args.db)
     try:
         store.hold_alone()  # SQLite: one collector per file (several collectors share a PostgreSQL)
         server, port = create_server(args.listen, store, AuthConfig(tokens, insecure=args.insecure,
                                                                     mtls=tls is not None),
-                                     tls, Exporters(args.webhook or "", metrics=bool(args.metrics_port)),
+                                     tls, Exporters(args.webhook or "", metrics=bool(metrics), store=store,
+                                                    **_webhook_options(args)),
                                      collector_id=args.collector_id or "")
     except CollectorError:
         store.close()
@@ -125,15 +127,26 @@ def _raise_open_files() -> None:
                     "LimitNOFILE=)", soft, soft - 64)
 
 
-def _start_metrics(port: int) -> None:
+def _start_metrics(listen: str, flag: str) -> None:
+    """Prometheus /metrics on ``listen`` (HOST:PORT, [V6]:PORT), or a one-line error."""
     from prometheus_client import start_http_server
 
+    host, port = listen.rsplit(":", 1)
     try:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(int(port), addr=host.strip("[]"))
     except OSError as err:
         code = EX_NOPERM if isinstance(err, PermissionError) else Unavailable.exit_code
-        raise CollectorError(f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}: {err.strerror}",
-                             exit_code=code) from None
+        raise CollectorError(f"{flag} {listen if flag == '--metrics-listen' else port}: cannot listen on {listen}: "
+                             f"{err.strerror}", exit_code=code) from None
+
+
+def _webhook_options(args: argparse.Namespace) -> dict[str, Any]:
+    if not args.webhook and (args.webhook_header or args.webhook_digest_s is not None):
+        raise InvalidArgument("--webhook-header and --webhook-digest-s need --webhook URL")
+    out: dict[str, Any] = {"headers": args.webhook_header} if args.webhook else {}
+    if args.webhook and args.webhook_digest_s is not None:
+        out["digest_s"] = args.webhook_digest_s
+    return out
 
 
 def cmd_pki(args: argparse.Namespace) -> int:
@@ -200,9 +213,17 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--insecure", action="store_true", help="no TLS, no auth (loopback only)")
     s.add_argument("--allow-plaintext-tokens", action="store_true",
                    help="accept bearer tokens without TLS on a non-loopback address (they can be sniffed)")
-    s.add_argument("--metrics-port", type=int_in(1, 65535), default=0, help="Prometheus /metrics on 127.0.0.1:PORT")
+    m = s.add_mutually_exclusive_group()
+    m.add_argument("--metrics-port", type=int_in(1, 65535), default=0, help="Prometheus /metrics on 127.0.0.1:PORT")
+    m.add_argument("--metrics-listen", type=listen_addr, metavar="HOST:PORT",
+                   help="Prometheus /metrics on HOST:PORT (e.g. 0.0.0.0:9464 for a cluster's scraper)")
     s.add_argument("--web", type=listen_addr, help="serve the analyst web console on HOST:PORT (e.g. 127.0.0.1:8443)")
-    s.add_argument("--webhook", type=webhook_url, help="POST each finding in Falco JSON to this http(s) URL")
+    s.add_argument("--webhook", type=webhook_url, help="POST alerts in Falco JSON (falcosidekick takes it as-is) to "
+                                                       "this http(s) URL: each new alert at once, repeats in a digest")
+    s.add_argument("--webhook-header", action="append", default=[], type=webhook_header, metavar="'NAME: VALUE'",
+                   help="a header every POST carries, e.g. 'Authorization: Bearer TOKEN' (repeat)")
+    s.add_argument("--webhook-digest-s", type=digest_s, metavar="S",
+                   help="send an alert's repeats once per S seconds (default 60; 0: every occurrence)")
     s.add_argument("--collector-id", metavar="NAME",
                    help="this collector's name in `sensors list` and the fleet (default: HOST:PORT)")
     s.set_defaults(func=cmd_serve)

@@ -284,7 +284,8 @@ class Hub:
 
     def policy_messages(self) -> list[pb.CollectorMessage]:
         """What a sensor gets when it connects: image policies, then the pushed rule sets."""
-        return [policy_message(i["image"], i["mode"], i["policy"]) for i in self.store.images() if i["mode"]] + [
+        return [policy_message(i["image"], i["mode"], i["policy"]) for i in self.store.images()
+                if i["mode"] or i["policy"]] + [
             rules_message(r["name"], r["yaml"]) for r in self.store.rulesets()]
 
 
@@ -388,8 +389,9 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
                 log.warning("sensor %s: %s", s.sensor_id, err)
                 s.out.put(refused_message(msg.batch.seq, str(err)), force=True)
                 return
-            if stored:  # a suppressed alert notifies no one (webhook)
-                self.exporters.publish(s.sensor_id, s.node, self.hub.store.notifiable(s.sensor_id, findings))
+            if stored:  # a suppressed alert is counted but notifies no one (webhook)
+                self.exporters.publish(s.sensor_id, s.node, findings,
+                                       lambda fs: self.hub.store.notifiable(s.sensor_id, fs))
             with self.hub.lock:
                 for f in findings:
                     ev = f.event
@@ -445,6 +447,7 @@ class SensorLinkServicer(rpc.SensorLinkServicer):
                             s.sensor_id, snap.image_key[:200])
             return
         self.hub.store.put_snapshot(snap.image_key, s.sensor_id, snap.payload)
+        self.hub.store.set_not_active(snap.image_key, s.sensor_id, snap.not_active)
         try:
             from collector.baselines import record_version
             from models.engine import merge_snapshots

@@ -101,6 +101,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "GROUP BY last_seen_ns / 3600000000000, COALESCE(priority, ''), COALESCE(rule, ''), COALESCE(image, '')",
         "CREATE INDEX audit_time ON audit (time_ns)",
     ),
+    (  # 8: the model parts a sensor says are not active yet (ModelSnapshot.not_active, JSON)
+        "ALTER TABLE snapshots ADD COLUMN not_active TEXT",
+    ),
 )
 MIGRATION_LOCK = 0x63677365  # "cgse": the PostgreSQL advisory lock two collectors starting together take
 COLLECTOR_STALE_NS = 6 * 10**9  # a collector whose heartbeat is older (three missed) is taken for dead
@@ -988,6 +991,29 @@ class SqlStore:
                           (*params, max(1, min(limit, 1000)))).fetchall()
         keys = ("id", "time_ns", "actor", "action", "target", "reason", "result", "latency_ms")
         return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    # -- model parts not active yet, image policies by selector (images), open alerts (metrics) ----
+    def set_not_active(self, image_key: str, sensor_id: str, not_active: str) -> None:
+        """What the sensor's latest snapshot of ``image_key`` says is not active yet (JSON)."""
+        with self._tx():
+            self._exec("UPDATE snapshots SET not_active = ? WHERE image_key = ? AND sensor_id = ?",
+                       (not_active, image_key, sensor_id))
+
+    def not_active(self) -> dict[tuple[str, str], str]:
+        """(image key, sensor id) -> the JSON its sensor last sent ("" when it said nothing)."""
+        rows = self._exec("SELECT image_key, sensor_id, not_active FROM snapshots").fetchall()
+        return {(str(r[0]), str(r[1])): str(r[2] or "") for r in rows}
+
+    def open_alerts_by_priority(self) -> dict[str, int]:
+        """Priority -> how many alerts are open (the metrics' gauge)."""
+        rows = self._exec("SELECT priority, COUNT(*) FROM alerts WHERE status = 'open' GROUP BY priority").fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def image_policy(self, image: str) -> dict[str, Any] | None:
+        """The operator's stored mode, policy and actor for ``image`` (a selector key), or None."""
+        r = self._exec("SELECT image, mode, policy, actor FROM images WHERE image = ?", (image,)).fetchone()
+        return None if r is None else {"image": r[0], "mode": r[1] or "", "policy": json.loads(r[2] or "{}"),
+                                       "set_by": r[3] or ""}
 
     def close(self) -> None:
         """Close once no statement is running (idempotent)."""

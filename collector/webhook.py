@@ -9,17 +9,28 @@ dropped and counted, and ingest is never blocked. A receiver that *refuses* a fi
 than 408/429, or a redirect, which would turn the POST into a GET that drops the body) will refuse
 it again: it is dropped, counted, not retried. Every outcome is a Prometheus counter, and only the
 first failure of a run and the recovery are logged (per-finding problems are counters, not lines).
-The URL is checked whole before anything starts (:func:`check_webhook_url`).
+The URL is checked whole before anything starts (:func:`check_webhook_url`), and so are the
+headers sent with every POST (``--webhook-header 'Authorization: Bearer ...'``, :func:`check_header`).
+
+An alert is sent when it first occurs; its repeats are counted and sent as one digest per alert
+every ``digest_s`` (:class:`Digest`), so a burst of one finding is two POSTs, not thousands. Every
+body is Falco's JSON output form (collector.export.falco_json), which falcosidekick takes as-is; a
+digest is the alert's latest occurrence in that form, its output saying how often it repeated and
+``output_fields`` carrying ``cgsentry.repeats`` and ``cgsentry.digest``.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 import queue
+import re
 import threading
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -32,6 +43,60 @@ POST_TIMEOUT_S: Final = 5.0  # per connect and per read
 FAILURE_REASONS: Final = ("timeout", "closed", "bad_response", "http_status", "connection", "error")
 DROP_REASONS: Final = ("queue_full", "refused")
 PORT_RANGE: Final = "the port must be a number from 1 to 65535"
+DIGEST_S: Final = 60.0  # repeats of an alert are sent once per this many seconds
+MAX_TRACKED: Final = 100_000  # alerts remembered as already sent (the oldest are forgotten first)
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name (RFC 9110 token)
+
+
+def check_header(text: str) -> tuple[str, str]:
+    """``Name: value`` as a header every POST carries, or InvalidArgument in one line: a token for
+    the name, printable ASCII without line breaks for the value (a CR or LF would inject headers)."""
+    name, colon, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not colon or not _TOKEN.fullmatch(name):
+        raise InvalidArgument(f"webhook header {text[:40]!r}...: give 'Name: value' (e.g. 'Authorization: Bearer "
+                              "TOKEN')" if len(text) > 40 else f"webhook header {text!r}: give 'Name: value' "
+                              "(e.g. 'Authorization: Bearer TOKEN')")
+    if not value or not (value.isascii() and value.isprintable()):
+        raise InvalidArgument(f"webhook header {name}: the value must be printable ASCII on one line")
+    if name.lower() in ("content-type", "content-length", "host"):
+        raise InvalidArgument(f"webhook header {name}: set by the webhook itself")
+    return name, value
+
+
+class Digest:
+    """Which alerts were sent already, and the repeats of each since the last digest.
+
+    ``offer`` says whether a finding's alert (its fingerprint) is new: True the first time (send
+    it now), False after (its payload is kept as the latest, and counted). ``take`` returns one
+    payload per alert that repeated since the last take, marked as a digest, and starts over."""
+
+    def __init__(self, max_tracked: int = MAX_TRACKED) -> None:
+        self.max_tracked = max_tracked
+        self._lock = threading.Lock()
+        self._sent: dict[str, None] = {}  # insertion-ordered: the oldest is forgotten first
+        self._repeats: dict[str, tuple[dict[str, Any], int, str]] = {}  # key -> (latest, count, first time)
+
+    def offer(self, key: str, payload: dict[str, Any]) -> bool:
+        with self._lock:
+            if key not in self._sent:
+                self._sent[key] = None
+                if len(self._sent) > self.max_tracked:
+                    self._sent.pop(next(iter(self._sent)))
+                return True
+            _, n, since = self._repeats.get(key, (payload, 0, str(payload.get("time", ""))))
+            self._repeats[key] = (payload, n + 1, since)
+            return False
+
+    def take(self, period_s: float) -> list[dict[str, Any]]:
+        with self._lock:
+            repeats, self._repeats = self._repeats, {}
+        out = []
+        for payload, n, since in repeats.values():
+            fields = {**payload.get("output_fields", {}), "cgsentry.repeats": n, "cgsentry.digest": True}
+            out.append({**payload, "output": f"{payload.get('output', '')} (repeated {n} more time(s) since "
+                                             f"{since}, digest every {period_s:g}s)", "output_fields": fields})
+        return out
 
 
 def check_webhook_url(text: str) -> str:
@@ -79,10 +144,17 @@ class WebhookSender:
     """One worker thread POSTing queued findings; see the module docstring for what it survives."""
 
     def __init__(self, url: str, registry: Any, *, queue_size: int = MAX_QUEUED,
-                 timeout_s: float = POST_TIMEOUT_S, backoff_s: tuple[float, float] = BACKOFF_S) -> None:
+                 timeout_s: float = POST_TIMEOUT_S, backoff_s: tuple[float, float] = BACKOFF_S,
+                 headers: list[str] | tuple[str, ...] = (), digest_s: float = DIGEST_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         from prometheus_client import Counter, Gauge
 
         self.url = check_webhook_url(url)
+        self.headers = dict(check_header(h) for h in headers)
+        if not digest_s >= 0:  # false for NaN too
+            raise InvalidArgument(f"webhook digest interval {digest_s!r}: give 0 (every occurrence) or more seconds")
+        self.digest_s, self.digest, self._clock = digest_s, Digest(), clock
+        self._next_digest = clock() + digest_s
         parts = urlsplit(url)
         self.shown = f"{parts.scheme}://{parts.netloc}{parts.path}"  # the query may hold a token: not logged
         self.timeout_s, self.backoff_s = timeout_s, backoff_s
@@ -102,8 +174,30 @@ class WebhookSender:
             self.dropped.labels(reason)
         Gauge("cgsentry_webhook_queued", "Findings waiting for the webhook", registry=registry).set_function(
             self._queue.qsize)
+        self.failing = Gauge("cgsentry_webhook_consecutive_failures",
+                             "Failed POSTs in a row of the finding in hand (0: the receiver takes them)",
+                             registry=registry)
+        self.digests = Counter("cgsentry_webhook_digests_total",
+                               "Digests of repeated alerts queued (one per alert that repeated in a period)",
+                               registry=registry)
         self._thread = threading.Thread(target=self._run, name="cgsentry-webhook", daemon=True)
         self._thread.start()
+
+    def notify(self, key: str, payload: dict[str, Any]) -> bool:
+        """An occurrence of the alert ``key`` (its fingerprint), Falco JSON ``payload``: queued now
+        if the alert is new (or digests are off), else kept for the next digest. False if dropped."""
+        if self.digest_s and not self.digest.offer(key, payload):
+            return True
+        return self.put(json.dumps(payload).encode())
+
+    def flush_digest(self) -> int:
+        """Queue the digest of every alert that repeated since the last one; how many."""
+        self._next_digest = self._clock() + self.digest_s
+        out = self.digest.take(self.digest_s)
+        for payload in out:
+            self.digests.inc()
+            self.put(json.dumps(payload).encode())
+        return len(out)
 
     def put(self, body: bytes) -> bool:
         """Queue one JSON body; False (counted) if the queue is full. Never blocks."""
@@ -123,6 +217,8 @@ class WebhookSender:
         failed = 0  # consecutive failures of the body in hand
         body: bytes | None = None
         while not self._stop.is_set():
+            if self.digest_s and self._clock() >= self._next_digest:
+                self.flush_digest()
             if body is None:
                 try:
                     body = self._queue.get(timeout=0.1)
@@ -133,8 +229,10 @@ class WebhookSender:
                 if failed:
                     log.warning("webhook %s: delivering again after %d failed attempt(s)", self.shown, failed)
                 failed, body = 0, None
+                self.failing.set(0)
                 continue
             failed += 1
+            self.failing.set(failed)
             if failed == 1:
                 log.warning("webhook %s: %s; retrying with backoff (counted in cgsentry_webhook_failures_total)",
                             self.shown, outcome)
@@ -142,7 +240,8 @@ class WebhookSender:
 
     def _post(self, body: bytes) -> str:
         """POST once: "sent", "refused" (dropped, counted), or why it failed (counted, to retry)."""
-        req = urllib.request.Request(self.url, body, {"Content-Type": "application/json"}, method="POST")  # noqa: S310 - http(s) only, checked at start
+        headers = {**self.headers, "Content-Type": "application/json"}
+        req = urllib.request.Request(self.url, body, headers, method="POST")  # noqa: S310 - http(s) only, checked at start
         try:
             with self._opener.open(req, timeout=self.timeout_s) as resp:
                 resp.read(1 << 16)  # drain a little, so a keep-alive receiver is not cut mid-answer

@@ -21,7 +21,7 @@ from models import decisions, items, store
 from models.baseline import MODES, ImageBaseline, ModelConfig
 from models.decisions import Decision
 from models.errors import ModelError
-from models.export import network_policy, seccomp_profile
+from models.export import blocked_learned, check_learned, network_policy, seccomp_profile
 from models.profile import DIMENSIONS
 from models.registry import BaselineRegistry
 from sensor.errors import EX_CANTCREAT, EX_IOERR
@@ -121,10 +121,22 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """A seccomp profile or NetworkPolicy; refused for a baseline that learned too briefly
+    (unless --force: then a warning), warned about learned calls Docker blocks that it leaves out
+    (unless --allow-blocked). ``-o -`` (or no -o) writes to stdout."""
     [b] = _resolve(args, args.image)
-    doc = seccomp_profile(b) if args.seccomp else network_policy(b)
-    text = json.dumps(doc, indent=2) if args.seccomp else yaml.safe_dump(doc, sort_keys=False)
-    if args.output:
+    warnings = [check_learned(b, args.force)]
+    if args.seccomp:
+        left_out = [] if args.allow_blocked else blocked_learned(b)
+        if left_out:
+            warnings.append(f"{b.image or b.key}: left out {', '.join(left_out)}, which Docker's default profile "
+                            "blocks (give --allow-blocked to allow them)")
+        text = json.dumps(seccomp_profile(b, allow_blocked=args.allow_blocked), indent=2)
+    else:
+        text = yaml.safe_dump(network_policy(b), sort_keys=False)
+    for w in filter(None, warnings):
+        print(f"warning: {w}", file=sys.stderr)
+    if args.output and args.output != "-":
         write_output(Path(args.output), text)
     else:
         print(text)
@@ -212,7 +224,11 @@ def register(sub: Any) -> None:
     kind = ex.add_mutually_exclusive_group(required=True)
     kind.add_argument("--seccomp", action="store_true")
     kind.add_argument("--networkpolicy", action="store_true")
-    ex.add_argument("-o", "--output")
+    ex.add_argument("-o", "--output", help="file to write ('-' or none: stdout)")
+    ex.add_argument("--force", action="store_true", help="export a baseline that learned less than a minute "
+                                                         "(with a warning)")
+    ex.add_argument("--allow-blocked", action="store_true",
+                    help="seccomp: allow learned calls Docker's default profile blocks (mount, unshare, ...)")
     ex.set_defaults(func=cmd_export)
     md = ms.add_parser("mode", help="set learn/alert/enforce")
     md.add_argument("image")

@@ -8,16 +8,39 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from rules import loader
 from rules.engine import RuleEngine, default_rule_files
-from rules.loader import load_files
+from rules.errors import RuleError
+from rules.loader import RuleSet
+from rules.yamlfile import read_text
 from sensor.text import visible
+
+
+def judge(sources: list[tuple[str, str]], name: str = "") -> RuleSet:
+    """The one answer on a rules file, for ``cgsentry-sensor rules check`` and the collector's
+    ``PushRules`` alike: the default library first (its macros and lists are there for every
+    file, as on a sensor), then ``sources`` ((name, YAML text) pairs) in order. A source that is
+    itself a library file is not loaded twice. RuleError, one line, for anything that does not
+    load: a loader bug that untrusted YAML hits too (then "NAME: does not load: ...", ``name``
+    or the last source's)."""
+    named = {name for name, _ in sources}
+    library = [(str(p), read_text(p, "rules file")) for p in default_rule_files() if str(p) not in named]
+    try:
+        return loader.load_sources(library + sources)
+    except RuleError:
+        raise
+    except Exception as err:  # untrusted YAML: a loader bug it hits is still a refusal, in one line
+        detail = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        raise RuleError(f"{name or (sources[-1][0] if sources else 'rules')}: does not load: {detail}") from err
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     files = _files(args.files)
-    rs = load_files(files)  # raises RuleError: one line, exit 65
-    print(f"ok: {len(rs.rules)} rules, {len(rs.macros)} macros, {len(rs.lists)} lists "
-          f"in {len(files)} file(s)")
+    rs = judge([(str(p), read_text(p, "rules file")) for p in files])  # RuleError: one line, exit 65
+    mine = {str(p) for p in files}
+    n = sum(r.source_file in mine for r in rs.rules)
+    print(f"ok: {n} rules in {len(files)} file(s); {len(rs.rules)} rules, {len(rs.macros)} macros, "
+          f"{len(rs.lists)} lists with the default library")
     return 0
 
 
@@ -62,7 +85,8 @@ def _files(given: list[Path] | None) -> list[Path]:
 def register(sub: Any) -> None:
     p = sub.add_parser("rules", help="validate, list and dry-run rule files")
     rs = p.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
-    c = rs.add_parser("check", help="validate rule files (default: the built-in library)")
+    c = rs.add_parser("check", help="validate rule files after the built-in library, as `cgsentry rules push` "
+                                    "does (default: the library itself)")
     c.add_argument("files", nargs="*", type=Path)
     c.set_defaults(func=cmd_check)
     t = rs.add_parser("test", help="run rules over a recorded journal, print what would fire")

@@ -113,6 +113,19 @@ class ImagePolicy:
                 return rule.action
         return self.default_action
 
+    def respond(self, finding: Finding, mode: str | None = None) -> tuple[str, str]:
+        """What the sensor does about a finding under ``mode``, and why: :meth:`decide`, except
+        that a banned process in enforce mode is always killed (the kernel's kill at exec, or the
+        sensor's if the kernel missed it). Sensor and enforce preview both ask this."""
+        mode = mode or self.mode or "alert"
+        action = self.decide(finding, mode)
+        if mode != "enforce":
+            return action, f"{mode} mode"
+        if finding.kind == BANNED_PROCESS and ACTIONS.index(action) < ACTIONS.index("kill-process"):
+            return "kill-process", "banned process"
+        rule = next((r for r in self.actions if r.matches(finding)), None)
+        return action, f"actions: when {rule.when}" if rule else f"default action {self.default_action}"
+
     def would_enforce(self, finding: Finding) -> str:
         """What enforce mode would do (alert mode counts these for ops)."""
         return self.decide(finding, "enforce")

@@ -20,6 +20,7 @@ from models import cli as models_cli
 from rules import cli as rules_cli
 from sensor import bpf_loader
 from sensor.agent import daemon
+from sensor.agent.replay import add_options as add_replay_options
 from sensor.errors import UsageParser, run_command
 from sensor.events import ARGS_FROM_PROC, ARGS_UNREAD, NAME_MISMATCH, NETWORK_KINDS, STDIO_SOCKET, Event, rfc3339
 from sensor.runtimes import add_cri_socket_option
@@ -170,12 +171,40 @@ def _speed(text: str) -> float:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    """The journal's findings (``--events``: its events), as the detectors find them."""
+    from sensor.agent.replay import Replay
     from sensor.journal import ReplaySource
 
     events = ReplaySource(args.file, speed=args.speed).events()
     first = next(events, None)  # a missing or corrupt journal fails here, before any output
-    _emit(itertools.chain([first] if first else [], events), args.json, sys.stdout)
+    chained = itertools.chain([first] if first else [], events)
+    if args.events:
+        _emit(chained, args.json, sys.stdout)
+        return 0
+    replay = Replay(args.rules, args.policy, args.models)
+    n = 0
+    for f in replay.run(chained):
+        n += 1
+        print(json.dumps(finding_json(f)) if args.json else finding_line(f), flush=True)
+    if not args.json:
+        print(f"# {replay.events} events, {n} findings")
     return 0
+
+
+def finding_json(f: Any) -> dict[str, Any]:
+    """A replayed finding: what it is, why, and what the sensor would have done."""
+    ev = f.event
+    return {"time": rfc3339(f.time_ns or ev.time_ns), "rule": f.rule, "priority": f.priority, "kind": f.kind,
+            "source": f.source, "output": f.output, "action": f.action, "mode": f.mode, "tags": list(f.tags),
+            "container_id": ev.container_id, "container_name": ev.container_name, "image": ev.image,
+            "pid": ev.pid, "exe": ev.exe, "explanation": dict(f.explanation)}
+
+
+def finding_line(f: Any) -> str:
+    ev = f.event
+    ts = datetime.fromtimestamp((f.time_ns or ev.time_ns) / 1e9).strftime("%H:%M:%S.%f")[:-3]
+    name = (ev.container_name or ev.container_id[:12] or "host")[-20:]
+    return visible(f"{ts} {f.priority:<9} {name:<20} {f.action:<15} {f.rule}: {f.output}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,10 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--profile", choices=("full", "lean"), default="full",
                    help="lean: no syscall tracepoint (exec/fork/exit from sched, network from socket hooks)")
     t.set_defaults(func=cmd_trace)
-    r = sub.add_parser("replay", help="replay a recorded journal through the pipeline")
+    r = sub.add_parser("replay", help="replay a recorded journal through the detectors (baselines, rules, "
+                                      "policy) and print the findings")
     r.add_argument("file", type=Path)
     r.add_argument("--json", action="store_true")
     r.add_argument("--speed", type=_speed, default=0.0, help="1.0 = real time; 0 = max (default)")
+    add_replay_options(r)
     r.set_defaults(func=cmd_replay)
     for register in (models_cli.register, rules_cli.register, daemon.register):  # model, rules, run
         register(sub)

@@ -32,7 +32,7 @@ from rules.pushed import PushedRules
 from sensor.agent.link import CollectorLink, LinkCallbacks, LinkConfig
 from sensor.bpf_loader import DETECTIONS, PROFILES, ProbeOptions, check_privileges
 from sensor.errors import EX_CANTCREAT, SensorError
-from sensor.events import ACTIONS, BANNED_PROCESS, Event, Finding
+from sensor.events import Event, Finding
 from sensor.pipeline import Sink
 from sensor.response import ActionGate, Responder
 from sensor.runtimes import add_cri_socket_option
@@ -150,9 +150,7 @@ class Daemon:
         ev = f.event
         pol = self.policies.for_event(ev)  # once per finding
         mode = self._mode(pol, ev)
-        action = pol.decide(f, mode)
-        if f.kind == BANNED_PROCESS and mode == "enforce" and ACTIONS.index(action) < ACTIONS.index("kill-process"):
-            action = "kill-process"  # banned means it does not run: the kernel's kill, or ours if it missed
+        action, _why = pol.respond(f, mode)
         if mode == "alert":
             would = pol.would_enforce(f)
             if would not in ("alert", "none"):
@@ -281,13 +279,14 @@ class Daemon:
                    rule_pushes_rejected=self.rule_pushes_rejected)
         return out
 
-    def snapshots(self) -> list[tuple[str, bytes]]:
-        return [(k, msgpack.packb(model_store.to_dict(b), use_bin_type=True)) for k, b in self.models.images.items()]
+    def snapshots(self) -> list[tuple[str, bytes] | tuple[str, bytes, str]]:
+        return [(k, msgpack.packb(model_store.to_dict(b), use_bin_type=True), json.dumps(b.inactive_parts()))
+                for k, b in self.models.images.items()]
 
     def on_policy(self, image: str, payload: bytes) -> None:
         try:
             data = json.loads(payload)
-            pol = PolicySet.from_dict({"images": [{**data, "match": image}]}, f"policy for {image}").images[0]
+            pol = PolicySet.from_dict({"images": [{"match": image, **data}]}, f"policy for {image}").images[0]
         except (ValueError, RuleError) as err:
             log.error("ignoring pushed policy for %s: %s", image, err)
             return

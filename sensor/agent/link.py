@@ -61,7 +61,8 @@ class LinkCallbacks:
     counters: Callable[[], dict[str, int]] = dict
     containers: Callable[[], list[str]] = list
     container_images: Callable[[], dict[str, str]] = dict  # container id -> image key
-    snapshots: Callable[[], list[tuple[str, bytes]]] = list
+    # (image key, msgpack baseline[, JSON of its parts not active yet])
+    snapshots: Callable[[], list[tuple[str, bytes] | tuple[str, bytes, str]]] = list
     on_policy: Callable[[str, bytes], None] = lambda image, policy: None
     on_rules: Callable[[str, str], None] = lambda name, text: None
     on_baseline: Callable[[str, bytes], None] = lambda image, payload: None
@@ -208,8 +209,9 @@ class CollectorLink:
             self._enqueue(self._heartbeat())
             if time.monotonic() - last_snap >= self.cfg.snapshot_s:
                 last_snap = time.monotonic()
-                for image, payload in self.cb.snapshots():
-                    self._enqueue(pb.SensorMessage(snapshot=pb.ModelSnapshot(image_key=image, payload=payload)))
+                for image, payload, *not_active in self.cb.snapshots():
+                    self._enqueue(pb.SensorMessage(snapshot=pb.ModelSnapshot(
+                        image_key=image, payload=payload, not_active=not_active[0] if not_active else "")))
 
     def _handle(self, msg: Any) -> None:
         kind = msg.WhichOneof("body")

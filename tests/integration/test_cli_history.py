@@ -182,7 +182,10 @@ def test_a_suppressed_alert_notifies_no_more(tmp_path: Path, capsys: Any) -> Non
     store = SqlStore.open(str(tmp_path / "c.db"))
     tokens = TokenStore(tmp_path / "tokens")
     toks = {r: tokens.add(r, r) for r in ("responder", "sensor")}
-    exporters = Exporters(f"http://127.0.0.1:{receiver.server_address[1]}/hook")
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    exporters = Exporters(f"http://127.0.0.1:{receiver.server_address[1]}/hook", metrics=True, registry=registry)
     server, port = create_server("127.0.0.1:0", store, AuthConfig(tokens), exporters=exporters)
     link = CollectorLink(LinkConfig(f"127.0.0.1:{port}", sensor_id="sensor", token=toks["sensor"]),
                          Spool(tmp_path / "sp")).start()
@@ -201,6 +204,9 @@ def test_a_suppressed_alert_notifies_no_more(tmp_path: Path, capsys: Any) -> Non
         wait_for(lambda: any(b["rule"] == "Other Rule" for b in receiver.bodies))  # type: ignore[attr-defined]
         assert [b["output"] for b in receiver.bodies] == ["shell 1", "shell 2"]  # type: ignore[attr-defined]
         assert store.get_alert(int(alert_id)).count == 2  # still counted, only not notified
+        counted = sum(m.value for metric in registry.collect() if metric.name == "cgsentry_findings"
+                      for m in metric.samples if m.name == "cgsentry_findings_total")
+        assert counted == 3  # the metrics count the suppressed repeat too
     finally:
         link.close()
         server.stop(0)

@@ -35,7 +35,7 @@ def test_trace_json_container_filter_and_record_replay(busybox, tmp_path: Path) 
     assert conn and {"proto", "family", "saddr", "sport", "daddr", "dport"} <= set(conn[0])
     assert conn[0]["dport"] == 9 and conn[0]["daddr"] == "127.0.0.1"
     # The journal holds every event (all containers and host); replay reproduces them exactly.
-    replay = cli("replay", str(journal), "--json")
+    replay = cli("replay", str(journal), "--json", "--events")
     assert replay.returncode == 0, replay.stderr
     replayed = [json.loads(line) for line in replay.stdout.splitlines()]
     mine = [o for o in replayed if o["container_id"] == c.id]

@@ -10,7 +10,9 @@ The vocabulary is what every layer shares, stdlib (and msgpack) only: the packag
 (``__version__``), ``events`` (the one schema), ``errors`` (exit codes, the exception base, the CLI
 error handling), ``syscalls`` (syscall names), ``layout`` (the opcodes the kernel's counters are
 keyed by: models read those counts), ``journal`` (the schema's msgpack file form:
-``rules test`` reads recorded events) and ``files`` (the one atomic write every persisted file uses).
+``rules test`` reads recorded events), ``files`` (the one atomic write every persisted file uses)
+and ``gate`` (one action per target per burst: the sensor's response and the collector's enforce
+preview).
 
 Dynamic imports (``importlib.import_module("...")``, ``__import__("...")``) count as imports; one
 whose name is not a string literal is refused, since no reader of the code can tell what it imports.
@@ -27,7 +29,7 @@ PACKAGES = ("sensor", "models", "rules", "collector")
 FIRST_PARTY = frozenset(PACKAGES) | {"bench", "scripts", "tests"}
 UNREADABLE = "a name computed at run time"
 VOCABULARY = frozenset({"sensor", "sensor.events", "sensor.errors", "sensor.syscalls", "sensor.layout",
-                        "sensor.journal", "sensor.files", "sensor.text"})
+                        "sensor.journal", "sensor.files", "sensor.text", "sensor.gate"})
 ALLOWED = {
     "agent": {"agent", "sensing", "vocabulary", "models", "rules", "collector"},
     "collector": {"collector", "models", "rules", "vocabulary"},

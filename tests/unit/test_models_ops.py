@@ -3,6 +3,7 @@ audit, CLI list/mode/diff/networkpolicy on a tmp store, non-model files, sequenc
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -155,7 +156,8 @@ def test_cli_networkpolicy_to_file(cli: tuple[Path, object], tmp_path_factory: p
     out = tmp_path_factory.mktemp("np") / "np.yaml"
     assert run("export", IMAGE_ID, "--networkpolicy", "-o", str(out)) == 0  # type: ignore[operator]
     doc = yaml.safe_load(out.read_text())
-    assert doc["kind"] == "NetworkPolicy" and doc["metadata"]["name"] == "cgsentry-busybox"
+    assert doc["kind"] == "NetworkPolicy" and doc["metadata"]["name"] == (  # per image: no collisions
+        "cgsentry-busybox-" + hashlib.sha256(b"cgsentry/busybox:latest").hexdigest()[:10])
     assert doc["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8080}]
 
 

@@ -199,12 +199,14 @@ class Heartbeat(_message.Message):
     def __init__(self, time_ns: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., containers: _Optional[_Iterable[str]] = ..., container_images: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ModelSnapshot(_message.Message):
-    __slots__ = ("image_key", "payload")
+    __slots__ = ("image_key", "payload", "not_active")
     IMAGE_KEY_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    NOT_ACTIVE_FIELD_NUMBER: _ClassVar[int]
     image_key: str
     payload: bytes
-    def __init__(self, image_key: _Optional[str] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    not_active: str
+    def __init__(self, image_key: _Optional[str] = ..., payload: _Optional[bytes] = ..., not_active: _Optional[str] = ...) -> None: ...
 
 class ActionResult(_message.Message):
     __slots__ = ("request_id", "container_id", "action", "ok", "error", "latency_ms", "method", "actor", "reason")
@@ -433,20 +435,22 @@ class Empty(_message.Message):
     def __init__(self) -> None: ...
 
 class ImageInfo(_message.Message):
-    __slots__ = ("image", "mode", "policy_yaml", "alerts", "learning", "set_by")
+    __slots__ = ("image", "mode", "policy_yaml", "alerts", "learning", "set_by", "workload_policies")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     POLICY_YAML_FIELD_NUMBER: _ClassVar[int]
     ALERTS_FIELD_NUMBER: _ClassVar[int]
     LEARNING_FIELD_NUMBER: _ClassVar[int]
     SET_BY_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_POLICIES_FIELD_NUMBER: _ClassVar[int]
     image: str
     mode: str
     policy_yaml: str
     alerts: int
     learning: str
     set_by: str
-    def __init__(self, image: _Optional[str] = ..., mode: _Optional[str] = ..., policy_yaml: _Optional[str] = ..., alerts: _Optional[int] = ..., learning: _Optional[str] = ..., set_by: _Optional[str] = ...) -> None: ...
+    workload_policies: str
+    def __init__(self, image: _Optional[str] = ..., mode: _Optional[str] = ..., policy_yaml: _Optional[str] = ..., alerts: _Optional[int] = ..., learning: _Optional[str] = ..., set_by: _Optional[str] = ..., workload_policies: _Optional[str] = ...) -> None: ...
 
 class ImageList(_message.Message):
     __slots__ = ("images",)
@@ -455,18 +459,24 @@ class ImageList(_message.Message):
     def __init__(self, images: _Optional[_Iterable[_Union[ImageInfo, _Mapping]]] = ...) -> None: ...
 
 class ImageModeRequest(_message.Message):
-    __slots__ = ("image", "mode", "default_action", "banned_processes", "require_seen")
+    __slots__ = ("image", "mode", "default_action", "banned_processes", "require_seen", "clear_bans", "namespace", "labels")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_ACTION_FIELD_NUMBER: _ClassVar[int]
     BANNED_PROCESSES_FIELD_NUMBER: _ClassVar[int]
     REQUIRE_SEEN_FIELD_NUMBER: _ClassVar[int]
+    CLEAR_BANS_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     image: str
     mode: str
     default_action: str
     banned_processes: _containers.RepeatedScalarFieldContainer[str]
     require_seen: bool
-    def __init__(self, image: _Optional[str] = ..., mode: _Optional[str] = ..., default_action: _Optional[str] = ..., banned_processes: _Optional[_Iterable[str]] = ..., require_seen: _Optional[bool] = ...) -> None: ...
+    clear_bans: bool
+    namespace: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, image: _Optional[str] = ..., mode: _Optional[str] = ..., default_action: _Optional[str] = ..., banned_processes: _Optional[_Iterable[str]] = ..., require_seen: _Optional[bool] = ..., clear_bans: _Optional[bool] = ..., namespace: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ContainerActionRequest(_message.Message):
     __slots__ = ("container_id", "action", "reason", "timeout_s")
