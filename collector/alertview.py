@@ -157,10 +157,19 @@ def alert_lines(row: dict[str, Any], history: list[dict[str, Any]], colour: bool
 
 
 def ancestry_lines(row: dict[str, Any]) -> list[str]:
-    """The parent (pid and executable) and the ancestors above it (executables: the sensor keeps
-    no pid for them), or why the parent is unknown."""
+    """The parent and each ancestor above it, one a line with pid, executable and command line
+    (as the sensor's process table knew them), and why the chain stops where it does; from a
+    sensor that sends no ancestors, the parent's pid and executable and the executables above."""
     if row["kind"] == "rate_anomaly" and not row["pid"]:
         return ["    parent    - (a rate anomaly is about the container's window, not one process)"]
+    if row.get("ancestors"):
+        out = [f"    {'parent' if i == 0 else 'ancestor':<9} pid {a['pid']:<7} {a['exe'] or '?'}  "
+               f"{' '.join(a['args']) if a['args'] else '(no command line)'}" for i, a in enumerate(row["ancestors"])]
+        if row.get("ancestors_end"):
+            out.append(f"    above     unresolved: {row['ancestors_end']}")
+        return out
+    if row.get("ancestors_end"):
+        return [f"    parent    pid {row['ppid']}  unresolved: {row['ancestors_end']}"]
     ancestry = list(row["ancestry"])
     parent = ancestry[0] if ancestry else ""
     if not row["ppid"]:

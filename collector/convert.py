@@ -77,7 +77,9 @@ def finding_to_pb(f: Finding) -> pb.Finding:
     return pb.Finding(kind=f.kind, rule=f.rule, priority=f.priority, output=f.output,
                       event=event_to_pb(f.event), time_ns=f.time_ns, source=f.source, tags=list(f.tags),
                       explanation_json=json.dumps(dict(f.explanation), default=str), action=f.action,
-                      mode=f.mode, during_loss=f.during_loss)
+                      mode=f.mode, during_loss=f.during_loss,
+                      ancestors=[pb.Ancestor(pid=pid, exe=exe, args=list(args)) for pid, exe, args in f.ancestors],
+                      ancestors_end=f.ancestors_end)
 
 
 def finding_from_pb(msg: pb.Finding) -> Finding:
@@ -90,7 +92,9 @@ def finding_from_pb(msg: pb.Finding) -> Finding:
     return Finding(kind=msg.kind, rule=msg.rule, priority=msg.priority, output=msg.output,
                    event=event_from_pb(msg.event), time_ns=msg.time_ns, source=msg.source,
                    tags=tuple(msg.tags), explanation=explanation, action=msg.action, mode=msg.mode,
-                   during_loss=msg.during_loss)
+                   during_loss=msg.during_loss,
+                   ancestors=tuple((a.pid, a.exe, tuple(a.args)) for a in msg.ancestors),
+                   ancestors_end=msg.ancestors_end)
 
 
 # -- collector -> sensor ------------------------------------------------------------------------

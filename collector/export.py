@@ -62,6 +62,8 @@ def alert_json(a: AlertRow) -> dict[str, Any]:
             "first_seen": rfc3339(a.first_seen_ns), "last_seen": rfc3339(a.last_seen_ns),
             "status": a.status, "comment": a.comment, "sensor_id": a.sensor_id, "node": a.node,
             "during_loss": f.during_loss, "explanation": dict(f.explanation),
+            "ancestors": [{"pid": pid, "exe": exe, "args": list(args)} for pid, exe, args in f.ancestors],
+            "ancestors_end": f.ancestors_end,
             "falco": falco_json(f, a.node)}
 
 

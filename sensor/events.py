@@ -189,6 +189,11 @@ class Finding:
     action: str = "alert"
     mode: str = ""  # image mode when found: learn | alert | enforce
     during_loss: bool = False
+    # the process's ancestors as the sensor's process table knew them when it was found, nearest
+    # first: (pid, executable, argv) a level; ``ancestors_end`` says why the chain stops where it
+    # does when that is not the top ("" for the top, or no process at all)
+    ancestors: tuple[tuple[int, str, tuple[str, ...]], ...] = ()
+    ancestors_end: str = ""
 
     @property
     def image_key(self) -> str:
@@ -199,6 +204,7 @@ class Finding:
         d["event"] = self.event.to_dict()
         d["tags"] = list(self.tags)
         d["explanation"] = dict(self.explanation)
+        d["ancestors"] = [[pid, exe, list(args)] for pid, exe, args in self.ancestors]
         return d
 
     @classmethod
@@ -207,6 +213,7 @@ class Finding:
         kwargs["event"] = Event.from_dict(data["event"])
         kwargs["tags"] = tuple(data.get("tags", ()))
         kwargs["explanation"] = dict(data.get("explanation", {}))
+        kwargs["ancestors"] = tuple((int(pid), str(exe), tuple(args)) for pid, exe, args in data.get("ancestors", ()))
         return cls(**kwargs)
 
     def replace(self, **changes: Any) -> Finding:

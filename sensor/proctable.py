@@ -112,6 +112,30 @@ class ProcessTable:
                     out.append(proc.exe)
         return tuple(out), proc is not None or len(out) >= depth
 
+    def ancestors(self, pid: int, depth: int = DEPTH) -> tuple[tuple[tuple[int, str, tuple[str, ...]], ...], str]:
+        """(pid, executable, argv) of the parent, grandparent, ... nearest first, for a finding
+        (runtime plumbing included: an analyst sees the whole chain), and why it stops where it
+        does: "" at the top (a parent pid 0) or for a process the table does not hold, else the
+        reason in words (a parent the sensor never saw, a pid loop, the depth)."""
+        proc = self._procs.get(pid)
+        out: list[tuple[int, str, tuple[str, ...]]] = []
+        seen = {pid}
+        while proc is not None:
+            parent = proc.ppid
+            if not parent:
+                return tuple(out), ""
+            if parent in seen:
+                return tuple(out), f"pid {parent} again: a reused pid made a loop, the chain stops there"
+            if len(out) >= depth:
+                return tuple(out), f"more ancestors above; {depth} levels are kept"
+            seen.add(parent)
+            proc = self._procs.get(parent)
+            if proc is None:
+                return tuple(out), (f"parent pid {parent} unknown to the sensor: it ended before the sensor "
+                                    "started, or before its exec record was read")
+            out.append((parent, proc.exe, proc.args))
+        return tuple(out), ""
+
     def observe(self, ev: Event, with_ancestry: bool) -> tuple[int, str, tuple[str, ...], str, tuple[str, ...]]:
         """Apply an event to the table; its (ppid, exe, args, parent exe, ancestry) as the table sees them.
 

@@ -170,6 +170,22 @@ def test_show_gives_each_ancestry_level_and_why_a_parent_is_unknown(live: Any, c
     assert rc == 0 and "unresolved: the finding carries no parent pid" in parent
 
 
+def test_show_gives_pid_and_command_line_per_level_when_the_sensor_sends_them(live: Any, capsys: Any) -> None:
+    f = alert(5)
+    hostile = "\x1b]0;owned\x07"
+    f = f.replace(ancestors=((7, "/usr/sbin/nginx", ("nginx: worker process",)),
+                             (6, "/usr/sbin/nginx", ("nginx: master process", hostile)), (5, "/usr/bin/runc", ())),
+                  ancestors_end="parent pid 4 unknown to the sensor: it ended before the sensor started")
+    live[2].ingest("s1", "n1", 1, [f])
+    rc, out, _ = cli(capsys, live, "alerts", "show", id_of(live[2], 5))
+    lines = out.splitlines()
+    assert rc == 0 and "\x1b" not in out and "\x07" not in out
+    assert "    parent    pid 7       /usr/sbin/nginx  nginx: worker process" in lines
+    assert "    ancestor  pid 6       /usr/sbin/nginx  nginx: master process \\x1b]0;owned\\x07" in lines
+    assert "    ancestor  pid 5       /usr/bin/runc  (no command line)" in lines
+    assert "    above     unresolved: parent pid 4 unknown to the sensor: it ended before the sensor started" in lines
+
+
 def test_hostile_names_stay_escaped_at_any_width(live: Any, capsys: Any, monkeypatch: Any) -> None:
     hostile = "\x1b[2J\x1b]8;;http://evil\x07x"
     live[2].ingest("s1", "n1", 1, [alert(1, name="web" + hostile, args=("sh", hostile))])

@@ -48,6 +48,9 @@ def test_pushed_rule_fires_in_a_running_sensor(tmp_path: Path, busybox) -> None:
         wait_for(lambda: any(a.finding.rule == "Pushed Marker Binary" for a in store.list_alerts()), timeout_s=30)
         alert = next(a for a in store.list_alerts() if a.finding.rule == "Pushed Marker Binary")
         assert alert.finding.event.container_id == c.id
+        chain = alert.finding.ancestors  # the sensor's process table, through the link and the store
+        assert chain and chain[0][0] == alert.finding.event.ppid, chain
+        assert any("cgsmark" in " ".join(args) for _, _, args in chain), chain  # the sh -c that ran it
         wait_for(lambda: store.sensors()[0]["counters"].get("bpf_run_ns_per_s", 0) > 0, timeout_s=20)
         bad = pb.RuleSet(name="team", yaml="- rule: [unclosed")
         with pytest.raises(grpc.RpcError):  # refused by the collector: nothing reaches the sensor

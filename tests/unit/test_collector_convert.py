@@ -55,8 +55,11 @@ def test_kubernetes_fields_reach_the_falco_form_and_the_alert_json() -> None:
 def test_finding_round_trip_keeps_explanation_and_flags() -> None:
     f = Finding("new_process", "New Process", "WARNING", "nc in web", _exec_event(), time_ns=123, source="model",
                 tags=("drift", "T1059"), explanation={"expected": ["/bin/sh"], "learned_s": 30.5},
-                action="pause-container", mode="enforce", during_loss=True)
+                action="pause-container", mode="enforce", during_loss=True,
+                ancestors=((7, "/usr/sbin/nginx", ("nginx: worker process",)), (1, "/usr/bin/runc", ())),
+                ancestors_end="parent pid 3 unknown to the sensor")
     assert finding_from_pb(pb.Finding.FromString(finding_to_pb(f).SerializeToString())) == f
+    assert Finding.from_dict(f.to_dict()) == f  # the sensor's spool and the collector's store keep them too
 
 
 def test_malformed_explanation_is_kept_raw_not_fatal() -> None:

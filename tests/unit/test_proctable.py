@@ -85,6 +85,18 @@ def test_ancestry_nearest_first_with_depth(tmp_path: Path) -> None:
     assert table.ancestry(1) == () and table.ancestry(999) == () and table.ppid(999) == 0
 
 
+def test_ancestors_give_pid_exe_and_argv_per_level_and_why_the_chain_stops(tmp_path: Path) -> None:
+    table = seeded(tmp_path)
+    assert table.ancestors(20) == (((10, "/usr/bin/containerd-shim", ("shim",)),
+                                    (1, "/sbin/init", ("/sbin/init", "splash"))), "")  # up to the top
+    assert table.ancestors(20, depth=1) == (((10, "/usr/bin/containerd-shim", ("shim",)),),
+                                            "more ancestors above; 1 levels are kept")
+    table.update(Event("exec", 1, pid=60, ppid=55, exe="/bin/cat", args=("cat", "/etc/shadow")))
+    chain, end = table.ancestors(60)  # its parent exited before the sensor saw it
+    assert chain == () and end.startswith("parent pid 55 unknown to the sensor")
+    assert table.ancestors(999) == ((), "")  # a process the table does not hold: nothing to say
+
+
 def test_fork_exec_exit_keep_the_table_current(tmp_path: Path) -> None:
     table = seeded(tmp_path)
     table.update(Event("fork", 1, pid=20, ppid=20, child_pid=21))

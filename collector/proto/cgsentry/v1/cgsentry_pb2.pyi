@@ -125,7 +125,7 @@ class Event(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., time_ns: _Optional[int] = ..., pid: _Optional[int] = ..., tid: _Optional[int] = ..., ppid: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., comm: _Optional[str] = ..., exe: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., cgroup_id: _Optional[int] = ..., container_id: _Optional[str] = ..., container_name: _Optional[str] = ..., image: _Optional[str] = ..., image_id: _Optional[str] = ..., runtime: _Optional[str] = ..., pexe: _Optional[str] = ..., ancestry: _Optional[_Iterable[str]] = ..., proto: _Optional[str] = ..., family: _Optional[str] = ..., saddr: _Optional[str] = ..., sport: _Optional[int] = ..., daddr: _Optional[str] = ..., dport: _Optional[int] = ..., ret: _Optional[int] = ..., exit_code: _Optional[int] = ..., child_pid: _Optional[int] = ..., syscall: _Optional[str] = ..., syscall_nr: _Optional[int] = ..., count: _Optional[int] = ..., sc_args: _Optional[_Iterable[int]] = ..., path: _Optional[str] = ..., flags: _Optional[int] = ..., killed: _Optional[bool] = ..., truncated: _Optional[bool] = ..., ancestor_pid: _Optional[int] = ..., pod: _Optional[str] = ..., namespace: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., image_digest: _Optional[str] = ...) -> None: ...
 
 class Finding(_message.Message):
-    __slots__ = ("kind", "rule", "priority", "output", "event", "time_ns", "source", "tags", "explanation_json", "action", "mode", "during_loss")
+    __slots__ = ("kind", "rule", "priority", "output", "event", "time_ns", "source", "tags", "explanation_json", "action", "mode", "during_loss", "ancestors", "ancestors_end")
     KIND_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +138,8 @@ class Finding(_message.Message):
     ACTION_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     DURING_LOSS_FIELD_NUMBER: _ClassVar[int]
+    ANCESTORS_FIELD_NUMBER: _ClassVar[int]
+    ANCESTORS_END_FIELD_NUMBER: _ClassVar[int]
     kind: str
     rule: str
     priority: str
@@ -150,7 +152,19 @@ class Finding(_message.Message):
     action: str
     mode: str
     during_loss: bool
-    def __init__(self, kind: _Optional[str] = ..., rule: _Optional[str] = ..., priority: _Optional[str] = ..., output: _Optional[str] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., time_ns: _Optional[int] = ..., source: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., explanation_json: _Optional[str] = ..., action: _Optional[str] = ..., mode: _Optional[str] = ..., during_loss: _Optional[bool] = ...) -> None: ...
+    ancestors: _containers.RepeatedCompositeFieldContainer[Ancestor]
+    ancestors_end: str
+    def __init__(self, kind: _Optional[str] = ..., rule: _Optional[str] = ..., priority: _Optional[str] = ..., output: _Optional[str] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., time_ns: _Optional[int] = ..., source: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., explanation_json: _Optional[str] = ..., action: _Optional[str] = ..., mode: _Optional[str] = ..., during_loss: _Optional[bool] = ..., ancestors: _Optional[_Iterable[_Union[Ancestor, _Mapping]]] = ..., ancestors_end: _Optional[str] = ...) -> None: ...
+
+class Ancestor(_message.Message):
+    __slots__ = ("pid", "exe", "args")
+    PID_FIELD_NUMBER: _ClassVar[int]
+    EXE_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    exe: str
+    args: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pid: _Optional[int] = ..., exe: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("sensor_id", "node", "version", "capabilities")
