@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from collector import client, incidentscli, launcher
-from sensor.errors import UsageParser, run_command
+from sensor.errors import UsageParser, leaves, run_command, show_defaults
 
 PROG = "cgsentry"
 
@@ -39,42 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
     launcher.add_commands(sub)
     client.add_commands(sub)
     incidentscli.add_commands(sub)
-    for leaf, path in _leaves(p, ()):
+    for leaf, path in leaves(p, ()):
         if path[0] != "collector":  # the server's own commands take no connection options
             client.add_connection_options(leaf, top=False)
         _also(leaf, "--json", action="store_true", help=argparse.SUPPRESS)
         _also(leaf, "-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
-    for parser, _ in _leaves(p, (), every=True):
-        _show_defaults(parser)
+    for parser, _ in leaves(p, (), every=True):
+        show_defaults(parser)
     return p
-
-
-def _leaves(p: argparse.ArgumentParser, path: tuple[str, ...],
-            every: bool = False) -> list[tuple[argparse.ArgumentParser, tuple[str, ...]]]:
-    """The parsers of runnable commands under ``p`` with their command path (``every``: all parsers)."""
-    subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]  # noqa: SLF001 - argparse has no API
-    found = [(p, path)] if every or not subs else []
-    for action in subs:
-        for name, child in action.choices.items():
-            found += _leaves(child, (*path, name), every)
-    return found
 
 
 def _also(p: argparse.ArgumentParser, *names: str, **kw: Any) -> None:
     """Add a global option to a command unless it has one of that name (then its own stays)."""
     if not any(n in p._option_string_actions for n in names):  # noqa: SLF001 - argparse has no API
         p.add_argument(*names, default=argparse.SUPPRESS, **kw)
-
-
-def _show_defaults(p: argparse.ArgumentParser) -> None:
-    """Append "(default: X)" to each option's help that has a default worth saying."""
-    for action in p._actions:  # noqa: SLF001 - argparse has no API
-        default, text = action.default, action.help
-        if text == argparse.SUPPRESS or not action.option_strings or "default" in (text or ""):
-            continue
-        if default in (None, False, True, "", [], argparse.SUPPRESS) or isinstance(action, argparse._HelpAction):  # noqa: SLF001
-            continue
-        action.help = f"{text or ''} (default: {default})".strip()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,3 +80,25 @@ def run_command(prog: str, handler: Callable[[Any], int], args: Any) -> int:
         return 130
     except BrokenPipeError:
         return 0
+
+
+def leaves(p: argparse.ArgumentParser, path: tuple[str, ...],
+            every: bool = False) -> list[tuple[argparse.ArgumentParser, tuple[str, ...]]]:
+    """The parsers of runnable commands under ``p`` with their command path (``every``: all parsers)."""
+    subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]  # noqa: SLF001 - argparse has no API
+    found = [(p, path)] if every or not subs else []
+    for action in subs:
+        for name, child in action.choices.items():
+            found += leaves(child, (*path, name), every)
+    return found
+
+
+def show_defaults(p: argparse.ArgumentParser) -> None:
+    """Append "(default: X)" to each option's help that has a default worth saying."""
+    for action in p._actions:  # noqa: SLF001 - argparse has no API
+        default, text = action.default, action.help
+        if text == argparse.SUPPRESS or not action.option_strings or "default" in (text or ""):
+            continue
+        if default in (None, False, True, "", [], argparse.SUPPRESS) or isinstance(action, argparse._HelpAction):  # noqa: SLF001
+            continue
+        action.help = f"{text or ''} (default: {default})".strip()

@@ -12,7 +12,6 @@ import json
 import logging
 import signal
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Iterable
 
@@ -21,7 +20,7 @@ from rules import cli as rules_cli
 from sensor import bpf_loader
 from sensor.agent import daemon
 from sensor.agent.replay import add_options as add_replay_options
-from sensor.errors import UsageParser, run_command
+from sensor.errors import UsageParser, leaves, run_command, show_defaults
 from sensor.events import ARGS_FROM_PROC, ARGS_UNREAD, NAME_MISMATCH, NETWORK_KINDS, STDIO_SOCKET, Event, rfc3339
 from sensor.runtimes import add_cri_socket_option
 from sensor.text import visible
@@ -61,7 +60,7 @@ def event_json(ev: Event) -> dict[str, Any]:
 
 def event_line(ev: Event) -> str:
     """One human line: time, container, image, pid, comm, then what happened."""
-    ts = datetime.fromtimestamp(ev.time_ns / 1e9).strftime("%H:%M:%S.%f")[:-3]
+    ts = rfc3339(ev.time_ns)[:23] + "Z"  # RFC 3339 in UTC to the millisecond, as every human output
     # a pod's container reads namespace/pod/container, as kubectl names it
     name = ev.container_name or ev.container_id[:12] or "?"
     cname = (f"{ev.namespace}/{ev.pod}/{name}" if ev.pod else name)[-20:]
@@ -202,7 +201,7 @@ def finding_json(f: Any) -> dict[str, Any]:
 
 def finding_line(f: Any) -> str:
     ev = f.event
-    ts = datetime.fromtimestamp((f.time_ns or ev.time_ns) / 1e9).strftime("%H:%M:%S.%f")[:-3]
+    ts = rfc3339(f.time_ns or ev.time_ns)[:23] + "Z"
     name = (ev.container_name or ev.container_id[:12] or "host")[-20:]
     return visible(f"{ts} {f.priority:<9} {name:<20} {f.action:<15} {f.rule}: {f.output}")
 
@@ -246,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_replay)
     for register in (models_cli.register, rules_cli.register, daemon.register):  # model, rules, run
         register(sub)
+    for parser, _ in leaves(p, (), every=True):
+        show_defaults(parser)
     return p
 
 

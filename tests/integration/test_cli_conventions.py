@@ -79,6 +79,29 @@ def test_help_shows_defaults(capsys: Any) -> None:
     assert "(default: 50)" in " ".join(_help(capsys, ["audit", "list", "--help"]).split())
 
 
+def test_the_sensor_cli_shows_defaults_and_rfc3339_times(capsys: Any) -> None:
+    from sensor.agent.cli import build_parser, event_line
+    from sensor.events import Event
+
+    for argv in (["trace", "--help"], ["run", "--help"]):
+        with pytest.raises(SystemExit) as info:
+            build_parser().parse_args(argv)
+        assert info.value.code == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert "(default: " in out, (argv, out)
+    assert "ring buffer pages (default: 256)" in " ".join(_sensor_help(capsys, ["trace", "--help"]).split())
+    line = event_line(Event("exec", 1_700_000_000_123_456_789, pid=7, comm="sh", exe="/bin/sh", args=("sh",)))
+    assert line.startswith("2023-11-14T22:13:20.123Z "), line
+
+
+def _sensor_help(capsys: Any, argv: list[str]) -> str:
+    from sensor.agent.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(argv)
+    return str(capsys.readouterr().out)
+
+
 def _help(capsys: Any, argv: list[str]) -> str:
     with pytest.raises(SystemExit):
         main(argv)
