@@ -8,6 +8,7 @@ policy (collector.preview) before anyone enables it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -110,19 +111,25 @@ def cmd_images_preview(args: argparse.Namespace) -> int:
                              "(`cgsentry images list` shows the known ones)", exit_code=EX_NOINPUT)
     stored = row["policy"]
     action = ACTIONS[args.action] if args.action else stored.get("default_action", "alert")
+    labels = dict(label.split("=", 1) for label in args.label)
     policy = {**stored, "default_action": action,
-              "banned_processes": args.ban or ([] if args.no_bans else list(stored.get("banned_processes", []))),
-              "match": args.image}
+              "banned_processes": args.ban or ([] if args.no_bans else list(stored.get("banned_processes", [])))}
     pol = image_policy(args.image, args.mode, policy)
-    outcomes = preview(pol, args.mode, _image_alerts(client, args.image, since_ns))
+    if args.namespace or labels:  # a workload's policy: only the alerts of the pods it selects
+        pol = dataclasses.replace(pol, namespace=args.namespace or "", labels=tuple(sorted(labels.items())))
+    alerts = [a for a in _image_alerts(client, args.image, since_ns)
+              if pol.applies(a.finding.event.image, a.finding.event.image_id, a.finding.event.namespace,
+                             a.finding.event.labels) or not (args.namespace or labels)]
+    outcomes = preview(pol, args.mode, alerts)
     counts = summary(outcomes)
     warning = _warning(args.mode, pol.default_action, list(pol.banned_processes))
     if args.json:
-        print(json.dumps({"image": args.image, "mode": args.mode, "action": pol.default_action,
+        print(json.dumps({"image": args.image, "selector": pol.describe(), "mode": args.mode,
+                          "action": pol.default_action,
                           "bans": list(pol.banned_processes), "since": args.since, "would": counts,
                           "alerts": [o.row() for o in outcomes], "warning": warning}, indent=2))
     else:
-        _print_preview(args, pol.default_action, list(pol.banned_processes), outcomes, counts)
+        _print_preview(args, pol.describe(), pol.default_action, list(pol.banned_processes), outcomes, counts)
     if warning:
         print(f"cgsentry: warning: {warning}", file=sys.stderr)
     return 0
@@ -142,9 +149,9 @@ def _image_alerts(client: Client, image: str, since_ns: int) -> list[Any]:
         cursor = page.next_cursor
 
 
-def _print_preview(args: argparse.Namespace, action: str, bans: list[str], outcomes: list[Any],
+def _print_preview(args: argparse.Namespace, selector: str, action: str, bans: list[str], outcomes: list[Any],
                    counts: dict[str, int]) -> None:
-    print(visible(f"preview of {args.image}: mode {args.mode}, action {action}, bans {','.join(bans) or '-'}; "
+    print(visible(f"preview of {selector}: mode {args.mode}, action {action}, bans {','.join(bans) or '-'}; "
                   f"{len(outcomes)} alert(s) since {args.since}"))
     if outcomes:
         print(f"{'WHEN':<21} {'ACTION':<15} {'EFFECT':<12} {'CONTAINER':<16} RULE (WHY)")
@@ -176,6 +183,9 @@ def add_commands(sub: Any) -> None:
     p = is_.add_parser("preview", help="replay the image's stored alerts through a proposed policy")
     p.add_argument("image")
     p.add_argument("--mode", choices=["alert", "enforce"], default="enforce", help="proposed mode (default enforce)")
+    p.add_argument("--namespace", help="a workload's policy: only the alerts of pods in this namespace (glob)")
+    p.add_argument("--label", action="append", default=[], type=label_arg, metavar="KEY=VALUE",
+                   help="a workload's policy: only the alerts of pods with this label (repeat: all of them)")
     _policy_options(p)
     p.add_argument("--since", default="7d", help="alerts last seen since: 10m, 2h, 7d, epoch seconds or RFC3339 "
                                                  "(default 7d)")

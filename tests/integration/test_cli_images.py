@@ -87,6 +87,28 @@ def test_preview_replays_stored_alerts_through_the_proposed_policy(live: Live, c
     assert rc == 66 and err.count("\n") == 1 and "knows no such image" in err
 
 
+def test_preview_of_a_workload_replays_only_the_alerts_of_the_pods_it_selects(live: Live, capsys: Any) -> None:
+    def pod(f: Finding, namespace: str, labels: dict[str, str]) -> Finding:
+        return f.replace(event=f.event.replace(namespace=namespace, pod=f"{namespace}-pod",
+                                               labels=tuple(sorted(labels.items()))))
+
+    live[2].ingest("sensor", "node", 1, [pod(_alert(600, 0), "payments", {"app": "web"}),
+                                         pod(_alert(300, 1), "payments", {"app": "batch"}),
+                                         pod(_alert(60, 2), "shop", {"app": "web"})])
+    viewer = _as(live, "viewer")
+    rc, out, err = run(capsys, *viewer, "images", "preview", IMAGE, "--action", "kill", "--namespace", "payments",
+                       "--label", "app=web", "--json")
+    got = json.loads(out)
+    assert rc == 0 and err == "" and got["selector"] == f"{IMAGE} namespace=payments app=web"
+    assert [(a["container"], a["action"], a["effect"]) for a in got["alerts"]] == [
+        ("web-0", "kill-container", "acted")]
+    rc, out, _ = run(capsys, *viewer, "images", "preview", IMAGE, "--action", "kill", "--namespace", "pay*")
+    assert rc == 0 and out.splitlines()[0].startswith(f"preview of {IMAGE} namespace=pay*: mode enforce")
+    assert "2 alert(s) since 7d" in out.splitlines()[0]
+    rc, out, _ = run(capsys, *viewer, "images", "preview", IMAGE, "--json")  # the image's policy: all three
+    assert rc == 0 and len(json.loads(out)["alerts"]) == 3
+
+
 def test_would_enforce_counts_are_right_from_the_first_alert(live: Live, capsys: Any) -> None:
     store, admin = live[2], _as(live, "admin")
     assert run(capsys, *admin, "images", "mode", IMAGE, "alert", "--force")[0] == 0  # action alert
