@@ -1,7 +1,9 @@
-"""``cgsentry incidents list|show``: the console's incidents in a terminal, through its JSON API.
+"""``cgsentry incidents list|show|ack|resolve|suppress|reopen``: the console's incidents in a
+terminal, through its JSON API.
 
 The CLI twin of the web console's incidents pages: ``GET /api/incidents`` and
-``/api/incidents/ID`` on the collector's ``--web`` port with ``Authorization: Bearer TOKEN`` (the
+``/api/incidents/ID`` (and ``POST /api/incidents/ID/status`` for a change: a bearer call needs no
+CSRF token) on the collector's ``--web`` port with ``Authorization: Bearer TOKEN`` (the
 top-level ``--token``; with ``--ca``, and ``--cert``/``--key`` for mTLS, over HTTPS). Where the
 console listens is ``--web`` (HOST:PORT or a URL; default ``$CGSENTRY_WEB``, else
 127.0.0.1:8443). Every line printed passes through :func:`sensor.text.visible`: command lines and
@@ -46,7 +48,16 @@ class ConsoleApi:
     def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v not in ("", None, 0)})
         url = f"{self.base}{path}{'?' + query if query else ''}"
-        request = urllib.request.Request(url, headers=self.headers)  # noqa: S310 - console_url: http(s) only
+        return self._send(path, urllib.request.Request(url, headers=self.headers))  # noqa: S310 - http(s) only
+
+    def post(self, path: str, form: dict[str, str]) -> dict[str, Any]:
+        """A state change: the form urlencoded, as the console's own forms send it."""
+        body = urllib.parse.urlencode(form).encode()
+        headers = {**self.headers, "Content-Type": "application/x-www-form-urlencoded"}
+        return self._send(path, urllib.request.Request(f"{self.base}{path}", data=body, headers=headers,  # noqa: S310
+                                                       method="POST"))
+
+    def _send(self, path: str, request: urllib.request.Request) -> dict[str, Any]:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.context) as resp:  # noqa: S310
                 data = json.loads(resp.read())
@@ -134,6 +145,27 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+_VERBS = {"ack": "acknowledged", "resolve": "resolved", "suppress": "suppressed", "reopen": "open"}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """ack, resolve, suppress, reopen: the incident and its alerts (suppress teaches the sensors'
+    baselines every model finding it holds: said first, confirmed on a terminal or --yes)."""
+    from collector.alertcmds import _confirm
+
+    status = _VERBS[args.incidents_command]
+    api = ConsoleApi(args)
+    if status == "suppressed" and not args.yes:
+        _confirm(f"suppressing incident {args.id} suppresses each of its alerts; its model findings are "
+                 "accepted into their image's baseline on every sensor (undo: cgsentry alerts unsuppress ID)")
+    got = api.post(f"/api/incidents/{args.id}/status", {"status": status, "comment": args.comment or ""})
+    if args.json:
+        print(json.dumps(got, indent=2))
+    else:
+        print(visible(f"incident {got.get('id', args.id)}: {got.get('status', status)}"))
+    return 0
+
+
 def incident_lines(view: dict[str, Any]) -> list[str]:
     """``incidents show``: the incident, its process tree (offending branch marked) and its findings."""
     i = view["incident"]
@@ -182,7 +214,7 @@ def _items(value: Any) -> str:
 # -- parser --------------------------------------------------------------------------------------
 def add_commands(sub: Any) -> None:
     """``incidents list|show`` on the top-level parser's ``sub``."""
-    p = sub.add_parser("incidents", help="list and show incidents (the console's JSON API, --web)")
+    p = sub.add_parser("incidents", help="list, show and triage incidents (the console's JSON API, --web)")
     ps = p.add_subparsers(dest="incidents_command", required=True)
     ls = ps.add_parser("list", help="incidents, most recently active first")
     ls.add_argument("--status", choices=STATUSES, default="")
@@ -197,7 +229,16 @@ def add_commands(sub: Any) -> None:
     sh = ps.add_parser("show", help="one incident: its process tree and findings")
     sh.add_argument("id", type=int_in(1, INT64_MAX))
     sh.set_defaults(func=cmd_show)
-    for x in (ls, sh):
+    changes = []
+    for verb, status in _VERBS.items():
+        x = ps.add_parser(verb, help=f"set the incident (and its alerts) {status}")
+        x.add_argument("id", type=int_in(1, INT64_MAX))
+        x.add_argument("--comment", help="why (kept with the incident and in the audit)")
+        if verb == "suppress":
+            x.add_argument("--yes", action="store_true", help="do not ask to confirm")
+        x.set_defaults(func=cmd_status, yes=False)
+        changes.append(x)
+    for x in (ls, sh, *changes):
         x.add_argument("--web", default=os.environ.get("CGSENTRY_WEB", DEFAULT_WEB),
                        help="the console: HOST:PORT or URL (default $CGSENTRY_WEB, else %(default)s)")
         x.add_argument("--json", action="store_true", help="machine-readable output")

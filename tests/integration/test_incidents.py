@@ -212,6 +212,31 @@ def test_incidents_list_and_show_in_a_terminal_with_hostile_text_shown_not_obeye
         capsys.readouterr()
 
 
+def test_incidents_are_triaged_from_the_terminal_and_a_viewer_cannot(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.consolekit import console_stack
+
+    with console_stack(tmp_path) as stack:
+        iid = stack.server.incidents.list_page().rows[0].id
+        alert_ids = {a for a, _, _, _ in stack.server.incidents.findings(iid)}
+        code, _, err = cli(stack, capsys, "incidents", "ack", str(iid))
+        assert code == 77 and err.count("\n") == 1  # a viewer reads only
+        code, out, err = cli(stack, capsys, "incidents", "ack", str(iid), "--comment", "looking", role="responder")
+        assert (code, out, err) == (0, f"incident {iid}: acknowledged\n", "")
+        assert {stack.store.get_alert(a).status for a in alert_ids} == {"acknowledged"}  # its alerts follow
+        code, _, err = cli(stack, capsys, "incidents", "suppress", str(iid), role="responder")  # no terminal here
+        assert code == 64 and "add --yes" in err and err.count("\n") == 1
+        assert stack.server.incidents.get(iid).status == "acknowledged"  # nothing changed
+        code, out, _ = cli(stack, capsys, "incidents", "resolve", str(iid), "--comment", "contained", "--json",
+                           role="responder")
+        assert code == 0 and json.loads(out)["status"] == "resolved"
+        assert {stack.store.get_alert(a).status for a in alert_ids} == {"resolved"}
+        assert [e["action"] for e in stack.store.search_audit(target=str(iid))
+                if e["action"].startswith("incident")] == ["incident resolved", "incident acknowledged"]
+        code, out, _ = cli(stack, capsys, "incidents", "reopen", str(iid), role="responder")
+        assert code == 0 and out == f"incident {iid}: open\n"
+
+
 def test_the_console_migration_fills_findings_per_hour_from_the_alerts_already_stored(store: SqlStore) -> None:
     from collector.store import MIGRATIONS
 
