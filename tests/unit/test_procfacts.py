@@ -331,3 +331,27 @@ def test_drift_sees_a_binary_replaced_after_its_first_run(tmp_path: Path) -> Non
     assert drift(26, "/bin/sh")
     assert drift(99, "/bin/ls")  # gone already: its name is still looked for in the upper layer
     assert facts.stats()["exec_drift"] == 5
+
+
+# -- a reused pid is a new process (tests/kernel/test_enforce.py's restarted daemon) ----------------
+def test_an_exec_by_a_reused_pid_is_named_from_its_own_parent_not_the_pids_last_owner(tmp_path: Path) -> None:
+    """pid 600 ran python and exited unseen (before the sensor attached: the table still holds it),
+    or exited seen and lingers for late events; then the pid went to a busybox child of the
+    container's sh, which runs sleep as /proc/self/exe. The header's parent (the kernel's, from
+    the fork) is sh, not the table's: it is sh's child, /bin/sleep under /bin/sh, as learned."""
+    for lingering in (False, True):
+        enr, cg, procfs = enricher(tmp_path / str(lingering))
+        for pid, ppid, exe, cmd in ((1, 0, "/sbin/init", b"init\0"), (500, 1, "/bin/sh", b"/bin/sh\0-c\0loop\0"),
+                                    (600, 1, "/usr/bin/python3.11", b"python3\0x.py\0")):
+            if pid == 600 and lingering:
+                continue
+            d = proc_dir(procfs, pid, cmdline=cmd)
+            (d / "stat").write_text(f"{pid} (x) S {ppid} 0 0")
+            os.symlink(exe, d / "exe")
+        enr.procs.seed()
+        if lingering:
+            enr.enrich(Event("exec", 5, pid=600, ppid=1, comm="python3", exe="/usr/bin/python3.11", args=("python3",)))
+            enr.enrich(Event("exit", 6, pid=600, ppid=1, comm="python3"))
+        ev = enr.enrich(Event("exec", 10, pid=600, ppid=500, comm="sleep", exe="/proc/self/exe",
+                              args=("sleep", "0.3"), cgroup_id=cg))
+        assert (ev.exe, ev.pexe, ev.ancestry) == ("/bin/sleep", "/bin/sh", ("/bin/sh", "/sbin/init")), lingering
