@@ -138,8 +138,9 @@ class ProcessTable:
     def admit(self, ev: Event) -> None:
         """Adopt the event's process from its header if the table does not know it yet, or knows
         its pid with another parent: the kernel put the parent in the header at the fork, so the
-        pid was reused (by a process forked after the one the table holds exited unseen: before
-        the sensor attached, or a fork-only exit, which is not reported)."""
+        pid was reused after a pid wrap. The table can still hold the pid's last owner when that
+        one exited unseen (before the sensor attached, or a fork-only exit, which is not reported)
+        or lingers after its exit."""
         if not ev.ppid or ev.kind == FORK:
             return
         known = self._procs.get(ev.pid)
