@@ -5,6 +5,9 @@ bench/workloads.py, 20 containers, plus host noise, syscall-profile and sensitiv
 written to a temp dir, then replayed: journal read alone, read + :meth:`Enricher.enrich` (copying),
 and read + :meth:`Enricher.enrich_owned` (in place, what the live reader can use). Container
 resolution runs against a tmp cgroup tree and a fake runtime, so the numbers isolate Python cost.
+The journal's pids are not live (its procfs is a tmp tree without them): every exec pays what a
+process gone before it was read costs the process facts (sensor/procfacts.py), and enrichment
+alone is also measured without them, to show that cost.
 
     .venv/bin/python -m bench.pipeline_bench [N_EVENTS]   # JSON on stdout
 """
@@ -25,6 +28,7 @@ from sensor.containers import CgroupIndex
 from sensor.enrich import Enricher
 from sensor.events import Event
 from sensor.journal import JournalWriter, read_journal
+from sensor.procfacts import ProcFacts
 from sensor.proctable import ProcessTable
 from sensor.runtime import ContainerMeta
 
@@ -43,6 +47,16 @@ class _BenchRuntime:
 
     def stats(self) -> dict[str, int]:
         return {}
+
+
+class _NoFacts(ProcFacts):
+    """Process facts left out: events pass unchanged."""
+
+    def exec_event(self, ev: Event, image_key: str, container: bool, parent: int = 0) -> Event:
+        return ev
+
+    def connect_event(self, ev: Event) -> Event:
+        return ev
 
 
 def decoded_events(n_events: int, cgroup_ids: list[int], host_cgroup: int, seed: int = 7) -> list[Event]:
@@ -115,6 +129,8 @@ def run(n_events: int = 200_000) -> dict[str, Any]:
             return Enricher(CgroupIndex(tmp / "cgroup"), _BenchRuntime(), ProcessTable(tmp / "proc"))
 
         enr, owned = make(), make()
+        bare = Enricher(CgroupIndex(tmp / "cgroup"), _BenchRuntime(), ProcessTable(tmp / "proc"),
+                        _NoFacts(tmp / "proc"))
         results = {
             "events": n, "containers": N_CONTAINERS, "journal_bytes": journal.stat().st_size,
             "journal_write_eps": write_rate,
@@ -122,6 +138,7 @@ def run(n_events: int = 200_000) -> dict[str, Any]:
             "read_enrich_eps": _rate(n, lambda: (enr.enrich(ev) for ev in read_journal(journal))),
             "read_enrich_owned_eps": _rate(n, lambda: (owned.enrich_owned(ev) for ev in read_journal(journal))),
             "enrich_only_eps": _rate(n, lambda: (enr.enrich(ev) for ev in events)),
+            "enrich_only_without_procfacts_eps": _rate(n, lambda: (bare.enrich(ev) for ev in events)),
             "python": sys.version.split()[0],
         }
         stats = enr.stats()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Final, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Final, Mapping, TypeVar
 
 from sensor.runtime import NAMESPACE_LABEL, POD_LABEL, ContainerMeta, normalize_image
 
@@ -26,30 +26,33 @@ log = logging.getLogger(__name__)
 
 POD_UID_LABEL: Final = "io.kubernetes.pod.uid"
 CONTAINER_LABEL: Final = "io.kubernetes.container.name"
+T = TypeVar("T")
 
 
 class Circuit:
-    """gRPC calls with a deadline. NOT_FOUND answers None; any other failure (socket gone, runtime
-    hung, garbage on the wire) answers None too and opens the circuit for ``BACKOFF_S``, during
-    which calls answer None without reaching the socket. ``available`` until a call fails."""
+    """Calls to a runtime's API with a deadline. "Not found" answers None; any other failure
+    (socket gone, runtime hung, garbage on the wire) answers None too and opens the circuit for
+    ``BACKOFF_S``, during which calls answer None without reaching the socket. ``available`` until a
+    call fails. gRPC calls go through :meth:`call`; any other transport (podman's REST API) through
+    :meth:`run`."""
 
     BACKOFF_S: Final = 5.0
 
     def __init__(self, what: str, timeout_s: float) -> None:
-        import grpc
-
-        self.what, self.timeout_s, self._grpc = what, timeout_s, grpc
+        self.what, self.timeout_s = what, timeout_s
         self.available = True
         self.errors = 0
         self.down_until = 0.0
 
     def call(self, fn: Any, request: Any, method: str, metadata: tuple[tuple[str, str], ...] = ()) -> Any:
+        import grpc
+
         if time.monotonic() < self.down_until:
             return None
         try:
             reply = fn(request, timeout=self.timeout_s, metadata=metadata or None)
-        except self._grpc.RpcError as err:
-            if err.code() == self._grpc.StatusCode.NOT_FOUND:
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
                 return None
             self._degrade(f"{method}: {err.code().name} {err.details() or ''}".strip())
             return None
@@ -59,12 +62,41 @@ class Circuit:
         self.available = True
         return reply
 
+    def run(self, thunk: Callable[[], T | None]) -> T | None:
+        """``thunk()``, which keeps its own deadline and answers None for "not found"; None at once
+        while the circuit is open, and None (opening it) if the thunk raises."""
+        if time.monotonic() < self.down_until:
+            return None
+        try:
+            result = thunk()
+        except Exception as err:  # noqa: BLE001 - any transport or parse failure: degrade, counted
+            self._degrade(f"{type(err).__name__}: {err}")
+            return None
+        if result is not None:  # "not found" says the runtime answers, but not that it recovered
+            self.available = True
+        return result
+
     def _degrade(self, why: str) -> None:
         self.errors += 1
         if self.available:
             log.warning("%s unavailable (%s): attributing its containers by cgroup only", self.what, why[:200])
         self.available = False
         self.down_until = time.monotonic() + self.BACKOFF_S
+
+
+def inspect_cached(container_id: str, cache: Mapping[str, ContainerMeta], unknown: Mapping[str, float],
+                   circuit: Circuit, lookup: Callable[[str], ContainerMeta | None],
+                   grace_s: float) -> ContainerMeta | None:
+    """A runtime's metadata for one container, asked on demand: the cached answer if there is one;
+    None at once while ``circuit`` is open or for ``grace_s`` after the runtime said it does not
+    know the id (``lookup`` records that in ``unknown``); else ``lookup``'s answer."""
+    meta = cache.get(container_id)
+    if meta is not None:
+        return meta
+    now = time.monotonic()
+    if now < circuit.down_until or now - unknown.get(container_id, -1e9) < grace_s:
+        return None
+    return lookup(container_id)
 
 
 class CriRuntime:
@@ -98,13 +130,7 @@ class CriRuntime:
 
     # -- the Runtime protocol --------------------------------------------------------------------
     def inspect(self, container_id: str) -> ContainerMeta | None:
-        meta = self._cache.get(container_id)
-        if meta is not None:
-            return meta
-        now = time.monotonic()
-        if now < self._down_until or now - self._unknown.get(container_id, -1e9) < self.GRACE_S:
-            return None
-        return self._status(container_id)
+        return inspect_cached(container_id, self._cache, self._unknown, self._circuit, self._status, self.GRACE_S)
 
     def find(self, id_or_name: str) -> ContainerMeta | None:
         """By id prefix, container name, or ``namespace/pod/container``."""

@@ -3,8 +3,9 @@
 podman has no daemon; its API exists only while ``podman system service`` runs (a systemd socket
 unit on most hosts, ``/run/podman/podman.sock``). Without it, podman's containers keep what their
 ``libpod-<id>`` cgroup path says. One inspect per container (``GET /libpod/containers/{id}/json``),
-cached; the same failure policy as the other runtimes: a deadline per request, and any failure but
-404 opens a circuit for ``BACKOFF_S`` during which lookups answer None without touching the socket.
+cached; the failure policy is the CRI runtimes' (:class:`sensor.cri.Circuit`, the same cache and
+grace): a deadline per request, and any failure but 404 opens a circuit for ``BACKOFF_S`` during
+which lookups answer None without touching the socket.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from typing import Any, Final
 from urllib.parse import quote
 
+from sensor.cri import Circuit, inspect_cached
 from sensor.runtime import ContainerMeta, normalize_image
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 class PodmanRuntime:
     """Lookups never raise; ``available`` until a request fails."""
 
-    BACKOFF_S: Final = 5.0
+    BACKOFF_S: Final = Circuit.BACKOFF_S
     GRACE_S: Final = 60.0
     MAX_BYTES: Final = 4 << 20  # an inspect document larger than this is garbage, not parsed
 
@@ -50,9 +52,16 @@ class PodmanRuntime:
         self.socket, self.timeout_s = socket_path, timeout_s
         self._cache: dict[str, ContainerMeta] = {}
         self._unknown: dict[str, float] = {}
-        self._down_until = 0.0
-        self.available = True
-        self.errors = self.lookups = 0
+        self._circuit = Circuit(f"podman API at {socket_path}", timeout_s)
+        self.lookups = 0
+
+    @property
+    def available(self) -> bool:
+        return self._circuit.available
+
+    @property
+    def errors(self) -> int:
+        return self._circuit.errors
 
     def _get(self, path: str) -> tuple[int, Any]:
         """(HTTP status, parsed JSON or None); raises OSError/ValueError on transport or garbage."""
@@ -70,35 +79,24 @@ class PodmanRuntime:
         return reply.status, json.loads(body) if reply.status == 200 else None
 
     def inspect(self, container_id: str) -> ContainerMeta | None:
-        meta = self._cache.get(container_id)
-        if meta is not None:
-            return meta
-        now = time.monotonic()
-        if now < self._down_until or now - self._unknown.get(container_id, -1e9) < self.GRACE_S:
-            return None
+        return inspect_cached(container_id, self._cache, self._unknown, self._circuit, self._inspect, self.GRACE_S)
+
+    def _inspect(self, container_id: str) -> ContainerMeta | None:
         self.lookups += 1
-        try:
-            status, doc = self._get(f"/containers/{quote(container_id, safe='')}/json")
-            if status == 404:
-                self._unknown[container_id] = now
-                return None
-            if status != 200 or not isinstance(doc, dict):
-                raise ValueError(f"HTTP {status}")
-            meta = meta_from_libpod(doc)
-        except (OSError, ValueError, TypeError, AttributeError) as err:
-            self._degrade(f"{type(err).__name__}: {err}")
-            return None
-        self.available = True
-        self._cache[meta.id] = meta
+        meta = self._circuit.run(lambda: self._container(container_id))
+        if meta is not None:
+            self._cache[meta.id] = meta
         return meta
 
-    def _degrade(self, why: str) -> None:
-        self.errors += 1
-        if self.available:
-            log.warning("podman API at %s unavailable (%s): attributing its containers by cgroup only",
-                        self.socket, why[:200])
-        self.available = False
-        self._down_until = time.monotonic() + self.BACKOFF_S
+    def _container(self, container_id: str) -> ContainerMeta | None:
+        """One inspect; None on 404 (remembered as unknown), raises on any other failure."""
+        status, doc = self._get(f"/containers/{quote(container_id, safe='')}/json")
+        if status == 404:
+            self._unknown[container_id] = time.monotonic()
+            return None
+        if status != 200 or not isinstance(doc, dict):
+            raise ValueError(f"HTTP {status}")
+        return meta_from_libpod(doc)
 
     def find(self, id_or_name: str) -> ContainerMeta | None:
         for meta in list(self._cache.values()):

@@ -43,12 +43,20 @@ about a process come from ``/proc/<pid>`` in user space, once per event that nee
   ``/proc/<pid>/mountinfo``, a host path; cached per cgroup): there only if it was written or
   modified after the container started, wherever it lies (``EXE_UPPER_LAYER``). An exec from an
   anonymous memory file (``/memfd:``, also behind ``/dev/fd/N``) is ``EXE_FROM_MEMFD``, one whose
-  file is already deleted ``EXE_DELETED``. Costs one readlink and one lstat per exec (the mount
-  table is read once per container). Misses: a binary dropped into a volume or bind mount (not
-  the overlay), and roots that are not overlay (the upper layer is then unknown: no flag).
+  file is already deleted ``EXE_DELETED``. Costs two readlinks and one lstat per exec (the
+  mount table is read once per container); nothing about a file is remembered, since it can be
+  replaced after its first run. Misses: a binary dropped into a volume or bind mount (not the
+  overlay), and roots that are not overlay (the upper layer is then unknown: no flag).
 
 Shell checks and connect sources are looked up for container processes only: their cost (a few
 readlinks, one read of the namespace's socket table) is paid where findings are made.
+
+A process that is gone before its exec is read (a short ``true``; every pid of a replayed
+journal) costs one failed lstat: its other facts are not tried one by one. What belongs to a
+file rather than to the process (a directory's resolution, multi-call identity) stays cached
+per image, learned from the process or, when it is gone, its parent; a parent whose root cannot
+be read is not asked again for a second of event time. Drift's name check in the upper layer
+needs no process and is made for a gone one too.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +90,9 @@ _OPAQUE: Final = ("/proc/", "/dev/fd/", "/memfd:")  # paths that do not name a d
 _SOCKET: Final = re.compile(r"socket:\[(\d+)\]")
 _TABLES: Final = (("tcp", "tcp", "ipv4"), ("tcp6", "tcp", "ipv6"), ("udp", "udp", "ipv4"), ("udp6", "udp", "ipv6"))
 _MAPPED_V4: Final = bytes(10) + b"\xff\xff"
+# A parent whose root could not be read (gone too, or a replayed journal's) is not asked again
+# for this long of event time: its pid is unlikely to be reused by then.
+PARENT_RETRY_NS: Final = 1_000_000_000
 MULTICALL: Final = frozenset({"busybox", "toybox"})  # binaries that run the program argv[0] names
 _MULTICALL_PATHS: Final = tuple(f"{d}/{n}" for d in ("/bin", "/usr/bin", "/sbin", "/usr/sbin")
                                 for n in sorted(MULTICALL))
@@ -182,18 +194,16 @@ def root_upperdir(mountinfo: str) -> str:
     return upper  # the last mount on / is the one the process sees
 
 
-def _in_upper(upper: str, exe: str, root: Path) -> bool:
-    """Whether the file ``exe`` (its symlinks followed in the process's root) is in the upper
-    layer: present there and not a whiteout (a 0/0 character device marks a deleted file)."""
+def _whiteout(st: os.stat_result) -> bool:
+    """A 0/0 character device in an upper layer marks a file deleted there."""
+    return st.st_mode & 0o170000 == 0o020000 and st.st_rdev == 0
+
+
+def _lstat(path: str) -> os.stat_result | None:
     try:
-        path = resolve_in_root(root, exe)
+        return os.lstat(path)
     except OSError:
-        path = exe
-    try:
-        st = os.lstat(upper + path)
-    except OSError:
-        return False
-    return not (st.st_mode & 0o170000 == 0o020000 and st.st_rdev == 0)
+        return None
 
 
 def within_limits(args: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
@@ -224,41 +234,104 @@ def agrees(kernel: tuple[str, ...], proc: tuple[str, ...], truncated: bool) -> b
 
 
 class ProcFacts:
-    """Completes exec and connect events from procfs (see the module doc); counts what it did."""
+    """Completes exec and connect events from procfs (see the module doc); counts what it did.
+
+    An exec's process is looked up at most once: the first lookup that finds its procfs directory
+    gone (a short ``true`` read after its exit, or a replayed journal's pid) skips the others, and
+    its parent's root stands in only where that root can be read. Paths are strings: a pathlib
+    join costs more than the system call it names.
+    """
 
     def __init__(self, procfs_root: Path = REAL_PROC, max_dirs: int = 16384) -> None:
         self.root = procfs_root
+        self._proc = str(procfs_root).rstrip("/")
         self.max_dirs = max_dirs
         self._dirs: dict[tuple[str, str], str] = {}  # (image key, directory) -> resolved directory
         self._multi: dict[tuple[str, str], bool] = {}  # (image key, exe) -> a multi-call binary
         self._upper: dict[int, str] = {}  # cgroup id -> its root's overlay upper dir ("" if none)
+        self._live: dict[int, bool] = {}  # this exec's pids -> procfs directory there (one lstat each)
+        self._roots: dict[int, str] = {}  # this exec's pids -> readable <pid>/root, or ""
+        self._rootless: dict[int, int] = {}  # parent pid -> event time its root could not be read
+        self._now = 0  # the time of the exec being completed (0: a lookup outside one)
         self.drifted = 0
         self.renamed = 0
         self.args_from_proc = 0
         self.args_unread = 0
         self.stdio_sockets = 0
         self.sources = 0
+        self.gone = 0
 
     def exec_event(self, ev: Event, image_key: str, container: bool, parent: int = 0) -> Event:
         """The exec with argv completed, its path's directory resolved and, in a container, a
         shell's socket stdio noted. ``parent`` (its parent's pid, if known) stands in for a
         process that exited before its directory was resolved. Returns ``ev`` itself when nothing
         changed."""
+        self._forget(ev.time_ns)
         changes: dict[str, object] = {}
         if ev.flags & ARGS_UNREAD:
             changes.update(self._args(ev))
-        exe = self.canonical(ev.pid, ev.exe, image_key, parent)
+        exe = self._canonical(ev.pid, ev.exe, image_key, parent)
         if exe != ev.exe:
             changes["exe"] = exe
         changes.update(self._name(ev, exe, image_key, parent, changes.get("args", ev.args)))  # type: ignore[arg-type]
         exe = changes.get("exe", exe)  # type: ignore[assignment]
         if container:
-            drift = self.drift(ev, changes.get("path") or exe, parent)  # type: ignore[arg-type]
+            drift = self._drift(ev, changes.get("path") or exe, parent)  # type: ignore[arg-type]
             if drift:
                 changes["flags"] = changes.get("flags", ev.flags) | drift  # type: ignore[operator]
         if container and INTERPRETERS.fullmatch(exe.rsplit("/", 1)[-1] or ev.comm):
             changes.update(self._stdio(ev, changes.get("flags", ev.flags)))  # type: ignore[arg-type]
+        if self._live.get(ev.pid) is False:
+            self.gone += 1
         return ev.replace(**changes) if changes else ev
+
+    def _forget(self, now_ns: int = 0) -> None:
+        """Start a new lookup (at an exec's time, else 0): what was found about pids before may
+        be stale now."""
+        self._live.clear()
+        self._roots.clear()
+        self._now = now_ns
+
+    def _pid_dir(self, pid: int) -> str | None:
+        """``<proc>/<pid>`` while it is there; None once it is gone. One lstat per pid and exec:
+        a gone process's other fields are not tried one by one."""
+        live = self._live.get(pid)
+        if live is None:
+            live = _lstat(f"{self._proc}/{pid}") is not None
+            self._live[pid] = live
+        return f"{self._proc}/{pid}" if live else None
+
+    def _root_of(self, pid: int, own: bool = True) -> str:
+        """``<proc>/<pid>/root`` if it can be read (the process is there, and not a zombie); ""
+        otherwise. One readlink per pid and exec; the exec's own process is first looked for
+        (:meth:`_pid_dir`), a parent is not (its root is all that is asked of it)."""
+        root = self._roots.get(pid)
+        if root is None:
+            root = ""
+            if own:
+                usable = self._pid_dir(pid) is not None
+            else:  # a parent found rootless lately (by event time) is not asked again yet
+                since = self._rootless.get(pid)
+                usable = not self._now or since is None or abs(self._now - since) >= PARENT_RETRY_NS
+            if usable:
+                try:
+                    os.readlink(f"{self._proc}/{pid}/root")
+                    root = f"{self._proc}/{pid}/root"
+                except OSError:
+                    if not own and self._now:
+                        if len(self._rootless) >= self.max_dirs:
+                            self._rootless.clear()
+                        self._rootless[pid] = self._now
+            self._roots[pid] = root
+        return root
+
+    def _roots_of(self, pid: int, parent: int) -> list[str]:
+        """The readable roots to look a file up in: the process's own, else its parent's."""
+        own = self._root_of(pid)
+        if own:
+            return [own]
+        other = self._root_of(parent, own=False) if parent and parent != pid else ""
+        return [other] if other else []
 
     def connect_event(self, ev: Event) -> Event:
         """A successful (or in-progress) inet connect with its source address and port; by an
@@ -286,7 +359,7 @@ class ProcFacts:
         directory, _, base = exe.rpartition("/")
         if not args or not directory or exe.startswith(_OPAQUE):
             return {}
-        if self.multicall(ev.pid, exe, image_key, parent):
+        if self._is_multicall(ev.pid, exe, image_key, parent):
             name = applet_name(args) or base
             if name == base:
                 return {}
@@ -301,30 +374,69 @@ class ProcFacts:
     def drift(self, ev: Event, exe: str, parent: int = 0) -> int:
         """EXE_* flags of an exec in a container: its file in the overlay's upper layer, a memfd,
         or deleted (see the module doc); 0 when it is the image's own (or cannot be told)."""
+        self._forget()
+        return self._drift(ev, exe, parent)
+
+    def _drift(self, ev: Event, exe: str, parent: int) -> int:
         flags = 0
-        try:
-            real = os.readlink(self.root / str(ev.pid) / "exe")
-        except OSError:
-            real = ""
+        pid_dir = self._pid_dir(ev.pid)
+        real = ""
+        if pid_dir is not None:
+            try:
+                real = os.readlink(pid_dir + "/exe")
+            except OSError:
+                pass
         if ev.exe.startswith(("/memfd:", "memfd:")) or real.startswith("/memfd:"):
             flags |= EXE_FROM_MEMFD
         elif real.endswith(" (deleted)"):
             flags |= EXE_DELETED
         if not flags and exe.startswith("/") and not exe.startswith(_OPAQUE):
             upper = self._upperdir(ev.cgroup_id, ev.pid, parent)
-            if upper and _in_upper(upper, exe, self.root / str(ev.pid) / "root"):
+            if upper and self._in_upper(upper, exe, ev.pid):
                 flags |= EXE_UPPER_LAYER
         if flags:
             self.drifted += 1
         return flags
 
+    def _in_upper(self, upper: str, exe: str, pid: int) -> bool:
+        """Whether the file ``exe`` names is in the upper layer: present there and not a whiteout.
+        Looked at on every exec, never remembered: a file can be replaced after its first run.
+        ``exe``'s directory is already resolved (:meth:`canonical`), so only a symlink as its last
+        part is followed, in the process's root; a process gone by now has its name checked."""
+        st = _lstat(upper + exe)
+        if st is not None and not stat.S_ISLNK(st.st_mode):
+            return not _whiteout(st)  # written (or replaced) in the container under this name
+        path = self._follow(exe, pid)
+        target = st if path == exe else _lstat(upper + path)
+        return target is not None and not _whiteout(target)
+
+    def _follow(self, exe: str, pid: int) -> str:
+        """``exe`` with a symlink as its last part followed in the process's root (absolute
+        targets from that root); ``exe`` itself when it is no symlink or cannot be read."""
+        if self._pid_dir(pid) is None:
+            return exe
+        root = f"{self._proc}/{pid}/root"
+        try:
+            link = os.readlink(root + exe)
+        except OSError:
+            return exe  # EINVAL: a file, the common case (one system call)
+        target = link if link.startswith("/") else f"{exe.rpartition('/')[0]}/{link}"
+        try:
+            return resolve_in_root(Path(root), target)
+        except OSError:
+            return exe
+
     def _upperdir(self, cgroup_id: int, pid: int, parent: int) -> str:
         known = self._upper.get(cgroup_id)
         if known is not None:
             return known
-        for who in (pid, parent) if parent else (pid,):
+        whos = [pid] if self._pid_dir(pid) is not None else []
+        if parent and parent != pid and self._root_of(parent, own=False):
+            whos.append(parent)
+        for who in whos:
             try:
-                text = (self.root / str(who) / "mountinfo").read_text(encoding="utf-8", errors="replace")
+                with open(f"{self._proc}/{who}/mountinfo", encoding="utf-8", errors="replace") as f:
+                    text = f.read()
             except OSError:
                 continue
             upper = root_upperdir(text)
@@ -337,6 +449,10 @@ class ProcFacts:
     def multicall(self, pid: int, exe: str, image_key: str, parent: int = 0) -> bool:
         """Whether the file ``exe`` (as the process ran it) is the image's busybox or toybox: by
         name, else by device and inode (hard links, symlinks); cached per image and path."""
+        self._forget()
+        return self._is_multicall(pid, exe, image_key, parent)
+
+    def _is_multicall(self, pid: int, exe: str, image_key: str, parent: int) -> bool:
         if exe.rsplit("/", 1)[-1] in MULTICALL:
             return True
         key = (image_key, exe)
@@ -352,16 +468,18 @@ class ProcFacts:
         return found
 
     def _multicall(self, pid: int, exe: str, parent: int) -> bool | None:
-        for who in (pid, parent) if parent else (pid,):
-            root = self.root / str(who) / "root"
+        for who in (pid, parent) if parent and parent != pid else (pid,):
+            root = self._root_of(who, own=who == pid)
+            if not root:
+                continue
             try:
-                st = os.stat(self.root / str(who) / "exe") if who == pid else os.stat(
-                    root / resolve_in_root(root, exe).lstrip("/"))
+                st = os.stat(f"{self._proc}/{who}/exe") if who == pid else os.stat(
+                    root + resolve_in_root(Path(root), exe))
             except OSError:
                 continue
             for cand in _MULTICALL_PATHS:
                 try:
-                    other = os.stat(root / resolve_in_root(root, cand).lstrip("/"))
+                    other = os.stat(root + resolve_in_root(Path(root), cand))
                 except OSError:
                     continue
                 if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
@@ -373,6 +491,10 @@ class ProcFacts:
         """``path`` with its directory resolved in the process's root (cached per image); if the
         process is gone already (a short ``true``), in its parent's, which shares its mounts
         unless it changed them."""
+        self._forget()
+        return self._canonical(pid, path, image_key, parent)
+
+    def _canonical(self, pid: int, path: str, image_key: str, parent: int) -> str:
         if not path.startswith("/") or path.startswith(_OPAQUE):
             return path
         directory, _, name = path.rpartition("/")
@@ -388,18 +510,22 @@ class ProcFacts:
         return f"{resolved.rstrip('/')}/{name}"
 
     def _resolve(self, directory: str, pid: int, parent: int) -> str | None:
-        for who in (pid, parent) if parent else (pid,):
+        for root in self._roots_of(pid, parent):
             try:
-                return resolve_in_root(self.root / str(who) / "root", directory)
+                return resolve_in_root(Path(root), directory)
             except OSError:
                 continue
         return None
 
     def _args(self, ev: Event) -> dict[str, object]:
-        try:
-            raw = (self.root / str(ev.pid) / "cmdline").read_bytes()
-        except OSError:
-            raw = b""
+        pid_dir = self._pid_dir(ev.pid)
+        raw = b""
+        if pid_dir is not None:
+            try:
+                with open(pid_dir + "/cmdline", "rb") as f:
+                    raw = f.read()
+            except OSError:
+                pass
         proc = tuple(a.decode("utf-8", "replace") for a in raw.split(b"\0")[:-1]) if raw else ()
         if not proc or not agrees(ev.args, proc, ev.truncated):
             self.args_unread += 1
@@ -409,6 +535,8 @@ class ProcFacts:
         return {"args": args, "truncated": cut, "flags": (ev.flags & ~ARGS_UNREAD) | ARGS_FROM_PROC}
 
     def _stdio(self, ev: Event, flags: int) -> dict[str, object]:
+        if self._pid_dir(ev.pid) is None:
+            return {}
         pid_dir = self.root / str(ev.pid)
         for fd in (0, 1, 2):
             ends = fd_socket(pid_dir, fd)
@@ -421,4 +549,4 @@ class ProcFacts:
     def stats(self) -> dict[str, int]:
         return {"args_from_proc": self.args_from_proc, "args_unread": self.args_unread, "applets_named": self.renamed,
                 "exec_drift": self.drifted,
-                "stdio_sockets": self.stdio_sockets, "connect_sources": self.sources}
+                "stdio_sockets": self.stdio_sockets, "connect_sources": self.sources, "exec_gone": self.gone}

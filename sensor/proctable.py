@@ -144,7 +144,8 @@ class ProcessTable:
         ``with_ancestry`` the event's own ancestry is returned unchanged.
         """
         procs, pid, kind = self._procs, ev.pid, ev.kind
-        if pid not in procs:  # the common case skips the call
+        known = procs.get(pid)
+        if known is None or ev.ppid and known.ppid and known.ppid != ev.ppid:  # the common case skips the call
             self.admit(ev)
         if kind in _LIFECYCLE:
             self.update(ev)
@@ -159,8 +160,15 @@ class ProcessTable:
         return ppid, exe, args, parent.exe if parent is not None else "", ev.ancestry
 
     def admit(self, ev: Event) -> None:
-        """Adopt the event's process from its header if the table does not know it yet."""
-        if not ev.ppid or ev.kind == FORK or ev.pid in self._procs:
+        """Adopt the event's process from its header if the table does not know it yet, or knows
+        its pid with another parent: the kernel put the parent in the header at the fork, so the
+        pid was reused after a pid wrap. The table can still hold the pid's last owner when that
+        one exited unseen (before the sensor attached, or a fork-only exit, which is not reported)
+        or lingers after its exit."""
+        if not ev.ppid or ev.kind == FORK:
+            return
+        known = self._procs.get(ev.pid)
+        if known is not None and (known.ppid == ev.ppid or not known.ppid):
             return
         # A parent that never exec'd was never reported either; it runs the image of the
         # nearest reported ancestor.

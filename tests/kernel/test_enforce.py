@@ -6,7 +6,9 @@ restarting under running ones.
   finding says so;
 - a daemon restarted under a running container keeps to its learned baseline: processes seeded
   from /proc carry the names live execs had, and accepts on a listener bound before the restart
-  carry its port.
+  carry its port;
+- a pid the process table still holds for its last owner, handed to a container's process, is
+  named by its new owner (what made the restart test flaky after a pid wrap).
 """
 
 from __future__ import annotations
@@ -82,3 +84,46 @@ def test_restarted_daemon_keeps_to_the_baseline_of_a_running_container(tmp_path:
     seen = [ev for ev in read_journal(journal) if ev.container_id == c.id]
     assert any(ev.kind == "accept" and ev.sport == 17998 for ev in seen), "no accept with the listener's port"
     assert any(ev.kind == "exec" and ev.exe == "/bin/sleep" and ev.pexe == "/bin/sh" for ev in seen)
+
+
+LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
+
+
+def _hand_over(pid: int, container_id: str, timeout_s: float = 3.0) -> bool:
+    """Keep the host's next pid at ``pid`` (free) until a process of the container takes it;
+    False if another process took it first or none came."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            owner = Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:
+            LAST_PID.write_text(str(pid - 1))
+            time.sleep(0.005)
+            continue
+        return container_id in owner
+    return False
+
+
+def test_a_reused_pid_is_named_by_its_new_owner(tmp_path: Path, busybox) -> None:  # type: ignore[no-untyped-def]
+    """A pid comes back after pid_max (32768 on many hosts) wraps, and the daemon's process table
+    may still hold its last owner: exited before the daemon attached, or lingering after its exit
+    for late events. The flaky restarted-daemon test above was that: a busybox child of the
+    container's sh, given such a pid, was named by the old owner's directory and parent (a New
+    Process WARNING). Here the pid of a host python that exited is handed to the container's next
+    child (ns_last_pid), which is named as it ran: /bin/sleep under /bin/sh."""
+    c = busybox("while true; do sleep 1; done")
+    journal = tmp_path / "journal.msgpack"
+    reused = 0
+    with daemon(tmp_path / "state", "--record", str(journal)):
+        for _ in range(30):
+            old = subprocess.Popen(["python3", "-c", "import time; time.sleep(30)"])
+            time.sleep(0.5)  # its exec is seen: the table holds it
+            old.kill()
+            old.wait()  # its exit is seen too: it lingers
+            if _hand_over(old.pid, c.id):
+                reused = old.pid
+                break
+        assert reused, "no container process got a reused pid in 30 tries"
+        time.sleep(1)
+    execs = [ev for ev in read_journal(journal) if ev.kind == "exec" and ev.pid == reused and ev.container_id == c.id]
+    assert execs and all((ev.exe, ev.pexe) == ("/bin/sleep", "/bin/sh") for ev in execs), execs

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from models.engine import ModelEngine
 from rules.engine import RuleEngine, default_rule_files
@@ -13,7 +16,7 @@ from rules.policy import PolicyChecker, PolicySet
 from sensor import layout as L
 from sensor.containers import CgroupIndex
 from sensor.enrich import Enricher
-from sensor.events import ARGS_FROM_PROC, ARGS_UNREAD, STDIO_SOCKET, Event
+from sensor.events import ARGS_FROM_PROC, ARGS_UNREAD, EXE_UPPER_LAYER, STDIO_SOCKET, Event
 from sensor.procfacts import ProcFacts, agrees, inet_socket, within_limits
 from sensor.proctable import ProcessTable
 from sensor.runtime import ContainerMeta
@@ -243,3 +246,112 @@ def test_interpreter_that_put_its_connected_socket_on_its_stdio_is_flagged_at_th
     rules = RuleEngine(load_files(default_rule_files()))
     hits = [f for f in rules.handle(shell) if f.rule == "Reverse Shell in Container"]
     assert hits and "172.17.0.2:51234->10.9.8.7:443" in hits[0].output
+
+
+# -- the cost of a process already gone, and drift that is never remembered --------------------------
+MOUNTINFO = "120 69 0:50 / / rw - overlay overlay rw,lowerdir=/l/A,upperdir={upper},workdir=/w\n"
+
+
+def counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every path procfacts asks the file system about, in order."""
+    import sensor.procfacts as pf
+
+    seen: list[str] = []
+    for name in ("lstat", "stat", "readlink"):
+        real = getattr(os, name)
+
+        def spy(path: object, *a: object, _real: Any = real, **kw: object) -> Any:
+            seen.append(str(path))
+            return _real(path, *a, **kw)
+        monkeypatch.setattr(pf.os, name, spy)
+    real_open = open
+
+    def spy_open(path: object, *a: object, **kw: object) -> Any:
+        seen.append(str(path))
+        return real_open(path, *a, **kw)  # type: ignore[call-overload]
+    monkeypatch.setattr(pf, "open", spy_open, raising=False)
+    return seen
+
+
+def test_a_gone_process_is_looked_for_once_not_field_by_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    procfs = tmp_path / "proc"
+    procfs.mkdir()
+    facts = ProcFacts(procfs)
+    seen = counting(monkeypatch)
+    ev = exec_ev(900, "/bin/sh", ("sh", "", "x"), flags=ARGS_UNREAD, cgroup_id=5)  # argv, drift, stdio: all want it
+    out = facts.exec_event(ev, KEY, True)
+    assert out.flags & ARGS_UNREAD and not out.flags & STDIO_SOCKET
+    assert [p for p in seen if "/900" in p] == [f"{procfs}/900"]
+    assert facts.stats()["exec_gone"] == 1 and facts.stats()["args_unread"] == 1
+
+
+def test_a_rootless_parent_is_not_asked_again_for_a_second_of_event_time(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    procfs = tmp_path / "proc"
+    proc_dir(procfs, 10)  # there, but its root cannot be read (as in a replayed journal's fake tree)
+    facts = ProcFacts(procfs)
+    seen = counting(monkeypatch)
+    for pid, t in ((901, 1), (902, 500_000_000), (903, 1_200_000_000)):
+        facts.exec_event(Event("exec", t, pid=pid, comm="wget", exe="/usr/bin/wget", args=("wget",)), KEY, True, 10)
+    assert seen.count(f"{procfs}/10/root") == 2  # at 0 s and again after a second, not at 0.5 s
+    # a parent that can be read stands in (uncached negative answers: asked at each exec)
+    root = merged_usr(tmp_path)
+    proc_dir(procfs, 11, root)
+    sh = Event("exec", 1_300_000_000, pid=904, comm="sh", exe="/bin/sh", args=("sh",))
+    assert facts.exec_event(sh, KEY, False, 11).exe == "/usr/bin/sh"
+
+
+def drift_tree(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A container (pids 20-29) whose image has /bin/ls, a hard-link applet, and /bin/cat -> busybox."""
+    root, upper, procfs = tmp_path / "root", tmp_path / "upper", tmp_path / "proc"
+    (root / "bin").mkdir(parents=True)
+    (upper / "bin").mkdir(parents=True)
+    (root / "bin" / "busybox").write_bytes(b"\x7fELF busybox")
+    os.link(root / "bin" / "busybox", root / "bin" / "ls")
+    os.symlink("/bin/busybox", root / "bin" / "cat")
+    for pid in range(20, 30):
+        d = proc_dir(procfs, pid, root)
+        (d / "mountinfo").write_text(MOUNTINFO.format(upper=upper))
+    return root, upper, procfs
+
+
+def test_drift_sees_a_binary_replaced_after_its_first_run(tmp_path: Path) -> None:
+    root, upper, procfs = drift_tree(tmp_path)
+    facts = ProcFacts(procfs)
+    drift = lambda pid, exe: facts.exec_event(exec_ev(pid, exe, (exe.rsplit("/", 1)[-1],), cgroup_id=7),  # noqa: E731
+                                              KEY, True).flags & EXE_UPPER_LAYER
+    assert not drift(20, "/bin/ls") and not drift(21, "/bin/cat")  # the image's own
+    (upper / "bin" / "ls").write_bytes(b"\x7fELF dropped")  # cp x /bin/ls in the container
+    assert drift(22, "/bin/ls")
+    assert drift(23, "/bin/ls")  # and again: nothing about it is remembered
+    assert not drift(24, "/bin/cat")
+    (upper / "bin" / "busybox").write_bytes(b"\x7fELF dropped")  # what the image's symlink leads to
+    assert drift(25, "/bin/cat")
+    os.symlink("/bin/busybox", upper / "bin" / "sh")  # a symlink made in the container, to a dropped file
+    assert drift(26, "/bin/sh")
+    assert drift(99, "/bin/ls")  # gone already: its name is still looked for in the upper layer
+    assert facts.stats()["exec_drift"] == 5
+
+
+# -- a reused pid is a new process (tests/kernel/test_enforce.py's restarted daemon) ----------------
+def test_an_exec_by_a_reused_pid_is_named_from_its_own_parent_not_the_pids_last_owner(tmp_path: Path) -> None:
+    """pid 600 ran python and exited unseen (before the sensor attached: the table still holds it),
+    or exited seen and lingers for late events; then the pid went to a busybox child of the
+    container's sh, which runs sleep as /proc/self/exe. The header's parent (the kernel's, from
+    the fork) is sh, not the table's: it is sh's child, /bin/sleep under /bin/sh, as learned."""
+    for lingering in (False, True):
+        enr, cg, procfs = enricher(tmp_path / str(lingering))
+        for pid, ppid, exe, cmd in ((1, 0, "/sbin/init", b"init\0"), (500, 1, "/bin/sh", b"/bin/sh\0-c\0loop\0"),
+                                    (600, 1, "/usr/bin/python3.11", b"python3\0x.py\0")):
+            if pid == 600 and lingering:
+                continue
+            d = proc_dir(procfs, pid, cmdline=cmd)
+            (d / "stat").write_text(f"{pid} (x) S {ppid} 0 0")
+            os.symlink(exe, d / "exe")
+        enr.procs.seed()
+        if lingering:
+            enr.enrich(Event("exec", 5, pid=600, ppid=1, comm="python3", exe="/usr/bin/python3.11", args=("python3",)))
+            enr.enrich(Event("exit", 6, pid=600, ppid=1, comm="python3"))
+        ev = enr.enrich(Event("exec", 10, pid=600, ppid=500, comm="sleep", exe="/proc/self/exe",
+                              args=("sleep", "0.3"), cgroup_id=cg))
+        assert (ev.exe, ev.pexe, ev.ancestry) == ("/bin/sleep", "/bin/sh", ("/bin/sh", "/sbin/init")), lingering
