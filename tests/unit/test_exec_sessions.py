@@ -177,10 +177,10 @@ def test_terminal_shell_rule_fires_on_a_tty_session_only() -> None:
 IMAGE = "sha256:probe"
 
 
-def ev(kind: str, t: int, args: tuple[str, ...], flags: int = SESSION, **kw: object) -> Event:
-    exe = kw.pop("exe", "/bin/" + args[0])
-    return Event(kind, t * 1_000_000_000, pid=kw.pop("pid", 500 + t), comm=args[0][:15], exe=str(exe), args=args,
-                 flags=flags, cgroup_id=7, container_id=str(kw.pop("container_id", CID)), container_name="web",
+def ev(kind: str, t: int, args: tuple[str, ...], flags: int = SESSION, pid: int = 0, container_id: str = CID,
+       **kw: object) -> Event:
+    return Event(kind, t * 1_000_000_000, pid=pid or 500 + t, comm=args[0][:15], exe="/bin/" + args[0], args=args,
+                 flags=flags, cgroup_id=7, container_id=container_id, container_name="web",
                  image="busybox:latest", image_id=IMAGE, **kw)  # type: ignore[arg-type]
 
 
