@@ -23,7 +23,6 @@ from models.profile import endpoint_key, item_keys
 from models.ratemodel import Z_LIMIT
 from models.registry import BaselineRegistry
 from models.scan import Burst, ScanTracker, scan_summary
-from sensor import syscalls
 from sensor.events import (
     EXEC_SESSION,
     HOST,
@@ -84,19 +83,19 @@ def session_item(ev: Event, dim: str, key: tuple[Any, ...]) -> tuple[str, str, s
     runtime is one name (``[runtime]``): runc, its shim or conmon, whichever the process had."""
     if dim == "parent" and runtime_parent(ev):
         key = (key[0], RUNTIME_PARENT)
-    item = syscalls.name_of(int(key[0])) if dim == "syscall" else spelling(dim, key)
-    return (session_command(ev), dim, item)
+    return (session_command(ev), dim, spelling(dim, key))
 
 
 def scoped_items(ev: Event) -> Iterator[_Item]:
     """The items an event touches: its own, or in an exec session those scoped by session_item
-    (argument shapes are left out there: the whole command line is in the key)."""
-    if not in_session(ev):
-        for dim, key in item_keys(ev):
-            yield dim, key, dim, key
-        return
+    (argument shapes are left out there: the whole command line is in the key). Syscalls stay the
+    container's: the kernel reports each once per container, for whichever process makes it first,
+    so a probe that came first would otherwise leave the container's own use of it unlearned."""
+    session = in_session(ev)
     for dim, key in item_keys(ev):
-        if dim != "args":
+        if not session or dim == "syscall":
+            yield dim, key, dim, key
+        elif dim != "args":
             yield "session", session_item(ev, dim, key), dim, key
 
 

@@ -35,7 +35,6 @@ _RUNTIME = (
 def seccomp_profile(b: ImageBaseline) -> dict[str, Any]:
     """A seccomp profile allowing exactly the learned syscalls, plus what starting a container takes."""
     learned = {syscalls.name_of(int(k[0])) for k in b.profile.items["syscall"]}
-    learned |= {str(k[2]) for k in b.profile.items["session"] if k[1] == "syscall"}  # exec probes' too
     names = sorted(learned | set(_RUNTIME))
     return {
         "defaultAction": "SCMP_ACT_ERRNO",
