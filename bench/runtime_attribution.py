@@ -123,12 +123,14 @@ class CriPod:
 
 
 def cgroup_init_pid(cgroup: str) -> int:
-    """The container's init: the member of its v2 cgroup that is pid 1 of its pid namespace."""
+    """The container's init: the member of its v2 cgroup whose parent is outside it (a CRI pod's
+    containers share the sandbox's pid namespace by default, so it need not be pid 1 there)."""
     from sensor.containers import find_cgroup2_root
-    from sensor.sessions import cgroup_members, nspid
+    from sensor.sessions import cgroup_members, parent_of
 
-    for pid in cgroup_members(find_cgroup2_root() / cgroup.lstrip("/")) or []:
-        if nspid(Path("/proc"), pid)[-1:] == (1,):
+    members = cgroup_members(find_cgroup2_root() / cgroup.lstrip("/")) or []
+    for pid in members:
+        if parent_of(Path("/proc"), pid) not in members:
             return pid
     raise RuntimeError(f"no init in cgroup {cgroup}")
 
