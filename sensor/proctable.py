@@ -45,6 +45,7 @@ class Proc:
     ancestry: tuple[str, ...] = ()  # cached; valid while generation == the table's
     generation: int = -1
     session: int = 0  # EXEC_SESSION | EXEC_TTY: in an exec session (inherited from its parent)
+    prev_exe: str = ""  # what it ran before its latest exec ("" unknown)
 
 
 class ProcessTable:
@@ -162,7 +163,7 @@ class ProcessTable:
                 return
             if proc.has_children and proc.exe != ev.exe:
                 self._generation += 1
-            proc.exe, proc.args = ev.exe, ev.args
+            proc.prev_exe, proc.exe, proc.args = proc.exe, ev.exe, ev.args
             if ev.ppid and not proc.ppid:
                 proc.ppid, proc.generation = ev.ppid, -1
                 if proc.has_children:
@@ -191,13 +192,14 @@ class ProcessTable:
 
     def exec_session(self, pid: int, pexe: str, cgroup_dir: Path | None) -> int:
         """The session mark of an exec in a container, after :meth:`observe` applied it: inherited,
-        or new when the runtime started the process (``pexe``) and it is not the init of its
-        container (``cgroup_dir``: the container's cgroup directory; None if unknown). A new
+        or new when the runtime started the process (``pexe``, and it ran the runtime's image until
+        now: the init re-exec'ing, an entrypoint's ``exec app``, is not) and it is not the init of
+        its container (``cgroup_dir``: the container's cgroup directory; None if unknown). A new
         session's tty is its stdin at this exec. 0: the container's own tree."""
         proc = self._procs.get(pid)
         if proc is None:
             return 0
-        if proc.session or not started_by_runtime(pexe):
+        if proc.session or not started_by_runtime(pexe) or (proc.prev_exe and not started_by_runtime(proc.prev_exe)):
             return proc.session
         if is_container_init(self.root, pid, cgroup_dir) is False:
             proc.session = EXEC_SESSION | (EXEC_TTY if stdin_is_tty(self.root, pid) else 0)

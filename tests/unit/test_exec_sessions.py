@@ -110,9 +110,9 @@ def _enricher(h: Host) -> tuple[Enricher, int]:
 
 def test_a_session_and_its_descendants_carry_the_mark(tmp_path: Path) -> None:
     h = Host(tmp_path)
+    enr, cg = _enricher(h)  # the sensor started before the session
     fake_proc(h.proc, 200, 50, "/bin/sh", ["sh"], (200, 9), stdin="/dev/pts/3")
     h.members(100, 101, 200)
-    enr, cg = _enricher(h)
     leader = enr.enrich(Event("exec", 1, pid=200, ppid=50, exe="/bin/sh", args=("sh",), cgroup_id=cg))
     assert leader.pexe == "/usr/bin/runc" and leader.flags & TTY == TTY
     enr.enrich(Event("fork", 2, pid=200, ppid=200, child_pid=201, cgroup_id=cg))
@@ -128,11 +128,32 @@ def test_a_session_and_its_descendants_carry_the_mark(tmp_path: Path) -> None:
 
 def test_the_containers_start_is_not_a_session(tmp_path: Path) -> None:
     h = Host(tmp_path)
-    fake_proc(h.proc, 400, 10, "/bin/sleep", ["sleep", "1"], (400, 1), stdin="/dev/pts/1")
     enr, cg = _enricher(h)
+    fake_proc(h.proc, 400, 10, "/bin/sleep", ["sleep", "1"], (400, 1), stdin="/dev/pts/1")
     h.members(400)
     init = enr.enrich(Event("exec", 1, pid=400, ppid=10, exe="/bin/sleep", args=("sleep", "1"), cgroup_id=cg))
     assert init.pexe == "/usr/bin/containerd-shim-runc-v2" and not init.flags & SESSION
+
+
+def test_an_init_exec_ing_its_service_stays_the_containers_own(tmp_path: Path) -> None:
+    """A pod sharing the sandbox's pid namespace: the init is not pid 1, and an orphan of its tree
+    (reparented to the sandbox's pid 1, outside the cgroup) is there when the entrypoint script
+    execs the service: that exec is not a new process the runtime started."""
+    h = Host(tmp_path)
+    enr, cg = _enricher(h)
+    fake_proc(h.proc, 600, 10, "/bin/sh", ["sh", "entrypoint"], (600, 5))
+    h.members(600)
+    enr.procs.adopt(600, 10, "/usr/bin/runc")  # runc init, until it execs the entrypoint
+    start = enr.enrich(Event("exec", 1, pid=600, ppid=10, exe="/bin/sh", args=("sh", "entrypoint"), cgroup_id=cg))
+    assert not start.flags & SESSION
+    fake_proc(h.proc, 601, 1, "/bin/daemon", ["daemon"], (601, 6))  # an orphan of its tree
+    h.members(600, 601)
+    service = enr.enrich(Event("exec", 2, pid=600, ppid=10, exe="/bin/httpd", args=("httpd",), cgroup_id=cg))
+    assert not service.flags & SESSION
+    # while a process that ran the runtime's image until its exec is a session
+    enr.procs.adopt(602, 50, "/usr/bin/runc")
+    probe = enr.enrich(Event("exec", 3, pid=602, ppid=50, exe="/bin/cat", args=("cat",), cgroup_id=cg))
+    assert probe.flags & SESSION
 
 
 def test_a_probe_without_a_terminal_and_an_exited_one(tmp_path: Path) -> None:
