@@ -120,17 +120,18 @@ def test_cri_exec_sync_probe_and_own_tree(tmp_path: Path, pod: CriPod) -> None:
 
 
 @pytest.mark.docker
-def test_trace_shows_the_session_mark(busybox) -> None:  # type: ignore[no-untyped-def]
+def test_trace_shows_the_session_mark(tmp_path: Path, busybox) -> None:  # type: ignore[no-untyped-def]
     c = busybox("while :; do sleep 0.7; done")
-    trace = subprocess.Popen([sys.executable, "-m", "sensor", "trace", "--json", "--container", c.name,
-                              "--duration", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while trace.poll() is None:  # until the trace ends: whatever it saw once it was up
-        c.exec_run(list(PROBE))
-        c.exec_run(["sh", "-c", "sleep 0.5"], tty=True)
-        time.sleep(0.5)
-    stdout, stderr = trace.communicate()
-    assert trace.returncode == 0, stderr
-    lines = [json.loads(line) for line in stdout.splitlines()]
+    out, err = tmp_path / "trace.out", tmp_path / "trace.err"
+    with out.open("w") as stdout, err.open("w") as stderr:  # files, not pipes: nobody reads until it ends
+        trace = subprocess.Popen([sys.executable, "-m", "sensor", "trace", "--json", "--container", c.name,
+                                  "--duration", "30"], stdout=stdout, stderr=stderr, text=True)
+        while trace.poll() is None:  # until the trace ends: whatever it saw once it was up
+            c.exec_run(list(PROBE))
+            c.exec_run(["sh", "-c", "sleep 0.5"], tty=True)
+            time.sleep(0.5)
+    assert trace.returncode == 0, err.read_text()[-2000:]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
     execs = [o for o in lines if o["kind"] == "exec"]
     probes = [o for o in execs if o["args"] == list(PROBE)]
     shells = [o for o in execs if o["args"] == ["sh", "-c", "sleep 0.5"]]
