@@ -9,19 +9,22 @@ belong to models/registry.py; merging baselines across a fleet to models/fleet.p
 from __future__ import annotations
 
 import logging
+import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from models import fleet
 from models.baseline import ImageBaseline, ModelConfig, describe
 from models.explain import rate_finding
 from models.features import Window, add_event, add_syscalls, vector
 from models.fleet import merge_snapshots
+from models.items import spelling
 from models.profile import endpoint_key, item_keys
 from models.ratemodel import Z_LIMIT
 from models.registry import BaselineRegistry
 from models.scan import Burst, ScanTracker, scan_summary
 from sensor.events import (
+    EXEC_SESSION,
     HOST,
     NEW_LISTEN_PORT,
     NEW_OUTBOUND,
@@ -52,6 +55,48 @@ _SHELLS = frozenset({"sh", "ash", "bash", "dash", "zsh", "ksh", "busybox"})
 _RUNTIME = frozenset({"runc", "crun", "containerd-shim", "containerd-shim-runc-v2", "conmon", "docker-init",
                       "tini", "dumb-init"})
 _TEMP_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/", "/dev/mqueue/")  # noqa: S108 - paths matched, not used
+RUNTIME_PARENT = "[runtime]"  # a session item's parent when the runtime started it (runc, its shim, conmon)
+# (stored dimension, key, the item's own dimension, its own key)
+_Item = tuple[str, tuple[Any, ...], str, tuple[Any, ...]]
+
+
+def runtime_parent(ev: Event) -> bool:
+    """Whether the event's parent is the container runtime (or the process has no known parent)."""
+    parent = ev.pexe.rsplit("/", 1)[-1]
+    return not ev.pexe or ev.pexe.startswith("/dev/fd/") or parent in _RUNTIME or parent.startswith("runc:")
+
+
+def in_session(ev: Event) -> bool:
+    """An event of an exec session (sensor/sessions.py); open events carry open(2)'s flags instead."""
+    return bool(ev.flags & EXEC_SESSION) and ev.kind != "open"
+
+
+def session_command(ev: Event) -> str:
+    """The exact command line a session item is scoped by: the process's argv, shell-quoted."""
+    return shlex.join(ev.args) if ev.args else f"[{ev.comm}]"
+
+
+def session_item(ev: Event, dim: str, key: tuple[Any, ...]) -> tuple[str, str, str]:
+    """A ``dim`` item of an exec session as the ``session`` dimension keeps it: (command line,
+    dimension, item). What a probe learns this way covers only the same command line in a session:
+    not another argv, nor the same command in the container's own tree. A parent that is the
+    runtime is one name (``[runtime]``): runc, its shim or conmon, whichever the process had."""
+    if dim == "parent" and runtime_parent(ev):
+        key = (key[0], RUNTIME_PARENT)
+    return (session_command(ev), dim, spelling(dim, key))
+
+
+def scoped_items(ev: Event) -> Iterator[_Item]:
+    """The items an event touches: its own, or in an exec session those scoped by session_item
+    (argument shapes are left out there: the whole command line is in the key). Syscalls stay the
+    container's: the kernel reports each once per container, for whichever process makes it first,
+    so a probe that came first would otherwise leave the container's own use of it unlearned."""
+    session = in_session(ev)
+    for dim, key in item_keys(ev):
+        if not session or dim == "syscall":
+            yield dim, key, dim, key
+        elif dim != "args":
+            yield "session", session_item(ev, dim, key), dim, key
 
 
 def severity(dim: str, ev: Event) -> str:
@@ -65,11 +110,19 @@ def severity(dim: str, ev: Event) -> str:
     if ev.exe.startswith(_TEMP_DIRS):
         return "ERROR"
     parent = ev.pexe.rsplit("/", 1)[-1]
-    if not ev.pexe or ev.pexe.startswith("/dev/fd/") or parent in _RUNTIME or parent.startswith("runc:"):
+    if runtime_parent(ev):
         return "NOTICE"
     if ev.comm in _SHELLS and parent not in _SHELLS:
         return "ERROR"
     return _PRIORITY[dim]
+
+
+def _session_nearest(b: ImageBaseline, key: tuple[Any, ...]) -> list[str]:
+    """Session items known for the same command line, else of the same kind: what an exec session's
+    finding expected instead."""
+    items = b.profile.items["session"]
+    same = sorted(f"{k[1]} {k[2]}" for k in items if k[0] == key[0])
+    return same[:8] or sorted(f"{k[0]}: {k[1]} {k[2]}" for k in items if k[1] == key[1])[:8]
 
 
 def rule_key(f: Finding) -> tuple[str, str, str]:
@@ -160,7 +213,7 @@ class ModelEngine:
         learning = b.mode == "learn"
         frozen = b.life.frozen(ev.time_ns)
         new_process = False
-        for dim, key in item_keys(ev):
+        for dim, key, own, own_key in scoped_items(ev):
             if b.profile.known(dim, key):
                 b.profile.learn(dim, key, ev, self.node)
                 continue
@@ -168,19 +221,19 @@ class ModelEngine:
                 if not frozen and b.profile.learn(dim, key, ev, self.node):
                     b.note_new_item(ev.time_ns)
                 continue
-            if dim == "parent" and new_process or dim == "args" and not self._args_stable(b, ev):
+            if own == "parent" and new_process or own == "args" and not self._args_stable(b, ev):
                 continue
-            if dim == "outbound":
+            if own == "outbound":
                 in_scan, burst = self.scans.note(ev.container_id, ev)
                 if burst is not None:
                     out.append(self._scan_finding(b, burst, ev, frozen))
                 if in_scan:
                     continue
-            new_process = new_process or dim == "process"
+            new_process = new_process or own == "process"
             seen = (ev.container_id, dim, key)
             if seen not in self._reported:
                 self._reported.add(seen)
-                out.append(self._finding(b, dim, key, ev, frozen))
+                out.append(self._finding(b, (dim, key, own, own_key), ev, frozen))
         return out
 
     @staticmethod
@@ -189,19 +242,24 @@ class ModelEngine:
         firsts = [s for k, s in b.profile.items["args"].items() if k[0] == ev.exe]
         return 0 < len(firsts) <= 3 and all(s.count >= 5 for s in firsts)
 
-    def _finding(self, b: ImageBaseline, dim: str, key: tuple[Any, ...], ev: Event,
-                 during_loss: bool) -> Finding:
-        seen = describe(dim, key, ev)
-        expected = b.nearest(dim, key)
+    def _finding(self, b: ImageBaseline, item: _Item, ev: Event, during_loss: bool) -> Finding:
+        """A new item's finding; one of an exec session names the session's command line, and its
+        expected items are the sessions' (those of the same command line first)."""
+        dim, key, own, own_key = item
+        seen = describe(own, own_key, ev)
+        session = dim == "session"
+        expected = _session_nearest(b, key) if session else b.nearest(dim, key)
         ctx = b.context()
-        priority = severity(dim, ev)
-        output = (f"{_TITLE[dim].lower()} {seen} in image {b.image or b.key} container "
+        where = f" in exec session {key[0]}" if session else ""
+        output = (f"{_TITLE[own].lower()} {seen}{where} in image {b.image or b.key} container "
                   f"{ev.container_name or ev.container_id[:12]}; baseline learned {ctx['learned_s']:.0f}s "
                   f"on {ctx['containers']} container(s) knows {len(b.profile.items[dim])} "
                   f"{dim} item(s)" + (f", nearest: {', '.join(expected[:4])}" if expected else ""))
-        return Finding(kind=_KIND[dim], rule=_TITLE[dim], priority=priority, output=output, event=ev,
-                       time_ns=ev.time_ns, source="model", tags=("baseline", dim),
-                       explanation={"dimension": dim, "seen": seen, "expected": expected, **ctx},
+        extra = {"session": key[0]} if session else {}
+        tags = ("baseline", own, "exec_session") if session else ("baseline", own)
+        return Finding(kind=_KIND[own], rule=_TITLE[own], priority=severity(own, ev), output=output, event=ev,
+                       time_ns=ev.time_ns, source="model", tags=tags,
+                       explanation={"dimension": dim, "seen": seen, "expected": expected, **extra, **ctx},
                        mode=b.mode, during_loss=during_loss)
 
     def rule_finding(self, f: Finding, mode: str = "") -> Finding | None:
@@ -216,13 +274,13 @@ class ModelEngine:
         if b is None or not ev.container_id:
             return f
         learning = (mode or b.mode) == "learn"
-        key = rule_key(f)
-        if b.profile.known("rule", key):
-            b.profile.learn("rule", key, ev, self.node)  # counts and last seen, in any mode
+        dim, key = ("session", session_item(ev, "rule", rule_key(f))) if in_session(ev) else ("rule", rule_key(f))
+        if b.profile.known(dim, key):
+            b.profile.learn(dim, key, ev, self.node)  # counts and last seen, in any mode
             return f.replace(explanation={**f.explanation, "learned": True}) if learning else None
         if not learning or b.life.frozen(ev.time_ns):
             return f
-        b.profile.learn("rule", key, ev, self.node)
+        b.profile.learn(dim, key, ev, self.node)
         b.note_new_item(ev.time_ns)
         return f.replace(explanation={**f.explanation, "learned": True})
 

@@ -22,7 +22,10 @@ from sensor.errors import EX_USAGE
 FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "process": ("exe", "uid"), "parent": ("exe", "parent"), "args": ("exe", "arg"),
     "listen": ("proto", "port"), "inbound": ("proto", "port"), "outbound": ("proto", "port", "address"),
-    "syscall": ("nr",), "rule": ("rule", "exe", "parent")}
+    "syscall": ("nr",), "rule": ("rule", "exe", "parent"),
+    # an exec session's item: its process's exact command line, the item's own dimension, and that
+    # item as spelled here (``session 'cat /tmp/healthy' process '/bin/cat 0'``)
+    "session": ("command", "kind", "item")}
 # Numeric parts and their ranges: what the kernel records hold (u32 uid and syscall nr, u16 port)
 RANGES: Final[dict[str, tuple[int, int]]] = {"uid": (0, 2**32 - 1), "port": (0, 65535), "nr": (0, 2**32 - 1)}
 _SYSCALL_NRS: Final = {name: nr for nr, name in syscalls.NAMES.items()}

@@ -14,8 +14,9 @@ from typing import Any, Final, Iterator
 
 from sensor.events import Event
 
-# "rule": findings of learnable rules seen while learning (rule, executable, parent), expected since
-DIMENSIONS: Final = ("process", "parent", "args", "listen", "outbound", "inbound", "syscall", "rule")
+# "rule": findings of learnable rules seen while learning (rule, executable, parent), expected since;
+# "session": what exec sessions did, scoped by command line (models/engine.py, session_items)
+DIMENSIONS: Final = ("process", "parent", "args", "listen", "outbound", "inbound", "syscall", "rule", "session")
 MAX_CONTAINERS_TRACKED: Final = 64
 
 

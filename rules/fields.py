@@ -20,6 +20,8 @@ from sensor.events import (
     EXE_DELETED,
     EXE_FROM_MEMFD,
     EXE_UPPER_LAYER,
+    EXEC_SESSION,
+    EXEC_TTY,
     NAME_MISMATCH,
     STDIO_SOCKET,
     Event,
@@ -82,6 +84,15 @@ def _stdio_socket(ev: Event) -> bool:
 
 def _name_mismatch(ev: Event) -> bool:
     return ev.kind == "exec" and bool(ev.flags & NAME_MISMATCH)
+
+
+def _exec_session(ev: Event) -> bool:
+    """In an exec session (sensor/sessions.py); open events carry open(2)'s flags instead."""
+    return ev.kind != "open" and bool(ev.flags & EXEC_SESSION)
+
+
+def _tty(ev: Event) -> int:
+    return 1 if ev.kind != "open" and ev.flags & EXEC_TTY else 0
 
 
 def _exe_file(ev: Event) -> str:
@@ -185,6 +196,11 @@ def _fields() -> list[Field]:
               "the file run was already deleted when the sensor looked"),
         Field("proc.exe_file", STR, _exe_file, "the file run (/bin/busybox for busybox nc, whose proc.exe "
               "and proc.name name the applet)"),
+        Field("proc.is_exec_session", BOOL, _exec_session, "started by the runtime in a running container, "
+              "not its init, or a descendant of such a process: docker/podman exec, kubectl/crictl exec, exec "
+              "probes (every event kind but file opens)"),
+        Field("proc.tty", INT, _tty, "non-zero in an exec session whose stdin was a terminal (docker exec -t, "
+              "kubectl exec -t). Falco's holds the terminal's device number; here it is 1"),
         _attr("proc.args_truncated", BOOL, "truncated", "argv longer than the sensor keeps (64 entries, 4096 bytes)"),
         _attr("user.uid", INT, "uid"),
         Field("user.name", STR, lambda e: "root" if e.uid == 0 else str(e.uid)),

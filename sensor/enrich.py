@@ -239,10 +239,24 @@ class Enricher:
         elif ev.kind == CONNECT and _in_container(attr):
             ev = self.facts.connect_event(ev)
         ppid, exe, args, pexe, ancestry = self.procs.observe(ev, ev.kind in _WITH_ANCESTRY)
+        ev = self._session(ev, attr, pexe)
         return ev, (ppid, exe, args, pexe, ancestry, attr.container_id, attr.container_name, attr.image,
                     attr.image_id, attr.runtime, attr.pod, attr.namespace, attr.labels, attr.image_digest)
 
     __call__ = enrich
+
+    def _session(self, ev: Event, attr: Attribution, pexe: str) -> Event:
+        """The event with its process's exec-session mark (sensor/sessions.py), decided at a
+        container's exec; open events keep their open(2) flags unmarked."""
+        if ev.kind == EXEC and _in_container(attr):
+            root = getattr(self.index, "root", None)  # a test's fake index may have none
+            where = root / attr.cgroup_path.lstrip("/") if root is not None and attr.cgroup_path else None
+            mark = self.procs.exec_session(ev.pid, pexe, where)
+        else:
+            mark = self.procs.session(ev.pid)
+        if not mark or ev.kind == OPEN or ev.flags & mark == mark:
+            return ev
+        return ev.replace(flags=ev.flags | mark)
 
     def _applet(self, ev: Event) -> Event:
         caller = self.procs.get(ev.pid)

@@ -70,6 +70,12 @@ EXE_DELETED: Final = 512
 # connect/accept/listen from a lean-profile socket hook: seen before the operation (ret is 0, the
 # result is not known) and without the socket's descriptor
 NET_HOOK: Final = 1024
+# an exec session: the process, or an ancestor, was started by the container runtime in a running
+# container and is not the container's init (docker/podman exec, CRI Exec/ExecSync: kubectl exec and
+# exec probes); EXEC_TTY: that session's stdin was a terminal (``docker exec -t``). Set on every
+# kind but ``open`` (whose flags are open(2)'s: O_NONBLOCK and O_DSYNC have these values there)
+EXEC_SESSION: Final = 2048
+EXEC_TTY: Final = 4096
 
 # Response actions, weakest first.
 ACTIONS: Final = ("none", "alert", "kill-process", "pause-container", "kill-container")
@@ -131,7 +137,7 @@ class Event:
     # open: the path; connect with family "unix": the socket path; exec with NAME_MISMATCH: the file run
     path: str = ""
     # open: open(2) flags; exec: ARGS_UNREAD, ARGS_FROM_PROC, STDIO_SOCKET, NAME_MISMATCH, EXE_*;
-    # connect: STDIO_SOCKET
+    # connect: STDIO_SOCKET, NET_HOOK; every kind but open: EXEC_SESSION, EXEC_TTY
     flags: int = 0
     # exec outcome
     killed: bool = False  # killed in the kernel at exec (banned process in enforce mode)

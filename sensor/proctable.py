@@ -11,6 +11,10 @@ Ancestry is asked for on most events and changes rarely, so each process caches 
 while the table's generation is unchanged. The generation moves only when a link in some chain
 changes under a process that has children: it execs, gets its parent, or its pid leaves the table
 or is reused. A chain that ends at a parent the table does not know yet is not cached.
+
+Exec sessions (sensor/sessions.py): a process the container runtime starts in a running container,
+other than its init, is marked (``EXEC_SESSION``, with ``EXEC_TTY`` when its stdin is a terminal) when
+its exec is seen; its children inherit the mark, so everything the session runs carries it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from sensor.events import EXEC, EXIT, FORK, Event
+from sensor.events import EXEC, EXEC_SESSION, EXEC_TTY, EXIT, FORK, Event
+from sensor.sessions import is_container_init, started_by_runtime, stdin_is_tty
 
 REAL_PROC: Final = Path("/proc")
 DEPTH: Final = 8  # ancestry entries kept per process
@@ -39,6 +44,8 @@ class Proc:
     has_children: bool = False  # it is in some process's cached chain: its changes reach that cache
     ancestry: tuple[str, ...] = ()  # cached; valid while generation == the table's
     generation: int = -1
+    session: int = 0  # EXEC_SESSION | EXEC_TTY: in an exec session (inherited from its parent)
+    prev_exe: str = ""  # what it ran before its latest exec ("" unknown)
 
 
 class ProcessTable:
@@ -184,11 +191,11 @@ class ProcessTable:
         elif kind == EXEC:
             proc = self._procs.get(ev.pid)
             if proc is None:
-                self._put(ev.pid, Proc(ev.ppid, ev.exe, ev.args))
+                self._put(ev.pid, Proc(ev.ppid, ev.exe, ev.args, session=self.session(ev.ppid)))
                 return
             if proc.has_children and proc.exe != ev.exe:
                 self._generation += 1
-            proc.exe, proc.args = ev.exe, ev.args
+            proc.prev_exe, proc.exe, proc.args = proc.exe, ev.exe, ev.args
             if ev.ppid and not proc.ppid:
                 proc.ppid, proc.generation = ev.ppid, -1
                 if proc.has_children:
@@ -208,7 +215,27 @@ class ProcessTable:
         if parent is None:
             self._put(pid, Proc(ppid, exe))
         else:
-            self._put(pid, Proc(ppid, parent.exe, parent.args))
+            self._put(pid, Proc(ppid, parent.exe, parent.args, session=parent.session))
+
+    def session(self, pid: int) -> int:
+        """The process's exec-session mark (EXEC_SESSION, EXEC_TTY); 0 outside sessions or unknown."""
+        proc = self._procs.get(pid)
+        return proc.session if proc is not None else 0
+
+    def exec_session(self, pid: int, pexe: str, cgroup_dir: Path | None) -> int:
+        """The session mark of an exec in a container, after :meth:`observe` applied it: inherited,
+        or new when the runtime started the process (``pexe``, and it ran the runtime's image until
+        now: the init re-exec'ing, an entrypoint's ``exec app``, is not) and it is not the init of
+        its container (``cgroup_dir``: the container's cgroup directory; None if unknown). A new
+        session's tty is its stdin at this exec. 0: the container's own tree."""
+        proc = self._procs.get(pid)
+        if proc is None:
+            return 0
+        if proc.session or not started_by_runtime(pexe) or (proc.prev_exe and not started_by_runtime(proc.prev_exe)):
+            return proc.session
+        if is_container_init(self.root, pid, cgroup_dir) is False:
+            proc.session = EXEC_SESSION | (EXEC_TTY if stdin_is_tty(self.root, pid) else 0)
+        return proc.session
 
     def _exit(self, pid: int) -> None:
         if pid not in self._procs:

@@ -21,7 +21,17 @@ from sensor import bpf_loader
 from sensor.agent import daemon
 from sensor.agent.replay import add_options as add_replay_options
 from sensor.errors import UsageParser, leaves, run_command, show_defaults
-from sensor.events import ARGS_FROM_PROC, ARGS_UNREAD, NAME_MISMATCH, NETWORK_KINDS, STDIO_SOCKET, Event, rfc3339
+from sensor.events import (
+    ARGS_FROM_PROC,
+    ARGS_UNREAD,
+    EXEC_SESSION,
+    EXEC_TTY,
+    NAME_MISMATCH,
+    NETWORK_KINDS,
+    STDIO_SOCKET,
+    Event,
+    rfc3339,
+)
 from sensor.runtimes import add_cri_socket_option
 from sensor.text import visible
 
@@ -55,6 +65,8 @@ def event_json(ev: Event) -> dict[str, Any]:
             out["name_mismatch"] = {"file": ev.path or ev.exe, "argv0": ev.args[0] if ev.args else ""}
     if ev.family == "unix":
         out["path"] = ev.path
+    if ev.kind != "open" and ev.flags & EXEC_SESSION:  # docker/kubectl exec, an exec probe (sensor/sessions.py)
+        out["exec_session"] = {"tty": bool(ev.flags & EXEC_TTY)}
     return out
 
 
@@ -84,12 +96,17 @@ def _mismatch(ev: Event) -> str:
     return f"[file {ev.path}]" if ev.path else f"[argv0 {first}]"
 
 
+def _session(ev: Event) -> str:
+    return "[exec session, tty]" if ev.flags & EXEC_TTY else "[exec session]"
+
+
 def _what(ev: Event) -> str:
     if ev.kind == "exec":
         marks = [m for m, on in (("[truncated]", ev.truncated), ("[args unread]", _args_source(ev) == "unread"),
                                  (f"[stdio socket {ev.saddr}:{ev.sport}->{ev.daddr}:{ev.dport}]",
                                   bool(ev.flags & STDIO_SOCKET)), ("[KILLED]", ev.killed),
-                                 (_mismatch(ev), bool(ev.flags & NAME_MISMATCH))) if on]
+                                 (_mismatch(ev), bool(ev.flags & NAME_MISMATCH)),
+                                 (_session(ev), bool(ev.flags & EXEC_SESSION))) if on]
         return " ".join([ev.exe, *ev.args[1:], *marks]) if len(ev.args) > 1 or marks else f"{ev.exe} "
     if ev.kind in ("connect", "accept"):
         peer = ev.path if ev.family == "unix" else f"{ev.daddr}:{ev.dport}"

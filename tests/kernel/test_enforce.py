@@ -72,7 +72,8 @@ def test_restarted_daemon_keeps_to_the_baseline_of_a_running_container(tmp_path:
     assert ModelEngine.open(state / "models", config).mode(c.image.id) == "alert"
     learned = ModelEngine.open(state / "models", config).images[c.image.id].profile.items
     assert ("tcp", 17998) in learned["inbound"], learned["inbound"]
-    assert ("/bin/sh", "/usr/sbin/runc") in learned["parent"], learned["parent"]  # docker exec's parent
+    # docker exec's parent, learned for that exec session's command line (its own items stay the container's)
+    assert ("sh -c true", "parent", "/bin/sh '[runtime]'") in learned["session"], learned["session"]
     journal = tmp_path / "second.msgpack"
     with daemon(state, *learn, "--record", str(journal)) as out:
         time.sleep(8)  # sleeps and wgets whose parent was seeded from /proc, accepts on the old listener

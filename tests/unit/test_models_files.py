@@ -32,7 +32,7 @@ from models.export import network_policy, seccomp_profile
 from models.fleet import merge_snapshots
 from models.profile import DIMENSIONS
 from sensor.errors import run_command
-from sensor.events import RULE, Event, Finding
+from sensor.events import EXEC_SESSION, RULE, Event, Finding
 from tests.unit.model_cli import model_cli
 
 CFG = ModelConfig(min_learn_s=60, stable_s=30)
@@ -50,6 +50,8 @@ def learned() -> ModelEngine:
     eng.rule_finding(Finding(kind=RULE, rule="Shell Spawned by Non-Shell Program in Container", priority="ERROR",
                              output="o", event=rotate, time_ns=start, source="rule",
                              explanation={"learnable": True}))
+    eng.handle(Event("exec", start, comm="cat", exe="/bin/cat", args=("cat", "/tmp/healthy"), pexe="/usr/bin/runc",
+                     flags=EXEC_SESSION, container_id="0" * 64, image_id=IMAGE_ID, runtime="docker"))  # a probe
     for ev in fleet(3, 240):
         eng.handle(ev)
     eng.record_would_enforce(IMAGE_ID, "new_process")
