@@ -232,6 +232,9 @@ class ProcFacts:
         self._dirs: dict[tuple[str, str], str] = {}  # (image key, directory) -> resolved directory
         self._multi: dict[tuple[str, str], bool] = {}  # (image key, exe) -> a multi-call binary
         self._upper: dict[int, str] = {}  # cgroup id -> its root's overlay upper dir ("" if none)
+        # CGSENTRY_DRIFT_CHECK=0 turns the drift check off, for bench/depth.py's A/B of its cost
+        # per exec (not an operator setting: drift findings need it)
+        self.drift_check = os.environ.get("CGSENTRY_DRIFT_CHECK", "1") != "0"
         self.drifted = 0
         self.renamed = 0
         self.args_from_proc = 0
@@ -252,7 +255,7 @@ class ProcFacts:
             changes["exe"] = exe
         changes.update(self._name(ev, exe, image_key, parent, changes.get("args", ev.args)))  # type: ignore[arg-type]
         exe = changes.get("exe", exe)  # type: ignore[assignment]
-        if container:
+        if container and self.drift_check:
             drift = self.drift(ev, changes.get("path") or exe, parent)  # type: ignore[arg-type]
             if drift:
                 changes["flags"] = changes.get("flags", ev.flags) | drift  # type: ignore[operator]
