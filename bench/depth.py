@@ -46,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -685,11 +686,16 @@ def run(smoke: bool = False, reps: int | None = None) -> dict[str, Any]:
                                                      10 if smoke else 60)),
                          ("enforce_state", lambda: enforce(tmp, reps, cs))):
             log(f"{name} ...")
-            caps[name] = fn()
+            try:
+                caps[name] = fn()
+            except Exception as err:  # noqa: BLE001 - one capability's failure must not lose the others
+                log(f"{name} failed: {traceback.format_exc()}")
+                caps[name] = {"error": f"{type(err).__name__}: {err}"}
             cs.close()
-        replay = caps["early_rate"].pop("_replay")
+        replay = caps["early_rate"].pop("_replay", None)
         out["capabilities"] = caps
-        out["early_vs_close"] = early_vs_close(replay, (1.0, 2.0) if smoke else (1.0, 2.0, 5.0))
+        if replay is not None:
+            out["early_vs_close"] = early_vs_close(replay, (1.0, 2.0) if smoke else (1.0, 2.0, 5.0))
         log("drift check A/B ...")
         out["drift_check_cost"] = drift_cost(tmp, smoke, 1 if smoke else 12)
     finally:
@@ -701,58 +707,80 @@ def run(smoke: bool = False, reps: int | None = None) -> dict[str, Any]:
 
 
 def table(res: dict[str, Any]) -> str:
-    """The README's table: per capability and attack, detection over the runs and time to finding."""
+    """The README's tables: per capability and attack, detection over the runs and time to finding;
+    false alarms; early vs window-close rate scoring; the drift check's cost."""
+    caps = res["capabilities"]
     lines = [f"| capability: attack ({res['reps']} runs each) | detected | time to finding p50 / p95 ms | note |",
              "|---|---|---|---|"]
-    caps = res["capabilities"]
+    lines += [f"| {k.replace('_', ' ')}: failed | | | {c['error']} |" for k, c in caps.items() if "error" in c]
+    lines += _attack_rows({k: c for k, c in caps.items() if "error" not in c})
+    fa = {k: c["benign_false_alarms"] for k, c in caps.items() if "benign_false_alarms" in c}
+    lines += ["", "| must not fire | false alarms |", "|---|---|"]
+    lines += [f"| benign container beside the {k.replace('_', ' ')} daemon | {v} |" for k, v in fa.items()]
+    if "quiet_applets_false_alarms" in caps.get("multicall", {}):
+        lines.append(f"| quiet applets (busybox sh -c, busybox echo, exec -a true /bin/ls) | "
+                     f"{caps['multicall']['quiet_applets_false_alarms']} |")
+    return "\n".join(lines + _scoring_rows(res.get("early_vs_close", {}))
+                     + _cost_rows(res.get("drift_check_cost", {}))) + "\n"
+
+
+def _attack_rows(caps: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
 
     def row(label: str, a: dict[str, Any], note: str = "") -> None:
         t = a["time_to_finding"]
         ms = f"{t['p50_ms']} / {t['p95_ms']}" if t["n"] else "-"
         lines.append(f"| {label} | {a['detected']}/{a['runs']} | {ms} | {note} |")
 
-    for k, a in caps["drift"]["attacks"].items():
+    for k, a in caps.get("drift", {}).get("attacks", {}).items():
         row(f"drift: {k}", a, f"sensor flagged {a.get('flagged', 0)}/{a['runs']} ({', '.join(a['flags']) or '-'})")
-    for k, a in caps["multicall"]["attacks"].items():
-        row(f"multi-call: {k}", a, "reverse shell at CRITICAL")
-    for k, a in caps["failed_connects"]["attacks"].items():
-        row(f"failed connects: {k}", a)
-    sc = caps["failed_connects"]["scan"]
-    row("scan: 21 ports, one container", sc, f"scan findings per sweep {sc['scan_findings_per_sweep']}, "
-        f"per-port findings before it {sc['per_port_findings_per_sweep']}")
-    er = caps["early_rate"]
-    row(f"rate: burst of 300 execs ({er['window_s']:g} s window)", er,
-        f"{er['reported_while_window_ran']}/{er['detected']} reported while the window ran")
-    en = caps["enforce_state"]
-    lines.append(f"| enforce: offence paused | {en['paused']}/{en['runs']} | {en['offence_to_paused']['p50_ms']} / "
-                 f"{en['offence_to_paused']['p95_ms']} | pauses per offence {sorted(set(en['actions_per_offence']))} |")
-    lines.append(f"| enforce: same offence after an outside unpause | {en['paused_again_after_outside_unpause']}/"
-                 f"{en['runs']} | {en['repeat_offence_to_paused']['p50_ms']} / "
-                 f"{en['repeat_offence_to_paused']['p95_ms']} | |")
-    fa = {k: caps[k].get("benign_false_alarms") for k in ("drift", "multicall", "failed_connects", "early_rate")}
-    lines += ["", "| must not fire | false alarms |", "|---|---|"]
-    lines += [f"| benign container beside the {k.replace('_', ' ')} daemon | {v} |" for k, v in fa.items()]
-    lines.append(f"| quiet applets (busybox sh -c, busybox echo, exec -a true /bin/ls) | "
-                 f"{caps['multicall']['quiet_applets_false_alarms']} |")
-    ev = res["early_vs_close"]
-    lines += ["", f"| rate scoring, same learned model (noisy loop: {ev['learn_s']} s learned, "
-                  f"{ev['quiet_alert_s']} s in alert) | alert windows | false alarms early / window close | "
-                  "burst delay ms early / window close |",
-              "|---|---|---|---|"]
+    for k, a in caps.get("multicall", {}).get("attacks", {}).items():
+        row(f"multi-call: {k}", a, "Reverse Shell in Container, CRITICAL")
+    for k, a in caps.get("failed_connects", {}).get("attacks", {}).items():
+        row(f"failed connects: {k}", a, "New Outbound Endpoint")
+    if "failed_connects" in caps:
+        sc = caps["failed_connects"]["scan"]
+        row("scan: 21 new ports from one container", sc, f"Outbound Scan findings per sweep "
+            f"{sc['scan_findings_per_sweep']}, per-port findings before it {sc['per_port_findings_per_sweep']}")
+    if "early_rate" in caps:
+        er = caps["early_rate"]
+        row(f"rate: burst of 300 execs ({er['window_s']:g} s window)", er,
+            f"{er['reported_while_window_ran']}/{er['detected']} reported while the window ran")
+    if "enforce_state" in caps:
+        en = caps["enforce_state"]
+        for label, n, t in (("offence paused", en["paused"], en["offence_to_paused"]),
+                            ("same offence at once after an outside unpause", en["paused_again_after_outside_unpause"],
+                             en["repeat_offence_to_paused"])):
+            row(f"enforce: {label}", {"detected": n, "runs": en["runs"], "time_to_finding": t},
+                f"pauses per offence: {en['actions_per_offence']}" if label == "offence paused" else "")
+    return lines
+
+
+def _scoring_rows(ev: dict[str, Any]) -> list[str]:
+    if "by_window" not in ev:
+        return []
+    lines = ["", f"| rate scoring, one learned model (noisy loop: {ev['learn_s']} s learned, {ev['quiet_alert_s']} s "
+                 "in alert, replayed) | alert windows | false alarms early / window close | "
+                 "burst delay ms early / window close |", "|---|---|---|---|"]
     for w, r in ev["by_window"].items():
         lines.append(f"| {w} windows | {r['early']['alert_windows']} | {r['early']['false_alarms']} / "
                      f"{r['window_close']['false_alarms']} | {r['early']['burst_delay_ms']} / "
                      f"{r['window_close']['burst_delay_ms']} |")
-    dc = res["drift_check_cost"]
-    lines += ["", "| drift check on vs off | value |", "|---|---|",
-              f"| exec storm, µs per exec (on / off, median of {dc['pairs']} pairs) | "
-              f"{dc['storm_us_per_exec_median']['on']} / {dc['storm_us_per_exec_median']['off']} |",
-              f"| exec storm slowdown, paired median [95 % interval] | {dc['storm_slowdown_on_vs_off_pct']} % "
-              f"{dc['storm_slowdown_ci95_pct']} |",
-              f"| sensor CPU µs per exec (on / off) | {dc['sensor_cpu_us_per_exec_median']['on']} / "
-              f"{dc['sensor_cpu_us_per_exec_median']['off']} |",
-              f"| the check alone, in-process, µs per exec | {dc['check_alone']['drift_check_us_per_exec']} |"]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _cost_rows(dc: dict[str, Any]) -> list[str]:
+    if "pairs" not in dc:
+        return []
+    return ["", "| drift check on vs off | on | off | difference |", "|---|---|---|---|",
+            f"| exec storm, µs per exec (median of {dc['pairs']} alternating pairs) | "
+            f"{dc['storm_us_per_exec_median']['on']} | {dc['storm_us_per_exec_median']['off']} | "
+            f"{dc['storm_slowdown_on_vs_off_pct']} % {dc['storm_slowdown_ci95_pct'] or ''} |",
+            f"| sensor CPU µs per exec | {dc['sensor_cpu_us_per_exec_median']['on']} | "
+            f"{dc['sensor_cpu_us_per_exec_median']['off']} | {dc['sensor_extra_cpu_us_per_exec_median']} |",
+            f"| the check alone (ProcFacts.exec_event on a live container process), µs | "
+            f"{dc['check_alone']['exec_event_us_on']} | {dc['check_alone']['exec_event_us_off']} | "
+            f"{dc['check_alone']['drift_check_us_per_exec']} |"]
 
 
 def main(argv: list[str] | None = None) -> int:
