@@ -677,7 +677,10 @@ def check_alone(calls: int) -> dict[str, Any]:
 
 
 # -- the run ------------------------------------------------------------------------------------
-def run(smoke: bool = False, reps: int | None = None) -> dict[str, Any]:
+def run(smoke: bool = False, reps: int | None = None,
+        progress: Callable[[dict[str, Any]], None] = lambda _: None) -> dict[str, Any]:
+    """Every capability, then the offline rate replay and the drift check's A/B; ``progress`` gets
+    the result so far after each part (``partial``: True until the end)."""
     from bench.overhead import machine
 
     reps = reps or (1 if smoke else 5)
@@ -700,10 +703,13 @@ def run(smoke: bool = False, reps: int | None = None) -> dict[str, Any]:
                 log(f"{name} failed: {traceback.format_exc()}")
                 caps[name] = {"error": f"{type(err).__name__}: {err}"}
             cs.close()
+            progress({**out, "partial": True, "capabilities": {k: {x: y for x, y in c.items() if x != "_replay"}
+                                                                for k, c in caps.items()}})
         replay = caps["early_rate"].pop("_replay", None)
         out["capabilities"] = caps
         if replay is not None:
             out["early_vs_close"] = early_vs_close(replay, (1.0, 2.0) if smoke else (1.0, 2.0, 5.0))
+        progress({**out, "partial": True})
         log("drift check A/B ...")
         out["drift_check_cost"] = drift_cost(tmp, smoke, 1 if smoke else 12)
     finally:
@@ -800,9 +806,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         print(table(json.loads((RESULTS / "depth.json").read_text())))
         return 0
-    res = run(args.smoke, args.reps)
+    path = RESULTS / f"depth{'.smoke' if args.smoke else ''}.json"
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"depth{'.smoke' if args.smoke else ''}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+
+    def write(res: dict[str, Any]) -> None:
+        path.write_text(json.dumps(res | {"date": time.strftime("%Y-%m-%d")}, indent=2, default=str) + "\n")
+
+    res = run(args.smoke, args.reps, write)
+    write(res)
     print(table(res))
     return 0
 
