@@ -21,8 +21,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 BEGIN, END = "<!-- bench:begin", "<!-- bench:end -->"
 BENCHES = ("throughput", "pipeline_bench", "scenarios", "adfa", "ingest", "streams", "console", "latency", "overhead",
            "exec_ab",
-           "attribution", "drops", "scale", "ngram_kernel", "runtime_attribution")
-KERNEL = {"latency", "overhead", "exec_ab", "attribution", "drops", "scale", "ngram_kernel", "runtime_attribution"}
+           "attribution", "drops", "scale", "ngram_kernel", "runtime_attribution", "depth")
+KERNEL = {"latency", "overhead", "exec_ab", "attribution", "drops", "scale", "ngram_kernel", "runtime_attribution",
+          "depth"}
 
 
 def run_one(name: str, smoke: bool) -> dict[str, Any]:

@@ -253,6 +253,9 @@ class ProcFacts:
         self._roots: dict[int, str] = {}  # this exec's pids -> readable <pid>/root, or ""
         self._rootless: dict[int, int] = {}  # parent pid -> event time its root could not be read
         self._now = 0  # the time of the exec being completed (0: a lookup outside one)
+        # CGSENTRY_DRIFT_CHECK=0 turns the drift check off, for bench/depth.py's A/B of its cost
+        # per exec (not an operator setting: drift findings need it)
+        self.drift_check = os.environ.get("CGSENTRY_DRIFT_CHECK", "1") != "0"
         self.drifted = 0
         self.renamed = 0
         self.args_from_proc = 0
@@ -275,7 +278,7 @@ class ProcFacts:
             changes["exe"] = exe
         changes.update(self._name(ev, exe, image_key, parent, changes.get("args", ev.args)))  # type: ignore[arg-type]
         exe = changes.get("exe", exe)  # type: ignore[assignment]
-        if container:
+        if container and self.drift_check:
             drift = self._drift(ev, changes.get("path") or exe, parent)  # type: ignore[arg-type]
             if drift:
                 changes["flags"] = changes.get("flags", ev.flags) | drift  # type: ignore[operator]
