@@ -13,13 +13,12 @@ is learned, nothing is promoted, and findings carry ``during_loss``.
 from __future__ import annotations
 
 import difflib
-import errno
 from dataclasses import dataclass, field
 from typing import Any
 
 from models.profile import ImageProfile
 from models.ratemodel import RateModel
-from sensor.events import Event
+from sensor.events import Event, failure_text
 
 MODES = ("learn", "alert", "enforce")
 
@@ -208,7 +207,7 @@ def describe(dim: str, key: tuple[Any, ...], ev: Event) -> str:
     if dim in ("process", "parent"):
         return f"{ev.exe} (parent {ev.pexe or '?'}, uid {ev.uid})"
     if dim == "outbound":
-        failed = f" failed: {errno.errorcode.get(-ev.ret, ev.ret)}" if ev.ret < 0 and ev.ret != -115 else ""
+        failed = f" failed: {failure_text(ev.ret)}" if ev.ret < 0 and ev.ret != -115 else ""
         if ev.saddr:  # the source is the socket's (sensor/procfacts.py)
             return f"{fmt_item(dim, key)} ({ev.saddr}:{ev.sport}->{ev.daddr}:{ev.dport}{failed})"
         return f"{fmt_item(dim, key)}" + (f" ({failed.strip()})" if failed else "")

@@ -8,7 +8,6 @@ server is the remote side, for ``accept``/``listen`` it is the local side; ``fd.
 
 from __future__ import annotations
 
-import errno
 import operator
 import os
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from sensor.events import (
     NAME_MISMATCH,
     STDIO_SOCKET,
     Event,
+    errno_name,
 )
 
 STR: Final = "str"
@@ -69,7 +69,7 @@ def evt_type(ev: Event) -> str:
 def _res(ev: Event) -> str:
     if ev.ret >= 0:
         return "SUCCESS"
-    return errno.errorcode.get(-ev.ret, str(ev.ret))
+    return errno_name(ev.ret)
 
 
 def _base(path: str) -> str:

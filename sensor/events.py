@@ -241,6 +241,31 @@ def _fields_of(ev: Event) -> list[tuple[str, Any]]:
 _EVENT_ORDER: Final = tuple(f.name for f in dataclasses.fields(Event))
 
 
+# errnos the kernel keeps to itself (include/linux/errno.h): a syscall a signal interrupted before
+# it finished, e.g. a connect whose caller gave up (``timeout 2 nc``), returns -ERESTARTSYS to the
+# tracepoint although the process sees EINTR
+_KERNEL_ERRNOS: Final = {512: "ERESTARTSYS", 513: "ERESTARTNOINTR", 514: "ERESTARTNOHAND", 516: "ERESTART_RESTARTBLOCK"}
+_ERRNO_MEANING: Final = {"ECONNREFUSED": "refused", "ETIMEDOUT": "timed out", "EHOSTUNREACH": "host unreachable",
+                         "ENETUNREACH": "network unreachable", "EINTR": "interrupted: its caller gave up",
+                         "ERESTARTSYS": "interrupted: its caller gave up before an answer"}
+
+
+def errno_name(ret: int) -> str:
+    """A negative syscall result's errno name (ECONNREFUSED; the kernel's own ERESTARTSYS too);
+    ``str(ret)`` for one with no name."""
+    import errno
+
+    return errno.errorcode.get(-ret) or _KERNEL_ERRNOS.get(-ret) or str(ret)
+
+
+def failure_text(ret: int) -> str:
+    """How a failed syscall reads in a finding: its errno name and, where one helps, what it means
+    ("ECONNREFUSED, refused"; "ERESTARTSYS, interrupted: its caller gave up before an answer")."""
+    name = errno_name(ret)
+    meaning = _ERRNO_MEANING.get(name)
+    return f"{name}, {meaning}" if meaning else name
+
+
 def rfc3339(time_ns: int) -> str:
     """``time_ns`` (ns since the epoch, UTC) as RFC 3339 with nanoseconds: 2026-12-03T09:33:34.000000001Z.
     Every time the project prints or exports is written by this one function."""

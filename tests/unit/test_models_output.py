@@ -87,3 +87,19 @@ def test_accept_checks_the_item_shape(run: object) -> None:
         run("accept", IMAGE_ID, "listen", "tcp", "http")  # type: ignore[operator]
     with pytest.raises(ModelError, match="a number or a syscall name"):
         run("accept", IMAGE_ID, "syscall", "notacall")  # type: ignore[operator]
+
+
+def test_a_failed_connect_says_how_it_failed_in_words() -> None:
+    from models.baseline import describe
+    from rules.fields import FIELDS
+    from sensor.events import failure_text
+
+    assert failure_text(-111) == "ECONNREFUSED, refused" and failure_text(-110) == "ETIMEDOUT, timed out"
+    # `timeout 2 nc` gives up on a connect nobody answers: the tracepoint sees the kernel's own errno
+    assert failure_text(-512) == "ERESTARTSYS, interrupted: its caller gave up before an answer"
+    assert failure_text(-9999) == "-9999"
+    ev = Event("connect", 1, pid=5, exe="/bin/nc", daddr="127.0.0.1", dport=9, proto="tcp", family="ipv4",
+               saddr="127.0.0.1", sport=40000, ret=-512)
+    assert describe("outbound", ("127.0.0.1", 9, "tcp"), ev).endswith(
+        "(127.0.0.1:40000->127.0.0.1:9 failed: ERESTARTSYS, interrupted: its caller gave up before an answer)")
+    assert FIELDS["evt.res"].get(ev) == "ERESTARTSYS"
