@@ -46,6 +46,7 @@ class Proc:
     generation: int = -1
     session: int = 0  # EXEC_SESSION | EXEC_TTY: in an exec session (inherited from its parent)
     prev_exe: str = ""  # what it ran before its latest exec ("" unknown)
+    prev_args: tuple[str, ...] = ()  # ... and with which argv
 
 
 class ProcessTable:
@@ -119,11 +120,14 @@ class ProcessTable:
                     out.append(proc.exe)
         return tuple(out), proc is not None or len(out) >= depth
 
-    def ancestors(self, pid: int, depth: int = DEPTH) -> tuple[tuple[tuple[int, str, tuple[str, ...]], ...], str]:
+    def ancestors(self, pid: int, depth: int = DEPTH,
+                  parent_exe: str = "") -> tuple[tuple[tuple[int, str, tuple[str, ...]], ...], str]:
         """(pid, executable, argv) of the parent, grandparent, ... nearest first, for a finding
         (runtime plumbing included: an analyst sees the whole chain), and why it stops where it
         does: "" at the top (a parent pid 0) or for a process the table does not hold, else the
-        reason in words (a parent the sensor never saw, a pid loop, the depth)."""
+        reason in words (a parent the sensor never saw, a pid loop, the depth). ``parent_exe``:
+        what the parent ran when the event happened (the event's pexe); a parent that has exec'd
+        since (``sh -c 'x; sleep 30'`` execs its last command) is shown as it was then."""
         proc = self._procs.get(pid)
         out: list[tuple[int, str, tuple[str, ...]]] = []
         seen = {pid}
@@ -140,7 +144,10 @@ class ProcessTable:
             if proc is None:
                 return tuple(out), (f"parent pid {parent} unknown to the sensor: it ended before the sensor "
                                     "started, or before its exec record was read")
-            out.append((parent, proc.exe, proc.args))
+            if not out and parent_exe and proc.exe != parent_exe and proc.prev_exe == parent_exe:
+                out.append((parent, proc.prev_exe, proc.prev_args))
+            else:
+                out.append((parent, proc.exe, proc.args))
         return tuple(out), ""
 
     def observe(self, ev: Event, with_ancestry: bool) -> tuple[int, str, tuple[str, ...], str, tuple[str, ...]]:
@@ -195,7 +202,7 @@ class ProcessTable:
                 return
             if proc.has_children and proc.exe != ev.exe:
                 self._generation += 1
-            proc.prev_exe, proc.exe, proc.args = proc.exe, ev.exe, ev.args
+            proc.prev_exe, proc.prev_args, proc.exe, proc.args = proc.exe, proc.args, ev.exe, ev.args
             if ev.ppid and not proc.ppid:
                 proc.ppid, proc.generation = ev.ppid, -1
                 if proc.has_children:

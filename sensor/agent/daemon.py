@@ -157,7 +157,7 @@ class Daemon:
                 self.models.record_would_enforce(ev.image_key, f"{f.kind}:{would}")
         if action == "none":
             return
-        ancestors, end = self.tracer.enricher.procs.ancestors(ev.pid) if ev.pid else ((), "")
+        ancestors, end = self.tracer.enricher.procs.ancestors(ev.pid, parent_exe=ev.pexe) if ev.pid else ((), "")
         f = f.replace(action=action, mode=mode, ancestors=ancestors, ancestors_end=end)
         if action in CONTAINER_ACTIONS or action == "kill-process":
             self.execute(f, action)

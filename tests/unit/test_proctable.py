@@ -95,6 +95,13 @@ def test_ancestors_give_pid_exe_and_argv_per_level_and_why_the_chain_stops(tmp_p
     chain, end = table.ancestors(60)  # its parent exited before the sensor saw it
     assert chain == () and end.startswith("parent pid 55 unknown to the sensor")
     assert table.ancestors(999) == ((), "")  # a process the table does not hold: nothing to say
+    # sh -c 'cgsmark; sleep 30': the shell forks cgsmark, then execs its last command; a finding
+    # about cgsmark handled after that shows the shell as it was when it ran cgsmark
+    table.update(Event("fork", 2, pid=20, ppid=10, child_pid=70))
+    table.update(Event("exec", 3, pid=70, ppid=20, exe="/tmp/cgsmark", args=("/tmp/cgsmark",)))
+    table.update(Event("exec", 4, pid=20, ppid=10, exe="/bin/sleep", args=("sleep", "30")))
+    assert table.ancestors(70, parent_exe="/bin/sh")[0][0] == (20, "/bin/sh", ("sh", "-c", "while :; do :; done"))
+    assert table.ancestors(70)[0][0] == (20, "/bin/sleep", ("sleep", "30"))  # the table's present
 
 
 def test_fork_exec_exit_keep_the_table_current(tmp_path: Path) -> None:
