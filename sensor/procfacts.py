@@ -176,6 +176,20 @@ def fd_socket(pid_dir: Path, fd: int) -> SocketEnds | None:
     return inet_socket(pid_dir, inode) if inode else None
 
 
+_BY_DESCRIPTOR = ("/dev/fd/", "/proc/", "/memfd:", "memfd:")  # /proc/self/fd/N, /proc/self/exe too
+
+
+def _same_file(real: str, filename: str, exe: str) -> bool:
+    """Whether /proc/PID/exe's ``real`` link can be the file this exec ran: the exec's own
+    ``filename`` names a descriptor (fexecve, where only the link tells what it was) or a memfd, or
+    the link names the same file as ``exe`` (the path run, canonical) or ``filename``. Read after
+    the event, the link may belong to a later exec of the same pid: that one has its own event."""
+    if filename.startswith(_BY_DESCRIPTOR):
+        return True
+    path = real.removesuffix(" (deleted)")
+    return path in (exe, filename) or path.rsplit("/", 1)[-1] in (exe.rsplit("/", 1)[-1], filename.rsplit("/", 1)[-1])
+
+
 def root_upperdir(mountinfo: str) -> str:
     """The upper directory (a host path) of the overlay mounted at a process's ``/``, from its
     mountinfo; "" when its root is not an overlay."""
@@ -389,6 +403,8 @@ class ProcFacts:
                 real = os.readlink(pid_dir + "/exe")
             except OSError:
                 pass
+        if real and not _same_file(real, ev.exe, exe):
+            real = ""  # the process exec'd again since (sh -c execs its command): a later image's link
         if ev.exe.startswith(("/memfd:", "memfd:")) or real.startswith("/memfd:"):
             flags |= EXE_FROM_MEMFD
         elif real.endswith(" (deleted)"):

@@ -56,6 +56,21 @@ def test_an_executable_written_after_start_is_drift_wherever_it_lies(tmp_path: P
     assert FIELDS["proc.is_exe_from_memfd"].get(facts.exec_event(exec_ev(12, "/dev/fd/3"), "sha256:web", True))
 
 
+def test_a_link_left_by_a_later_exec_of_the_same_pid_is_not_this_execs(tmp_path: Path) -> None:
+    """sh -c '/x/fileless ...': the shell's pid execs the helper, which fexecve's a memfd, before the
+    sensor reads the shell's exec: /proc/PID/exe then names the memfd, which is the later exec's
+    (that one has its own event, named /dev/fd/N), not the shell's."""
+    root, upper, procfs = container(tmp_path)
+    os.symlink("/memfd:depth (deleted)", procfs / "12" / "exe")
+    os.symlink("/srv/payload (deleted)", procfs / "13" / "exe")
+    facts = ProcFacts(procfs)
+    for pid in (12, 13):
+        assert not facts.exec_event(exec_ev(pid, "/bin/sh"), "sha256:web", True).flags & (EXE_FROM_MEMFD | EXE_DELETED)
+    assert facts.exec_event(exec_ev(12, "/dev/fd/3"), "sha256:web", True).flags & EXE_FROM_MEMFD
+    assert facts.exec_event(exec_ev(13, "/dev/fd/4"), "sha256:web", True).flags & EXE_DELETED
+    assert facts.exec_event(exec_ev(13, "/srv/payload"), "sha256:web", True).flags & EXE_DELETED
+
+
 def test_the_images_own_programs_are_not_drift(tmp_path: Path) -> None:
     root, upper, procfs = container(tmp_path)
     (root / "bin" / "sh").write_bytes(b"\x7fELF sh")  # the image's (lower layer, seen through root)
