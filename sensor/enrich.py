@@ -112,6 +112,7 @@ class Enricher:
         self.runtime = runtime
         self.procs = procs
         self.facts = facts or ProcFacts(procs.root)  # argv, exe identity, socket stdio, connect sources
+        self.facts.members_of = self.cgroup_members
         self._cache: dict[int, Attribution] = {}
         self._unknown_ids: set[int] = set()
         # called with a cgroup id that was unknown and now resolves: what the kernel reports only
@@ -281,6 +282,17 @@ class Enricher:
         if name not in _RUNTIMES or name[:15] != ev.comm:
             return ev
         return ev.replace(exe=caller.exe)
+
+    def cgroup_members(self, cgroup_id: int) -> list[int]:
+        """The pids in a cgroup now (its cgroup.procs; [] if it cannot be read)."""
+        path = self.index.path_of(cgroup_id)
+        if not path:
+            return []
+        try:
+            text = (self.index.root / path.lstrip("/") / "cgroup.procs").read_text()
+        except OSError:
+            return []
+        return [int(line) for line in text.split() if line.isdigit()][:16]
 
     def seen_containers(self) -> list[str]:
         """Ids of the containers whose events were attributed (the cache's, so at most

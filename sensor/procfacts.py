@@ -66,6 +66,7 @@ import re
 import socket
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -263,6 +264,11 @@ class ProcFacts:
         self._dirs: dict[tuple[str, str], str] = {}  # (image key, directory) -> resolved directory
         self._multi: dict[tuple[str, str], bool] = {}  # (image key, exe) -> a multi-call binary
         self._upper: dict[int, str] = {}  # cgroup id -> its root's overlay upper dir ("" if none)
+        # cgroup id -> a pid of it last seen alive: a way into the container's root for a process
+        # already gone (nc refused at once) whose parent is the runtime, outside the container
+        self._members: dict[int, int] = {}
+        # cgroup id -> the pids in it now (the enricher reads cgroup.procs), for when no member was seen
+        self.members_of: Callable[[int], list[int]] | None = None
         self._live: dict[int, bool] = {}  # this exec's pids -> procfs directory there (one lstat each)
         self._roots: dict[int, str] = {}  # this exec's pids -> readable <pid>/root, or ""
         self._rootless: dict[int, int] = {}  # parent pid -> event time its root could not be read
@@ -376,7 +382,14 @@ class ProcFacts:
         directory, _, base = exe.rpartition("/")
         if not args or not directory or exe.startswith(_OPAQUE):
             return {}
-        if self._is_multicall(ev.pid, exe, image_key, parent):
+        member = self._members.get(ev.cgroup_id, 0) if ev.cgroup_id else 0
+        if ev.cgroup_id and self._root_of(ev.pid):
+            if len(self._members) >= self.max_dirs:
+                self._members.clear()
+            self._members[ev.cgroup_id] = ev.pid
+        elif ev.cgroup_id and self.members_of is not None and not (member and self._root_of(member, own=False)):
+            member = next((p for p in self.members_of(ev.cgroup_id) if p != ev.pid), 0)  # gone: ask its cgroup
+        if self._is_multicall(ev.pid, exe, image_key, parent, member):
             name = applet_name(args) or base
             if name == base:
                 return {}
@@ -471,14 +484,14 @@ class ProcFacts:
         self._forget()
         return self._is_multicall(pid, exe, image_key, parent)
 
-    def _is_multicall(self, pid: int, exe: str, image_key: str, parent: int) -> bool:
+    def _is_multicall(self, pid: int, exe: str, image_key: str, parent: int, member: int = 0) -> bool:
         if exe.rsplit("/", 1)[-1] in MULTICALL:
             return True
         key = (image_key, exe)
         known = self._multi.get(key)
         if known is not None:
             return known
-        found = self._multicall(pid, exe, parent)
+        found = self._multicall(pid, exe, parent, member)
         if found is None:
             return False  # gone, and not seen before: the kernel's name stands
         if len(self._multi) >= self.max_dirs:
@@ -486,8 +499,10 @@ class ProcFacts:
         self._multi[key] = found
         return found
 
-    def _multicall(self, pid: int, exe: str, parent: int) -> bool | None:
-        for who in (pid, parent) if parent and parent != pid else (pid,):
+    def _multicall(self, pid: int, exe: str, parent: int, member: int = 0) -> bool | None:
+        """Looked up in the process's own root, else another live process of its container
+        (``member``), else its parent's (which may be the runtime's, outside the container)."""
+        for who in dict.fromkeys(w for w in (pid, member, parent) if w):
             root = self._root_of(who, own=who == pid)
             if not root:
                 continue

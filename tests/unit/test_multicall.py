@@ -121,3 +121,29 @@ def test_rules_baselines_and_policy_see_the_applet(tmp_path: Path) -> None:
     assert PolicyChecker(pol).handle(shell) and not PolicyChecker(pol).handle(sh)
     assert event_json(shell)["name_mismatch"] == {"file": "/bin/busybox", "argv0": "busybox"}
     assert "[file /bin/busybox]" in event_line(shell)
+
+
+def test_a_gone_process_whose_parent_is_the_runtime_is_named_through_its_container(tmp_path: Path) -> None:
+    """docker exec c sh -c '(exec -a nc /bin/ls 127.0.0.1 9 -e /bin/sh)': the shell's pid execs ls
+    as nc, which exits at once (refused); its parent is the runtime, outside the container, whose
+    root has no busybox. Another live process of the container (its init) is the way in."""
+    root, host = busybox_root(tmp_path), tmp_path / "host"
+    (host / "bin").mkdir(parents=True)
+    (host / "bin" / "ls").write_bytes(b"\x7fELF coreutils ls")  # the host's ls is no busybox
+    procfs = tmp_path / "proc"
+    proc(procfs, 10, root, "/bin/sleep")  # the container's init, alive
+    proc(procfs, 5, host, "/bin/ls")  # the runtime's shim, on the host
+    facts = ProcFacts(procfs)
+    facts.exec_event(exec_ev(10, "/bin/sleep", ("sleep", "3600"), cgroup_id=77, ppid=5), KEY, True)
+    gone = facts.exec_event(exec_ev(11, "/bin/ls", ("nc", "127.0.0.1", "9", "-e", "/bin/sh"), cgroup_id=77, ppid=5),
+                            KEY, True)
+    assert (gone.comm, gone.exe, gone.path) == ("nc", "/bin/nc", "/bin/ls") and gone.flags & NAME_MISMATCH
+    hits = {f.rule for f in RuleEngine(load_files(default_rule_files())).handle(
+        gone.replace(container_id=CID, image="busybox:1.36"))}
+    assert "Reverse Shell in Container" in hits
+    # the sensor started after the container: no member seen yet, its cgroup says who is in it
+    fresh = ProcFacts(procfs)
+    fresh.members_of = lambda cgroup_id: [11, 10] if cgroup_id == 77 else []
+    late = fresh.exec_event(exec_ev(11, "/bin/ls", ("nc", "127.0.0.1", "9", "-e", "/bin/sh"), cgroup_id=77, ppid=5),
+                            KEY, True)
+    assert (late.comm, late.exe) == ("nc", "/bin/nc")
