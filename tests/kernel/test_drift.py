@@ -47,3 +47,25 @@ def test_drift_is_killed_in_enforce_mode(tmp_path: Path, busybox) -> None:  # ty
     assert "rc=137" in logs and "rc2=0" in logs, logs
     killed = [f for f in findings(out) if f["rule"] == RULE]
     assert killed and killed[0]["action"] == "kill-process", findings(out)
+
+
+def test_fileless_execs_from_a_memfd_or_a_deleted_file_are_found(tmp_path: Path, busybox) -> None:  # type: ignore[no-untyped-def]
+    """Run by descriptor (fexecve), as fileless malware runs: the exec names /dev/fd/N, and only
+    /proc/PID/exe says it was an anonymous memory file or a file already unlinked. The helper is
+    bench/depth.py's, compiled static; each payload runs a second, long enough to be read."""
+    from bench.depth import build_fileless
+
+    helper = build_fileless(tmp_path / "helper")
+    with daemon(tmp_path / "state", "--profile", "full") as out:
+        c = busybox("sleep 2; /depth/fileless memfd /bin/busybox sleep 1; mkdir -p /srv;"
+                    " /depth/fileless deleted /bin/busybox sleep 1; echo done; sleep 3600",
+                    volumes={str(helper): {"bind": "/depth", "mode": "ro"}})
+        wait_for(lambda: "done" in c.logs().decode(), timeout_s=30)
+        time.sleep(2)
+    mine = [f for f in findings(out) if c.name in f["output"]]
+    memfd = [f for f in mine if f["rule"] == "Fileless Execution via Memfd"]
+    deleted = [f for f in mine if f["rule"] == RULE]
+    assert len(memfd) == 1 and memfd[0]["priority"] == "CRITICAL", mine
+    assert len(deleted) == 1 and "exe=/dev/fd/" in deleted[0]["output"], mine  # the exec by descriptor
+    # the shell that ran the helper is not blamed for what its pid ran later
+    assert not [f for f in memfd + deleted if "exe=/bin/sh" in f["output"]], mine
