@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -283,6 +284,20 @@ class ModelEngine:
         b.profile.learn(dim, key, ev, self.node)
         b.note_new_item(ev.time_ns)
         return f.replace(explanation={**f.explanation, "learned": True})
+
+    def to_act_on(self, found: list[Finding], mode: Callable[[Event], str]) -> list[Finding]:
+        """Of one event's findings (every sink's), those to act on: a learnable rule's goes through
+        :meth:`rule_finding` with its image's effective ``mode`` (dropped when expected), the
+        others pass. The daemon and ``replay`` both decide this way."""
+        out = []
+        for f in found:
+            if f.source == "rule" and f.explanation.get("learnable"):
+                learned = self.rule_finding(f, mode(f.event))
+                if learned is None:
+                    continue
+                f = learned
+            out.append(f)
+        return out
 
     def _scan_finding(self, b: ImageBaseline, burst: Burst, ev: Event, during_loss: bool) -> Finding:
         ctx = b.context()

@@ -130,14 +130,9 @@ class Daemon:
         found: list[Finding] = []
         for sink in self.sinks:  # all are asked before any response (a loop: a comprehension costs 0.1 us)
             found += sink.handle(ev)
-        for f in found:
-            if f.source == "rule" and f.explanation.get("learnable"):
-                # expected of this image: learned while it learns, quiet once it alerts
-                learned = self.models.rule_finding(f, self.effective_mode(f.event))
-                if learned is None:
-                    continue
-                f = learned
-            self.respond(f)
+        if found:  # a learnable rule's finding: learned while its image learns, quiet once expected
+            for f in self.models.to_act_on(found, self.effective_mode):
+                self.respond(f)
 
     def effective_mode(self, ev: Event) -> str:
         """The operator's policy mode if set, else the image's learning lifecycle."""

@@ -45,12 +45,7 @@ class Replay:
             found: list[Finding] = []
             for sink in self.sinks:
                 found += sink.handle(ev)
-            for f in found:
-                if f.source == "rule" and f.explanation.get("learnable"):
-                    learned = self.models.rule_finding(f, self.mode(f.event))
-                    if learned is None:
-                        continue
-                    f = learned
+            for f in self.models.to_act_on(found, self.mode):
                 decided = self.decide(f)
                 if decided.action != "none":
                     yield decided
