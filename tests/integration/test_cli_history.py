@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any, Iterator
 
 import pytest
 
-from bench.pgserver import create_database
 from bench.workloads import deviation
 from collector.auth import AuthConfig, TokenStore
 from collector.export import Exporters
@@ -26,7 +24,7 @@ from collector.store import SqlStore
 from sensor.agent.link import CollectorLink, LinkCallbacks, LinkConfig
 from sensor.events import Event, Finding
 from sensor.spool import Spool
-from tests.integration.helpers import learned, run
+from tests.integration.helpers import backend_collector, learned, run
 from tests.waiting import wait_for
 
 _names = itertools.count()
@@ -42,15 +40,8 @@ def rule_finding(i: int, learnable: bool = True, rule: str = "Shell Spawned By N
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def collector(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, dict[str, str], SqlStore]]:
-    url = str(tmp_path / "c.db") if request.param == "sqlite" else create_database(
-        request.getfixturevalue("postgres_url"), f"history_{os.getpid()}_{next(_names)}")
-    store = SqlStore.open(url)
-    tokens = TokenStore(tmp_path / "tokens")
-    toks = {r: tokens.add(name, r) for name, r in (("vic", "viewer"), ("rita", "responder"))}
-    server, port = create_server("127.0.0.1:0", store, AuthConfig(tokens))
-    yield f"127.0.0.1:{port}", toks, store
-    server.stop(0)
-    store.close()
+    with backend_collector(request, tmp_path, {"vic": "viewer", "rita": "responder"}, "history") as live:
+        yield live
 
 
 def test_every_change_is_kept_with_who_when_and_why(collector: Any, capsys: Any) -> None:

@@ -17,13 +17,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from bench.pgserver import create_database
 from collector.alertview import ELLIPSIS, alert_table, paint, use_colour
-from collector.auth import AuthConfig, TokenStore
-from collector.server import create_server
 from collector.store import SqlStore
 from sensor.events import Event, Finding
-from tests.integration.helpers import run
+from tests.integration.helpers import backend_collector, run
 
 ROOT = Path(__file__).resolve().parents[2]
 _names = itertools.count()
@@ -95,15 +92,8 @@ def test_the_list_fits_80_columns_and_shows_more_at_200(live: Any, capsys: Any, 
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, dict[str, str], SqlStore]]:
     """A live collector on SQLite or PostgreSQL, tokens named after their roles."""
-    url = str(tmp_path / "c.db") if request.param == "sqlite" else create_database(
-        request.getfixturevalue("postgres_url"), f"reading_{os.getpid()}_{next(_names)}")
-    store = SqlStore.open(url)
-    tokens = TokenStore(tmp_path / "tokens")
-    toks = {r: tokens.add(r, r) for r in ("viewer", "responder")}
-    server, port = create_server("127.0.0.1:0", store, AuthConfig(tokens))
-    yield f"127.0.0.1:{port}", toks, store
-    server.stop(0)
-    store.close()
+    with backend_collector(request, tmp_path, {"viewer": "viewer", "responder": "responder"}, "reading") as live:
+        yield live
 
 
 def test_filters_by_container_rule_process_tag_and_statuses(backend: Any, capsys: Any) -> None:
