@@ -382,14 +382,11 @@ class ProcFacts:
         directory, _, base = exe.rpartition("/")
         if not args or not directory or exe.startswith(_OPAQUE):
             return {}
-        member = self._members.get(ev.cgroup_id, 0) if ev.cgroup_id else 0
-        if ev.cgroup_id and self._root_of(ev.pid):
+        if ev.cgroup_id and self._root_of(ev.pid):  # alive: a way into its container's root later
             if len(self._members) >= self.max_dirs:
                 self._members.clear()
             self._members[ev.cgroup_id] = ev.pid
-        elif ev.cgroup_id and self.members_of is not None and not (member and self._root_of(member, own=False)):
-            member = next((p for p in self.members_of(ev.cgroup_id) if p != ev.pid), 0)  # gone: ask its cgroup
-        if self._is_multicall(ev.pid, exe, image_key, parent, member):
+        if self._is_multicall(ev.pid, exe, image_key, parent, ev.cgroup_id):
             name = applet_name(args) or base
             if name == base:
                 return {}
@@ -484,20 +481,30 @@ class ProcFacts:
         self._forget()
         return self._is_multicall(pid, exe, image_key, parent)
 
-    def _is_multicall(self, pid: int, exe: str, image_key: str, parent: int, member: int = 0) -> bool:
+    def _is_multicall(self, pid: int, exe: str, image_key: str, parent: int, cgroup_id: int = 0) -> bool:
         if exe.rsplit("/", 1)[-1] in MULTICALL:
             return True
         key = (image_key, exe)
         known = self._multi.get(key)
         if known is not None:
             return known
-        found = self._multicall(pid, exe, parent, member)
+        found = self._multicall(pid, exe, parent, self._member(cgroup_id, pid) if cgroup_id else 0)
         if found is None:
             return False  # gone, and not seen before: the kernel's name stands
         if len(self._multi) >= self.max_dirs:
             self._multi.clear()
         self._multi[key] = found
         return found
+
+    def _member(self, cgroup_id: int, pid: int) -> int:
+        """Another live process of the cgroup (asked only when the image's answer is not cached):
+        the last one seen alive, else one its cgroup.procs lists now; 0 if none."""
+        member = self._members.get(cgroup_id, 0)
+        if member and member != pid and self._root_of(member, own=False):
+            return member
+        if self.members_of is None or self._root_of(pid):
+            return 0  # the process itself is there: it is looked at first anyway
+        return next((p for p in self.members_of(cgroup_id) if p != pid), 0)
 
     def _multicall(self, pid: int, exe: str, parent: int, member: int = 0) -> bool | None:
         """Looked up in the process's own root, else another live process of its container
